@@ -1,0 +1,763 @@
+"""Cells: reactive handles on (space, entity id, path, schema).
+
+A ``Cell`` never holds a value; it reads and writes through a transaction.
+Reads inside a running action are tracked (path-precise) so the scheduler can
+re-run the action when exactly those values change.  Links inside values are
+followed on read; plain links are replaced on write and write redirects are
+followed on write.  Capabilities (readonly, writeonly, opaque) are checked on
+every operation and survive ``key()``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from . import schema as schemas
+from .errors import CapabilityError, CauseError, LinkCycleError
+from .identity import create_ref
+from .links import MAX_HOPS, is_link, is_sigil, make_link, parse_link
+from .values import MISSING, Path, format_path, get_path, json_equal, to_json_value
+
+if TYPE_CHECKING:
+    from .transactions import Transaction
+
+T = TypeVar("T")
+
+#: The transaction of the action currently running (reads through any cell are tracked in it).
+current_tx: ContextVar[Transaction | None] = ContextVar("cellkernel_current_tx", default=None)
+
+STREAM_MARKER = {"$stream": True}
+
+#: Hooks set by upper layers (builder, factories) without an upward import.
+_hooks: dict[str, Callable[..., Any]] = {}
+
+
+def set_hook(name: str, fn: Callable[..., Any]) -> None:
+    _hooks[name] = fn
+
+
+def is_stream_value(value: Any) -> bool:
+    return type(value) is dict and value.get("$stream") is True and len(value) == 1
+
+
+class DocDict(dict[str, Any]):
+    """A dict read through a link: remembers the cell it came from.
+
+    Lets ``remove(item)`` match documents by identity and lets
+    ``cell.set(cell.get())`` keep links instead of copying documents.
+    """
+
+    __slots__ = ("cell",)
+
+    def __init__(self, data: Mapping[str, Any], cell: Cell[Any]) -> None:
+        super().__init__(data)
+        self.cell = cell
+
+
+# ---------------------------------------------------------------------------
+# resolution
+
+
+def resolve(
+    tx: Transaction,
+    space: str,
+    entity_id: str,
+    path: Path,
+    *,
+    for_write: bool = False,
+    track: bool = True,
+) -> tuple[str, str, Path, Any]:
+    """Follow links along ``path``; return the final address and the link schema seen.
+
+    For reads every link is followed; for writes a plain link at the final
+    position is not (the write replaces it), a redirect is.  Raises
+    ``LinkCycleError`` on a cycle or after ``MAX_HOPS`` hops.
+    """
+    hops = 0
+    seen: set[tuple[str, str, Path]] | None = None
+    link_schema: Any = None
+    while True:
+        node = tx.read(space, entity_id, (), track=False)
+        found = -1
+        if is_link(node):
+            found = 0
+        else:
+            for depth, key in enumerate(path):
+                node = get_path(node, (key,))
+                if node is MISSING:
+                    break
+                if type(node) is dict and is_link(node):
+                    found = depth + 1
+                    break
+        if found < 0:
+            if track:
+                tx.read(space, entity_id, path)
+            return space, entity_id, path, link_schema
+        link = parse_link(node, space)
+        if found == len(path) and for_write and not link.redirect:
+            return space, entity_id, path, link_schema
+        if track:
+            tx.read(space, entity_id, path[:found])
+        hops += 1
+        if seen is None:
+            seen = set()
+        seen.add((space, entity_id, path))
+        space, entity_id, path = link.space, link.id, link.path + tuple(path[found:])
+        if link.schema is not None:
+            link_schema = link.schema
+        if (space, entity_id, path) in seen or hops > MAX_HOPS:
+            reason = "a cycle" if (space, entity_id, path) in seen else f"more than {MAX_HOPS} hops"
+            raise LinkCycleError(
+                f"link resolution met {reason} at {entity_id}{format_path(path)}"
+            )
+
+
+class Cell(Generic[T]):
+    """A reactive handle on a JSON location.  See SPEC §3."""
+
+    __slots__ = ("_cap", "_cause", "_id", "_initial", "_path", "_rt", "_schema", "_space", "_tx")
+
+    _method_names: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(
+        self,
+        runtime: Any,
+        space: str | None,
+        entity_id: str | None,
+        path: Path = (),
+        schema: Any = None,
+        tx: Transaction | None = None,
+        capability: str = "cell",
+    ) -> None:
+        self._rt = runtime
+        self._space = space
+        self._id = entity_id
+        self._path = path
+        self._schema = schema
+        self._tx = tx
+        self._cap = capability
+        self._cause: Any = None
+        self._initial: Any = None
+
+    # -- constructors --------------------------------------------------------
+
+    @classmethod
+    def of(cls, value: Any = None, schema: Any = None) -> Cell[Any]:
+        """A cell with no identity yet whose schema default is ``value``.
+
+        Inside a pattern body it becomes internal state; inside a handler a new
+        document per event; elsewhere it is connected when first stored or run.
+        """
+        hook = _hooks.get("cell_of")
+        if hook is not None:
+            made = hook(value, schema)
+            if made is not None:
+                return made  # type: ignore[no-any-return]
+        plain = to_json_value(value)
+        if schema is None:
+            schema = {}
+        if plain is not None:
+            schema = {**schema, "default": plain}
+        cell: Cell[Any] = Cell(None, None, None, (), schema)
+        cell._initial = plain
+        return cell
+
+    @classmethod
+    def for_cause(cls, cause: Any) -> Cell[Any]:
+        return cls.of(None).for_(cause)
+
+    # -- identity ------------------------------------------------------------
+
+    @property
+    def entity_id(self) -> str | None:
+        return self._id
+
+    @property
+    def space(self) -> str | None:
+        return self._space
+
+    @property
+    def path(self) -> tuple[str | int, ...]:
+        return self._path
+
+    @property
+    def schema(self) -> Any:
+        return self._schema
+
+    @property
+    def capability(self) -> str:
+        return self._cap
+
+    @property
+    def is_connected(self) -> bool:
+        return self._id is not None
+
+    def for_(self, cause: Any, flexible: bool = False) -> Cell[T]:
+        """Name this cell explicitly before it is connected (SPEC §6)."""
+        if self._id is not None:
+            if flexible:
+                return self
+            raise CauseError(
+                f"cell {self._id} is already connected; .for_({cause!r}) must come before "
+                "the cell is stored, run or used as a node input"
+            )
+        if self._cause is not None:
+            if flexible:
+                self._cause = [self._cause, cause]
+                return self
+            raise CauseError(f"cell already has the cause {self._cause!r}")
+        self._cause = cause
+        return self
+
+    def _connect(self, runtime: Any, space: str, cause: Any) -> None:
+        """Give an unconnected cell its document (used when it is first stored)."""
+        chosen = self._cause if self._cause is not None else cause
+        self._rt = runtime
+        self._space = space
+        self._id = "of:" + str(create_ref({}, chosen))
+
+    def __ck_ref_json__(self) -> Any:
+        if self._id is None:
+            return None
+        return {"/": self._id[3:], "path": list(self._path)} if self._path else {"/": self._id[3:]}
+
+    def __ck_to_json__(self) -> Any:
+        return self.get_as_link()
+
+    # -- derived handles -------------------------------------------------------
+
+    def _derive(self, **changes: Any) -> Cell[Any]:
+        cls = Stream if changes.get("capability", self._cap) == "stream" else Cell
+        if cls is Stream and "capability" not in changes:
+            cls = Cell
+        cell: Cell[Any] = cls.__new__(cls)
+        cell._rt = self._rt
+        cell._space = self._space
+        cell._id = self._id
+        cell._path = changes.get("path", self._path)
+        cell._schema = changes.get("schema", self._schema)
+        cell._tx = changes.get("tx", self._tx)
+        cap = changes.get("capability", self._cap)
+        cell._cap = "cell" if cap == "stream" and cls is Cell else cap
+        cell._cause = self._cause
+        cell._initial = None
+        return cell
+
+    def key(self, *path: str | int) -> Cell[Any]:
+        """A child cell; keeps the capability and narrows the schema."""
+        if not path:
+            return self
+        for p in path:
+            if type(p) not in (str, int):
+                raise TypeError(f"cell keys are str or int, got {type(p).__name__}")
+        child_schema = schemas.at_path(self._schema, path) if self._schema else None
+        cap = self._cap if self._cap != "stream" else "cell"
+        return self._derive(path=self._path + tuple(path), schema=child_schema, capability=cap)
+
+    def as_schema(self, schema: Any) -> Cell[Any]:
+        return self._derive(schema=schema)
+
+    def with_tx(self, tx: Transaction | None) -> Cell[T]:
+        return self._derive(tx=tx)  # type: ignore[return-value]
+
+    def readonly(self) -> Cell[T]:
+        return self._derive(capability="readonly")  # type: ignore[return-value]
+
+    def writeonly(self) -> Cell[T]:
+        return self._derive(capability="writeonly")  # type: ignore[return-value]
+
+    def __getattr__(self, name: str) -> Cell[Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.key(name)
+
+    def __getitem__(self, key: str | int) -> Cell[Any]:
+        return self.key(key)
+
+    def __iter__(self) -> Iterator[Any]:
+        raise TypeError("a Cell is not iterable; iterate over cell.get()")
+
+    # -- capability checks ------------------------------------------------------
+
+    def _check(self, operation: str) -> None:
+        cap = self._cap
+        if cap == "cell" or cap == "stream":
+            if self._id is None and operation not in ("read",):
+                raise CauseError(
+                    "this cell has no identity yet: pass it to rt.run(), store it in another "
+                    "cell, or create it with rt.get_cell(cause)"
+                )
+            return
+        if cap == "opaque":
+            raise CapabilityError(
+                operation, "opaque", "a builder reference (read it inside a lift or handler)"
+            )
+        if cap == "readonly" and operation in ("write", "send"):
+            raise CapabilityError(operation, "readonly", self._where())
+        if cap == "writeonly" and operation == "read":
+            raise CapabilityError(operation, "writeonly", self._where())
+
+    def _where(self) -> str:
+        return f"{self._id}{format_path(self._path)}" if self._id else "an unconnected cell"
+
+    def _read_tx(self) -> tuple[Transaction, bool]:
+        """The transaction to read in, and whether reads are tracked."""
+        if self._tx is not None:
+            return self._tx, True
+        tx = current_tx.get()
+        if tx is not None and tx.status == "open" and self._rt is not None:
+            if tx._store is self._rt.store:
+                return tx, True
+        return self._rt.read_tx(), False
+
+    # -- reading ---------------------------------------------------------------
+
+    def get(self) -> T:
+        """The current value, links resolved, schema defaults applied."""
+        self._check("read")
+        if self._id is None:
+            return self._initial  # type: ignore[no-any-return]
+        tx, _ = self._read_tx()
+        return self._read(tx, track=True)  # type: ignore[no-any-return]
+
+    def sample(self) -> T:
+        """Read without creating a dependency."""
+        self._check("read")
+        if self._id is None:
+            return self._initial  # type: ignore[no-any-return]
+        tx, _ = self._read_tx()
+        return self._read(tx, track=False)  # type: ignore[no-any-return]
+
+    def _read(self, tx: Transaction, track: bool) -> Any:
+        space, entity_id, path, link_schema = resolve(
+            tx, self._space, self._id, self._path, track=track  # type: ignore[arg-type]
+        )
+        schema = self._schema if self._schema is not None else link_schema
+        raw = tx.read(space, entity_id, path, track=False)
+        via_link = (entity_id, path) != (self._id, self._path)
+        return materialize(self._rt, tx, raw, space, entity_id, path, schema, track, via_link)
+
+    def get_raw(self) -> Any:
+        """The stored JSON at this cell's own location, links not followed."""
+        self._check("read")
+        tx, track = self._read_tx()
+        value = tx.read(self._space, self._id, self._path, track=track)  # type: ignore[arg-type]
+        return None if value is MISSING else value
+
+    def resolve_as_cell(self) -> Cell[T]:
+        """A cell on the final document and path after following every link."""
+        self._check("read") if self._cap != "writeonly" else None
+        tx, _ = self._read_tx()
+        space, entity_id, path, _s = resolve(
+            tx, self._space, self._id, self._path, track=False  # type: ignore[arg-type]
+        )
+        cell = self._derive(path=path)
+        cell._space = space
+        cell._id = entity_id
+        return cell  # type: ignore[return-value]
+
+    def _address(self) -> tuple[str, str, Path]:
+        tx = self._rt.read_tx()
+        space, entity_id, path, _s = resolve(
+            tx, self._space, self._id, self._path, track=False  # type: ignore[arg-type]
+        )
+        return space, entity_id, path
+
+    def equals(self, other: Any) -> bool:
+        """Same location after resolving links (identity, never content)."""
+        if isinstance(other, DocDict):
+            other = other.cell
+        if not isinstance(other, Cell) or other._id is None or self._id is None:
+            return False
+        return self._address() == other._address()
+
+    def get_as_link(
+        self, base_space: str | None = None, include_schema: bool = False
+    ) -> dict[str, Any]:
+        if self._id is None:
+            raise CauseError("an unconnected cell has no link yet")
+        schema = self._schema if include_schema else None
+        return make_link(self._space, self._id, self._path, schema, base_space=base_space)  # type: ignore[arg-type]
+
+    def get_as_write_redirect_link(self, base_space: str | None = None) -> dict[str, Any]:
+        if self._id is None:
+            raise CauseError("an unconnected cell has no link yet")
+        return make_link(self._space, self._id, self._path, None, True, base_space=base_space)  # type: ignore[arg-type]
+
+    # -- writing ---------------------------------------------------------------
+
+    def _in_write_tx(self, operation: str, fn: Callable[[Transaction], Any]) -> Any:
+        self._check("send" if operation == "send" else "write")
+        tx = self._tx
+        if tx is None:
+            running = current_tx.get()
+            if running is not None and running.status == "open" and running._store is self._rt.store:
+                tx = running
+        if tx is not None:
+            return fn(tx)
+        return self._rt._write(fn)
+
+    def set(self, value: Any) -> Cell[T]:
+        """Write ``value``; cells inside become links; on a stream this sends."""
+        self._in_write_tx("write", lambda tx: self._set_in(tx, value))
+        return self
+
+    def _set_in(self, tx: Transaction, value: Any) -> None:
+        space, entity_id, path, _s = resolve(
+            tx, self._space, self._id, self._path, for_write=True, track=False  # type: ignore[arg-type]
+        )
+        current = tx.read(space, entity_id, path, track=False)
+        if is_stream_value(current):
+            self._rt.scheduler.queue_event((space, entity_id, path), value, self._rt)
+            return
+        if isinstance(value, Cell) and value._id is not None:
+            if value._address() == (space, entity_id, path) or (
+                value._space, value._id, value._path
+            ) == (self._space, self._id, self._path):
+                return
+        stored = to_storable(self._rt, tx, value, (space, entity_id, path))
+        if self._schema:
+            schemas.validate(self._schema, self._plain_for_validation(tx, stored), self._where())
+        if current is not MISSING and json_equal(current, stored):
+            return
+        tx.write(space, entity_id, path, stored)
+
+    def _plain_for_validation(self, tx: Transaction, stored: Any) -> Any:
+        if not _contains_link(stored):
+            return stored
+        return materialize(self._rt, tx, stored, self._space, self._id, self._path, None, False, False, plain=True)  # type: ignore[arg-type]
+
+    def send(self, event: Any = None) -> None:
+        """Queue an event for the handlers of this stream (FIFO, one per pass)."""
+        self._check("send")
+        to_json_value(event, hook=_event_hook)  # reject what could not be stored
+        tx = self._tx or current_tx.get()
+        if tx is None or tx.status != "open":
+            tx = self._rt.read_tx()
+        space, entity_id, path, _s = resolve(
+            tx, self._space, self._id, self._path, track=False  # type: ignore[arg-type]
+        )
+        self._rt.scheduler.queue_event((space, entity_id, path), event, self._rt)
+        self._rt._settle_after_send()
+
+    def update(self, values: Mapping[str, Any]) -> Cell[T]:
+        """Set keys one by one, keeping the others (``{}`` is created from None)."""
+        if not isinstance(values, Mapping):
+            raise TypeError(f"update() takes a mapping, got {type(values).__name__}")
+
+        def run(tx: Transaction) -> None:
+            current = self.with_tx(tx).sample()
+            if current is None:
+                self.with_tx(tx)._set_in(tx, {})
+            elif not isinstance(current, dict):
+                raise TypeError(f"update() needs an object at {self._where()}, found {type(current).__name__}")
+            for k, v in values.items():
+                self.key(k).with_tx(tx)._set_in(tx, v)
+
+        self._in_write_tx("write", run)
+        return self
+
+    def push(self, *items: Any) -> Cell[T]:
+        """Append items (creating ``[]`` or the schema default from None)."""
+
+        def run(tx: Transaction) -> None:
+            space, entity_id, path, _s = resolve(
+                tx, self._space, self._id, self._path, for_write=True, track=False  # type: ignore[arg-type]
+            )
+            raw = tx.read(space, entity_id, path, track=False)
+            if raw is MISSING or raw is None:
+                default = schemas.default_of(self._schema) if self._schema else None
+                raw = to_json_value(default) if default is not None else []
+            if is_link(raw):
+                target = self.resolve_as_cell().with_tx(tx)
+                target.push(*items)
+                return
+            if type(raw) is not list:
+                raise TypeError(f"push() needs a list at {self._where()}, found {type(raw).__name__}")
+            base = len(raw)
+            new = to_storable(self._rt, tx, list(items), (space, entity_id, path), offset=base)
+            combined = [*raw, *new]
+            if self._schema:
+                schemas.validate(self._schema, self._plain_for_validation(tx, combined), self._where())
+            tx.write(space, entity_id, path, combined)
+
+        self._in_write_tx("write", run)
+        return self
+
+    def remove(self, item: Any) -> Cell[T]:
+        """Remove the first match (documents by identity, plain values by equality)."""
+        return self._remove(item, first_only=True)
+
+    def remove_all(self, item: Any) -> Cell[T]:
+        return self._remove(item, first_only=False)
+
+    def _remove(self, item: Any, first_only: bool) -> Cell[T]:
+        def run(tx: Transaction) -> None:
+            space, entity_id, path, _s = resolve(
+                tx, self._space, self._id, self._path, for_write=True, track=False  # type: ignore[arg-type]
+            )
+            raw = tx.read(space, entity_id, path, track=False)
+            if raw is MISSING or raw is None:
+                return
+            if type(raw) is not list:
+                raise TypeError(f"remove() needs a list at {self._where()}, found {type(raw).__name__}")
+            target = _identity_of(item, tx)
+            plain = None if target is not None else to_json_value(item, hook=_plain_hook)
+            kept: list[Any] = []
+            removed = False
+            for element in raw:
+                if not (removed and first_only):
+                    if target is not None and is_link(element):
+                        if _link_address(tx, element, space) == target:
+                            removed = True
+                            continue
+                    elif target is None and not is_link(element) and json_equal(element, plain):
+                        removed = True
+                        continue
+                kept.append(element)
+            if removed:
+                tx.write(space, entity_id, path, kept)
+
+        self._in_write_tx("write", run)
+        return self
+
+    # -- reactivity --------------------------------------------------------------
+
+    def sink(self, callback: Callable[[Any], Any]) -> Callable[[], None]:
+        """Call ``callback(value)`` now and after every change of what it read."""
+        self._check("read")
+        return self._rt.scheduler.sink(self, callback)  # type: ignore[no-any-return]
+
+    def map(self, fn: Callable[..., Any]) -> Any:
+        hook = _hooks.get("map")
+        if hook is None:
+            raise RuntimeError("map() needs the builder; import cellkernel")
+        return hook(self, fn)
+
+    def filter(self, fn: Callable[..., Any]) -> Any:
+        hook = _hooks.get("filter")
+        if hook is None:
+            raise RuntimeError("filter() needs the builder; import cellkernel")
+        return hook(self, fn)
+
+    # -- display -----------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        if self._id is None:
+            return f"Cell.of({self._initial!r})"
+        name = type(self).__name__
+        return f"<{name} {self._id[:16]}…{format_path(self._path)}>"
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Cell):
+            return NotImplemented
+        return (self._space, self._id, self._path) == (other._space, other._id, other._path) and (
+            self._id is not None or self is other
+        )
+
+    def __hash__(self) -> int:
+        return hash((self._space, self._id, self._path)) if self._id else id(self)
+
+
+class Stream(Cell[T]):
+    """A cell that carries events to handlers; events are not stored."""
+
+    __slots__ = ()
+
+    def get(self) -> Any:
+        return self
+
+    def __call__(self, event: Any = None) -> None:
+        self.send(event)
+
+
+def _event_hook(value: Any) -> Any:
+    if isinstance(value, Cell):
+        return None
+    return NotImplemented
+
+
+def _plain_hook(value: Any) -> Any:
+    if isinstance(value, DocDict):
+        return dict(value)
+    return NotImplemented
+
+
+def _contains_link(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if type(v) is dict:
+            if is_link(v):
+                return True
+            stack.extend(v.values())
+        elif type(v) is list:
+            stack.extend(v)
+    return False
+
+
+def _identity_of(item: Any, tx: Transaction) -> tuple[str, str, Path] | None:
+    cell = item.cell if isinstance(item, DocDict) else item if isinstance(item, Cell) else None
+    if cell is None or cell._id is None:
+        return None
+    space, entity_id, path, _s = resolve(tx, cell._space, cell._id, cell._path, track=False)  # type: ignore[arg-type]
+    return space, entity_id, path
+
+
+def _link_address(tx: Transaction, link_value: Any, base_space: str) -> tuple[str, str, Path]:
+    link = parse_link(link_value, base_space)
+    space, entity_id, path, _s = resolve(tx, link.space, link.id, link.path, track=False)
+    return space, entity_id, path
+
+
+# ---------------------------------------------------------------------------
+# materialising reads
+
+
+def materialize(
+    runtime: Any,
+    tx: Transaction,
+    raw: Any,
+    space: str,
+    entity_id: str,
+    path: Path,
+    schema: Any,
+    track: bool,
+    via_link: bool,
+    *,
+    plain: bool = False,
+) -> Any:
+    """Turn stored JSON into the Python value ``get()`` returns.
+
+    Iterative: links are followed (each hop a tracked read of its target),
+    schema defaults are filled in, stream markers become ``Stream`` objects,
+    ``asCell`` fields become ``Cell`` objects and factory sigils become
+    callables.  With ``plain`` the result is pure JSON (for validation).
+    """
+    root_schema = schema
+    out: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any, str, str, Path, Any, bool, int]] = [
+        (out, 0, raw, space, entity_id, path, schema, via_link, 0)
+    ]
+    factory_hook = _hooks.get("materialize_factory")
+    while stack:
+        holder, key, value, sp, eid, p, sch, linked, hops = stack.pop()
+        if sch is not None and not plain:
+            mark = schemas.marker(sch)
+            if mark is not None:
+                cls = Stream if mark == "stream" else Cell
+                holder[key] = cls(runtime, sp, eid, p, sch, tx if tx.status == "open" else None)
+                continue
+        if type(value) is dict and is_link(value):
+            if hops >= MAX_HOPS:
+                raise LinkCycleError(f"link resolution exceeded {MAX_HOPS} hops at {eid}{format_path(p)}")
+            link = parse_link(value, sp)
+            sp2, eid2, p2, link_schema = resolve(tx, link.space, link.id, link.path, track=track)
+            value2 = tx.read(sp2, eid2, p2, track=False)
+            sch2 = sch if sch is not None else (link.schema if link.schema is not None else link_schema)
+            stack.append((holder, key, value2, sp2, eid2, p2, sch2, True, hops + 1))
+            continue
+        if value is MISSING or value is None:
+            default = schemas.default_of(sch, root_schema) if sch is not None else None
+            holder[key] = default
+            continue
+        t = type(value)
+        if t is dict:
+            if value.get("$stream") is True and len(value) == 1 and not plain:
+                holder[key] = Stream(runtime, sp, eid, p, sch)
+                continue
+            if is_sigil(value) and factory_hook is not None and not plain:
+                holder[key] = factory_hook(value, runtime)
+                continue
+            if sch is not None:
+                value = schemas.fill_defaults(value, sch, root_schema)
+            if linked and not plain:
+                result: dict[str, Any] = DocDict({}, Cell(runtime, sp, eid, p, sch))
+            else:
+                result = {}
+            holder[key] = result
+            for k, v in value.items():
+                child_schema = schemas.at_path(sch, (k,)) if sch is not None else None
+                stack.append((result, k, v, sp, eid, (*p, k), child_schema, False, hops))
+            continue
+        if t is list:
+            lst: list[Any] = [None] * len(value)
+            holder[key] = lst
+            for i, v in enumerate(value):
+                child_schema = schemas.at_path(sch, (i,)) if sch is not None else None
+                stack.append((lst, i, v, sp, eid, (*p, i), child_schema, False, hops))
+            continue
+        holder[key] = value
+    return out[0]
+
+
+# ---------------------------------------------------------------------------
+# preparing writes
+
+
+def to_storable(
+    runtime: Any,
+    tx: Transaction,
+    value: Any,
+    target: tuple[str, str, Path],
+    *,
+    offset: int = 0,
+) -> Any:
+    """Normalise ``value`` for storage at ``target``.
+
+    Cells become links, DocDicts links to their documents, unconnected cells
+    are connected, and every plain object directly inside a list becomes its
+    own document (so lists can be keyed and edited by element identity).
+    Documents created inside a running action get deterministic ids (from the
+    action's frame), so re-runs update them in place.
+    """
+    space, entity_id, path = target
+
+    def hook(v: Any) -> Any:
+        if isinstance(v, DocDict):
+            cell = v.cell
+            if (cell._space, cell._id, cell._path) == target:
+                return dict(v)
+            return make_link(cell._space, cell._id, cell._path, base_space=space)  # type: ignore[arg-type]
+        if isinstance(v, Cell):
+            if v._id is None:
+                if v._cap == "opaque":
+                    raise CapabilityError("store", "opaque", "a builder reference outside a pattern")
+                v._connect(runtime, space, {"cell": v._initial, "in": entity_id, "path": list(path), "n": uuid.uuid4().hex if tx.frame is None else str(tx.frame)})
+                tx.write(space, v._id, (), v._initial)  # type: ignore[arg-type]
+            return make_link(v._space, v._id, v._path, base_space=space)  # type: ignore[arg-type]
+        return NotImplemented
+
+    stored = to_json_value(value, hook=hook)
+    # split plain objects inside lists into their own documents
+    work: list[tuple[Any, Path]] = [(stored, path)]
+    root = stored
+    frame = tx.frame
+    while work:
+        node, node_path = work.pop()
+        if type(node) is list:
+            for i, element in enumerate(node):
+                if type(element) is dict and not is_sigil(element):
+                    index = i + offset if node is root else i
+                    cause = {
+                        "parent": {"id": entity_id, "space": space},
+                        "path": [*node_path, index],
+                        "frame": frame if frame is not None else uuid.uuid4().hex,
+                    }
+                    doc_id = "of:" + str(create_ref({}, cause))
+                    work.append((element, ()))
+                    tx.write(space, doc_id, (), element)
+                    node[i] = make_link(space, doc_id, ())
+                elif type(element) is list:
+                    work.append((element, (*node_path, i)))
+        elif type(node) is dict and not is_sigil(node):
+            for k, v in node.items():
+                if type(v) in (list, dict):
+                    work.append((v, (*node_path, k)))
+    return root

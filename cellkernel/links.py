@@ -1,0 +1,89 @@
+"""The ``link@1`` sigil: how one JSON value points at another cell.
+
+``{"/": {"link@1": {"id": ..., "path": [...], "space"?: ..., "schema"?: ...,
+"overwrite"?: "redirect"}}}``.  A plain link is followed on read and replaced
+on write; a write redirect is followed on both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .values import JSON, Path
+
+LINK_TAG: Final = "link@1"
+MAX_HOPS: Final = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A parsed link, with its space made explicit."""
+
+    space: str
+    id: str
+    path: Path
+    schema: JSON = None
+    redirect: bool = False
+
+    def to_json(self, base_space: str | None = None) -> dict[str, Any]:
+        return make_link(
+            self.space, self.id, self.path, self.schema, self.redirect, base_space=base_space
+        )
+
+
+def is_link(value: Any) -> bool:
+    """Cheap test used on hot paths: is this a ``link@1`` sigil?"""
+    if type(value) is not dict or len(value) != 1:
+        return False
+    inner = value.get("/")
+    return type(inner) is dict and LINK_TAG in inner
+
+
+def is_sigil(value: Any) -> bool:
+    """Any ``{"/": {...}}`` sigil (links, factories)."""
+    return type(value) is dict and len(value) == 1 and type(value.get("/")) is dict
+
+
+def make_link(
+    space: str,
+    entity_id: str,
+    path: Path | list[str | int] = (),
+    schema: JSON = None,
+    redirect: bool = False,
+    *,
+    base_space: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"id": entity_id, "path": list(path)}
+    if space != base_space:
+        body["space"] = space
+    if schema is not None:
+        body["schema"] = schema
+    if redirect:
+        body["overwrite"] = "redirect"
+    return {"/": {LINK_TAG: body}}
+
+
+def parse_link(value: Any, base_space: str) -> Link:
+    """Parse a sigil, raising ``ValueError`` that says what is malformed."""
+    if not is_link(value):
+        raise ValueError(f"not a link@1 sigil: {value!r}")
+    body = value["/"][LINK_TAG]
+    if type(body) is not dict:
+        raise ValueError(f"malformed link: link@1 must hold an object, got {body!r}")
+    entity_id = body.get("id")
+    if type(entity_id) is not str or not entity_id:
+        raise ValueError(f"malformed link: 'id' must be a non-empty string, got {entity_id!r}")
+    path = body.get("path", [])
+    if type(path) is not list or not all(type(p) in (str, int) for p in path):
+        raise ValueError(f"malformed link: 'path' must be a list of keys, got {path!r}")
+    space = body.get("space", base_space)
+    if type(space) is not str or not space:
+        raise ValueError(f"malformed link: 'space' must be a string, got {space!r}")
+    overwrite = body.get("overwrite", "this")
+    if overwrite not in ("this", "redirect"):
+        raise ValueError(f"malformed link: 'overwrite' must be 'this' or 'redirect', got {overwrite!r}")
+    unknown = set(body) - {"id", "path", "space", "schema", "overwrite"}
+    if unknown:
+        raise ValueError(f"malformed link: unknown fields {sorted(unknown)}")
+    return Link(space, entity_id, tuple(path), body.get("schema"), overwrite == "redirect")

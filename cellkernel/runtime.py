@@ -1,0 +1,249 @@
+"""The Runtime: one store, one scheduler, the spaces they serve.
+
+This is the object a notebook user holds.  It creates transactions, turns a
+write outside any transaction into a commit plus a settle (so a derived value
+read right after is fresh), and collects node errors where the user looks.
+Pattern instances (run / resume / stop) are delegated to the runner, imported
+on first use so that ``import cellkernel`` stays light.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from .cells import Cell, current_tx
+from .errors import ConflictError, NodeError
+from .identity import create_ref
+from .scheduler import Action, Scheduler
+from .storage import Change, Store, open_store
+from .transactions import Transaction
+
+if TYPE_CHECKING:
+    from .runner import Runner
+
+DEFAULT_SPACE = "did:local:default"
+log = logging.getLogger("cellkernel.runtime")
+
+
+class Runtime:
+    """A reactive runtime over one store.  See SPEC §2."""
+
+    def __init__(
+        self,
+        store: str | Store | None = None,
+        *,
+        space: str = DEFAULT_SPACE,
+        debug: bool = False,
+        trust_source: bool = False,
+    ) -> None:
+        self.store: Store = open_store(store) if store is None or isinstance(store, str) else store
+        self.space = space
+        self.debug = debug
+        self.trust_source = trust_source
+        self.scheduler = Scheduler(self)
+        self.errors: list[NodeError] = []
+        self._error_callbacks: list[Callable[[NodeError], Any]] = []
+        self._batch_depth = 0
+        self._runner: Runner | None = None
+        self._lock = threading.RLock()
+        self._closed = False
+
+    # -- cells -------------------------------------------------------------------
+
+    def get_cell(self, cause: Any, schema: Any = None, space: str | None = None) -> Cell[Any]:
+        """The cell whose id is ``create_ref({}, cause)`` in ``space``."""
+        entity_id = "of:" + str(create_ref({}, cause))
+        return Cell(self, space or self.space, entity_id, (), schema)
+
+    def cell_at(self, entity_id: str, path: tuple[str | int, ...] = (), space: str | None = None,
+                schema: Any = None) -> Cell[Any]:
+        """A cell on a known entity id (used by tools that read snapshots)."""
+        return Cell(self, space or self.space, entity_id, path, schema)
+
+    # -- transactions --------------------------------------------------------------
+
+    def _begin(self, *, frame: Any = None, track: bool = True) -> Transaction:
+        return Transaction(self.store, track=track, frame=frame)
+
+    def read_tx(self) -> Transaction:
+        """A throwaway, untracked transaction for reads outside any action."""
+        return Transaction(self.store, track=False)
+
+    @contextlib.contextmanager
+    def edit(self) -> Iterator[Transaction]:
+        """A transaction that commits on exit and aborts on exception."""
+        tx = self._begin()
+        try:
+            yield tx
+        except BaseException:
+            tx.abort()
+            raise
+        self._commit(tx)
+
+    def _commit(self, tx: Transaction) -> None:
+        if tx.status != "open":
+            return
+        changes = tx.commit()
+        if changes:
+            self._after_commit(changes, None)
+        self._settle_if_free()
+
+    def edit_with_retry(self, fn: Callable[[Transaction], Any], retries: int = 5) -> Any:
+        """Run ``fn(tx)`` and commit, retrying on ``ConflictError`` up to ``retries`` times."""
+        attempt = 0
+        while True:
+            self._poll()
+            tx = self._begin()
+            try:
+                result = fn(tx)
+            except BaseException:
+                tx.abort()
+                raise
+            try:
+                self._commit(tx)
+                return result
+            except ConflictError:
+                attempt += 1
+                if attempt > retries:
+                    raise
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many writes, one settle at the end."""
+        self._batch_depth += 1
+        try:
+            yield
+        finally:
+            self._batch_depth -= 1
+            if self._batch_depth == 0:
+                self.scheduler.settle()
+
+    def _write(self, fn: Callable[[Transaction], Any]) -> Any:
+        """A write outside any transaction: its own commit, then settle."""
+        tx = self._begin()
+        try:
+            result = fn(tx)
+        except BaseException:
+            tx.abort()
+            raise
+        self._commit(tx)
+        return result
+
+    def _after_commit(self, changes: list[Change], source: Action | None) -> None:
+        self.scheduler.notify(changes, source)
+        if self._runner is not None:
+            self._runner.after_commit(changes)
+
+    def _settle_if_free(self) -> None:
+        if self._batch_depth == 0 and not self.scheduler.busy and current_tx.get() is None:
+            self.scheduler.settle()
+
+    def _settle_after_send(self) -> None:
+        self._settle_if_free()
+
+    def _on_unhandled_event(self, stream: tuple[str, str, tuple[str | int, ...]], event: Any) -> None:
+        if self._runner is not None:
+            self._runner.unhandled_event(stream, event)
+
+    def _new_event_id(self) -> str:
+        return uuid.uuid4().hex
+
+    # -- settling ------------------------------------------------------------------
+
+    def _poll(self) -> None:
+        changes = self.store.poll()
+        if changes:
+            self._after_commit(changes, None)
+
+    def idle(self) -> None:
+        """Run the scheduler until nothing is pending and the event queue is empty.
+
+        Also picks up commits made by other processes on the same store.  When no
+        event loop is running, async nodes are driven to completion too.
+        """
+        self._poll()
+        self.scheduler.settle()
+        if self.scheduler._async:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                asyncio.run(self.aidle())
+
+    async def aidle(self) -> None:
+        """Like ``idle()``, also awaiting async lifts and handlers."""
+        while True:
+            self._poll()
+            self.scheduler.settle()
+            pending = self.scheduler.take_async()
+            if not pending:
+                return
+            for result in await asyncio.gather(*pending, return_exceptions=True):
+                if isinstance(result, BaseException) and not isinstance(result, Exception):
+                    raise result
+
+    # -- errors --------------------------------------------------------------------
+
+    def _record_error(self, error: NodeError) -> None:
+        self.errors.append(error)
+        for callback in list(self._error_callbacks):
+            try:
+                callback(error)
+            except Exception:  # an error callback must never stop the runtime
+                log.exception("error callback failed")
+
+    def on_error(self, callback: Callable[[NodeError], Any]) -> Callable[[], None]:
+        """Call ``callback(node_error)`` for every recorded failure; returns unsubscribe."""
+        self._error_callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._error_callbacks:
+                self._error_callbacks.remove(callback)
+
+        return unsubscribe
+
+    # -- patterns (runner) -----------------------------------------------------------
+
+    @property
+    def runner(self) -> Runner:
+        if self._runner is None:
+            from .runner import Runner
+
+            self._runner = Runner(self)
+        return self._runner
+
+    def run(self, pattern: Any, argument: Any = None, cause: Any = None) -> Cell[Any]:
+        """Run ``pattern`` into a result cell; the same cause updates the same instance."""
+        return self.runner.run(pattern, argument, cause)
+
+    def resume(self, cause_or_entity_id: Any) -> Cell[Any]:
+        """Restart a stored instance from its graph snapshot alone."""
+        return self.runner.resume(cause_or_entity_id)
+
+    def stop(self, result: Cell[Any]) -> None:
+        self.runner.stop(result)
+
+    def snapshot(self, result: Cell[Any]) -> Any:
+        return self.runner.snapshot(result)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._runner is not None:
+            self._runner.stop_all()
+        self.store.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Runtime {self.store.url} space={self.space!r}>"

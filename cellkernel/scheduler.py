@@ -1,0 +1,454 @@
+"""The scheduler: which action runs next, and when the runtime is quiet.
+
+Model (after Jane Street's Incremental and the labs runner):
+
+* An **action** runs in its own transaction; the paths it read become its
+  triggers.  After any commit, an action is scheduled only if the value at one
+  of its read paths actually changed (value-accurate, path-precise).  The
+  committing action's own writes never trigger it.
+* Every action has a **height**: one more than the highest action that writes
+  what it reads.  Pending actions run lowest height first from a heap, so in an
+  acyclic graph each affected action runs once per settle and never sees a mix
+  of old and new inputs (glitch-free).  Heights are adjusted iteratively when
+  edges appear, so depth never touches Python's recursion limit.
+* An action run more than ``MAX_ITERATIONS`` times in one busy period is not
+  run again in that period; an ``IterationLimitError`` is recorded.
+* Events are queued FIFO and handled one per pass, with pending reactive work
+  settled in between.  Handler reads are not subscriptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import inspect
+import itertools
+import logging
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from .cells import Cell, current_tx
+from .errors import ConflictError, IterationLimitError, NodeError
+from .values import Path, get_path, json_equal, paths_overlap
+
+if TYPE_CHECKING:
+    from .storage import Change
+    from .transactions import Transaction
+
+log = logging.getLogger("cellkernel.scheduler")
+
+MAX_ITERATIONS = 100
+EVENT_RETRIES = 5
+REACTIVE_RETRIES = 10
+
+Address = tuple[str, str, Path]
+DocKey = tuple[str, str]
+
+
+class Action:
+    """A unit of reactive work: ``fn(tx)`` run in its own transaction."""
+
+    __slots__ = (
+        "active",
+        "declared_reads",
+        "fn",
+        "frame",
+        "height",
+        "kind",
+        "name",
+        "node",
+        "on_error",
+        "pattern",
+        "reads",
+        "retries",
+        "seq",
+        "space",
+        "writes",
+    )
+
+    _counter = itertools.count()
+
+    def __init__(
+        self,
+        fn: Callable[[Transaction], Any],
+        *,
+        name: str = "action",
+        node: str | None = None,
+        pattern: str | None = None,
+        space: str | None = None,
+        kind: str = "lift",
+        writes: Iterable[Address] = (),
+        reads: Iterable[Address] = (),
+        frame: Any = None,
+    ) -> None:
+        self.fn = fn
+        self.name = name
+        self.node = node or name
+        self.pattern = pattern
+        self.space = space
+        self.kind = kind
+        self.writes: list[Address] = list(writes)
+        self.declared_reads: list[Address] = list(reads)
+        self.reads: list[Address] = []
+        self.height = 0
+        self.active = False
+        self.retries = 0
+        self.seq = next(Action._counter)
+        self.frame = frame
+        self.on_error: Callable[[NodeError], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Action {self.name} h={self.height}>"
+
+
+class EventHandler:
+    """Runs ``fn(tx, event)`` once per event sent to its stream address."""
+
+    __slots__ = ("active", "fn", "name", "node", "pattern", "space", "stream")
+
+    def __init__(
+        self,
+        fn: Callable[[Transaction, Any], Any],
+        stream: Address,
+        *,
+        name: str = "handler",
+        node: str | None = None,
+        pattern: str | None = None,
+    ) -> None:
+        self.fn = fn
+        self.stream = stream
+        self.name = name
+        self.node = node or name
+        self.pattern = pattern
+        self.space = stream[0]
+        self.active = True
+
+
+class Scheduler:
+    """Owns triggers, the pending heap, the event queue and the busy period."""
+
+    def __init__(self, runtime: Any) -> None:
+        self._rt = runtime
+        self._triggers: dict[DocKey, dict[Action, list[Path]]] = {}
+        self._writers: dict[DocKey, dict[Action, list[Path]]] = {}
+        self._heap: list[tuple[int, int, Action]] = []
+        self._pending: set[Action] = set()
+        self._events: deque[tuple[EventHandler, Any, int, Any]] = deque()
+        self._handlers: dict[Address, list[EventHandler]] = {}
+        self._runs: dict[Action, int] = {}
+        self._dormant: set[Action] = set()
+        self._settling = False
+        self._running: Action | None = None
+        self._async: list[asyncio.Future[Any] | Any] = []
+        self.run_count = 0
+        self.on_run: list[Callable[[Action], None]] = []
+
+    # -- subscriptions ----------------------------------------------------------
+
+    def subscribe(self, action: Action, *, schedule: bool = True) -> None:
+        """Register an action; with ``schedule`` it runs at the next settle."""
+        action.active = True
+        for space, entity_id, path in action.writes:
+            self._writers.setdefault((space, entity_id), {}).setdefault(action, []).append(path)
+        self._set_reads(action, action.declared_reads)
+        if schedule:
+            self._schedule(action)
+
+    def unsubscribe(self, action: Action) -> None:
+        """Stop an action for good: release its triggers, writes and pending run."""
+        action.active = False
+        self._clear_reads(action)
+        for space, entity_id, _path in action.writes:
+            writers = self._writers.get((space, entity_id))
+            if writers is not None:
+                writers.pop(action, None)
+                if not writers:
+                    del self._writers[(space, entity_id)]
+        self._pending.discard(action)
+        self._dormant.discard(action)
+
+    def _clear_reads(self, action: Action) -> None:
+        for space, entity_id, _path in action.reads:
+            triggers = self._triggers.get((space, entity_id))
+            if triggers is not None:
+                triggers.pop(action, None)
+                if not triggers:
+                    del self._triggers[(space, entity_id)]
+
+    def _set_reads(self, action: Action, reads: list[Address]) -> None:
+        if reads == action.reads and action.reads:
+            return
+        self._clear_reads(action)
+        compact: dict[DocKey, list[Path]] = {}
+        for space, entity_id, path in reads:
+            paths = compact.setdefault((space, entity_id), [])
+            if path not in paths:
+                paths.append(path)
+        for key, paths in compact.items():
+            self._triggers.setdefault(key, {})[action] = paths
+        action.reads = list(reads)
+        self._adjust_height(action)
+
+    def _writers_of(self, action: Action) -> Iterable[Action]:
+        for space, entity_id, path in action.reads:
+            writers = self._writers.get((space, entity_id))
+            if not writers:
+                continue
+            for writer, paths in writers.items():
+                if writer is not action and any(paths_overlap(path, p) for p in paths):
+                    yield writer
+
+    def _readers_of(self, action: Action) -> Iterable[Action]:
+        for space, entity_id, path in action.writes:
+            triggers = self._triggers.get((space, entity_id))
+            if not triggers:
+                continue
+            for reader, paths in triggers.items():
+                if reader is not action and any(paths_overlap(path, p) for p in paths):
+                    yield reader
+
+    def _adjust_height(self, action: Action) -> None:
+        """Raise heights so readers stay above writers (iterative; stops on cycles)."""
+        limit = len(self._runs) + len(self._pending) + 10_000
+        work = [action]
+        while work:
+            current = work.pop()
+            needed = 1 + max((w.height for w in self._writers_of(current)), default=-1)
+            if needed <= current.height:
+                if current is not action:
+                    continue
+            elif needed > limit:
+                continue  # a cycle: leave the order to the iteration cap
+            else:
+                current.height = needed
+                if current in self._pending:
+                    heapq.heappush(self._heap, (current.height, current.seq, current))
+            work.extend(r for r in self._readers_of(current) if r.height <= current.height)
+
+    def _schedule(self, action: Action) -> None:
+        if action in self._pending or not action.active:
+            return
+        self._pending.add(action)
+        heapq.heappush(self._heap, (action.height, action.seq, action))
+
+    # -- change notification ------------------------------------------------------
+
+    def notify(self, changes: Iterable[Change], source: Action | None = None) -> None:
+        """Schedule the actions whose read values changed (not ``source`` itself)."""
+        triggers_map = self._triggers
+        for change in changes:
+            triggers = triggers_map.get((change.space, change.entity_id))
+            if not triggers:
+                continue
+            before = change.before.value if change.before is not None else None
+            after = change.after.value
+            for action, paths in list(triggers.items()):
+                if action is source or action in self._pending:
+                    continue
+                for path in paths:
+                    if not json_equal(get_path(before, path), get_path(after, path)):
+                        self._schedule(action)
+                        break
+
+    # -- events ---------------------------------------------------------------------
+
+    def add_handler(self, handler: EventHandler) -> None:
+        self._handlers.setdefault(handler.stream, []).append(handler)
+
+    def remove_handler(self, handler: EventHandler) -> None:
+        handler.active = False
+        handlers = self._handlers.get(handler.stream)
+        if handlers and handler in handlers:
+            handlers.remove(handler)
+            if not handlers:
+                del self._handlers[handler.stream]
+
+    def has_handlers(self, stream: Address) -> bool:
+        return bool(self._handlers.get(stream))
+
+    def queue_event(self, stream: Address, event: Any, runtime: Any = None) -> int:
+        """Queue ``event`` for every handler of ``stream``; returns how many."""
+        handlers = self._handlers.get(stream, ())
+        for handler in handlers:
+            self._events.append((handler, event, EVENT_RETRIES, None))
+        if not handlers:
+            self._rt._on_unhandled_event(stream, event)
+        return len(handlers)
+
+    # -- running ------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self._settling
+
+    def settle(self) -> None:
+        """Run until nothing is pending and the event queue is empty."""
+        if self._settling:
+            return
+        self._settling = True
+        try:
+            while True:
+                self._drain()
+                if self._events:
+                    self._run_event(*self._events.popleft())
+                    continue
+                break
+        finally:
+            self._settling = False
+            self._runs.clear()
+            self._dormant.clear()
+
+    def _drain(self) -> None:
+        heap = self._heap
+        pending = self._pending
+        while heap:
+            height, _seq, action = heapq.heappop(heap)
+            if action not in pending or height != action.height:
+                if action in pending and height != action.height:
+                    continue  # a newer heap entry carries the current height
+                continue
+            pending.discard(action)
+            if not action.active:
+                continue
+            count = self._runs.get(action, 0) + 1
+            self._runs[action] = count
+            if count > MAX_ITERATIONS:
+                if action not in self._dormant:
+                    self._dormant.add(action)
+                    self._record(
+                        action,
+                        IterationLimitError(
+                            f"{action.name} was scheduled more than {MAX_ITERATIONS} times in "
+                            "one busy period (a cycle?); it stays dormant until its inputs "
+                            "change from outside the cycle"
+                        ),
+                        "",
+                    )
+                continue
+            self.run_action(action)
+
+    def run_action(self, action: Action) -> None:
+        """Run one action now, commit, re-subscribe, and notify readers."""
+        rt = self._rt
+        tx = rt._begin(frame=action.frame)
+        token = current_tx.set(tx)
+        previous = self._running
+        self._running = action
+        self.run_count += 1
+        failed = False
+        try:
+            result = action.fn(tx)
+            if inspect.isawaitable(result):
+                self._async.append(result)
+        except Exception as exc:
+            failed = True
+            tx.abort()
+            self._record(action, exc, traceback.format_exc())
+        finally:
+            current_tx.reset(token)
+            self._running = previous
+        reads = tx.reads if tx.reads or not failed else action.reads or action.declared_reads
+        if failed:
+            self._set_reads(action, list(reads))
+            return
+        try:
+            changes = tx.commit()
+        except ConflictError:
+            action.retries += 1
+            self._set_reads(action, list(reads))
+            if action.retries < REACTIVE_RETRIES:
+                self._schedule(action)
+            return
+        action.retries = 0
+        self._set_reads(action, list(reads))
+        for space, entity_id, path in tx.writes:
+            writers = self._writers.setdefault((space, entity_id), {})
+            known = writers.setdefault(action, [])
+            if path not in known and not any(paths_overlap(path, k) for k in known):
+                known.append(path)
+                action.writes.append((space, entity_id, path))
+                for reader in list(self._readers_of(action)):
+                    self._adjust_height(reader)
+        for callback in self.on_run:
+            callback(action)
+        if changes:
+            rt._after_commit(changes, action)
+
+    def _run_event(self, handler: EventHandler, event: Any, retries: int, _cb: Any) -> None:
+        if not handler.active:
+            return
+        rt = self._rt
+        tx = rt._begin(frame={"event": rt._new_event_id(), "handler": handler.node})
+        token = current_tx.set(tx)
+        try:
+            result = handler.fn(tx, event)
+            if inspect.isawaitable(result):
+                self._async.append(result)
+        except Exception as exc:
+            tx.abort()
+            self._record(handler, exc, traceback.format_exc())
+            return
+        finally:
+            current_tx.reset(token)
+        try:
+            changes = tx.commit()
+        except ConflictError as exc:
+            if retries > 0:
+                self._events.appendleft((handler, event, retries - 1, _cb))
+            else:
+                self._record(handler, exc, "")
+            return
+        if changes:
+            rt._after_commit(changes, None)
+
+    def _record(self, action: Action | EventHandler, exc: BaseException, tb: str) -> None:
+        error = NodeError(
+            action.node,
+            exc,
+            pattern=action.pattern,
+            space=action.space,
+            traceback=tb,
+            name=action.name,
+        )
+        log.debug("node %s failed: %s", action.name, exc)
+        self._rt._record_error(error)
+        on_error = getattr(action, "on_error", None)
+        if on_error is not None:
+            on_error(error)
+
+    # -- sinks ------------------------------------------------------------------
+
+    def sink(self, cell: Cell[Any], callback: Callable[[Any], Any]) -> Callable[[], None]:
+        """An effect that calls ``callback(cell.get())`` now and on every change."""
+
+        def run(tx: Transaction) -> None:
+            callback(cell.with_tx(tx).get())
+
+        action = Action(run, name=f"sink {cell!r}", kind="effect", space=cell.space)
+        action.active = True
+        self.run_action(action)
+        if not self._settling:
+            self.settle()
+
+        def cancel() -> None:
+            self.unsubscribe(action)
+
+        return cancel
+
+    # -- async ------------------------------------------------------------------
+
+    def take_async(self) -> list[Any]:
+        pending, self._async = self._async, []
+        return pending
+
+    def quiet(self) -> bool:
+        return not self._pending and not self._events and not self._async
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "runs": self.run_count,
+            "triggers": sum(len(t) for t in self._triggers.values()),
+            "handlers": sum(len(h) for h in self._handlers.values()),
+        }

@@ -1,0 +1,165 @@
+"""The JSON-Schema subset the runtime interprets itself, plus validation.
+
+Validation is delegated to ``fastjsonschema`` (compiled validators, cached by
+canonical schema text).  What the runtime does itself is small: narrow a
+schema along a path, fill in defaults, and find the ``asCell`` / ``asStream``
+markers that change what ``get()`` hands back.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import fastjsonschema
+
+from .values import JSON
+
+Schema = dict[str, Any] | bool | None
+
+#: Keywords that are runtime markers, not validation.
+_MARKERS = ("asCell", "asStream", "default")
+
+
+def canonical(schema: Any) -> str:
+    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
+
+
+@lru_cache(maxsize=1024)
+def _compiled(text: str) -> Callable[[Any], Any]:
+    schema = json.loads(text)
+    try:
+        return fastjsonschema.compile(schema, use_default=False)  # type: ignore[no-any-return]
+    except fastjsonschema.JsonSchemaDefinitionException as exc:  # pragma: no cover - author bug
+        raise ValueError(f"invalid JSON schema {text[:200]}: {exc}") from exc
+
+
+def validate(schema: Schema, value: Any, where: str = "") -> None:
+    """Raise ``ValueError`` if ``value`` violates ``schema``; None/True accept all."""
+    if schema is None or schema is True or schema == {}:
+        return
+    if schema is False:
+        raise ValueError(f"schema violation{' at ' + where if where else ''}: no value is allowed")
+    try:
+        _compiled(canonical(schema))(value)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        at = f" at {where}" if where else ""
+        raise ValueError(f"schema violation{at}: {exc.message}") from None
+
+
+def is_valid(schema: Schema, value: Any) -> bool:
+    try:
+        validate(schema, value)
+    except ValueError:
+        return False
+    return True
+
+
+def resolve_ref(schema: Schema, root: Schema) -> Schema:
+    """Follow a local ``$ref`` (``#/$defs/X``) against ``root``."""
+    seen = 0
+    while isinstance(schema, dict) and "$ref" in schema and seen < 32:
+        ref = schema["$ref"]
+        if not isinstance(ref, str) or not ref.startswith("#/") or not isinstance(root, dict):
+            return schema
+        target: Any = root
+        for part in ref[2:].split("/"):
+            if not isinstance(target, dict) or part not in target:
+                return schema
+            target = target[part]
+        extra = {k: v for k, v in schema.items() if k != "$ref"}
+        schema = {**target, **extra} if extra else target
+        seen += 1
+    return schema
+
+
+def _with_defs(child: Schema, root: Schema) -> Schema:
+    """Keep ``$defs`` reachable when a narrowed schema still uses ``$ref``."""
+    if isinstance(child, dict) and isinstance(root, dict) and "$defs" in root:
+        if "$defs" not in child and "$ref" in json.dumps(child):
+            return {**child, "$defs": root["$defs"]}
+    return child
+
+
+def at_path(schema: Schema, path: Sequence[str | int]) -> Schema:
+    """Narrow ``schema`` to the value at ``path`` (None means "anything")."""
+    root = schema
+    for key in path:
+        schema = resolve_ref(schema, root)
+        if not isinstance(schema, dict):
+            return None
+        if "anyOf" in schema and not ("properties" in schema or "items" in schema):
+            options = [resolve_ref(o, root) for o in schema["anyOf"]]
+            options = [o for o in options if isinstance(o, dict) and o.get("type") != "null"]
+            if len(options) != 1:
+                return None
+            schema = options[0]
+        if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+            items = schema.get("items")
+            prefix = schema.get("prefixItems")
+            if isinstance(prefix, list) and int(key) < len(prefix):
+                schema = prefix[int(key)]
+            elif items is not None:
+                schema = items
+            else:
+                return None
+        else:
+            props = schema.get("properties", {})
+            if key in props:
+                schema = props[key]
+            elif isinstance(schema.get("additionalProperties"), dict):
+                schema = schema["additionalProperties"]
+            else:
+                return None
+    return _with_defs(resolve_ref(schema, root), root)
+
+
+def default_of(schema: Schema, root: Schema | None = None) -> Any:
+    """The value to use when nothing is stored: the schema default, filled in."""
+    schema = resolve_ref(schema, root if root is not None else schema)
+    if not isinstance(schema, dict):
+        return None
+    if "default" in schema:
+        return copy.deepcopy(schema["default"])
+    return None
+
+
+def fill_defaults(value: Any, schema: Schema, root: Schema | None = None) -> Any:
+    """Return ``value`` with missing properties taken from schema defaults."""
+    root = root if root is not None else schema
+    schema = resolve_ref(schema, root)
+    if not isinstance(schema, dict):
+        return value
+    if value is None and "default" in schema:
+        value = copy.deepcopy(schema["default"])
+    props = schema.get("properties")
+    if isinstance(value, dict) and isinstance(props, dict):
+        missing = {
+            k: default_of(s, root)
+            for k, s in props.items()
+            if k not in value and isinstance(resolve_ref(s, root), dict)
+            and "default" in resolve_ref(s, root)  # type: ignore[operator]
+        }
+        if missing:
+            value = {**value, **missing}
+    return value
+
+
+def marker(schema: Schema) -> str | None:
+    """``"cell"`` / ``"stream"`` when the schema asks for a Cell or Stream back."""
+    if isinstance(schema, dict):
+        if schema.get("asStream"):
+            return "stream"
+        if schema.get("asCell"):
+            return "cell"
+    return None
+
+
+def object_schema(properties: dict[str, Any], required: Sequence[str] = ()) -> dict[str, JSON]:
+    schema: dict[str, JSON] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    return schema

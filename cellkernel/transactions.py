@@ -1,0 +1,176 @@
+"""Transactions: a read journal, copy-on-write working documents, one CAS commit.
+
+A transaction reads any number of spaces and writes exactly one.  It records
+the version of every document it touched (its *basis*); the store's commit is a
+compare-and-swap over all of them, so a stale basis raises ``ConflictError``
+and nothing of the transaction lands.  The read journal (space, id, path) is
+what the scheduler subscribes an action to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .errors import TransactionClosedError, WriteIsolationError
+from .storage import Change, Document
+from .values import MISSING, Path, get_path, set_path
+
+if TYPE_CHECKING:
+    from .storage import Store
+
+Address = tuple[str, str, Path]
+
+
+class _Working:
+    """A document as this transaction sees it: basis plus its own writes."""
+
+    __slots__ = ("base", "dirty", "meta", "source", "value")
+
+    def __init__(self, base: Document | None) -> None:
+        self.base = base
+        self.value: Any = base.value if base is not None else None
+        self.source: Any = base.source if base is not None else None
+        self.meta: Mapping[str, Any] = base.meta if base is not None else {}
+        self.dirty = False
+
+    @property
+    def version(self) -> int:
+        return self.base.version if self.base is not None else 0
+
+
+class Transaction:
+    """One atomic unit of reads and writes against a store."""
+
+    __slots__ = (
+        "_docs",
+        "_store",
+        "frame",
+        "on_commit",
+        "reads",
+        "status",
+        "track",
+        "write_space",
+        "writes",
+    )
+
+    def __init__(self, store: Store, *, track: bool = True, frame: Any = None) -> None:
+        self._store = store
+        self._docs: dict[tuple[str, str], _Working] = {}
+        self.reads: list[Address] = []
+        self.writes: list[Address] = []
+        self.write_space: str | None = None
+        self.status = "open"
+        self.track = track
+        self.frame = frame
+        self.on_commit: list[Callable[[Transaction], None]] = []
+
+    # -- reading -----------------------------------------------------------
+
+    def _working(self, space: str, entity_id: str) -> _Working:
+        key = (space, entity_id)
+        working = self._docs.get(key)
+        if working is None:
+            if self.status != "open":
+                raise TransactionClosedError(f"transaction is {self.status}")
+            working = _Working(self._store.load(space, entity_id))
+            self._docs[key] = working
+        return working
+
+    def read(self, space: str, entity_id: str, path: Path, *, track: bool = True) -> Any:
+        """The raw stored value at ``path`` (links not followed), or ``MISSING``."""
+        working = self._working(space, entity_id)
+        if track and self.track:
+            self.reads.append((space, entity_id, path))
+        if working.value is None and working.base is None:
+            return MISSING
+        return get_path(working.value, path)
+
+    def document(self, space: str, entity_id: str) -> _Working:
+        """The working document (for metadata reads); not tracked."""
+        return self._working(space, entity_id)
+
+    def exists(self, space: str, entity_id: str) -> bool:
+        working = self._working(space, entity_id)
+        return working.base is not None or working.dirty
+
+    # -- writing -----------------------------------------------------------
+
+    def _claim(self, space: str) -> None:
+        if self.status != "open":
+            raise TransactionClosedError(f"cannot write: transaction is {self.status}")
+        if self.write_space is None:
+            self.write_space = space
+        elif self.write_space != space:
+            raise WriteIsolationError(
+                f"a transaction writes one space: it already writes {self.write_space!r}, "
+                f"refusing a write to {space!r}"
+            )
+
+    def write(self, space: str, entity_id: str, path: Path, value: Any) -> None:
+        """Write ``value`` at ``path``; copy-on-write so stored documents stay shared."""
+        self._claim(space)
+        working = self._working(space, entity_id)
+        working.value = set_path(working.value, path, value)
+        working.dirty = True
+        self.writes.append((space, entity_id, path))
+
+    def set_source(self, space: str, entity_id: str, source: Any) -> None:
+        self._claim(space)
+        working = self._working(space, entity_id)
+        working.source = source
+        working.dirty = True
+
+    def set_meta(self, space: str, entity_id: str, key: str, value: Any) -> None:
+        self._claim(space)
+        working = self._working(space, entity_id)
+        meta = dict(working.meta)
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
+        working.meta = meta
+        working.dirty = True
+
+    # -- ending ------------------------------------------------------------
+
+    def commit(self) -> list[Change]:
+        """Land every write atomically, or raise ``ConflictError`` and land nothing."""
+        if self.status != "open":
+            raise TransactionClosedError(f"cannot commit: transaction is {self.status}")
+        writes: dict[str, Document] = {}
+        space = self.write_space
+        for (doc_space, entity_id), working in self._docs.items():
+            if not working.dirty:
+                continue
+            base = working.base
+            if (
+                base is not None
+                and base.value == working.value
+                and base.source == working.source
+                and base.meta == working.meta
+                and type(base.value) is type(working.value)
+            ):
+                continue
+            writes[entity_id] = Document(working.value, working.source, dict(working.meta))
+        if not writes or space is None:
+            self.status = "committed"
+            for callback in self.on_commit:
+                callback(self)
+            return []
+        basis = {key: working.version for key, working in self._docs.items()}
+        try:
+            changes = self._store.commit(space, writes, basis)
+        except Exception:
+            self.status = "aborted"
+            raise
+        self.status = "committed"
+        for callback in self.on_commit:
+            callback(self)
+        return changes
+
+    def abort(self) -> None:
+        """Drop every write; the store never sees them."""
+        if self.status == "open":
+            self.status = "aborted"
+            self._docs.clear()

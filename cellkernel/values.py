@@ -1,0 +1,216 @@
+"""JSON values: normalisation on write, path access, and strict equality.
+
+Every value that reaches storage passes through :func:`to_json_value`, so the
+rest of the runtime can assume plain JSON (dict/list/str/int/float/bool/None).
+Normalisation is iterative because nesting depth comes from user data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Final, TypeAlias
+
+JSON: TypeAlias = None | bool | int | float | str | list[Any] | dict[str, Any]
+Path: TypeAlias = tuple[str | int, ...]
+
+_SCALARS: Final = (str, int, bool, type(None))
+
+
+class _Missing:
+    """Marks an absent value (distinct from JSON null) while walking paths."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Final = _Missing()
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    """Render a path for error messages: ``/a/0/b`` (``/`` for the root)."""
+    return "/" + "/".join(str(p) for p in path)
+
+
+def _leaf(value: Any, path: list[str | int], hook: Callable[[Any], Any] | None) -> tuple[bool, Any]:
+    """Normalise a non-container; return (is_container_result, value)."""
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            raise ValueError(f"cannot store {value!r} at {format_path(path)}: not a finite number")
+        if value == 0.0:
+            return False, 0
+        if value.is_integer() and abs(value) < 2**53:
+            return False, int(value)
+        return False, value
+    if hook is not None:
+        converted = hook(value)
+        if converted is not NotImplemented:
+            return True, converted
+    to_json = getattr(value, "__ck_to_json__", None)
+    if to_json is not None:
+        return True, to_json()
+    dump = getattr(value, "model_dump", None)
+    if dump is not None and callable(dump):
+        return True, dump(mode="json")
+    raise ValueError(
+        f"cannot store a {type(value).__name__} at {format_path(path)}: only JSON values "
+        "(dict, list, str, int, float, bool, None), cells and pydantic models can be stored"
+    )
+
+
+def to_json_value(value: Any, hook: Callable[[Any], Any] | None = None) -> JSON:
+    """Return ``value`` as plain JSON, or raise ``ValueError`` naming the bad path.
+
+    ``-0.0`` becomes ``0`` and integral floats become ints (as in JavaScript,
+    where they are the same number); tuples become lists; pydantic models are
+    dumped in JSON mode; objects with ``__ck_to_json__`` (cells, factories)
+    become their sigil.  ``hook(value)`` may convert other objects first and
+    returns ``NotImplemented`` to decline.
+    """
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return value  # type: ignore[no-any-return]
+    root: list[Any] = [None]
+    # stack of (container, key, value, path)
+    stack: list[tuple[Any, Any, Any, list[str | int]]] = [(root, 0, value, [])]
+    while stack:
+        parent, key, item, path = stack.pop()
+        t = type(item)
+        if t is str or t is int or t is bool or item is None:
+            parent[key] = item
+            continue
+        if t is dict:
+            out: dict[str, Any] = {}
+            parent[key] = out
+            for k, v in item.items():
+                if type(k) is not str:
+                    raise ValueError(
+                        f"cannot store a {type(k).__name__} key {k!r} at {format_path(path)}: "
+                        "object keys must be strings"
+                    )
+                stack.append((out, k, v, [*path, k]))
+            continue
+        if t is list or t is tuple:
+            lst: list[Any] = [None] * len(item)
+            parent[key] = lst
+            for i, v in enumerate(item):
+                stack.append((lst, i, v, [*path, i]))
+            continue
+        if isinstance(item, dict) and not hasattr(item, "__ck_to_json__"):
+            stack.append((parent, key, dict(item), path))
+            continue
+        if isinstance(item, bool | int | str) and t not in _SCALARS:
+            # enum members and other subclasses: store the plain value
+            stack.append((parent, key, _plain_scalar(item), path))
+            continue
+        is_new, converted = _leaf(item, path, hook)
+        if is_new:
+            stack.append((parent, key, converted, path))
+        else:
+            parent[key] = converted
+    return root[0]  # type: ignore[no-any-return]
+
+
+def _plain_scalar(value: Any) -> Any:
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    return str(value)
+
+
+def get_path(value: Any, path: Sequence[str | int]) -> Any:
+    """The raw value at ``path`` inside ``value``, or ``MISSING``."""
+    for key in path:
+        if type(value) is dict:
+            value = value.get(key, MISSING)  # type: ignore[arg-type]
+        elif type(value) is list:
+            if type(key) is int:
+                if 0 <= key < len(value):
+                    value = value[key]
+                else:
+                    return MISSING
+            elif type(key) is str and key.isdigit() and int(key) < len(value):
+                value = value[int(key)]
+            elif key == "length":
+                value = len(value)
+            else:
+                return MISSING
+        else:
+            return MISSING
+        if value is MISSING:
+            return MISSING
+    return value
+
+
+def set_path(root: Any, path: Sequence[str | int], new: Any) -> Any:
+    """Return a copy of ``root`` with ``new`` at ``path``, copying only the spine.
+
+    Stored documents are shared between transactions, so they are never
+    mutated in place.  Missing containers are created (a list for an int key,
+    a dict otherwise).
+    """
+    if not path:
+        return new
+    spine: list[Any] = []
+    node = root
+    for key in path[:-1]:
+        spine.append(node)
+        child = get_path(node, (key,)) if node is not None else MISSING
+        node = child
+    spine.append(node)
+    result = new
+    for depth in range(len(path) - 1, -1, -1):
+        key = path[depth]
+        container = spine[depth]
+        if type(container) is list and (type(key) is int or (type(key) is str and key.isdigit())):
+            index = int(key)
+            copy = list(container)
+            if index >= len(copy):
+                copy.extend([None] * (index + 1 - len(copy)))
+            copy[index] = result
+            result = copy
+        elif type(container) is dict:
+            copy_d = dict(container)
+            copy_d[str(key)] = result
+            result = copy_d
+        elif type(key) is int:
+            copy = [None] * (key + 1)
+            copy[key] = result
+            result = copy
+        else:
+            result = {str(key): result}
+    return result
+
+
+def delete_path(root: Any, path: Sequence[str | int]) -> Any:
+    """Return a copy of ``root`` without the key at ``path`` (no-op when absent)."""
+    if not path:
+        return None
+    parent = get_path(root, path[:-1])
+    key = path[-1]
+    if type(parent) is dict and key in parent:
+        copy = dict(parent)
+        del copy[key]  # type: ignore[arg-type]
+        return set_path(root, path[:-1], copy)
+    return root
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Equality that does not confuse ``True`` with ``1`` at the top level."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    return bool(a == b)
+
+
+def paths_overlap(a: Sequence[str | int], b: Sequence[str | int]) -> bool:
+    """True when one path is a prefix of the other."""
+    n = min(len(a), len(b))
+    return tuple(a[:n]) == tuple(b[:n])
