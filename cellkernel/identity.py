@@ -21,14 +21,27 @@ Numbers follow JavaScript: integral values (including integral floats, ``-0.0``
 and Python ints rounded to the nearest double outside ``±2**53``) hash as LEB128
 integers, the rest as doubles. The traversal is iterative, because nesting depth
 comes from user data.
+
+Where this deliberately differs from, or is easy to confuse with, the JS package:
+
+* ``str(ref)`` is the ``toJSON()["/"]`` form (``baedrei…``, with the CIDv1 version
+  byte); JavaScript's ``String(ref)`` drops that byte and prints ``ba4jc…``.
+* ``merkle-reference/json`` (a second entry point) calls ``toJSON()`` first, so an
+  embedded Reference hashes there as the map ``{"/": cid}``; embed ``ref.to_json()``
+  to get that id here.
+* JavaScript hashes NaN and ±Infinity as doubles; JSON cannot carry them, so they
+  raise ``ValueError`` here.
+* The JS builder memoises trees per object identity, so mutating an object after
+  hashing it there yields a stale id; nothing but leaves is memoised here.
 """
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final, Protocol, runtime_checkable
 
 __all__ = [
@@ -102,21 +115,21 @@ class Reference:
     sorted references read in the same order as their printed ids.
     """
 
-    __slots__ = ("_digest", "_cid")
+    __slots__ = ("_cid", "_digest")
 
-    _digest: bytes
+    _digest: builtins.bytes
     _cid: str | None
 
-    def __init__(self, digest: bytes) -> None:
-        if type(digest) is not bytes:
-            digest = bytes(digest)
+    def __init__(self, digest: builtins.bytes) -> None:
+        if type(digest) is not builtins.bytes:
+            digest = builtins.bytes(digest)
         if len(digest) != 32:
             raise ValueError(f"a sha2-256 digest is 32 bytes, got {len(digest)}")
         self._digest = digest
         self._cid = None
 
     @classmethod
-    def _of(cls, digest: bytes) -> Reference:
+    def _of(cls, digest: builtins.bytes) -> Reference:
         """Trusted constructor for digests computed here (skips validation)."""
         self = object.__new__(cls)
         self._digest = digest
@@ -124,9 +137,9 @@ class Reference:
         return self
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> Reference:
+    def from_bytes(cls, raw: builtins.bytes) -> Reference:
         """Reference from the 36 raw CID bytes (as :attr:`bytes` returns)."""
-        raw = bytes(raw)
+        raw = builtins.bytes(raw)
         if len(raw) != _CID_LEN or raw[:4] != _PREFIX:
             raise ValueError("not a merkle reference CID (expected 01 07 12 20 + 32 bytes)")
         return cls._of(raw[4:])
@@ -159,12 +172,12 @@ class Reference:
         return cls.parse(data["/"])
 
     @property
-    def digest(self) -> bytes:
+    def digest(self) -> builtins.bytes:
         """The 32-byte sha2-256 root."""
         return self._digest
 
     @property
-    def bytes(self) -> bytes:
+    def bytes(self) -> builtins.bytes:
         """The raw CIDv1 bytes: ``01 07 12 20`` followed by the digest."""
         return _PREFIX + self._digest
 
@@ -214,7 +227,7 @@ class Reference:
             return str(self) >= str(other)
         return NotImplemented
 
-    def __reduce__(self) -> tuple[type[Reference], tuple[bytes]]:
+    def __reduce__(self) -> tuple[type[Reference], tuple[builtins.bytes]]:
         return (Reference, (self._digest,))
 
     def __copy__(self) -> Reference:
@@ -240,9 +253,7 @@ def _str_leaf(s: str) -> bytes:
         payload = s.encode("utf-8")
     except UnicodeEncodeError:
         # JavaScript's TextEncoder: surrogate pairs combine, lone surrogates become U+FFFD.
-        # Such strings are rare and are not cached (their key order needs care, see _Walk).
-        fixed = s.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-        return _h(_TAG_STR + fixed.encode("utf-8"))
+        payload = _js_utf8(s)
     d = _h(_TAG_STR + payload)
     if len(_str_cache) >= _CACHE_MAX:
         _str_cache.clear()
@@ -292,41 +303,33 @@ def _float_leaf(f: float) -> bytes:
 def _fold(layer: list[bytes]) -> bytes:
     """Binary merkle fold of at least two digests; an odd node is raised a level."""
     h = _sha256
-    while len(layer) > 1:
-        it = iter(layer)
-        nxt = [h(a + b).digest() for a, b in zip(it, it)]
-        if len(layer) & 1:
+    n = len(layer)
+    if n == 2:
+        return h(layer[0] + layer[1]).digest()
+    if n == 3:
+        return h(h(layer[0] + layer[1]).digest() + layer[2]).digest()
+    if n == 4:
+        return h(h(layer[0] + layer[1]).digest() + h(layer[2] + layer[3]).digest()).digest()
+    while n > 1:
+        nxt = [h(layer[j] + layer[j + 1]).digest() for j in range(0, n - 1, 2)]
+        if n & 1:
             nxt.append(layer[-1])
         layer = nxt
+        n = len(layer)
     return layer[0]
 
 
-def _js_key_order(key: str) -> bytes:
-    return key.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace").encode()
+def _js_utf8(s: str) -> bytes:
+    """UTF-8 as JavaScript's TextEncoder writes it, for strings holding surrogate code points."""
+    return s.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace").encode()
 
 
 def _link_digest(d: dict[Any, Any]) -> bytes | None:
     """JS ``Reference.is``: any object whose ``"/"`` holds raw reference CID bytes is a link."""
     raw = d["/"]
-    if (
-        type(raw) in (bytes, bytearray)
-        and len(raw) == _CID_LEN
-        and raw[:4] == _PREFIX
-    ):
+    if type(raw) in (bytes, bytearray) and len(raw) == _CID_LEN and raw[:4] == _PREFIX:
         return bytes(raw[4:])
     return None
-
-
-class _Marker:
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-_LIST_END: Final = _Marker("list end")
-_MAP_END: Final = _Marker("map end")
-_UNMARK: Final = _Marker("unmark")
 
 
 def _type_error(value: object) -> TypeError:
@@ -337,100 +340,12 @@ def _type_error(value: object) -> TypeError:
     )
 
 
-def _digest(value: object) -> bytes:
-    """Root digest of ``value``'s reference tree, computed with an explicit stack.
-
-    ``work`` holds values still to visit plus end markers (preceded by their
-    container); ``out`` holds finished digests in visiting order, so a container's
-    children are the top ``len(container)`` (lists) or ``2 * len`` (maps: key,
-    value, …) entries when its marker comes up.
-    """
-    sc = _str_cache
-    ic = _int_cache
-    h = _sha256
-    work: list[Any] = [value]
-    out: list[bytes] = []
-    push = work.append
-    pop = work.pop
-    emit = out.append
-    active: set[int] = set()  # ids of containers on the current path: cycles would never end
-
-    while work:
-        v = pop()
-        t = type(v)
-        if t is str:
-            d = sc.get(v)
-            emit(d if d is not None else _str_leaf(v))
-        elif t is _Marker:
-            container = pop()
-            active.discard(id(container))
-            if v is _LIST_END:
-                n = len(container)
-                if n == 1:
-                    root = out.pop()
-                else:
-                    base = len(out) - n
-                    root = _fold(out[base:])
-                    del out[base:]
-                emit(h(_TAG_LIST + root).digest())
-            elif v is _MAP_END:
-                n = len(container)
-                base = len(out) - 2 * n
-                if n == 1:
-                    root = h(out[base] + out[base + 1]).digest()
-                else:
-                    it = iter(out[base:])
-                    root = _fold([h(a + b).digest() for a, b in zip(it, it)])
-                del out[base:]
-                emit(h(_TAG_MAP + root).digest())
-            # _UNMARK: only the discard above was needed
-        elif t is dict:
-            n = len(v)
-            if n == 0:
-                emit(_EMPTY_MAP)
-                continue
-            if "/" in v:
-                link = _link_digest(v)
-                if link is not None:
-                    emit(link)
-                    continue
-            _expand_map(v, n, push, active)
-        elif t is list or t is tuple:
-            n = len(v)
-            if n == 0:
-                emit(_EMPTY_LIST)
-                continue
-            i = id(v)
-            if i in active:
-                raise ValueError("cannot hash a cyclic structure")
-            active.add(i)
-            push(v)
-            push(_LIST_END)
-            work.extend(reversed(v))
-        elif t is int:
-            d = ic.get(v)
-            emit(d if d is not None else _int_leaf(v))
-        elif v is None:
-            emit(_NULL)
-        elif t is bool:
-            emit(_TRUE if v else _FALSE)
-        elif t is float:
-            d = _float_cache.get(v)
-            emit(d if d is not None else _float_leaf(v))
-        elif t is Reference:
-            emit(v._digest)
-        elif t is bytes or t is bytearray:
-            emit(h(_TAG_BYTES + v).digest())
-        else:
-            _expand_other(v, push, active)
-
-    return out[0]
+def _cycle_error() -> ValueError:
+    return ValueError("cannot hash a cyclic structure")
 
 
-def _expand_map(v: Mapping[Any, Any], n: int, push: Any, active: set[int]) -> None:
-    i = id(v)
-    if i in active:
-        raise ValueError("cannot hash a cyclic structure")
+def _map_items(v: Mapping[Any, Any]) -> list[Any]:
+    """``[k0, v0, k1, v1, …]`` in merkle-reference order: by the UTF-8 bytes of the keys."""
     try:
         joined = "".join(v)
     except TypeError:
@@ -438,56 +353,143 @@ def _expand_map(v: Mapping[Any, Any], n: int, push: Any, active: set[int]) -> No
         raise TypeError(
             f"cannot hash a dict with a {type(bad).__name__} key {bad!r}: keys must be str"
         ) from None
-    keys: list[str] = sorted(v) if n > 1 else list(v)
-    if n > 1 and not joined.isascii():
+    # Code point order is UTF-8 byte order, except for lone surrogates, which JavaScript's
+    # TextEncoder turns into U+FFFD.
+    keys = sorted(v)
+    if not joined.isascii():
         try:
             joined.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates sort as U+FFFD, as in JavaScript
-            keys = sorted(v, key=_js_key_order)
-    active.add(i)
-    push(v)
-    push(_MAP_END)
-    for k in reversed(keys):
-        push(v[k])
-        push(k)
+        except UnicodeEncodeError:
+            keys = sorted(v, key=_js_utf8)
+    flat: list[Any] = keys + keys
+    flat[0::2] = keys
+    flat[1::2] = map(v.__getitem__, keys)
+    return flat
 
 
-def _expand_other(v: object, push: Any, active: set[int]) -> None:
-    """Slow path: ``__ck_ref_json__`` objects, subclasses of the JSON types, errors."""
+def _replacement(v: object) -> object:
+    """Slow path: what to hash instead of ``v`` (``__ck_ref_json__``, subclasses), or raise."""
     t = type(v)
     convert = getattr(t, "__ck_ref_json__", None)
     if convert is not None:
-        replacement = convert(v)
+        replacement: object = convert(v)
         if replacement is v:
             raise TypeError(f"{t.__qualname__}.__ck_ref_json__ returned the object itself")
-        _push_guarded(v, replacement, push, active)
-    elif isinstance(v, bool):  # pragma: no cover - bool cannot be subclassed
-        push(bool(v))
-    elif isinstance(v, int):
-        push(int(v))
-    elif isinstance(v, float):
-        push(float(v))
-    elif isinstance(v, str):
-        push(str.__str__(v))
-    elif isinstance(v, (bytes, bytearray)):
-        push(bytes(v))
-    elif isinstance(v, (list, tuple)):
-        _push_guarded(v, list(v), push, active)
-    elif isinstance(v, dict):
-        _push_guarded(v, dict(v), push, active)
-    else:
-        raise _type_error(v)
+        return replacement
+    if isinstance(v, int):  # bool cannot be subclassed, so this is int (e.g. IntEnum)
+        return int(v)
+    if isinstance(v, float):
+        return float(v)
+    if isinstance(v, str):
+        return str.__str__(v)
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v)
+    if isinstance(v, (list, tuple)):
+        return list(v)
+    if isinstance(v, dict):
+        return dict(v)
+    raise _type_error(v)
 
 
-def _push_guarded(original: object, replacement: object, push: Any, active: set[int]) -> None:
-    """Visit ``replacement`` in place of ``original`` while ``original`` counts as on the path."""
-    i = id(original)
-    if i in active:
-        raise ValueError("cannot hash a cyclic structure")
-    active.add(i)
-    push(original)
-    push(_UNMARK)
-    push(replacement)
+_PASS: Final = 0  # a frame of one value hashed as itself (the root, replacements)
+_LIST: Final = 1
+_MAP: Final = 2
+
+
+def _digest(value: object) -> bytes:
+    """Root digest of ``value``'s reference tree, depth-first with an explicit stack.
+
+    The current container is an iterator over its children (``it``) and the digests
+    of the children seen so far (``acc``); descending into a child container pushes
+    that pair on ``frames`` and the ``for`` loop resumes the iterator on the way back.
+    Maps are iterated as ``[key, value, key, value, …]`` in hashing order.
+    """
+    sc = _str_cache
+    ic = _int_cache
+    fc = _float_cache
+    h = _sha256
+    frames: list[tuple[Iterator[Any], list[bytes], int, object]] = []
+    active: set[int] = set()  # ids of containers on the current path: a cycle never ends
+    it: Iterator[Any] = iter((value,))
+    acc: list[bytes] = []
+    kind = _PASS
+    owner: object = None
+
+    while True:
+        for v in it:
+            t = type(v)
+            if t is str:
+                d = sc.get(v)
+                acc.append(d if d is not None else _str_leaf(v))
+            elif t is dict:
+                if not v:
+                    acc.append(_EMPTY_MAP)
+                    continue
+                if "/" in v:
+                    link = _link_digest(v)
+                    if link is not None:
+                        acc.append(link)
+                        continue
+                i = id(v)
+                if i in active:
+                    raise _cycle_error()
+                children = _map_items(v)
+                active.add(i)
+                frames.append((it, acc, kind, owner))
+                it, acc, kind, owner = iter(children), [], _MAP, v
+                break
+            elif t is list or t is tuple:
+                if not v:
+                    acc.append(_EMPTY_LIST)
+                    continue
+                i = id(v)
+                if i in active:
+                    raise _cycle_error()
+                active.add(i)
+                frames.append((it, acc, kind, owner))
+                it, acc, kind, owner = iter(v), [], _LIST, v
+                break
+            elif t is int:
+                d = ic.get(v)
+                acc.append(d if d is not None else _int_leaf(v))
+            elif v is None:
+                acc.append(_NULL)
+            elif t is bool:
+                acc.append(_TRUE if v else _FALSE)
+            elif t is float:
+                d = fc.get(v)
+                acc.append(d if d is not None else _float_leaf(v))
+            elif t is Reference:
+                acc.append(v._digest)
+            elif t is bytes or t is bytearray:
+                acc.append(h(_TAG_BYTES + v).digest())
+            else:
+                replacement = _replacement(v)
+                i = id(v)
+                if i in active:
+                    raise _cycle_error()
+                active.add(i)
+                frames.append((it, acc, kind, owner))
+                it, acc, kind, owner = iter((replacement,)), [], _PASS, v
+                break
+        else:
+            # the current container is exhausted: fold it into its parent
+            if kind == _MAP:
+                n = len(acc)
+                if n == 2:
+                    root = h(acc[0] + acc[1]).digest()
+                else:
+                    root = _fold([h(acc[j] + acc[j + 1]).digest() for j in range(0, n, 2)])
+                d = h(_TAG_MAP + root).digest()
+            elif kind == _LIST:
+                d = h(_TAG_LIST + (acc[0] if len(acc) == 1 else _fold(acc))).digest()
+            else:
+                d = acc[0]
+            if not frames:
+                return d
+            active.discard(id(owner))
+            it, acc, kind, owner = frames.pop()
+            acc.append(d)
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,94 @@
+"""Builtin nodes: ``if_else``, ``when``, ``unless``, ``fmt``, ``instantiate``, ``wish``.
+
+Each adds one node to the pattern being built.  Selections write a *link* to
+the chosen branch (no copy), and depend only on the condition until chosen.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .builder import LiftFactory, OpaqueRef, add_node, bind, current_frame
+from .errors import CapabilityError
+from .runner import register_builtin_lift
+
+
+def _frame(name: str) -> Any:
+    frame = current_frame()
+    if frame is None:
+        raise CapabilityError("call", name, "outside a pattern body")
+    return frame
+
+
+def _select(kind: str, bindings: dict[str, Any]) -> OpaqueRef[Any]:
+    frame = _frame(kind)
+    inputs: list[str] = []
+    binding = bind(frame, bindings, inputs)
+    return add_node(frame, kind, {"type": "builtin", "ref": kind}, binding, inputs, kind, None, None,
+                    name=kind)
+
+
+def if_else(cond: Any, if_true: Any, if_false: Any) -> OpaqueRef[Any]:
+    """A ref that links to ``if_true`` when ``cond`` is truthy, else to ``if_false``."""
+    return _select("if_else", {"cond": cond, "a": if_true, "b": if_false})
+
+
+def when(cond: Any, value: Any) -> OpaqueRef[Any]:
+    """Like ``cond and value``."""
+    return _select("when", {"cond": cond, "value": value})
+
+
+def unless(cond: Any, value: Any) -> OpaqueRef[Any]:
+    """Like ``cond or value``."""
+    return _select("unless", {"cond": cond, "value": value})
+
+
+def _format(template: str, **values: Any) -> str:
+    return template.format(**values)
+
+
+register_builtin_lift("fmt", _format)
+_fmt = LiftFactory(_format, helper="fmt", builtin="fmt")
+
+
+def fmt(template: str, **refs: Any) -> Any:
+    """A ``str.format`` lift: ``fmt("{name} has {n}", name=ref, n=ref)``."""
+    return _fmt(template, **refs)
+
+
+def instantiate(pattern: Any, inputs: Any = None) -> Any:
+    """Run ``pattern`` as a child of the current instance; returns the child's result.
+
+    In a pattern body ``pattern`` may be a Pattern, a factory value or a ref
+    holding one, and the child is re-instantiated when that value changes.  In a
+    handler or lift it runs the child now and returns its result cell.
+    """
+    frame = current_frame()
+    if frame is None:
+        from .builder import runtime_frame
+        from .factories import as_pattern
+
+        rframe = runtime_frame.get()
+        if rframe is None:
+            raise CapabilityError("call", "instantiate", "outside a pattern body or handler")
+        value = pattern.get() if hasattr(pattern, "get") and not hasattr(pattern, "graph") else pattern
+        return rframe.instantiate(as_pattern(value, rframe.runner.rt), inputs or {})
+    from .builder import Pattern
+
+    if isinstance(pattern, Pattern):
+        from .runner import register_pattern
+
+        register_pattern(pattern)
+    inputs_list: list[str] = []
+    binding = bind(frame, {"pattern": pattern, "inputs": inputs or {}}, inputs_list)
+    return add_node(frame, "instantiate", {"type": "builtin", "ref": "instantiate"}, binding,
+                    inputs_list, "instantiate", None, None, name="instantiate")
+
+
+def wish(query: str) -> OpaqueRef[Any]:
+    """``"#all"``: instance results in this space; ``"/a/b"``: a path of the space root."""
+    if not isinstance(query, str) or not query:
+        raise ValueError("wish() needs a query such as '#all' or '/path'")
+    frame = _frame("wish")
+    return add_node(frame, "wish", {"type": "builtin", "ref": "wish"}, {}, [], "wish",
+                    {"query": query}, None, name=f"wish {query}")

@@ -1,0 +1,969 @@
+"""The runner: makes patterns live, keeps them live, and brings them back.
+
+Running a pattern is three steps, all driven by a *node record* list that is
+also the stored graph snapshot (SPEC §7):
+
+1. **plan** — turn the pattern's cause components into concrete entity ids
+   (SPEC §6) and its bindings into links;
+2. **setup** — in one transaction, write the argument (defaults merged under
+   it on first run), initial state that does not exist yet, the result
+   document (fields are write redirects) and the snapshot in its metadata;
+3. **start** — start every node record not already running; stop the ones
+   that vanished (teardown).
+
+``resume`` skips steps 1–2: it reads the snapshot and starts its records, so
+the author function never runs again.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import typing
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import implementations as impls
+from . import schema as schemas
+from .cells import Cell, Stream, current_tx, materialize
+from .errors import CapabilityError, CellkernelError, UnknownImplementationError
+from .identity import create_ref
+from .links import is_link, make_link, parse_link
+from .scheduler import Action, EventHandler
+from .values import MISSING, get_path, json_equal, to_json_value
+
+if TYPE_CHECKING:
+    from .builder import Pattern
+    from .runtime import Runtime
+    from .storage import Change
+    from .transactions import Transaction
+
+cause_log = logging.getLogger("cellkernel.causes")
+
+GRAPH_VERSION = 1
+
+_patterns: dict[str, Pattern] = {}
+_builtin_lifts: dict[str, Callable[..., Any]] = {}
+
+
+class InstanceStoppedError(CellkernelError):
+    """An event was sent to a stream of a stopped instance."""
+
+
+def register_pattern(pattern: Pattern) -> None:
+    _patterns.setdefault(pattern.hash, pattern)
+
+
+def register_builtin_lift(name: str, fn: Callable[..., Any]) -> None:
+    _builtin_lifts[name] = fn
+
+
+def derive_id(components: Any) -> str:
+    return "of:" + str(create_ref({}, components))
+
+
+def pattern_doc_cause(digest: str) -> dict[str, str]:
+    return {"pattern": digest}
+
+
+# ---------------------------------------------------------------------------
+# plan
+
+
+def _concrete_input(token: str, ids: dict[str, str]) -> str:
+    if token.startswith("of:"):
+        return token
+    key, _, rest = token.partition("/")
+    base = ids[key]
+    return f"{base}/{rest}" if rest else base
+
+
+def concretize(binding: Any, ids: dict[str, str], space: str) -> Any:
+    """Replace ``$alias`` bindings by write-redirect links to concrete cells (iterative)."""
+    root: list[Any] = [binding]
+    stack: list[tuple[Any, Any]] = [(root, 0)]
+    while stack:
+        holder, key = stack.pop()
+        value = holder[key]
+        if type(value) is dict:
+            alias = value.get("$alias") if len(value) == 1 else None
+            if alias is not None:
+                holder[key] = make_link(space, ids[alias["cell"]], alias["path"], None, True)
+                continue
+            if is_link(value):
+                continue
+            copy = dict(value)
+            holder[key] = copy
+            stack.extend((copy, k) for k in copy)
+        elif type(value) is list:
+            copy_l = list(value)
+            holder[key] = copy_l
+            stack.extend((copy_l, i) for i in range(len(copy_l)))
+    return root[0]
+
+
+def plan(rt: Runtime, graph: dict[str, Any], result_id: str, space: str) -> tuple[dict[str, str], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Concrete ids, node records and snapshot cells for one instance."""
+    ids: dict[str, str] = {"self": result_id}
+    arg_components = {"parent": result_id, "helper": "argument"}
+    ids["argument"] = derive_id(arg_components)
+    snap_cells: list[dict[str, Any]] = [
+        {"id": ids["argument"], "name": "argument", "capability": "cell", "cause": arg_components},
+    ]
+    debug = rt.debug
+    for cell in graph["cells"]:
+        if "cause" in cell:
+            components: dict[str, Any] = {"parent": result_id, "cause": cell["cause"]}
+        else:
+            components = {
+                "parent": result_id,
+                "helper": cell["helper"],
+                "impl": cell["impl"],
+                "inputs": sorted(_concrete_input(i, ids) for i in cell["inputs"]),
+                "index": cell["index"],
+                "config": cell["config"],
+            }
+        cell_id = derive_id(components)
+        ids[cell["key"]] = cell_id
+        if debug:
+            cause_log.debug("cause %s %s -> %s %s", cell.get("name") or cell["key"], cell["helper"], cell_id, components)
+        entry: dict[str, Any] = {
+            "id": cell_id,
+            "name": cell.get("name"),
+            "helper": cell["helper"],
+            "capability": "stream" if cell.get("stream") else "cell",
+            "cause": components,
+        }
+        if cell.get("schema") is not None:
+            entry["schemaHash"] = str(create_ref({}, {"schema": cell["schema"]}))[-16:]
+        snap_cells.append(entry)
+    records: list[dict[str, Any]] = []
+    for node in graph["nodes"]:
+        out_id = ids[node["outputs"]]
+        cell = next(c for c in graph["cells"] if c["key"] == node["outputs"])
+        record: dict[str, Any] = {
+            "id": "node:" + out_id[3:],
+            "helper": node["helper"],
+            "name": node.get("name"),
+            "module": node["module"],
+            "inputs": sorted({_concrete_input(i, ids).split("/", 1)[0] for i in cell.get("inputs", [])}),
+            "outputs": [out_id],
+            "bindings": concretize(node["inputs"], ids, space),
+        }
+        if node.get("config") is not None:
+            record["config"] = node["config"]
+        records.append(record)
+    return ids, records, snap_cells
+
+
+def extract_defaults(schema: Any) -> Any:
+    """The default argument a schema implies (nested objects included)."""
+    schema = schemas.resolve_ref(schema, schema)
+    if not isinstance(schema, dict):
+        return None
+    if "default" in schema:
+        return schema["default"]
+    props = schema.get("properties")
+    if not isinstance(props, dict):
+        return None
+    out = {}
+    for key, sub in props.items():
+        value = extract_defaults(schemas.resolve_ref(sub, schema))
+        if value is not None:
+            out[key] = value
+    return out or None
+
+
+def merge_under(defaults: Any, given: Any) -> Any:
+    """``given`` wins; dicts merge key by key; links count as values."""
+    if given is None:
+        return defaults
+    if isinstance(defaults, dict) and isinstance(given, dict) and not is_link(given):
+        out = dict(defaults)
+        for k, v in given.items():
+            out[k] = merge_under(defaults.get(k), v)
+        return out
+    return given
+
+
+# ---------------------------------------------------------------------------
+# running nodes
+
+
+class RunningNode:
+    """Whatever a node record started: actions, handlers, child instances."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = record
+        self.actions: list[Action] = []
+        self.handlers: list[EventHandler] = []
+        self.children: dict[str, Instance] = {}
+
+    def stop(self, runner: Runner) -> None:
+        for action in self.actions:
+            runner.rt.scheduler.unsubscribe(action)
+        for handler in self.handlers:
+            runner.rt.scheduler.remove_handler(handler)
+            runner._stopped_streams.add(handler.stream)
+        for child in list(self.children.values()):
+            child.stop()
+        self.children.clear()
+
+
+class Instance:
+    """A running pattern: its result cell, its nodes, its dynamic children."""
+
+    def __init__(self, runner: Runner, result_id: str, space: str, parent: Instance | None) -> None:
+        self.runner = runner
+        self.result_id = result_id
+        self.space = space
+        self.parent = parent
+        self.nodes: dict[str, RunningNode] = {}
+        self.children: dict[str, Instance] = {}
+        self.generation = 0
+        self.pattern_hash: str | None = None
+        self.stopped = False
+
+    @property
+    def result(self) -> Cell[Any]:
+        return Cell(self.runner.rt, self.space, self.result_id)
+
+    def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        for node in self.nodes.values():
+            node.stop(self.runner)
+        for child in list(self.children.values()):
+            child.stop()
+        self.children.clear()
+        self.runner.instances.pop((self.space, self.result_id), None)
+
+
+class RuntimeFrame:
+    """Context of a running lift or handler: new cells and child instances."""
+
+    def __init__(self, runner: Runner, instance: Instance, node: RunningNode, tx: Transaction,
+                 cause: Any, kind: str) -> None:
+        self.runner = runner
+        self.instance = instance
+        self.node = node
+        self.tx = tx
+        self.cause = cause
+        self.kind = kind
+        self.counter = 0
+        self.created: set[str] = set()
+
+    def new_cell(self, value: Any, schema: Any) -> Cell[Any]:
+        cell = PendingCell(self.runner.rt, None, None, (), schema)
+        cell._initial = to_json_value(value)
+        cell._rframe = self
+        self.counter += 1
+        cell._seq = self.counter
+        return cell
+
+    def instantiate(self, pattern: Any, argument: Any) -> Cell[Any]:
+        self.counter += 1
+        digest = pattern.hash if hasattr(pattern, "hash") else str(pattern)
+        result_id = derive_id({"parent": self.cause, "instantiate": digest, "n": self.counter})
+        self.created.add(result_id)
+        child = self.runner._run(pattern, argument, result_id=result_id, tx=self.tx,
+                                 parent=self.instance, owner=self.node)
+        return child.result
+
+
+class PendingCell(Cell[Any]):
+    """``Cell.of(...)`` inside a lift or handler: connected on first use.
+
+    Without ``.for_()`` its cause includes the frame's (new per event in a
+    handler, stable in a lift); with ``.for_(cause)`` it is named within the
+    instance, so the same name reaches the same document from every event.
+    """
+
+    __slots__ = ("_rframe", "_seq")
+
+    def _connect_now(self) -> None:
+        frame: RuntimeFrame = self._rframe
+        if self._cause is not None:
+            components: Any = {"parent": frame.instance.result_id, "for": self._cause}
+        else:
+            components = {"parent": frame.cause, "cell": self._seq}
+        self._space = frame.instance.space
+        self._id = derive_id(components)
+        tx = frame.tx if frame.tx.status == "open" else None
+        if tx is not None:
+            if not tx.exists(self._space, self._id):
+                tx.write(self._space, self._id, (), self._initial)
+        else:
+            rt = frame.runner.rt
+            target = Cell(rt, self._space, self._id)
+            if target.get_raw() is None:
+                target.set(self._initial)
+
+    def _check(self, operation: str) -> None:
+        if self._id is None:
+            self._connect_now()
+        super()._check(operation)
+
+    def get_as_link(self, base_space: str | None = None, include_schema: bool = False) -> dict[str, Any]:
+        if self._id is None:
+            self._connect_now()
+        return super().get_as_link(base_space, include_schema)
+
+
+def _marks(fn: Callable[..., Any]) -> dict[str, str]:
+    """Per parameter: 'cell' (Cell[T] or unannotated handler state), 'plain' or 'any'."""
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception:
+        hints = dict(getattr(fn, "__annotations__", {}))
+    marks: dict[str, str] = {}
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return marks
+    for name in params:
+        ann = hints.get(name, inspect.Parameter.empty)
+        if typing.get_origin(ann) is typing.Annotated:
+            ann = typing.get_args(ann)[0]
+        origin = typing.get_origin(ann) or ann
+        if isinstance(origin, type) and issubclass(origin, Cell):
+            marks[name] = "cell"
+        elif ann is inspect.Parameter.empty or ann is typing.Any:
+            marks[name] = "any"
+        else:
+            marks[name] = "plain"
+    return marks
+
+
+def _param_validators(schema: Any) -> dict[str, Any]:
+    props = schema.get("properties", {}) if isinstance(schema, dict) else {}
+    out = {}
+    for name, sub in props.items():
+        if isinstance(sub, dict) and (set(sub) - {"default", "asCell", "asStream", "description"}):
+            if "$defs" in schema:
+                sub = {**sub, "$defs": schema["$defs"]}
+            if not sub.get("asCell") and not sub.get("asStream"):
+                out[name] = sub
+    return out
+
+
+class Runner:
+    """Starts, updates, resumes and stops pattern instances of one runtime."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.instances: dict[tuple[str, str], Instance] = {}
+        self._stopped_streams: set[tuple[str, str, tuple[str | int, ...]]] = set()
+
+    # -- public ---------------------------------------------------------------
+
+    def run(self, pattern: Any, argument: Any = None, cause: Any = None) -> Cell[Any]:
+        from .builder import Pattern
+
+        if not isinstance(pattern, Pattern):
+            pattern = self._as_pattern(pattern)
+        if cause is None:
+            cause = {"run": uuid.uuid4().hex}
+        result_id = derive_id(cause)
+        tx = self.rt._begin()
+        try:
+            instance = self._run(pattern, argument, result_id=result_id, tx=tx, parent=None)
+        except BaseException:
+            tx.abort()
+            self._rollback_failed_start(result_id)
+            raise
+        self.rt._commit(tx)
+        return Cell(self.rt, instance.space, result_id, (), pattern.result_schema or None)
+
+    def _as_pattern(self, value: Any) -> Pattern:
+        from .builder import Pattern
+
+        if isinstance(value, Pattern):
+            return value
+        factory = getattr(value, "pattern", None)
+        if isinstance(factory, Pattern):
+            return factory
+        raise TypeError(f"rt.run() needs a Pattern, got {type(value).__name__}")
+
+    def _rollback_failed_start(self, result_id: str) -> None:
+        instance = self.instances.get((self.rt.space, result_id))
+        if instance is not None and instance.generation == 1:
+            instance.stop()
+
+    def resume(self, cause_or_id: Any) -> Cell[Any]:
+        result_id = cause_or_id if isinstance(cause_or_id, str) and cause_or_id.startswith("of:") else derive_id(cause_or_id)
+        space = self.rt.space
+        existing = self.instances.get((space, result_id))
+        if existing is not None:
+            return existing.result
+        tx = self.rt._begin()
+        try:
+            instance = self._resume(result_id, space, tx, None)
+        except BaseException:
+            tx.abort()
+            raise
+        self.rt._commit(tx)
+        return instance.result
+
+    def stop(self, result: Cell[Any]) -> None:
+        instance = self.instances.get((result.space or self.rt.space, result.entity_id or ""))
+        if instance is not None:
+            instance.stop()
+
+    def stop_all(self) -> None:
+        for instance in list(self.instances.values()):
+            instance.stop()
+
+    def instance_of(self, result: Cell[Any]) -> Instance | None:
+        return self.instances.get((result.space or self.rt.space, result.entity_id or ""))
+
+    def snapshot(self, result: Cell[Any]) -> Any:
+        from .snapshot import GraphSnapshot
+
+        tx = self.rt.read_tx()
+        doc = tx.document(result.space or self.rt.space, result.entity_id or "")
+        graph = doc.meta.get("graph") if doc.meta else None
+        if graph is None:
+            raise LookupError(f"no graph snapshot stored on {result.entity_id}")
+        return GraphSnapshot.model_validate(graph)
+
+    def after_commit(self, changes: list[Change]) -> None:
+        """Hook for observers (GraphView); the runner itself needs nothing here."""
+
+    def unhandled_event(self, stream: tuple[str, str, tuple[str | int, ...]], event: Any) -> None:
+        if stream in self._stopped_streams:
+            raise InstanceStoppedError(
+                f"the instance owning stream {stream[1]} is stopped; its event was not delivered"
+            )
+
+    # -- setup -------------------------------------------------------------------
+
+    def _argument_json(self, argument: Any, result_id: str, space: str, tx: Transaction) -> Any:
+        def hook(v: Any) -> Any:
+            if isinstance(v, Cell):
+                if v.capability == "opaque":
+                    raise CapabilityError("pass", "opaque", "a builder reference as a run argument")
+                if v._id is None:
+                    v._connect(self.rt, space, {"argument": result_id, "cell": v._initial})
+                    if not tx.exists(space, v._id):  # type: ignore[arg-type]
+                        tx.write(space, v._id, (), v._initial)  # type: ignore[arg-type]
+                return v.get_as_write_redirect_link(base_space=space)
+            return NotImplemented
+
+        return to_json_value(argument, hook=hook)
+
+    def _run(self, pattern: Any, argument: Any, *, result_id: str, tx: Transaction,
+             parent: Instance | None, owner: RunningNode | None = None,
+             space: str | None = None) -> Instance:
+        from .builder import Pattern
+
+        if not isinstance(pattern, Pattern):
+            pattern = self._as_pattern(pattern)
+        space = space or (parent.space if parent is not None else self.rt.space)
+        graph = pattern.graph
+        register_pattern(pattern)
+        ids, records, snap_cells = plan(self.rt, graph, result_id, space)
+        key = (space, result_id)
+        instance = self.instances.get(key)
+        if instance is None:
+            instance = Instance(self, result_id, space, parent)
+            self.instances[key] = instance
+            if parent is not None:
+                (owner.children if owner is not None else parent.children)[result_id] = instance
+            if parent is None or owner is None or owner.record["helper"] not in ("map", "filter"):
+                self._register_instance(tx, space, result_id)
+        # argument: defaults merged under on first run; new values apply on re-runs
+        arg_id = ids["argument"]
+        given = None if argument is None else self._argument_json(argument, result_id, space, tx)
+        exists = tx.exists(space, arg_id)
+        if not exists:
+            value = merge_under(extract_defaults(graph.get("argumentSchema")), given)
+            tx.write(space, arg_id, (), value if value is not None else {})
+        elif given is not None:
+            current = tx.read(space, arg_id, (), track=False)
+            if not json_equal(current, given):
+                tx.write(space, arg_id, (), merge_under(extract_defaults(graph.get("argumentSchema")), given))
+        # initial state that does not exist yet (state survives edits)
+        for cell_key, initial in graph.get("initial", {}).items():
+            cell_id = ids[cell_key]
+            if not tx.exists(space, cell_id):
+                tx.write(space, cell_id, (), initial)
+        self._store_patterns(pattern, tx, space)
+        # the result document: fields are write redirects
+        result_value = concretize(graph["result"], ids, space)
+        current = tx.read(space, result_id, (), track=False)
+        if isinstance(current, dict) and isinstance(result_value, dict) and "$NAME" in current and "$NAME" in result_value:
+            result_value["$NAME"] = current["$NAME"]
+        if current is MISSING or not json_equal(current, result_value):
+            tx.write(space, result_id, (), result_value)
+        instance.generation += 1
+        previous = instance.pattern_hash
+        instance.pattern_hash = pattern.hash
+        snapshot = self._snapshot_json(instance, pattern, records, snap_cells, ids, graph, tx, previous)
+        tx.set_meta(space, result_id, "graph", snapshot)
+        tx.set_source(space, result_id, {"pattern": pattern.hash, "name": pattern.name})
+        self._start(instance, records, tx)
+        return instance
+
+    def _register_instance(self, tx: Transaction, space: str, result_id: str) -> None:
+        """Append to the space's instance list (``wish("#all")``), in creation order."""
+        doc_id = instances_doc_id(space)
+        current = tx.read(space, doc_id, (), track=False)
+        links = current if isinstance(current, list) else []
+        link = make_link(space, result_id, ())
+        if link not in links:
+            tx.write(space, doc_id, (), [*links, link])
+
+    def _store_patterns(self, pattern: Pattern, tx: Transaction, space: str) -> None:
+        """Store the pattern and every sub-pattern it references, for resume."""
+        work = [pattern]
+        seen: set[str] = set()
+        while work:
+            p = work.pop()
+            if p.hash in seen:
+                continue
+            seen.add(p.hash)
+            doc_id = derive_id(pattern_doc_cause(p.hash))
+            if not tx.exists(space, doc_id):
+                tx.write(space, doc_id, (), {"name": p.name, "graph": p.graph})
+            for node in p.graph["nodes"]:
+                sub = None
+                if node["helper"] == "pattern":
+                    sub = _patterns.get(node["module"].get("hash", ""))
+                elif node.get("config") and isinstance(node["config"], dict) and "op" in node["config"]:
+                    sub = _patterns.get(node["config"]["op"])
+                if sub is not None:
+                    work.append(sub)
+
+    def pattern_by_hash(self, digest: str, space: str) -> Pattern:
+        from .builder import Pattern
+
+        found = _patterns.get(digest)
+        if found is not None:
+            return found
+        tx = self.rt.read_tx()
+        stored = tx.read(space, derive_id(pattern_doc_cause(digest)), (), track=False)
+        if stored is MISSING or not isinstance(stored, dict):
+            raise UnknownImplementationError(f"pattern {digest[:12]}… is neither defined in this process nor stored in {space}")
+        made = Pattern(None, stored["graph"], stored.get("name", "pattern"))
+        made._hash = digest
+        _patterns[digest] = made
+        return made
+
+    def _snapshot_json(self, instance: Instance, pattern: Pattern, records: list[dict[str, Any]],
+                       cells: list[dict[str, Any]], ids: dict[str, str], graph: dict[str, Any],
+                       tx: Transaction, previous: str | None) -> dict[str, Any]:
+        links: list[dict[str, str]] = []
+        for record in records:
+            for source in record["inputs"]:
+                links.append({"from": source, "to": record["outputs"][0], "kind": "input"})
+        result = graph["result"]
+        if isinstance(result, dict):
+            for name, value in result.items():
+                alias = value.get("$alias") if isinstance(value, dict) else None
+                if alias is not None:
+                    links.append({"from": instance.result_id, "to": ids[alias["cell"]], "kind": "redirect", "name": name})
+                    for cell in cells:
+                        if cell["id"] == ids[alias["cell"]] and not cell.get("name"):
+                            cell["name"] = name
+        elif isinstance(result, dict) is False and isinstance(result, dict | list) is False:
+            pass
+        old = tx.document(instance.space, instance.result_id).meta.get("graph")
+        snapshot: dict[str, Any] = {
+            "graphVersion": GRAPH_VERSION,
+            "generation": instance.generation,
+            "pattern": pattern.hash,
+            "patternName": pattern.name,
+            "result": instance.result_id,
+            "cells": cells,
+            "nodes": records,
+            "links": links,
+        }
+        if isinstance(old, dict) and old.get("nodes") is not None:
+            snapshot["generation"] = int(old.get("generation", 0)) + 1
+            instance.generation = snapshot["generation"]
+            if old.get("pattern") != pattern.hash:
+                snapshot["predecessor"] = {
+                    "generation": old.get("generation"),
+                    "pattern": old.get("pattern"),
+                    "nodes": [n["id"] for n in old.get("nodes", [])],
+                    "cells": [c["id"] for c in old.get("cells", [])],
+                }
+            elif "predecessor" in old:
+                snapshot["predecessor"] = old["predecessor"]
+        return snapshot
+
+    def _resume(self, result_id: str, space: str, tx: Transaction, parent: Instance | None,
+                owner: RunningNode | None = None) -> Instance:
+        from .snapshot import GraphSnapshot
+
+        doc = tx.document(space, result_id)
+        graph = doc.meta.get("graph") if doc.meta else None
+        if graph is None:
+            raise LookupError(f"no instance with a stored graph snapshot at {result_id} in {space}")
+        snapshot = GraphSnapshot.model_validate(graph)
+        records = [n.model_dump(mode="json", by_alias=True, exclude_none=True) for n in snapshot.nodes]
+        # resolve every implementation before anything starts: unknown code runs nothing
+        for record in records:
+            self._implementation(record)
+        instance = Instance(self, result_id, space, parent)
+        instance.generation = snapshot.generation
+        instance.pattern_hash = snapshot.pattern
+        self.instances[(space, result_id)] = instance
+        if parent is not None:
+            (owner.children if owner is not None else parent.children)[result_id] = instance
+        self._start(instance, records, tx, resume=True)
+        return instance
+
+    # -- starting nodes ----------------------------------------------------------------
+
+    def _implementation(self, record: dict[str, Any]) -> Callable[..., Any] | None:
+        module = record["module"]
+        kind = module.get("type")
+        if kind == "python":
+            return impls.resolve(module, trust_source=self.rt.trust_source)
+        if kind == "builtin":
+            if module["ref"] in ("fmt",) and module["ref"] not in _builtin_lifts:
+                from . import builtins  # noqa: F401  (registers its lifts)
+            return _builtin_lifts.get(module["ref"])
+        return None
+
+    def _start(self, instance: Instance, records: list[dict[str, Any]], tx: Transaction,
+               resume: bool = False) -> None:
+        wanted = {r["id"]: r for r in records}
+        for node_id in [n for n in instance.nodes if n not in wanted]:
+            instance.nodes.pop(node_id).stop(self)
+        for record in records:
+            if record["id"] in instance.nodes:
+                instance.nodes[record["id"]].record = record
+                continue
+            running = RunningNode(record)
+            instance.nodes[record["id"]] = running
+            starter = _STARTERS.get(record["helper"], Runner._start_lift)
+            starter(self, instance, running, tx, resume)
+
+    def _ctx(self, instance: Instance) -> dict[str, Any]:
+        return {"pattern": instance.pattern_hash, "space": instance.space}
+
+    def _start_lift(self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool) -> None:
+        record = node.record
+        fn = self._implementation(record)
+        if fn is None:
+            raise UnknownImplementationError(f"no implementation for node {record.get('name')}")
+        rt = self.rt
+        space = instance.space
+        out_id = record["outputs"][0]
+        bindings = record["bindings"]
+        args_b = bindings.get("args", [])
+        kwargs_b = bindings.get("kwargs", {})
+        closure_b = bindings.get("closure")
+        curried = bindings.get("curried") or []
+        marks = _marks(fn)
+        names = list(marks)
+        validators = _param_validators(record.get("argumentSchema"))
+        is_async = inspect.iscoroutinefunction(fn)
+        from .builder import rebind, runtime_frame
+
+        def read(tx: Transaction, binding: Any, mark: str) -> Any:
+            if mark == "cell" and is_link(binding):
+                link = parse_link(binding, space)
+                return Cell(rt, link.space, link.id, link.path, None, None if is_async else tx)
+            return materialize(rt, tx, binding, space, out_id, (), None, True, False)
+
+        def run(tx: Transaction) -> Any:
+            args = [read(tx, b, marks.get(names[i], "any") if i < len(names) else "any") for i, b in enumerate(args_b)]
+            kwargs = {k: read(tx, b, marks.get(k, "any")) for k, b in kwargs_b.items()}
+            for index, value in curried:
+                args.insert(index, value)
+            for i, name in enumerate(names[: len(args)]):
+                if name in validators and not schemas.is_valid(validators[name], args[i]):
+                    return None
+            for name, value in kwargs.items():
+                if name in validators and not schemas.is_valid(validators[name], value):
+                    return None
+            call = fn
+            if closure_b:
+                values = {k: read(tx, b, "any") for k, b in closure_b.items()}
+                call = rebind(fn, values)
+            frame = RuntimeFrame(self, instance, node, tx, record["id"], "lift")
+            token = runtime_frame.set(frame)
+            try:
+                result = call(*args, **kwargs)
+            finally:
+                runtime_frame.reset(token)
+            if is_async:
+                return self._finish_async(result, out_id, space, node)
+            self._write_output(tx, space, out_id, result)
+            self._release_children(node, frame)
+            return None
+
+        action = Action(run, name=record.get("name") or "lift", node=record["id"],
+                        pattern=instance.pattern_hash, space=space,
+                        writes=[(space, out_id, ())], reads=self._declared_reads(record, space),
+                        frame=record["id"])
+        node.actions.append(action)
+        rt.scheduler.subscribe(action)
+
+    def _declared_reads(self, record: dict[str, Any], space: str) -> list[tuple[str, str, tuple[str | int, ...]]]:
+        return [(space, i, ()) for i in record.get("inputs", [])]
+
+    async def _finish_async(self, coro: Any, out_id: str, space: str, node: RunningNode) -> None:
+        try:
+            result = await coro
+        except Exception as exc:
+            import traceback
+
+            action = node.actions[0]
+            self.rt.scheduler._record(action, exc, traceback.format_exc())
+            return
+        self.rt._write(lambda tx: self._write_output(tx, space, out_id, result))
+
+    def _write_output(self, tx: Transaction, space: str, out_id: str, result: Any) -> None:
+        Cell(self.rt, space, out_id, (), None, tx)._set_in(tx, result)
+
+    def _release_children(self, node: RunningNode, frame: RuntimeFrame) -> None:
+        for child_id in [c for c in node.children if c not in frame.created]:
+            node.children.pop(child_id).stop()
+
+    def _start_handler(self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool) -> None:
+        record = node.record
+        fn = self._implementation(record)
+        if fn is None:
+            raise UnknownImplementationError(f"no implementation for handler {record.get('name')}")
+        rt = self.rt
+        space = instance.space
+        out_id = record["outputs"][0]
+        bindings = record["bindings"]
+        state_b = bindings.get("state", {})
+        closure_b = bindings.get("closure")
+        curried = {int(i): v for i, v in bindings.get("curried") or []}
+        marks = _marks(fn)
+        names = list(marks)
+        is_async = inspect.iscoroutinefunction(fn)
+        from .builder import rebind, runtime_frame
+
+        def as_state(tx: Transaction | None, binding: Any, mark: str) -> Any:
+            if is_link(binding):
+                link = parse_link(binding, space)
+                cell = Cell(rt, link.space, link.id, link.path, None, tx)
+                if mark == "plain":
+                    return cell.get()
+                return cell
+            if mark == "plain":
+                return binding
+            read_tx = tx if tx is not None else rt.read_tx()
+            return materialize(rt, read_tx, binding, space, out_id, (), None, False, False)
+
+        def on_event(tx: Transaction, event: Any) -> Any:
+            bound_tx = None if is_async else tx
+            state = {k: as_state(bound_tx, b, marks.get(k, "any")) for k, b in state_b.items() if k in marks}
+            call = fn
+            if closure_b:
+                call = rebind(fn, {k: as_state(bound_tx, b, "cell") for k, b in closure_b.items()})
+            args: list[Any] = [event]
+            if 0 in curried:
+                args = [curried[0]]
+            for index, value in curried.items():
+                if index > 0 and index < len(names):
+                    state.setdefault(names[index], value)
+            frame = RuntimeFrame(self, instance, node, tx, {"event": uuid.uuid4().hex, "node": record["id"]}, "handler")
+            token = runtime_frame.set(frame)
+            try:
+                return call(*args, **state)
+            finally:
+                runtime_frame.reset(token)
+
+        handler = EventHandler(on_event, (space, out_id, ()), name=record.get("name") or "handler",
+                               node=record["id"], pattern=instance.pattern_hash)
+        node.handlers.append(handler)
+        self._stopped_streams.discard(handler.stream)
+        if not tx.exists(space, out_id):
+            tx.write(space, out_id, (), {"$stream": True})
+        rt.scheduler.add_handler(handler)
+
+    def _start_pattern(self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool) -> None:
+        record = node.record
+        out_id = record["outputs"][0]
+        if resume:
+            self._resume(out_id, instance.space, tx, instance, owner=node)
+            return
+        sub = self.pattern_by_hash(record["module"]["hash"], instance.space)
+        self._run(sub, record["bindings"], result_id=out_id, tx=tx, parent=instance, owner=node,
+                  space=instance.space)
+
+    def _start_collection(self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool) -> None:
+        record = node.record
+        rt = self.rt
+        space = instance.space
+        out_id = record["outputs"][0]
+        op_hash = record["config"]["op"]
+        mode = record["helper"]
+        list_b = record["bindings"]["list"]
+        captured_b = record["bindings"].get("captured") or {}
+        keys_of: dict[str, int] = {}
+        arg_ids: dict[str, str] = {}
+
+        def run(tx: Transaction) -> None:
+            op = self.pattern_by_hash(op_hash, space)
+            if is_link(list_b):
+                link = parse_link(list_b, space)
+                from .cells import resolve
+
+                sp, eid, path, _s = resolve(tx, link.space, link.id, link.path)
+                raw = tx.read(sp, eid, path, track=False)
+                array_link = make_link(sp, eid, path, None, True)
+            else:
+                raw = list_b
+                array_link = list_b
+            if raw is MISSING or raw is None or not isinstance(raw, list):
+                raw = []
+            seen: dict[str, int] = {}
+            order: list[tuple[str, str, Any, int]] = []
+            for index, element in enumerate(raw):
+                if is_link(element):
+                    target = parse_link(element, sp)
+                    base = f"{target.space}|{target.id}|{'/'.join(map(str, target.path))}"
+                else:
+                    base = "v:" + schemas.canonical(element)
+                n = seen.get(base, 0)
+                seen[base] = n + 1
+                key = f"{base}#{n}"
+                child_id = derive_id({"parent": out_id, "helper": mode, "key": key})
+                order.append((key, child_id, element, index))
+            live = {child_id for _k, child_id, _e, _i in order}
+            for child_id in [c for c in node.children if c not in live]:
+                node.children.pop(child_id).stop()
+                keys_of.pop(child_id, None)
+            for _key, child_id, element, index in order:
+                if child_id in node.children:
+                    if keys_of.get(child_id) != index:
+                        keys_of[child_id] = index
+                        tx.write(space, arg_ids[child_id], ("index",), index)
+                    continue
+                argument = {"element": element, "index": index, "array": array_link, "$captured": captured_b}
+                child = self._run(op, argument, result_id=child_id, tx=tx, parent=instance,
+                                  owner=node, space=space)
+                keys_of[child_id] = index
+                arg_ids[child_id] = derive_id({"parent": child.result_id, "helper": "argument"})
+            if mode == "map":
+                output: list[Any] = [make_link(space, child_id, ()) for _k, child_id, _e, _i in order]
+            else:
+                output = []
+                for _key, child_id, element, _index in order:
+                    keep = Cell(rt, space, child_id, (), None, tx).get()
+                    if keep:
+                        output.append(element)
+            current = tx.read(space, out_id, (), track=False)
+            if current is MISSING or not json_equal(current, output):
+                tx.write(space, out_id, (), output)
+
+        action = Action(run, name=f"{mode}", node=record["id"], pattern=instance.pattern_hash,
+                        space=space, writes=[(space, out_id, ())],
+                        reads=self._declared_reads(record, space), frame=record["id"])
+        node.actions.append(action)
+        rt.scheduler.subscribe(action)
+
+    def _start_select(self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool) -> None:
+        record = node.record
+        rt = self.rt
+        space = instance.space
+        out_id = record["outputs"][0]
+        b = record["bindings"]
+        mode = record["helper"]
+
+        def run(tx: Transaction) -> None:
+            cond = materialize(rt, tx, b["cond"], space, out_id, (), None, True, False)
+            if mode == "if_else":
+                chosen = b["a"] if cond else b["b"]
+            elif mode == "when":
+                chosen = b["value"] if cond else b["cond"]
+            else:  # unless
+                chosen = b["cond"] if cond else b["value"]
+            if is_link(chosen):
+                link = parse_link(chosen, space)
+                chosen = make_link(link.space, link.id, link.path, base_space=space)
+            current = tx.read(space, out_id, (), track=False)
+            if current is MISSING or not json_equal(current, chosen):
+                tx.write(space, out_id, (), chosen)
+
+        action = Action(run, name=mode, node=record["id"], pattern=instance.pattern_hash, space=space,
+                        writes=[(space, out_id, ())], frame=record["id"])
+        node.actions.append(action)
+        rt.scheduler.subscribe(action)
+
+    def _start_instantiate(self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool) -> None:
+        record = node.record
+        rt = self.rt
+        space = instance.space
+        out_id = record["outputs"][0]
+        b = record["bindings"]
+        state: dict[str, Any] = {"hash": None}
+
+        def run(tx: Transaction) -> None:
+            from .factories import as_pattern
+
+            value = materialize(rt, tx, b["pattern"], space, out_id, (), None, True, False)
+            if value is None:
+                return
+            pattern = as_pattern(value, rt)
+            if pattern.hash != state["hash"]:
+                for child_id in list(node.children):
+                    node.children.pop(child_id).stop()
+                state["hash"] = pattern.hash
+            child_id = derive_id({"parent": out_id, "instantiate": pattern.hash})
+            if child_id not in node.children:
+                self._run(pattern, b.get("inputs") or {}, result_id=child_id, tx=tx, parent=instance,
+                          owner=node, space=space)
+            link = make_link(space, child_id, ())
+            current = tx.read(space, out_id, (), track=False)
+            if current is MISSING or not json_equal(current, link):
+                tx.write(space, out_id, (), link)
+
+        action = Action(run, name="instantiate", node=record["id"], pattern=instance.pattern_hash,
+                        space=space, writes=[(space, out_id, ())], frame=record["id"])
+        node.actions.append(action)
+        rt.scheduler.subscribe(action)
+
+    def _start_wish(self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool) -> None:
+        record = node.record
+        space = instance.space
+        out_id = record["outputs"][0]
+        query = record["config"]["query"]
+        if query == "#all":
+            target = make_link(space, instances_doc_id(space), ())
+        elif isinstance(query, str) and query.startswith("/"):
+            path = [p for p in query.split("/") if p]
+            target = make_link(space, space_root_id(space), path)
+        else:
+            target = {"error": f"unknown wish {query!r}"}
+        current = tx.read(space, out_id, (), track=False)
+        if current is MISSING or not json_equal(current, target):
+            tx.write(space, out_id, (), target)
+
+
+def instances_doc_id(space: str) -> str:
+    return derive_id({"instances": space})
+
+
+def space_root_id(space: str) -> str:
+    return derive_id(space)
+
+
+_STARTERS: dict[str, Callable[[Runner, Instance, RunningNode, Any, bool], None]] = {
+    "lift": Runner._start_lift,
+    "computed": Runner._start_lift,
+    "fmt": Runner._start_lift,
+    "handler": Runner._start_handler,
+    "pattern": Runner._start_pattern,
+    "map": Runner._start_collection,
+    "filter": Runner._start_collection,
+    "if_else": Runner._start_select,
+    "when": Runner._start_select,
+    "unless": Runner._start_select,
+    "instantiate": Runner._start_instantiate,
+    "wish": Runner._start_wish,
+}
+
+__all__ = ["InstanceStoppedError", "Runner", "Stream", "current_tx", "get_path"]
