@@ -285,7 +285,11 @@ def schema_for(annotation: Any) -> tuple[dict[str, Any], Any, str | None]:
         try:
             from pydantic import TypeAdapter
 
-            schema = TypeAdapter(kind).json_schema(mode="serialization")
+            try:
+                schema = TypeAdapter(kind).json_schema(mode="serialization")
+            except Exception:
+                # pydantic refuses typing.TypedDict before Python 3.12, also nested
+                schema = TypeAdapter(_typeddict_compat(kind)).json_schema(mode="serialization")
         except Exception:
             schema = {}
     schema.pop("title", None)
@@ -296,6 +300,42 @@ def schema_for(annotation: Any) -> tuple[dict[str, Any], Any, str | None]:
     if default is not MISSING:
         schema["default"] = to_json_value(default)
     return schema, default, mark
+
+
+def _typeddict_compat(tp: Any) -> Any:
+    """``tp`` with every ``typing.TypedDict`` in it rebuilt as a ``typing_extensions`` one.
+
+    pydantic refuses ``typing.TypedDict`` before Python 3.12, also nested
+    (``list[Item]``, ``Item | None``).
+    """
+    import typing_extensions
+
+    if typing.is_typeddict(tp) and type(tp).__module__ == "typing":
+        required = getattr(tp, "__required_keys__", frozenset())
+        fields: dict[str, Any] = {}
+        for name, hint in _resolve_hints(tp).items():
+            if typing.get_origin(hint) in (typing.Required, typing.NotRequired):
+                hint = typing.get_args(hint)[0]
+            hint = _typeddict_compat(hint)
+            wrap = typing_extensions.Required if name in required else typing_extensions.NotRequired
+            fields[name] = wrap[hint]
+        made = typing_extensions.TypedDict(tp.__name__, fields)  # type: ignore[operator]
+        made.__module__ = tp.__module__
+        return made
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is None or not args:
+        return tp
+    if origin is typing.Annotated:
+        return typing.Annotated[(_typeddict_compat(args[0]), *args[1:])]
+    new = tuple(_typeddict_compat(a) for a in args)
+    if new == args:
+        return tp
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[new]
+    try:
+        return origin[new if len(new) > 1 else new[0]]
+    except TypeError:
+        return tp
 
 
 def _hoist_defs(properties: dict[str, Any]) -> dict[str, Any]:
@@ -473,6 +513,11 @@ class LiftFactory(Factory):
         return self._module
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.curried:  # SPEC §8: curried arguments take their places first
+            from .factories import apply_curried_call
+
+            merged, kwargs = apply_curried_call(self, args, kwargs)
+            args = tuple(merged)
         frame = current_frame()
         if frame is None:
             if any(isinstance(a, Cell) for a in (*args, *kwargs.values())):
@@ -492,8 +537,6 @@ class LiftFactory(Factory):
         }
         if refs:
             binding["closure"] = bind(frame, refs, inputs)
-        if self.curried:
-            binding["curried"] = [[i, v] for i, v in self.curried]
         impl = module.get("hash") or module["ref"]
         return add_node(frame, self.helper, module, binding, inputs, impl, None, self.result_schema,
                         name=self.__name__)
@@ -501,7 +544,9 @@ class LiftFactory(Factory):
 
 def _python_module(fn: Callable[..., Any], constants: dict[str, Any] | None) -> dict[str, Any]:
     digest, source = impls.fingerprint_function(fn, constants)
-    impls.register(digest, fn)
+    # the latest definition wins: a re-defined function with the same fingerprint (a
+    # re-executed notebook cell, a second test) must run with its own closure and globals
+    impls._registry[digest] = fn
     module: dict[str, Any] = {"type": "python", "ref": impls.ref_of(fn), "hash": digest}
     if source is not None:
         module["source"] = source
@@ -595,14 +640,19 @@ class HandlerFactory(Factory):
         frame = current_frame()
         if frame is None:
             raise CapabilityError("bind", "handler", "outside a pattern body")
+        curried_event: list[list[Any]] = []
+        if self.curried:  # SPEC §8: curried state merges by name; index 0 is the event
+            from .factories import apply_curried_state
+
+            state, curried_event = apply_curried_state(self, state)
         refs, constants = closure_inputs(self.fn)
         module = self.module(constants)
         inputs: list[str] = []
         binding: dict[str, Any] = {"state": bind(frame, state, inputs)}
         if refs:
             binding["closure"] = bind(frame, refs, inputs)
-        if self.curried:
-            binding["curried"] = [[i, v] for i, v in self.curried]
+        if curried_event:
+            binding["curried"] = bind(frame, curried_event, inputs)
         return add_node(frame, "handler", module, binding, inputs, module["hash"], None,
                         {"asStream": True}, stream=True, name=self.__name__)
 
@@ -707,6 +757,10 @@ class Pattern(Factory):
     def _node(self, frame: BuilderFrame, argument: Any, helper: str = "pattern") -> OpaqueRef[Any]:
         from .runner import register_pattern
 
+        if self.curried:  # SPEC §8: curried values merge into the argument object
+            from .factories import merge_argument
+
+            argument = merge_argument(self, argument)
         register_pattern(self)
         inputs: list[str] = []
         binding = bind(frame, argument, inputs)
@@ -875,3 +929,4 @@ def _cell_filter_hook(cell: Cell[Any], fn: Callable[..., Any]) -> Any:
 set_hook("cell_of", _cell_of_hook)
 set_hook("map", _cell_map_hook)
 set_hook("filter", _cell_filter_hook)
+impls.provide_trusted_names(lift=lift, handler=handler, pattern=pattern, Default=Default)

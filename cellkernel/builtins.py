@@ -71,10 +71,13 @@ def instantiate(pattern: Any, inputs: Any = None) -> Any:
         rframe = runtime_frame.get()
         if rframe is None:
             raise CapabilityError("call", "instantiate", "outside a pattern body or handler")
-        value = pattern.get() if hasattr(pattern, "get") and not hasattr(pattern, "graph") else pattern
-        return rframe.instantiate(as_pattern(value, rframe.runner.rt), inputs or {})
-    from .builder import Pattern
+        # as_pattern reads a cell holding a factory; a plain dict is a sigil (dict.get is no read)
+        return rframe.instantiate(as_pattern(pattern, rframe.runner.rt), inputs or {})
+    from .builder import Factory, Pattern
 
+    if isinstance(pattern, Factory) and not isinstance(pattern, Pattern):
+        raise TypeError(f"instantiate() needs a pattern factory, got the {pattern.kind} factory "
+                        f"{getattr(pattern, '__name__', '?')}")
     if isinstance(pattern, Pattern):
         from .runner import register_pattern
 

@@ -39,6 +39,19 @@ def set_hook(name: str, fn: Callable[..., Any]) -> None:
     _hooks[name] = fn
 
 
+class _ForMethod:
+    """``cell.for_(cause)`` names a cell; ``Cell.for_(cause)`` makes a named one (SPEC §3)."""
+
+    def __init__(self, method: Callable[..., Any]) -> None:
+        self._method = method
+        self.__doc__ = method.__doc__
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return owner.for_cause
+        return self._method.__get__(obj, owner)
+
+
 def is_stream_value(value: Any) -> bool:
     return type(value) is dict and value.get("$stream") is True and len(value) == 1
 
@@ -167,7 +180,8 @@ class Cell(Generic[T]):
 
     @classmethod
     def for_cause(cls, cause: Any) -> Cell[Any]:
-        return cls.of(None).for_(cause)
+        named: Cell[Any] = cls.of(None).for_(cause)
+        return named
 
     # -- identity ------------------------------------------------------------
 
@@ -195,6 +209,7 @@ class Cell(Generic[T]):
     def is_connected(self) -> bool:
         return self._id is not None
 
+    @_ForMethod
     def for_(self, cause: Any, flexible: bool = False) -> Cell[T]:
         """Name this cell explicitly before it is connected (SPEC §6)."""
         if self._id is not None:
@@ -336,6 +351,9 @@ class Cell(Generic[T]):
             tx, self._space, self._id, self._path, track=track  # type: ignore[arg-type]
         )
         schema = self._schema if self._schema is not None else link_schema
+        if schemas.marker(schema) == "cell":
+            # asCell applies to fields inside a value; a cell's own get() is its value
+            schema = {k: v for k, v in schema.items() if k != "asCell"}
         raw = tx.read(space, entity_id, path, track=False)
         via_link = (entity_id, path) != (self._id, self._path)
         return materialize(self._rt, tx, raw, space, entity_id, path, schema, track, via_link)
@@ -411,6 +429,7 @@ class Cell(Generic[T]):
         )
         current = tx.read(space, entity_id, path, track=False)
         if is_stream_value(current):
+            to_json_value(value, hook=_event_hook)  # reject what could not be stored
             self._rt.scheduler.queue_event((space, entity_id, path), value, self._rt)
             return
         if isinstance(value, Cell) and value._id is not None:
@@ -419,6 +438,7 @@ class Cell(Generic[T]):
             ) == (self._space, self._id, self._path):
                 return
         stored = to_storable(self._rt, tx, value, (space, entity_id, path))
+        stored = _keep_equal_links(tx, current, stored, space)
         if self._schema:
             schemas.validate(self._schema, self._plain_for_validation(tx, stored), self._where())
         if current is not MISSING and json_equal(current, stored):
@@ -449,7 +469,7 @@ class Cell(Generic[T]):
             raise TypeError(f"update() takes a mapping, got {type(values).__name__}")
 
         def run(tx: Transaction) -> None:
-            current = self.with_tx(tx).sample()
+            current = self._read(tx, track=False)
             if current is None:
                 self.with_tx(tx)._set_in(tx, {})
             elif not isinstance(current, dict):
@@ -602,6 +622,41 @@ def _contains_link(value: Any) -> bool:
     return False
 
 
+def _keep_equal_links(tx: Transaction, current: Any, stored: Any, space: str) -> Any:
+    """Below the written location, keep every link whose target already holds the new value.
+
+    ``c.set(c.get())`` hands back plain values where ``c`` held links to other
+    cells; writing them as copies would cut those links (SPEC §3: it changes
+    nothing).  ``stored`` is freshly built, so it is patched in place.
+    """
+    if not _contains_link(current):
+        return stored
+    work: list[tuple[Any, Any, Any]] = []  # (container in stored, key, current value there)
+    if type(current) is dict and type(stored) is dict:
+        work.extend((stored, k, v) for k, v in current.items() if k in stored)
+    elif type(current) is list and type(stored) is list:
+        work.extend((stored, i, v) for i, v in enumerate(current[: len(stored)]))
+    while work:
+        holder, key, cur = work.pop()
+        new = holder[key]
+        if is_link(cur):
+            if is_link(new):
+                continue
+            try:
+                link = parse_link(cur, space)
+                s, e, p, _schema = resolve(tx, link.space, link.id, link.path, track=False)
+            except (ValueError, LinkCycleError):
+                continue
+            target = tx.read(s, e, p, track=False)
+            if target is not MISSING and json_equal(target, new):
+                holder[key] = cur
+        elif type(cur) is dict and type(new) is dict:
+            work.extend((new, k, v) for k, v in cur.items() if k in new)
+        elif type(cur) is list and type(new) is list:
+            work.extend((new, i, v) for i, v in enumerate(cur[: len(new)]))
+    return stored
+
+
 def _identity_of(item: Any, tx: Transaction) -> tuple[str, str, Path] | None:
     cell = item.cell if isinstance(item, DocDict) else item if isinstance(item, Cell) else None
     if cell is None or cell._id is None:
@@ -618,6 +673,14 @@ def _link_address(tx: Transaction, link_value: Any, base_space: str) -> tuple[st
 
 # ---------------------------------------------------------------------------
 # materialising reads
+
+
+def _load_factory_hook() -> Callable[..., Any] | None:
+    """Factory sigils need ``cellkernel.factories`` (an upper layer): load it on first use."""
+    import importlib
+
+    importlib.import_module("cellkernel.factories")  # registers "materialize_factory"
+    return _hooks.get("materialize_factory")
 
 
 def materialize(
@@ -652,7 +715,10 @@ def materialize(
             mark = schemas.marker(sch)
             if mark is not None:
                 cls = Stream if mark == "stream" else Cell
-                holder[key] = cls(runtime, sp, eid, p, sch, tx if tx.status == "open" else None)
+                # bind to a live transaction, never to a throwaway read (untracked) one,
+                # or writes through the handed-out cell would silently go nowhere
+                live = tx.status == "open" and tx.track
+                holder[key] = cls(runtime, sp, eid, p, sch, tx if live else None)
                 continue
         if type(value) is dict and is_link(value):
             if hops >= MAX_HOPS:
@@ -665,6 +731,10 @@ def materialize(
             continue
         if value is MISSING or value is None:
             default = schemas.default_of(sch, root_schema) if sch is not None else None
+            if type(default) in (dict, list):
+                # fill the default's own nested defaults as for a stored value
+                stack.append((holder, key, default, sp, eid, p, sch, linked, hops))
+                continue
             holder[key] = default
             continue
         t = type(value)
@@ -672,9 +742,12 @@ def materialize(
             if value.get("$stream") is True and len(value) == 1 and not plain:
                 holder[key] = Stream(runtime, sp, eid, p, sch)
                 continue
-            if is_sigil(value) and factory_hook is not None and not plain:
-                holder[key] = factory_hook(value, runtime)
-                continue
+            if is_sigil(value) and not plain:
+                if factory_hook is None and "nodeFactory@1" in value["/"]:
+                    factory_hook = _load_factory_hook()
+                if factory_hook is not None:
+                    holder[key] = factory_hook(value, runtime)
+                    continue
             if sch is not None:
                 value = schemas.fill_defaults(value, sch, root_schema)
             if linked and not plain:
@@ -683,6 +756,7 @@ def materialize(
                 result = {}
             holder[key] = result
             for k, v in value.items():
+                result[k] = None  # placeholder: keep the stored key order
                 child_schema = schemas.at_path(sch, (k,)) if sch is not None else None
                 stack.append((result, k, v, sp, eid, (*p, k), child_schema, False, hops))
             continue
@@ -753,9 +827,11 @@ def to_storable(
                     doc_id = "of:" + str(create_ref({}, cause))
                     work.append((element, ()))
                     tx.write(space, doc_id, (), element)
-                    node[i] = make_link(space, doc_id, ())
-                elif type(element) is list:
+                    node[i] = make_link(space, doc_id, (), base_space=space)
+                elif type(element) is list or is_link(element):
                     work.append((element, (*node_path, i)))
+        elif is_link(node):
+            parse_link(node, space)  # a malformed link raises ValueError before anything lands
         elif type(node) is dict and not is_sigil(node):
             for k, v in node.items():
                 if type(v) in (list, dict):

@@ -139,11 +139,17 @@ def resolve(module: dict[str, Any], *, trust_source: bool = False) -> Callable[.
         return fn
     imported = _import(ref)
     if imported is not None:
-        target = getattr(imported, "__ck_function__", imported)
         constants = module.get("constants") or {}
-        if fingerprint_function(target, constants)[0] == digest:
-            register(digest, target)
-            return target
+        # a module attribute is usually the factory a decorator made (``@lift``,
+        # ``@handler``): the implementation is the function it wraps
+        for target in (
+            getattr(imported, "__ck_function__", None),
+            getattr(imported, "__wrapped__", None),
+            imported,
+        ):
+            if target is not None and fingerprint_function(target, constants)[0] == digest:
+                register(digest, target)
+                return target  # type: ignore[no-any-return]
     source = module.get("source")
     if trust_source and isinstance(source, str):
         compiled = _compile(source, ref)
@@ -182,18 +188,42 @@ def _import(ref: str) -> Any:
     return obj
 
 
+#: Names carried source may use (annotations such as ``Cell[int]``, ``Default[T, v]``).
+#: Upper layers add theirs with ``provide_trusted_names`` (the builder does at import),
+#: so this module never imports upward.
+_trusted_names: dict[str, Any] = {}
+
+
+def provide_trusted_names(**names: Any) -> None:
+    _trusted_names.update(names)
+
+
 def _compile(source: str, ref: str) -> types.FunctionType:
     """Compile carried source (trusted runtimes only) and return its function."""
-    tree = ast.parse(textwrap.dedent(source))
-    namespace: dict[str, Any] = {"__builtins__": builtins, "__name__": "cellkernel.trusted"}
-    from . import builder  # the decorators the source may carry
+    import linecache
 
-    namespace.update({k: getattr(builder, k) for k in ("lift", "handler", "pattern", "Cell", "Default")})
+    from .cells import Cell, Stream
+
+    text = textwrap.dedent(source)
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as exc:
+        raise UnknownImplementationError(f"the source carried for {ref!r} does not parse: {exc}") from exc
+    namespace: dict[str, Any] = {"__builtins__": builtins, "__name__": "cellkernel.trusted",
+                                 "Cell": Cell, "Stream": Stream, "Any": Any, **_trusted_names}
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             node.decorator_list = []
-    code = compile(tree, f"<trusted {ref}>", "exec")
-    exec(code, namespace)
+    filename = f"<trusted {ref}>"
+    # keep the text where inspect.getsource finds it: the fingerprint is over the source
+    linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+    code = compile(tree, filename, "exec")
+    try:
+        exec(code, namespace)
+    except Exception as exc:
+        raise UnknownImplementationError(
+            f"the source carried for {ref!r} failed to load: {type(exc).__name__}: {exc}"
+        ) from exc
     for value in namespace.values():
         if isinstance(value, types.FunctionType) and value.__module__ == "cellkernel.trusted":
             return value

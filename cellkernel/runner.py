@@ -29,7 +29,7 @@ from . import schema as schemas
 from .cells import Cell, Stream, current_tx, materialize
 from .errors import CapabilityError, CellkernelError, UnknownImplementationError
 from .identity import create_ref
-from .links import is_link, make_link, parse_link
+from .links import is_link, is_sigil, make_link, parse_link
 from .scheduler import Action, EventHandler
 from .values import MISSING, get_path, json_equal, to_json_value
 
@@ -91,7 +91,7 @@ def concretize(binding: Any, ids: dict[str, str], space: str) -> Any:
             if alias is not None:
                 holder[key] = make_link(space, ids[alias["cell"]], alias["path"], None, True)
                 continue
-            if is_link(value):
+            if is_sigil(value):  # links, and factory sigils whose graphs are data (SPEC §8)
                 continue
             copy = dict(value)
             holder[key] = copy
@@ -270,6 +270,8 @@ class RuntimeFrame:
         self.created.add(result_id)
         child = self.runner._run(pattern, argument, result_id=result_id, tx=self.tx,
                                  parent=self.instance, owner=self.node)
+        if self.kind == "handler":  # SPEC §8: it survives rt.resume with its parent
+            self.runner._remember_child(self.tx, self.instance, self.node, result_id)
         return child.result
 
 
@@ -349,6 +351,21 @@ def _param_validators(schema: Any) -> dict[str, Any]:
     return out
 
 
+def _fn_argument_schema(fn: Callable[..., Any]) -> Any:
+    """The argument schema a lift's annotations imply (records carry none)."""
+    from .builder import _hoist_defs, parameters
+
+    try:
+        props = {p.name: p.schema for p in parameters(fn)}
+    except (TypeError, ValueError):
+        return None
+    schema: dict[str, Any] = {"type": "object", "properties": props}
+    defs = _hoist_defs(props)
+    if defs:
+        schema["$defs"] = defs
+    return schema
+
+
 class Runner:
     """Starts, updates, resumes and stops pattern instances of one runtime."""
 
@@ -403,6 +420,10 @@ class Runner:
             instance = self._resume(result_id, space, tx, None)
         except BaseException:
             tx.abort()
+            # a nested instance that fails to resolve must not leave its parent half started
+            partial = self.instances.get((space, result_id))
+            if partial is not None:
+                partial.stop()
             raise
         self.rt._commit(tx)
         return instance.result
@@ -464,9 +485,14 @@ class Runner:
         space = space or (parent.space if parent is not None else self.rt.space)
         graph = pattern.graph
         register_pattern(pattern)
+        from .factories import merge_argument, resolve_self
+
+        argument = merge_argument(pattern, argument)  # curried arguments (SPEC §8)
         ids, records, snap_cells = plan(self.rt, graph, result_id, space)
+        records = resolve_self(records, pattern)  # SELF.factory markers
         key = (space, result_id)
         instance = self.instances.get(key)
+        fresh = instance is None
         if instance is None:
             instance = Instance(self, result_id, space, parent)
             self.instances[key] = instance
@@ -492,7 +518,7 @@ class Runner:
                 tx.write(space, cell_id, (), initial)
         self._store_patterns(pattern, tx, space)
         # the result document: fields are write redirects
-        result_value = concretize(graph["result"], ids, space)
+        result_value = resolve_self(concretize(graph["result"], ids, space), pattern)
         current = tx.read(space, result_id, (), track=False)
         if isinstance(current, dict) and isinstance(result_value, dict) and "$NAME" in current and "$NAME" in result_value:
             result_value["$NAME"] = current["$NAME"]
@@ -505,7 +531,27 @@ class Runner:
         tx.set_meta(space, result_id, "graph", snapshot)
         tx.set_source(space, result_id, {"pattern": pattern.hash, "name": pattern.name})
         self._start(instance, records, tx)
+        if fresh:
+            self._resume_children(instance, tx)
         return instance
+
+    def _remember_child(self, tx: Transaction, instance: Instance, node: RunningNode,
+                        child_id: str) -> None:
+        """Note a handler-made child in the parent's metadata (``children``: id -> node id)."""
+        doc = tx.document(instance.space, instance.result_id)
+        children = dict((doc.meta or {}).get("children") or {})
+        children[child_id] = node.record["id"]
+        tx.set_meta(instance.space, instance.result_id, "children", children)
+
+    def _resume_children(self, instance: Instance, tx: Transaction) -> None:
+        """Restart the handler-made children noted on ``instance`` (their nodes still exist)."""
+        doc = tx.document(instance.space, instance.result_id)
+        children = (doc.meta or {}).get("children") or {}
+        for child_id, node_id in children.items():
+            owner = instance.nodes.get(node_id)
+            if owner is None or (instance.space, child_id) in self.instances:
+                continue
+            self._resume(child_id, instance.space, tx, instance, owner=owner)
 
     def _register_instance(self, tx: Transaction, space: str, result_id: str) -> None:
         """Append to the space's instance list (``wish("#all")``), in creation order."""
@@ -615,6 +661,7 @@ class Runner:
         if parent is not None:
             (owner.children if owner is not None else parent.children)[result_id] = instance
         self._start(instance, records, tx, resume=True)
+        self._resume_children(instance, tx)
         return instance
 
     # -- starting nodes ----------------------------------------------------------------
@@ -662,7 +709,7 @@ class Runner:
         curried = bindings.get("curried") or []
         marks = _marks(fn)
         names = list(marks)
-        validators = _param_validators(record.get("argumentSchema"))
+        validators = _param_validators(record.get("argumentSchema") or _fn_argument_schema(fn))
         is_async = inspect.iscoroutinefunction(fn)
         from .builder import rebind, runtime_frame
 
@@ -772,6 +819,13 @@ class Runner:
             token = runtime_frame.set(frame)
             try:
                 return call(*args, **state)
+            except BaseException:
+                # nothing of this event lands, so children it started must not keep running
+                for child_id in frame.created:
+                    child = node.children.pop(child_id, None)
+                    if child is not None:
+                        child.stop()
+                raise
             finally:
                 runtime_frame.reset(token)
 
@@ -902,17 +956,18 @@ class Runner:
         state: dict[str, Any] = {"hash": None}
 
         def run(tx: Transaction) -> None:
-            from .factories import as_pattern
+            from .factories import as_pattern, identity
 
             value = materialize(rt, tx, b["pattern"], space, out_id, (), None, True, False)
             if value is None:
                 return
             pattern = as_pattern(value, rt)
-            if pattern.hash != state["hash"]:
+            key = identity(pattern)  # the pattern plus its curried arguments
+            if key != state["hash"]:
                 for child_id in list(node.children):
                     node.children.pop(child_id).stop()
-                state["hash"] = pattern.hash
-            child_id = derive_id({"parent": out_id, "instantiate": pattern.hash})
+                state["hash"] = key
+            child_id = derive_id({"parent": out_id, "instantiate": key})
             if child_id not in node.children:
                 self._run(pattern, b.get("inputs") or {}, result_id=child_id, tx=tx, parent=instance,
                           owner=node, space=space)

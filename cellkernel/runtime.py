@@ -125,15 +125,12 @@ class Runtime:
                 self.scheduler.settle()
 
     def _write(self, fn: Callable[[Transaction], Any]) -> Any:
-        """A write outside any transaction: its own commit, then settle."""
-        tx = self._begin()
-        try:
-            result = fn(tx)
-        except BaseException:
-            tx.abort()
-            raise
-        self._commit(tx)
-        return result
+        """A write outside any transaction: its own commit, then settle.
+
+        Retried on ``ConflictError`` like ``edit_with_retry``: another runtime on
+        the same SQLite file may have committed since this one last looked.
+        """
+        return self.edit_with_retry(fn)
 
     def _after_commit(self, changes: list[Change], source: Action | None) -> None:
         self.scheduler.notify(changes, source)

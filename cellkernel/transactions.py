@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import TransactionClosedError, WriteIsolationError
 from .storage import Change, Document
-from .values import MISSING, Path, get_path, set_path
+from .values import MISSING, Path, get_path, json_equal, set_path
 
 if TYPE_CHECKING:
     from .storage import Store
@@ -146,10 +146,9 @@ class Transaction:
             base = working.base
             if (
                 base is not None
-                and base.value == working.value
-                and base.source == working.source
-                and base.meta == working.meta
-                and type(base.value) is type(working.value)
+                and json_equal(base.value, working.value)
+                and json_equal(base.source, working.source)
+                and json_equal(dict(base.meta), dict(working.meta))
             ):
                 continue
             writes[entity_id] = Document(working.value, working.source, dict(working.meta))

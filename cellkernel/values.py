@@ -93,6 +93,7 @@ def to_json_value(value: Any, hook: Callable[[Any], Any] | None = None) -> JSON:
                         f"cannot store a {type(k).__name__} key {k!r} at {format_path(path)}: "
                         "object keys must be strings"
                     )
+                out[k] = None  # placeholder: keep the key order of the input
                 stack.append((out, k, v, [*path, k]))
             continue
         if t is list or t is tuple:
@@ -102,7 +103,11 @@ def to_json_value(value: Any, hook: Callable[[Any], Any] | None = None) -> JSON:
                 stack.append((lst, i, v, [*path, i]))
             continue
         if isinstance(item, dict) and not hasattr(item, "__ck_to_json__"):
-            stack.append((parent, key, dict(item), path))
+            # dict subclasses (e.g. documents read through a link) go to the hook first
+            converted = hook(item) if hook is not None else NotImplemented
+            if converted is NotImplemented:
+                converted = dict(item)
+            stack.append((parent, key, converted, path))
             continue
         if isinstance(item, bool | int | str) and t not in _SCALARS:
             # enum members and other subclasses: store the plain value
@@ -202,12 +207,30 @@ def delete_path(root: Any, path: Sequence[str | int]) -> Any:
 
 
 def json_equal(a: Any, b: Any) -> bool:
-    """Equality that does not confuse ``True`` with ``1`` at the top level."""
-    if a is b:
-        return True
-    if type(a) is not type(b):
-        return False
-    return bool(a == b)
+    """Strict JSON equality: ``True`` never equals ``1``, at any depth (iterative)."""
+    stack = [(a, b)]
+    while stack:
+        x, y = stack.pop()
+        if x is y:
+            continue
+        t = type(x)
+        if t is not type(y):
+            return False
+        if t is dict:
+            if len(x) != len(y):
+                return False
+            for k, v in x.items():
+                w = y.get(k, MISSING)
+                if w is MISSING:
+                    return False
+                stack.append((v, w))
+        elif t is list:
+            if len(x) != len(y):
+                return False
+            stack.extend(zip(x, y, strict=True))
+        elif x != y:
+            return False
+    return True
 
 
 def paths_overlap(a: Sequence[str | int], b: Sequence[str | int]) -> bool:

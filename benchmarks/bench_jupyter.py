@@ -1,0 +1,125 @@
+"""Notebook latency: a ``%%pattern`` cell of 50 nodes, and a button click.
+
+The targets a notebook user feels (SPEC §9 and the project brief): executing a
+``%%pattern`` cell of 50 nodes including the SVG render well under 200 ms, and a
+button click to updated widget values in the kernel well under 10 ms. The shell
+is IPython's headless test shell, so comm traffic to a browser is not included.
+
+Run: ``python benchmarks/bench_jupyter.py`` (or through ``python -m benchmarks``,
+which calls ``run()``). Rows are ``{"case", "value", "unit"}``; times are the
+median of ``repeat`` tries, in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+NODES = 50
+
+SETUP = '''
+from cellkernel import Cell, handler, lift
+
+@lift
+def inc(x: int) -> int:
+    return x + 1
+
+@lift
+def double(x: int) -> int:
+    return x * 2
+
+@handler
+def increment(event, count):
+    count.set(count.get() + 1)
+'''
+
+COUNTER = '''
+count = Cell.of(0)
+{"count": count, "doubled": double(count), "increment": increment(count=count)}
+'''
+
+
+def chain_body(nodes: int = NODES) -> str:
+    """``x0 = Cell.of(0)`` then ``nodes - 1`` lifts in a chain: ``nodes`` result fields."""
+    lines = ["x0 = Cell.of(0)"]
+    lines += [f"x{i} = inc(x{i - 1})" for i in range(1, nodes)]
+    return "\n".join(lines) + "\n"
+
+
+def _median_ms(fn: Callable[[], Any], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def run(repeat: int = 7) -> list[dict[str, Any]]:
+    """Time the %%pattern cell (fresh and re-run, with and without widgets) and a click."""
+    from IPython.testing.globalipapp import get_ipython
+
+    from cellkernel import jupyter
+
+    ip = get_ipython()
+    if "cellkernel" not in ip.extension_manager.loaded:
+        ip.run_line_magic("load_ext", "cellkernel")
+    jupyter.reset()
+    ip.run_cell(SETUP)
+    body = chain_body()
+    rows: list[dict[str, Any]] = []
+
+    def row(case: str, value: float, unit: str = "ms") -> None:
+        rows.append({"case": f"jupyter/{case}", "value": round(value, 3), "unit": unit})
+
+    counter = iter(range(10_000))
+
+    def fresh(flags: str) -> Callable[[], Any]:
+        return lambda: ip.run_cell_magic("pattern", f"Chain{next(counter)} {flags}", body)
+
+    ip.run_cell_magic("pattern", "Warm --no-ui", body)  # imports, caches
+    row(f"%%pattern {NODES} nodes, SVG, no widgets (first run)", _median_ms(fresh("--no-ui"), repeat))
+    row(f"%%pattern {NODES} nodes, SVG + widgets (first run)", _median_ms(fresh(""), repeat))
+    row(f"%%pattern {NODES} nodes, no SVG, no widgets (first run)",
+        _median_ms(fresh("--no-ui --no-graph"), repeat))
+    ip.run_cell_magic("pattern", "Again", body)
+    row(f"%%pattern {NODES} nodes, SVG + widgets + report (re-run)",
+        _median_ms(lambda: ip.run_cell_magic("pattern", "Again", body), repeat))
+
+    from cellkernel.widgets import GraphView
+
+    display = ip.run_cell_magic("pattern", "Clicker", COUNTER)
+    view = display.widget
+    ui = view.children[0]
+    button, count, doubled = ui.controls["increment"], ui.controls["count"], ui.controls["doubled"]
+    graph = next(c for c in view.children if isinstance(c, GraphView))
+
+    def click() -> None:
+        before = count.value
+        button.click()
+        assert count.value == before + 1 and str(2 * count.value) in doubled.value
+
+    for _ in range(20):
+        click()
+    row("button click -> widgets updated (with GraphView)", _median_ms(click, 200))
+    graph.close()
+    row("button click -> widgets updated (controls only)", _median_ms(click, 200))
+    jupyter.reset()
+    return rows
+
+
+def main() -> None:
+    for r in run():
+        print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,621 @@
+"""The builder (SPEC §4): authoring patterns, definition-time graphs and schemas.
+
+Ported from the reference runtime's builder/recipe tests (commontoolsinc/labs
+``packages/runner/test/recipe.test.ts``, ``recipes.test.ts``) with the same
+expected values, plus the Python-specific parts of SPEC §4: parameters and
+annotations become the argument schema, ``Default[T, v]``, pydantic models and
+TypedDicts, ``Cell[T]`` parameters, opaque references, closures.
+"""
+
+from typing import Any, TypedDict
+
+import pytest
+from pydantic import BaseModel
+
+from cellkernel import (
+    NAME,
+    SELF,
+    CapabilityError,
+    Cell,
+    Default,
+    Pattern,
+    Runtime,
+    Stream,
+    computed,
+    derive,
+    handler,
+    lift,
+    pattern,
+    recipe,
+)
+from cellkernel.builder import OpaqueRef
+
+# ``rt`` (tests/conftest.py): a fresh runtime on the memory store, then on SQLite.
+
+
+# ---------------------------------------------------------------------------
+# the SPEC §4 example, exactly
+
+
+@lift
+def double(x: int) -> int:
+    return x * 2
+
+
+@handler
+def increment(event, count: Cell[int]):  # state params arrive as Cells
+    count.set(count.get() + (event or {}).get("amount", 1))
+
+
+@pattern
+def Counter(count: int = 0):  # params -> argument schema
+    return {"count": count, "doubled": double(count), "increment": increment(count=count)}
+
+
+def test_spec_counter_example(rt: Runtime) -> None:
+    r = rt.run(Counter, {"count": 5}, cause="counter-1")
+    assert r.doubled.get() == 10
+    r.increment.send({"amount": 2})
+    assert r.count.get() == 7
+    assert r.doubled.get() == 14
+
+
+def test_spec_counter_default_event_and_stream_field(rt: Runtime) -> None:
+    r = rt.run(Counter, {}, cause="counter-2")
+    value = r.get()
+    assert value["count"] == 0 and value["doubled"] == 0
+    assert isinstance(value["increment"], Stream)
+    value["increment"].send({})  # SPEC §3: result.get()["increment"].send({}) works
+    assert r.count.get() == 1
+    r.increment.send(None)  # no event payload: amount defaults to 1
+    assert r.get()["count"] == 2
+    assert r.doubled.get() == 4
+
+
+def test_counter_pattern_increment_and_decrement(rt: Runtime) -> None:
+    """Reference PT counter: increments/decrements from 0 and from 5."""
+
+    @handler
+    def bump(event, value: Cell[int], by: int):
+        value.set(value.get() + by)
+
+    @pattern
+    def UpDown(value: Default[int, 0]):
+        return {
+            "value": value,
+            "increment": bump(value=value, by=1),
+            "decrement": bump(value=value, by=-1),
+        }
+
+    r = rt.run(UpDown, {})
+    r.increment.send()
+    r.increment.send()
+    assert r.value.get() == 2
+    r.decrement.send()
+    assert r.value.get() == 1
+    r.decrement.send()
+    r.decrement.send()
+    assert r.value.get() == -1
+
+    r5 = rt.run(UpDown, {"value": 5})
+    r5.decrement.send()
+    assert r5.value.get() == 4
+    r5.increment.send()
+    assert r5.value.get() == 5
+    r5.increment.send()
+    assert r5.value.get() == 6
+
+
+def test_recipe_is_an_alias_of_pattern() -> None:
+    assert recipe is pattern
+
+
+# ---------------------------------------------------------------------------
+# Pattern.to_json()
+
+
+def test_to_json_shape() -> None:
+    graph = Counter.to_json()
+    assert {"argumentSchema", "resultSchema", "initial", "result", "nodes"} <= set(graph)
+    assert len(graph["nodes"]) == 2
+    for node in graph["nodes"]:
+        assert {"module", "inputs", "outputs"} <= set(node)
+    modules = [n["module"] for n in graph["nodes"]]
+    assert all(m["type"] == "python" for m in modules)
+    assert all(len(m["hash"]) == 64 for m in modules)
+    assert set(graph["result"]) == {"count", "doubled", "increment"}
+    assert isinstance(Counter, Pattern)
+
+
+def test_to_json_argument_schema_from_parameters() -> None:
+    schema = Counter.to_json()["argumentSchema"]
+    assert schema["type"] == "object"
+    assert schema["properties"]["count"] == {"type": "integer", "default": 0}
+
+
+def test_to_json_result_schema_from_return_annotation() -> None:
+    class Out(TypedDict):
+        total: int
+
+    @pattern
+    def Annotated(a: int) -> Out:
+        return {"total": double(a)}
+
+    @pattern
+    def Unannotated(a: int):
+        return {"total": double(a)}
+
+    result_schema = Annotated.to_json()["resultSchema"]
+    assert result_schema["type"] == "object"
+    assert result_schema["properties"]["total"]["type"] == "integer"
+    assert Unannotated.to_json()["resultSchema"] is None
+
+
+def test_double_double_serialises_to_two_nodes() -> None:
+    """Reference RB: ``double(double(x))`` is two nodes chained through an internal cell."""
+
+    @pattern
+    def DD(x: int):
+        return {"double": double(double(x))}
+
+    graph = DD.to_json()
+    assert len(graph["nodes"]) == 2
+    first, second = graph["nodes"]
+    assert first["inputs"]["args"] == [{"$alias": {"cell": "argument", "path": ["x"]}}]
+    assert second["inputs"]["args"] == [{"$alias": {"cell": first["outputs"], "path": []}}]
+    assert graph["result"] == {"double": {"$alias": {"cell": second["outputs"], "path": []}}}
+
+
+def test_map_serialises_to_one_builtin_node() -> None:
+    """Reference RB: a map pattern serialises to exactly one ``map`` node on argument.values."""
+
+    @pattern
+    def Doubler(values: list[int]):
+        return {"doubled": values.map(lambda v: double(v))}
+
+    nodes = Doubler.to_json()["nodes"]
+    assert len(nodes) == 1
+    assert nodes[0]["module"] == {"type": "builtin", "ref": "map"}
+    assert nodes[0]["inputs"]["list"] == {"$alias": {"cell": "argument", "path": ["values"]}}
+
+
+def test_pattern_is_traced_once_at_definition_time() -> None:
+    calls: list[int] = []
+
+    def body(a: int):
+        calls.append(1)
+        return {"a": a}
+
+    made = pattern(body)
+    assert calls == [1]
+    rt = Runtime()
+    rt.run(made, {"a": 1})
+    rt.run(made, {"a": 2})
+    assert calls == [1]
+    rt.close()
+
+
+# ---------------------------------------------------------------------------
+# argument schemas: defaults, Default[T, v], pydantic models, TypedDicts
+
+
+def test_default_marker_becomes_schema_default() -> None:
+    @pattern
+    def D(a: Default[int, 5], b: Default[str, "x"], c: int):  # noqa: F821
+        return {"a": a}
+
+    props = D.to_json()["argumentSchema"]["properties"]
+    assert props["a"] == {"type": "integer", "default": 5}
+    assert props["b"] == {"type": "string", "default": "x"}
+    assert props["c"] == {"type": "integer"}
+
+
+def test_default_needs_two_parameters() -> None:
+    with pytest.raises(TypeError):
+        Default[int]
+
+
+def test_pydantic_model_parameter_gives_nested_object_schema() -> None:
+    class Options(BaseModel):
+        enabled: bool = True
+        value: int = 100
+        name: str = "default"
+
+    @pattern
+    def WithOptions(options: Options, input: int = 1):
+        return {"options": options}
+
+    schema = WithOptions.to_json()["argumentSchema"]
+    options = schema["properties"]["options"]
+    assert options["type"] == "object"
+    assert options["properties"]["enabled"]["default"] is True
+    assert options["properties"]["value"]["default"] == 100
+    assert options["properties"]["name"]["default"] == "default"
+    assert schema["properties"]["input"] == {"type": "integer", "default": 1}
+
+
+def test_single_pydantic_model_parameter_is_the_whole_argument() -> None:
+    class Point(BaseModel):
+        x: int = 3
+        y: int = 4
+
+    seen: list[Any] = []
+
+    @pattern
+    def Sum(p: Point):
+        seen.append(p)
+        return {"sum": lift(lambda a, b: a + b)(p.x, p.y)}
+
+    schema = Sum.to_json()["argumentSchema"]
+    assert set(schema["properties"]) == {"x", "y"}
+    assert isinstance(seen[0], OpaqueRef) and seen[0].path == ()
+
+    rt = Runtime()
+    assert rt.run(Sum, {}).get() == {"sum": 7}
+    assert rt.run(Sum, {"x": 10}).get() == {"sum": 14}
+    rt.close()
+
+
+def test_typeddict_parameter_gives_object_schema(rt: Runtime) -> None:
+    class Pair(TypedDict):
+        a: int
+        b: str
+
+    @pattern
+    def UsePair(pair: Pair):
+        return {"a": pair["a"], "b": pair.b}
+
+    schema = UsePair.to_json()["argumentSchema"]
+    assert schema["type"] == "object"
+    types = {k: v["type"] for k, v in schema["properties"].items()}
+    assert types == {"a": "integer", "b": "string"}
+    assert sorted(schema["required"]) == ["a", "b"]
+    assert rt.run(UsePair, {"a": 1, "b": "x"}).get() == {"a": 1, "b": "x"}
+
+
+def test_typeddict_field_inside_argument() -> None:
+    class Item(TypedDict):
+        title: str
+        done: bool
+
+    @pattern
+    def Todo(items: list[Item], owner: str = "me"):
+        return {"items": items}
+
+    items = Todo.to_json()["argumentSchema"]["properties"]["items"]
+    assert items["type"] == "array"
+    item_schema = items["items"]
+    if "$ref" in item_schema:  # pydantic may hoist the TypedDict into $defs
+        defs = Todo.to_json()["argumentSchema"]["$defs"]
+        item_schema = defs[item_schema["$ref"].rsplit("/", 1)[1]]
+    assert item_schema["properties"]["title"]["type"] == "string"
+    assert item_schema["properties"]["done"]["type"] == "boolean"
+    assert sorted(item_schema["required"]) == ["done", "title"]
+
+
+def test_cell_annotated_pattern_parameter_is_marked_as_cell() -> None:
+    @pattern
+    def WithCell(count: Cell[int], plain: int):
+        return {"count": count}
+
+    props = WithCell.to_json()["argumentSchema"]["properties"]
+    assert props["count"]["asCell"] is True
+    assert props["count"]["type"] == "integer"
+    assert "asCell" not in props["plain"]
+
+
+# ---------------------------------------------------------------------------
+# opaque references
+
+
+def test_opaque_refs_refuse_reads_at_definition_time() -> None:
+    errors: dict[str, BaseException] = {}
+
+    def attempt(name: str, op: Any) -> None:
+        try:
+            op()
+        except CapabilityError as exc:
+            errors[name] = exc
+
+    @pattern
+    def Probe(x: int, items: list[int]):
+        attempt("get", lambda: x.get())
+        attempt("sample", lambda: x.sample())
+        attempt("bool", lambda: bool(x))
+        attempt("add", lambda: x + 1)
+        attempt("compare", lambda: x < 1)
+        attempt("format", lambda: f"{x}")
+        attempt("iterate", lambda: list(items))
+        attempt("set", lambda: x.set(1))
+        attempt("send", lambda: x.send({}))
+        attempt("key get", lambda: x.key("a").get())
+        return {"x": x}
+
+    assert set(errors) == {
+        "get", "sample", "bool", "add", "compare", "format", "iterate", "set", "send", "key get",
+    }
+    assert "opaque" in str(errors["get"])
+    assert errors["get"].capability == "opaque"  # type: ignore[attr-defined]
+    assert isinstance(Probe, Pattern)
+
+
+def test_opaque_ref_keys_keep_opaque_capability() -> None:
+    refs: list[Any] = []
+
+    @pattern
+    def Keys(obj: dict):
+        refs.extend([obj.a, obj["b"], obj.key("c", 0)])
+        return {"a": obj.a}
+
+    assert [r.path for r in refs] == [("obj", "a"), ("obj", "b"), ("obj", "c", 0)]
+    assert all(isinstance(r, OpaqueRef) and r.capability == "opaque" for r in refs)
+
+
+def test_opaque_ref_cannot_be_a_run_argument(rt: Runtime) -> None:
+    leaked: list[Any] = []
+
+    @pattern
+    def Leak(x: int):
+        leaked.append(x)
+        return {"x": x}
+
+    with pytest.raises(CapabilityError):
+        rt.run(Leak, {"x": leaked[0]})
+
+
+def test_lift_outside_a_pattern_is_the_plain_function() -> None:
+    assert double(4) == 8
+    assert double.fn(5) == 10
+
+
+def test_handler_binding_returns_a_stream_ref() -> None:
+    streams: list[Any] = []
+
+    @pattern
+    def Bind(count: int = 0):
+        s = increment(count=count)
+        streams.append(s)
+        return {"inc": s}
+
+    assert isinstance(streams[0], OpaqueRef)
+    assert streams[0].is_stream
+    node = Bind.to_json()["nodes"][0]
+    assert node["inputs"]["state"] == {"count": {"$alias": {"cell": "argument", "path": ["count"]}}}
+
+
+def test_handler_state_must_be_bound_by_keyword() -> None:
+    with pytest.raises(TypeError):
+
+        @pattern
+        def Positional(count: int = 0):
+            return {"inc": increment(count, count)}
+
+
+def test_handler_binding_outside_a_pattern_raises() -> None:
+    with pytest.raises(CapabilityError):
+        increment(count=1)
+
+
+def test_pattern_call_outside_body_or_handler_raises() -> None:
+    with pytest.raises(TypeError):
+        Counter(count=1)
+
+
+# ---------------------------------------------------------------------------
+# nested patterns
+
+
+@pattern
+def Inner(x: int):
+    return {"squared": lift(lambda n: n * n)(x)}
+
+
+def test_nested_pattern_keyword_and_dict_calls_record_one_node() -> None:
+    @pattern
+    def OuterKw(value: int):
+        return {"result": lift(lambda n: n + 1)(Inner(x=value).squared)}
+
+    @pattern
+    def OuterDict(value: int):
+        return {"result": lift(lambda n: n + 1)(Inner({"x": value}).squared)}
+
+    for outer in (OuterKw, OuterDict):
+        nested = [n for n in outer.to_json()["nodes"] if n["module"]["type"] == "pattern"]
+        assert len(nested) == 1
+        assert nested[0]["module"]["hash"] == Inner.hash
+        assert nested[0]["inputs"] == {"x": {"$alias": {"cell": "argument", "path": ["value"]}}}
+    # the same graph either way
+    assert OuterKw.to_json()["nodes"][0] == OuterDict.to_json()["nodes"][0]
+
+
+def test_nested_patterns_run(rt: Runtime) -> None:
+    """Reference RT: inner({x}) = {squared: x*x}; outer = inner.squared + 1; value 4 -> 17."""
+
+    @pattern
+    def Outer(value: int):
+        return {"result": lift(lambda n: n + 1)(Inner(x=value).squared)}
+
+    @pattern
+    def Outer2(value: int):
+        return {"result": lift(lambda n: n + 1)(Inner({"x": value}).squared)}
+
+    assert rt.run(Outer, {"value": 4}).get() == {"result": 17}
+    assert rt.run(Outer2, {"value": 4}).get() == {"result": 17}
+
+
+def test_body_returning_a_pattern_call_exposes_the_child_result(rt: Runtime) -> None:
+    @pattern
+    def Wrapper(value: int):
+        return Inner(x=value)
+
+    assert rt.run(Wrapper, {"value": 3}).get() == {"squared": 9}
+
+
+def test_pattern_defined_inside_a_body_cannot_capture_its_refs() -> None:
+    with pytest.raises(CapabilityError):
+
+        @pattern
+        def Host(a: int):
+            @pattern
+            def Guest(b: int):
+                return {"sum": lift(lambda x, y: x + y)(a, b)}
+
+            return {"g": Guest(b=a)}
+
+
+# ---------------------------------------------------------------------------
+# closures
+
+
+def test_closure_refs_are_recorded_as_inputs() -> None:
+    @pattern
+    def Closure(a: int, b: int):
+        return {"s": lift(lambda x: x + b)(a)}
+
+    node = Closure.to_json()["nodes"][0]
+    assert node["inputs"]["args"] == [{"$alias": {"cell": "argument", "path": ["a"]}}]
+    assert node["inputs"]["closure"] == {"b": {"$alias": {"cell": "argument", "path": ["b"]}}}
+    assert Closure.to_json()["cells"][0]["inputs"] == ["argument/a", "argument/b"]
+
+
+def test_computed_has_only_closure_inputs() -> None:
+    @pattern
+    def Product(a: int, b: int):
+        return {"p": computed(lambda: a * b)}
+
+    node = Product.to_json()["nodes"][0]
+    assert node["inputs"]["args"] == [] and node["inputs"]["kwargs"] == {}
+    assert set(node["inputs"]["closure"]) == {"a", "b"}
+
+
+def test_captured_constants_are_part_of_the_fingerprint(rt: Runtime) -> None:
+    def make(k: int) -> Pattern:
+        @pattern
+        def AddK(a: int):
+            return {"s": lift(lambda x: x + k)(a)}
+
+        return AddK
+
+    one, two, one_again = make(1), make(2), make(1)
+
+    def module(p: Pattern) -> dict[str, Any]:
+        return p.to_json()["nodes"][0]["module"]
+
+    assert module(one)["constants"] == {"k": 1}
+    assert module(one)["hash"] != module(two)["hash"]
+    assert module(one) == module(one_again)
+    assert rt.run(one, {"a": 1}).get() == {"s": 2}
+    assert rt.run(two, {"a": 1}).get() == {"s": 3}
+
+
+def test_redefined_function_runs_with_its_own_closure(rt: Runtime) -> None:
+    """Same source, equal constants (a re-executed notebook cell): the latest definition runs."""
+
+    def define() -> tuple[Pattern, list[int]]:
+        log: list[int] = []
+
+        @pattern
+        def Logged(a: int):
+            return {"s": lift(lambda x: log.append(x) or x)(a)}
+
+        return Logged, log
+
+    first, first_log = define()
+    second, second_log = define()
+    assert first.hash == second.hash
+    assert rt.run(second, {"a": 4}).get() == {"s": 4}
+    assert second_log == [4] and first_log == []
+
+
+def test_closures_see_current_values_at_run_time(rt: Runtime) -> None:
+    """A lift, a computed and a handler using refs of the enclosing body."""
+
+    @pattern
+    def Closures(a: int, b: int):
+        k = 10  # a captured plain constant
+        s = lift(lambda x: x + b * k)(a)
+        c = computed(lambda: a * b)
+        add = handler(lambda event, total: total.set(total.get() + event + b.get()))
+        return {"s": s, "c": c, "add": add(total=a), "a": a}
+
+    b = rt.get_cell("closures b")
+    b.set(2)
+    r = rt.run(Closures, {"a": 1, "b": b})
+    assert r.get()["s"] == 21 and r.get()["c"] == 2
+    b.set(3)
+    assert r.s.get() == 31 and r.c.get() == 3
+    r.add.send(5)  # total (= a) = 1 + 5 + b
+    assert r.a.get() == 9
+    assert r.s.get() == 39 and r.c.get() == 27
+
+
+def test_derive_is_lift_of_fn_applied_to_inputs(rt: Runtime) -> None:
+    @pattern
+    def Derived(a: int):
+        return {
+            "d": derive(a, lambda v: v * 3),
+            "d2": derive({"x": a, "y": 2}, lambda v: v["x"] + v["y"]),
+        }
+
+    assert rt.run(Derived, {"a": 2}).get() == {"d": 6, "d2": 4}
+
+
+def test_lift_positional_keyword_and_literal_arguments(rt: Runtime) -> None:
+    @lift
+    def combine(a, b, *, c=0):
+        return a * 100 + b * 10 + c
+
+    @pattern
+    def Mixed(x: int, y: int, z: int):
+        return {"refs": combine(x, b=y, c=z), "literals": combine(1, 2, c=3)}
+
+    assert rt.run(Mixed, {"x": 4, "y": 5, "z": 6}).get() == {"refs": 456, "literals": 123}
+
+
+# ---------------------------------------------------------------------------
+# SELF and NAME
+
+
+def test_self_result_is_a_ref_to_the_instance_result(rt: Runtime) -> None:
+    @pattern
+    def SelfRef(a: int):
+        return {"a": a, "self": SELF.result, "ten": lift(lambda v: v * 10)(SELF.result.a)}
+
+    graph = SelfRef.to_json()
+    assert graph["result"]["self"] == {"$alias": {"cell": "self", "path": []}}
+    r = rt.run(SelfRef, {"a": 1})
+    assert r.key("self").key("a").get() == 1
+    assert r.key("self").resolve_as_cell().entity_id == r.entity_id
+    assert r.key("ten").get() == 10
+
+
+def test_self_outside_a_pattern_raises() -> None:
+    with pytest.raises(CapabilityError):
+        SELF.result  # noqa: B018
+
+
+def test_name_is_the_dollar_name_key() -> None:
+    assert NAME == "$NAME"
+
+    @pattern
+    def Named(v: int):
+        return {NAME: "counter", "v": v}
+
+    assert Named.to_json()["result"]["$NAME"] == "counter"
+
+
+def test_cell_of_in_a_body_is_internal_state(rt: Runtime) -> None:
+    @handler
+    def bump_state(event, n: Cell[int]):
+        n.set(n.get() + 1)
+
+    @pattern
+    def WithState(label: str = "x"):
+        n = Cell.of(3)
+        return {"n": n, "bump": bump_state(n=n)}
+
+    assert WithState.to_json()["initial"]
+    r = rt.run(WithState, {})
+    assert r.n.get() == 3
+    r.bump.send({})
+    assert r.n.get() == 4

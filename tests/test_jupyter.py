@@ -1,0 +1,362 @@
+"""The IPython extension, driven headlessly (SPEC §9): load/unload, %%pattern, reports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from IPython.testing.globalipapp import get_ipython
+
+from cellkernel import jupyter
+from cellkernel.jupyter import PatternDisplay, PatternMagics
+
+ip = get_ipython()
+assert ip is not None
+
+LIFTS = '''
+from cellkernel import Cell, handler, lift, pattern
+
+@lift
+def double(x: int) -> int:
+    return x * 2
+
+@handler
+def increment(event, count):
+    count.set(count.get() + (event or {}).get("amount", 1))
+'''
+
+COUNTER = '''
+count = Cell.of(5)
+doubled = double(count)
+{"count": count, "doubled": doubled, "increment": increment(count=count)}
+'''
+
+
+@pytest.fixture(autouse=True)
+def fresh() -> Iterator[None]:
+    """Every test starts with the extension loaded and no runtime."""
+    jupyter.reset()
+    if "cellkernel" not in ip.extension_manager.loaded:
+        ip.run_line_magic("load_ext", "cellkernel")
+    ip.run_cell(LIFTS)
+    yield
+    jupyter.reset()
+
+
+def run(name_and_flags: str, body: str) -> Any:
+    return ip.run_cell_magic("pattern", name_and_flags, textwrap.dedent(body))
+
+
+def our_hooks() -> list[Any]:
+    return [cb for cb in ip.events.callbacks["post_run_cell"]
+            if getattr(cb, "__module__", "") == "cellkernel.jupyter"]
+
+
+def pattern_magic() -> Any:
+    return ip.magics_manager.magics["cell"].get("pattern")
+
+
+# ---------------------------------------------------------------------------
+# loading
+
+
+def test_import_cellkernel_is_light() -> None:
+    code = ("import cellkernel, sys; "
+            "heavy = [m for m in ('IPython', 'pydantic', 'ipywidgets', 'anywidget') "
+            "if m in sys.modules]; assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_load_is_silent_and_idempotent(capsys: pytest.CaptureFixture[str]) -> None:
+    ip.run_line_magic("unload_ext", "cellkernel")
+    capsys.readouterr()
+    ip.run_line_magic("load_ext", "cellkernel")
+    assert capsys.readouterr() == ("", "")
+    ip.run_line_magic("load_ext", "cellkernel")  # IPython itself says "already loaded"
+    jupyter.load(ip)  # a direct second call is a no-op as well
+    assert isinstance(getattr(pattern_magic(), "__self__", None), PatternMagics)
+    assert len(our_hooks()) == 1
+
+
+def test_unload_removes_the_magic_and_every_hook() -> None:
+    assert pattern_magic() is not None and our_hooks()
+    ip.run_line_magic("unload_ext", "cellkernel")
+    assert "pattern" not in ip.magics_manager.magics["cell"]
+    assert "PatternMagics" not in ip.magics_manager.registry
+    assert our_hooks() == []
+    ip.run_line_magic("load_ext", "cellkernel")
+    assert pattern_magic() is not None
+
+
+def test_reload_leaves_exactly_one_working_registration() -> None:
+    ip.run_line_magic("reload_ext", "cellkernel")
+    ip.run_line_magic("reload_ext", "cellkernel")
+    assert len(our_hooks()) == 1
+    cell_magics = [f for f in ip.magics_manager.magics["cell"].values()
+                   if isinstance(getattr(f, "__self__", None), PatternMagics)]
+    assert len(cell_magics) == 1
+    out = run("Counter --no-ui --no-graph", COUNTER)
+    assert out.text().startswith("Counter: count=5, doubled=10, increment=<stream>")
+
+
+def test_lazy_magic_loads_the_extension() -> None:
+    ip.run_line_magic("unload_ext", "cellkernel")
+    manager = ip.magics_manager
+    manager.lazy_magics = {**manager.lazy_magics, "pattern": "cellkernel"}
+    manager._loaded_lazy.discard("cellkernel")  # unload does not tell IPython's lazy loader
+    try:
+        result = ip.run_cell("%%pattern Lazy --no-ui --no-graph\nx = Cell.of(1)\n{'x': x}")
+        assert result.success
+        assert ip.user_ns["Lazy"].get() == {"x": 1}
+    finally:
+        manager.lazy_magics.pop("pattern", None)
+        ip.run_line_magic("load_ext", "cellkernel")
+
+
+def test_help_shows_the_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    ip.run_cell("%%pattern?")
+    out = capsys.readouterr().out
+    assert "%%pattern [--space SPACE] [--no-ui] [--no-graph] name" in out
+    assert "--no-graph" in out and "Cell.of" in out
+
+
+def test_bad_name_is_a_usage_error() -> None:
+    result = ip.run_cell("%%pattern 1abc\nx = 1")
+    assert not result.success
+
+
+# ---------------------------------------------------------------------------
+# running cells
+
+
+def test_pattern_binds_name_to_the_live_result() -> None:
+    out = run("Counter", COUNTER)
+    assert isinstance(out, PatternDisplay)
+    counter = ip.user_ns["Counter"]
+    assert counter.get()["doubled"] == 10
+    counter.increment.send({"amount": 2})
+    assert counter.count.get() == 7 and counter.doubled.get() == 14
+    assert out.text().splitlines()[0] == "Counter: count=7, doubled=14, increment=<stream>"
+    bundle = out._repr_mimebundle_()
+    assert bundle["text/plain"] == out.text()
+    assert bundle["image/svg+xml"].startswith("<svg")
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert out._repr_mimebundle_(include=["text/plain"]) == {"text/plain": out.text()}
+    assert "image/svg+xml" not in out._repr_mimebundle_(exclude=["image/svg+xml"])
+
+
+def test_rerun_of_an_edited_cell_keeps_the_instance_and_its_state() -> None:
+    run("Counter --no-ui", COUNTER)
+    first = ip.user_ns["Counter"]
+    first.count.set(9)
+    edited = COUNTER.replace(
+        'doubled = double(count)',
+        'doubled = double(count)\n'
+        '@lift\n'
+        'def plus(x: int) -> int:\n'
+        '    return x + 100\n'
+        'more = plus(count)',
+    ).replace('"doubled": doubled,', '"doubled": doubled, "more": more,')
+    out = run("Counter --no-ui", edited)
+    second = ip.user_ns["Counter"]
+    assert second.entity_id == first.entity_id
+    assert second.count.get() == 9 and second.get()["more"] == 109
+    statuses = {row.name: row.status for row in out.rows}
+    assert statuses["count"] == "kept" and statuses["doubled"] == "kept"
+    assert statuses["more"] == "new"
+    count_row = next(r for r in out.rows if r.name == "count")
+    assert count_row.state == "carried: 9"
+    text = out.text()
+    assert "re-run (generation 2)" in text and "carried: 9" in text
+    html = out._repr_mimebundle_()["text/html"]
+    assert "cellkernel-report" in html and "new" in html
+
+    # editing a lift's body changes it and what depends on it, nothing else
+    body_edit = edited.replace("x + 100", "x + 1000")
+    out = run("Counter --no-ui", body_edit)
+    statuses = {row.name: row.status for row in out.rows}
+    assert statuses["more"] == "changed"
+    assert statuses["count"] == "kept" and statuses["doubled"] == "kept"
+    assert ip.user_ns["Counter"].get()["more"] == 1009
+    changed = next(r for r in out.rows if r.name == "more")
+    assert changed.old_id and changed.old_id != changed.id
+
+    # removing a field reports it removed
+    out = run("Counter --no-ui", COUNTER)
+    assert {r.name: r.status for r in out.rows}.get("more") == "removed"
+    assert ip.user_ns["Counter"].count.get() == 9
+
+
+def test_unchanged_rerun_keeps_every_id() -> None:
+    run("Counter --no-ui", COUNTER)
+    out = run("Counter --no-ui", COUNTER)
+    assert out.rows and {r.status for r in out.rows} == {"kept"}
+
+
+def test_state_takes_its_variable_name_as_cause() -> None:
+    run("S --no-ui --no-graph", "n = Cell.of(1)\n{'n': n}")
+    ip.user_ns["S"].n.set(41)
+    out = run("S --no-ui --no-graph", "n = Cell.of(2)\n{'n': n}")  # a new initial value
+    assert ip.user_ns["S"].n.get() == 41
+    assert [(r.name, r.status) for r in out.rows] == [("n", "kept")]
+    snapshot = jupyter.runtime().snapshot(ip.user_ns["S"])
+    cause = next(c.cause for c in snapshot.cells if c.name == "n")
+    assert cause["cause"] == "n"
+
+
+def test_result_defaults_to_public_names_bound_to_refs() -> None:
+    run("Names --no-ui", '''
+        count = Cell.of(3)
+        doubled = double(count)
+        _hidden = double(doubled)
+        bump = increment(count=count)
+        label = "not a ref"
+    ''')
+    value = ip.user_ns["Names"].get()
+    assert list(value) == ["count", "doubled", "bump"]
+    value["bump"].send({})
+    assert ip.user_ns["Names"].doubled.get() == 8
+
+
+def test_functions_in_the_body_close_over_body_names() -> None:
+    run("Closure --no-ui", '''
+        from cellkernel import computed
+        base = Cell.of(10)
+        offset = 1
+
+        @handler
+        def reset(event):
+            base.set(0)  # a handler sees a captured ref as a writable cell
+
+        total = computed(lambda: base + offset)  # a lift sees its current value
+        {"base": base, "total": total, "reset": reset()}
+    ''')
+    result = ip.user_ns["Closure"]
+    assert result.total.get() == 11
+    result.base.set(4)
+    assert result.total.get() == 5
+    result.reset.send({})
+    assert result.base.get() == 0 and result.total.get() == 1
+
+
+def test_prior_cells_lifts_and_patterns_are_usable() -> None:
+    ip.run_cell('''
+@pattern
+def Counter(count: int = 0):
+    return {"count": count, "doubled": double(count), "increment": increment(count=count)}
+''')
+    out = run("Inst --no-ui", "Counter")
+    result = ip.user_ns["Inst"]
+    assert result.get()["doubled"] == 0
+    result.increment.send({"amount": 4})
+    assert result.count.get() == 4
+    # redefine the pattern: the instance (and its argument state) survives
+    ip.run_cell('''
+@pattern
+def Counter(count: int = 0):
+    return {"count": count, "doubled": double(count), "tripled": double(double(count)),
+            "increment": increment(count=count)}
+''')
+    out = run("Inst --no-ui", "Counter")
+    assert ip.user_ns["Inst"].entity_id == result.entity_id
+    assert ip.user_ns["Inst"].get()["tripled"] == 16
+    assert any(r.name == "argument" and r.status == "kept" for r in out.rows)
+    assert "carried: {'count': 4}" in out.text()
+
+
+def test_space_flag_runs_in_that_space() -> None:
+    run("Here --no-ui --no-graph", COUNTER)
+    run("There --space did:local:other --no-ui --no-graph", COUNTER)
+    assert ip.user_ns["There"].space == "did:local:other"
+    assert ip.user_ns["Here"].space == jupyter.runtime().space
+    assert jupyter.runtime("did:local:other").space == "did:local:other"
+    ip.user_ns["There"].increment.send({})
+    assert ip.user_ns["There"].count.get() == 6 and ip.user_ns["Here"].count.get() == 5
+
+
+def test_no_ui_and_no_graph_flags() -> None:
+    bundle = run("A --no-ui", COUNTER)._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" not in bundle
+    assert "image/svg+xml" in bundle
+    bundle = run("B --no-graph", COUNTER)._repr_mimebundle_()
+    assert "image/svg+xml" not in bundle
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+
+
+def test_body_errors_propagate_as_ordinary_tracebacks() -> None:
+    result = ip.run_cell("%%pattern Broken\nx = Cell.of(1)\ny = 1 / 0\n{'x': x}")
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
+    last = traceback.extract_tb(result.error_in_exec.__traceback__)[-1]
+    assert last.lineno == 2 and last.line is not None and "1 / 0" in last.line
+    assert "Broken" not in ip.user_ns
+    with pytest.raises(NameError):
+        run("Broken", "undefined_name")
+
+
+def test_node_errors_show_in_the_output() -> None:
+    ip.run_cell('''
+@lift
+def boom(x: int) -> int:
+    raise RuntimeError(f"no {x}")
+''')
+    out = run("Err --no-ui", "n = Cell.of(2)\n{'n': n, 'b': boom(n)}")
+    assert "error: boom: RuntimeError: no 2" in out.text()
+    assert "ck&#45;error" in (out.svg or "")  # graphviz escapes the dash of class="ck-error"
+
+
+def test_trailing_semicolon_silences_the_output() -> None:
+    result = ip.run_cell("%%pattern Quiet\nx = Cell.of(1)\n{'x': x};")
+    assert result.success and result.result is None
+    assert ip.user_ns["Quiet"].get() == {"x": 1}
+    assert run("Quiet2", "x = Cell.of(1)\n{'x': x};") is None
+    loud = ip.run_cell("%%pattern Loud --no-ui\nx = Cell.of(1)\n{'x': x}")
+    assert isinstance(loud.result, PatternDisplay)
+
+
+def test_text_plain_is_deterministic() -> None:
+    first = run("Det --no-ui", COUNTER)._repr_mimebundle_()
+    jupyter.reset()
+    second = run("Det --no-ui", COUNTER)._repr_mimebundle_()
+    assert first["text/plain"] == second["text/plain"]
+    assert first["image/svg+xml"] == second["image/svg+xml"]
+
+
+def test_svg_renders_without_system_graphviz(monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Any) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    import shutil
+
+    assert shutil.which("dot") is None
+    svg = run("NoDot --no-ui", COUNTER).svg
+    assert svg is not None and svg.startswith("<svg") and "</svg>" in svg
+
+
+def test_post_run_cell_finishes_async_nodes() -> None:
+    ip.run_cell('''
+import asyncio
+
+@lift
+async def slow(x: int) -> int:
+    await asyncio.sleep(0)
+    return x + 1
+''')
+    ip.run_cell("%%pattern Async --no-ui --no-graph\nn = Cell.of(1)\n{'n': n, 's': slow(n)}")
+    ip.run_cell("pass")
+    assert ip.user_ns["Async"].get()["s"] == 2
+
+
+def test_sqlite_store_from_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    monkeypatch.setenv("CELLKERNEL_STORE", url)
+    run("Kept --no-ui --no-graph", COUNTER)
+    ip.user_ns["Kept"].count.set(12)
+    jupyter.reset()  # a new kernel on the same file
+    out = run("Kept --no-ui --no-graph", COUNTER)
+    assert ip.user_ns["Kept"].count.get() == 12
+    assert out.rows is not None and {r.status for r in out.rows} == {"kept"}

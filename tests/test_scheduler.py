@@ -1,0 +1,598 @@
+"""cellkernel.scheduler through its action API (SPEC §5).
+
+Ports the reference runtime's scheduler tests (labs packages/runner
+test/scheduler.test.ts) with their expected values; runs are counted, never timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import Counter
+from typing import Any
+
+import pytest
+from helpers.core import addr, lift, make_stream, on_event, raw
+
+from cellkernel.errors import ConflictError, IterationLimitError, NodeError
+from cellkernel.runtime import Runtime
+from cellkernel.scheduler import MAX_ITERATIONS, Action
+from cellkernel.transactions import Transaction
+
+
+def names(log: list[Any]) -> list[str]:
+    return [entry[0] for entry in log]
+
+
+# --------------------------------------------------------------------------- reactivity
+
+
+def test_basic_reactivity(rt: Runtime) -> None:
+    a, b, c = rt.get_cell("a"), rt.get_cell("b"), rt.get_cell("c")
+    a.set(1)
+    b.set(2)
+    log: list[Any] = []
+    lift(rt, "adder", [a, b], c, lambda x, y: x + y, log)
+    rt.idle()
+    assert c.get() == 3
+    assert len(log) == 1
+    a.set(2)
+    assert c.get() == 4  # fresh right after the write: it settled before returning
+    assert len(log) == 2
+
+
+def test_deferred_subscribe_runs_only_on_change(rt: Runtime) -> None:
+    a, b, c = rt.get_cell("a"), rt.get_cell("b"), rt.get_cell("c")
+    a.set(1)
+    b.set(2)
+    log: list[Any] = []
+    lift(rt, "adder", [a, b], c, lambda x, y: x + y, log, schedule=False, declare_reads=True)
+    rt.idle()
+    assert log == []
+    a.set(2)
+    assert log == [("adder", 2, 2)]
+    assert c.get() == 4
+
+
+def test_topological_order(rt: Runtime) -> None:
+    a, b, c, d, e = (rt.get_cell(n) for n in "abcde")
+    a.set(1)
+    b.set(2)
+    d.set(1)
+    log: list[Any] = []
+    lift(rt, "adder1", [a, b], c, lambda x, y: x + y, log)
+    lift(rt, "adder2", [c, d], e, lambda x, y: x + y, log)
+    rt.idle()
+    assert names(log) == ["adder1", "adder2"]
+    assert (c.get(), e.get()) == (3, 4)
+
+    log.clear()
+    d.set(2)
+    assert names(log) == ["adder2"]
+    assert e.get() == 5
+
+    log.clear()
+    a.set(2)
+    assert names(log) == ["adder1", "adder2"]
+    assert (c.get(), e.get()) == (4, 6)
+
+
+def test_topological_order_does_not_depend_on_subscription_order(rt: Runtime) -> None:
+    a, b, c, d, e = (rt.get_cell(n) for n in "abcde")
+    a.set(1)
+    b.set(2)
+    d.set(1)
+    log: list[Any] = []
+    lift(rt, "adder2", [c, d], e, lambda x, y: (x or 0) + y, log)
+    lift(rt, "adder1", [a, b], c, lambda x, y: x + y, log)
+    rt.idle()
+    assert (c.get(), e.get()) == (3, 4)
+    log.clear()
+    a.set(2)
+    assert names(log) == ["adder1", "adder2"]
+    assert e.get() == 5
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_diamond_is_glitch_free(rt: Runtime, reverse: bool) -> None:
+    a, b, c, d = (rt.get_cell(n) for n in "abcd")
+    a.set(1)
+    log: list[Any] = []
+    specs: list[tuple[str, list[Any], Any, Any]] = [
+        ("b", [a], b, lambda x: x * 2),
+        ("c", [a], c, lambda x: x * 3),
+        ("d", [b, c], d, lambda x, y: (x or 0) + (y or 0)),
+    ]
+    for name, inputs, output, fn in reversed(specs) if reverse else specs:
+        lift(rt, name, inputs, output, fn, log)
+    rt.idle()
+    assert d.get() == 5
+    log.clear()
+    for value in (2, 3, 4):
+        a.set(value)
+    d_runs = [entry[1:] for entry in log if entry[0] == "d"]
+    assert d_runs == [(4, 6), (6, 9), (8, 12)]  # once per write, never a mixed pair
+    assert Counter(names(log)) == {"b": 3, "c": 3, "d": 3}
+    assert d.get() == 20
+
+
+def test_equality_cut_off(rt: Runtime) -> None:
+    a, parity, label = rt.get_cell("a"), rt.get_cell("parity"), rt.get_cell("label")
+    a.set(1)
+    log: list[Any] = []
+    lift(rt, "parity", [a], parity, lambda x: x % 2, log)
+    lift(rt, "label", [parity], label, lambda p: "odd" if p else "even", log)
+    rt.idle()
+    log.clear()
+    a.set(3)  # parity recomputes to the same value: label must not run
+    assert names(log) == ["parity"]
+    a.set(4)
+    assert names(log) == ["parity", "parity", "label"]
+    assert label.get() == "even"
+
+
+def test_value_accurate_triggers(rt: Runtime) -> None:
+    a, out = rt.get_cell("a"), rt.get_cell("out")
+    a.set({"x": 1})
+    log: list[Any] = []
+    lift(rt, "copy", [a], out, lambda v: v, log)
+    rt.idle()
+    a.set({"x": 1})  # the same value again
+    with rt.edit() as tx:
+        a.with_tx(tx).key("x").set(1)
+    assert len(log) == 1
+    a.set({"x": True})  # True is not 1
+    assert len(log) == 2 and out.get() == {"x": True}
+
+
+def test_path_precise_triggers(rt: Runtime) -> None:
+    s, out = rt.get_cell("s"), rt.get_cell("out")
+    s.set({"x": 1, "y": 1, "nested": {"p": 1, "q": 1}})
+    log: list[Any] = []
+    lift(rt, "x", [s.key("x")], out, lambda v: v, log)
+    lift(rt, "p", [s.key("nested", "p")], rt.get_cell("out2"), lambda v: v, log)
+    rt.idle()
+    log.clear()
+    s.key("y").set(2)
+    s.key("nested", "q").set(2)
+    s.set({"x": 1, "y": 3, "nested": {"p": 1, "q": 3}})
+    assert log == []
+    s.key("x").set(5)
+    assert log == [("x", 5)]
+    s.key("nested").set({"p": 2})
+    assert log == [("x", 5), ("p", 2)]
+
+
+def test_reads_through_links_are_triggers(rt: Runtime) -> None:
+    first, second, pointer, out = (rt.get_cell(n) for n in ("first", "second", "pointer", "out"))
+    first.set(1)
+    second.set(2)
+    pointer.set({"to": first})
+    log: list[Any] = []
+    lift(rt, "follow", [pointer.key("to")], out, lambda v: v * 10, log)
+    rt.idle()
+    assert out.get() == 10
+    first.set(3)
+    assert out.get() == 30
+    pointer.key("to").set(second)  # relinking is a change too
+    assert out.get() == 20
+    first.set(4)  # no longer read
+    assert len(log) == 3
+
+
+def test_a_chain_of_100_000_actions_settles_iteratively() -> None:
+    limit = sys.getrecursionlimit()
+    rt = Runtime()
+    depth = 100_000
+    cells = [rt.cell_at(f"of:chain-{i}") for i in range(depth + 1)]
+    cells[0].set(0)
+    runs = [0]
+
+    def step(source: Any, target: Any) -> Action:
+        def run(tx: Transaction) -> None:
+            runs[0] += 1
+            target.with_tx(tx).set(source.with_tx(tx).get() + 1)
+
+        return Action(run, name="step", reads=[addr(source)], writes=[addr(target)])
+
+    with rt.batch():
+        for i in range(depth):
+            rt.scheduler.subscribe(step(cells[i], cells[i + 1]), schedule=False)
+    cells[0].set(1)
+    assert cells[depth].get() == depth + 1
+    assert runs[0] == depth  # each link ran exactly once
+    assert sys.getrecursionlimit() == limit
+    rt.close()
+
+
+def test_self_writes_are_ignored(rt: Runtime) -> None:
+    counter, by = rt.get_cell("counter"), rt.get_cell("by")
+    counter.set(0)
+    by.set(1)
+
+    def increment(tx: Transaction) -> None:
+        c = counter.with_tx(tx)
+        c.set(c.get() + by.with_tx(tx).get())
+
+    rt.scheduler.subscribe(Action(increment, name="inc", writes=[addr(counter)]))
+    rt.idle()
+    assert counter.get() == 1
+    rt.idle()
+    assert counter.get() == 1
+    by.set(2)
+    assert counter.get() == 3
+    assert rt.errors == []
+
+
+def test_sample_does_not_subscribe(rt: Runtime) -> None:
+    first, second, out = rt.get_cell("first"), rt.get_cell("second"), rt.get_cell("out")
+    first.set(1)
+    second.set(10)
+    runs = [0]
+
+    def run(tx: Transaction) -> None:
+        runs[0] += 1
+        out.with_tx(tx).set(first.with_tx(tx).get() + second.with_tx(tx).sample())
+
+    rt.scheduler.subscribe(Action(run, name="mixed", writes=[addr(out)]))
+    rt.idle()
+    second.set(20)
+    assert runs[0] == 1 and out.get() == 11
+    first.set(2)
+    assert runs[0] == 2 and out.get() == 22
+
+
+def test_unsubscribe_stops_an_action(rt: Runtime) -> None:
+    a, out = rt.get_cell("a"), rt.get_cell("out")
+    a.set(1)
+    log: list[Any] = []
+    action = lift(rt, "copy", [a], out, lambda v: v, log)
+    rt.idle()
+    rt.scheduler.unsubscribe(action)
+    a.set(2)
+    assert out.get() == 1 and len(log) == 1
+
+
+# --------------------------------------------------------------------------- the iteration cap
+
+
+def _cycle(rt: Runtime, runs: Counter[str]) -> list[Any]:
+    a, b, c, d, e = (rt.get_cell(n) for n in "abcde")
+    a.set(1)
+    b.set(1)
+    d.set(1)
+
+    def counted(name: str, fn: Any) -> Any:
+        def wrapped(*values: Any) -> Any:
+            runs[name] += 1
+            return fn(*values)
+
+        return wrapped
+
+    lift(rt, "c=a+b", [a, b], c, counted("c=a+b", lambda x, y: x + y))
+    lift(rt, "e=c+d", [c, d], e, counted("e=c+d", lambda x, y: (x or 0) + y))
+    lift(rt, "c=e+b", [e, b], c, counted("c=e+b", lambda x, y: (x or 0) + y))
+    return [a, b, c, d, e]
+
+
+def _limit_errors(rt: Runtime) -> list[NodeError]:
+    return [e for e in rt.errors if isinstance(e.error, IterationLimitError)]
+
+
+def test_a_cycle_stops_with_one_iteration_limit_error(rt: Runtime) -> None:
+    runs: Counter[str] = Counter()
+    _cycle(rt, runs)
+    rt.idle()
+    errors = _limit_errors(rt)
+    assert len(errors) == 1 and len(rt.errors) == 1
+    assert errors[0].node in {"c=a+b", "e=c+d", "c=e+b"}
+    assert errors[0].node in str(errors[0].error)
+    assert all(count <= MAX_ITERATIONS for count in runs.values())
+
+    before = Counter(runs)
+    rt.idle()  # dormant: nothing runs again on its own
+    assert runs == before and len(rt.errors) == 1
+
+
+def test_a_stopped_cycle_does_not_stop_the_runtime(rt: Runtime) -> None:
+    runs: Counter[str] = Counter()
+    a, *_ = _cycle(rt, runs)
+    rt.idle()
+    f, g = rt.get_cell("f"), rt.get_cell("g")
+    f.set(1)
+    lift(rt, "double", [f], g, lambda x: x * 2)
+    rt.idle()
+    assert g.get() == 2
+    f.set(3)
+    assert g.get() == 6
+    assert len(_limit_errors(rt)) == 1
+
+    a.set(5)  # a change from outside the cycle wakes it up again
+    assert len(_limit_errors(rt)) == 2
+    assert len(rt.errors) == 2
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_a_failing_action_records_a_node_error_and_the_runtime_goes_on(rt: Runtime) -> None:
+    a, out, other = rt.get_cell("a"), rt.get_cell("out"), rt.get_cell("other")
+    a.set(1)
+
+    def fragile(tx: Transaction) -> None:
+        value = a.with_tx(tx).get()
+        out.with_tx(tx).set("written before the failure")
+        out.with_tx(tx).set(10 // value)
+
+    rt.scheduler.subscribe(
+        Action(fragile, name="divide", node="node-1", pattern="pattern-1", space=rt.space)
+    )
+    lift(rt, "healthy", [a], other, lambda x: x + 1)
+    rt.idle()
+    assert out.get() == 10 and rt.errors == []
+
+    a.set(0)
+    assert len(rt.errors) == 1
+    error = rt.errors[0]
+    assert isinstance(error, NodeError)
+    assert error.node == "node-1"
+    assert error.pattern == "pattern-1"
+    assert error.space == rt.space
+    assert isinstance(error.error, ZeroDivisionError)
+    assert "ZeroDivisionError" in error.traceback and "fragile" in error.traceback
+    assert out.get() == 10  # nothing of the failed run landed
+    assert other.get() == 1  # the other action still ran
+
+    a.set(5)  # the failed action still watches its inputs
+    assert out.get() == 2
+    assert len(rt.errors) == 1
+
+
+def test_on_error_callback_and_unsubscribe(rt: Runtime) -> None:
+    a = rt.get_cell("a")
+    a.set(1)
+    seen: list[NodeError] = []
+
+    def broken_callback(error: NodeError) -> None:
+        raise RuntimeError("a broken callback must not stop anything")
+
+    rt.on_error(broken_callback)
+    unsubscribe = rt.on_error(seen.append)
+
+    def fail(tx: Transaction) -> None:
+        raise ValueError(f"bad {a.with_tx(tx).get()}")
+
+    rt.scheduler.subscribe(Action(fail, name="fail"))
+    rt.idle()
+    assert [str(e.error) for e in seen] == ["bad 1"]
+    unsubscribe()
+    a.set(2)
+    assert len(seen) == 1
+    assert [str(e.error) for e in rt.errors] == ["bad 1", "bad 2"]
+    unsubscribe()  # idempotent
+
+
+def test_reactive_retries_on_conflict(rt: Runtime) -> None:
+    a, noise, out = rt.get_cell("a"), rt.get_cell("noise"), rt.get_cell("out")
+    a.set(0)
+    noise.set(0)
+    runs = [0]
+
+    def always_conflicts(tx: Transaction) -> None:
+        runs[0] += 1
+        value = a.with_tx(tx).get()
+        noise.with_tx(tx).get()
+        interloper = Transaction(rt.store)  # someone else commits what we read
+        noise.with_tx(interloper).set(runs[0])
+        interloper.commit()
+        out.with_tx(tx).set(value)
+
+    rt.scheduler.subscribe(Action(always_conflicts, name="conflicting", writes=[addr(out)]))
+    rt.idle()
+    assert runs[0] == 10
+    assert out.get() is None
+    a.set(1)  # an input change schedules it again
+    assert runs[0] == 11
+
+
+def test_async_action_with_idle_and_aidle(rt: Runtime) -> None:
+    a, out = rt.get_cell("a"), rt.get_cell("out")
+    a.set(2)
+
+    def start(tx: Transaction) -> Any:
+        value = a.with_tx(tx).get()
+
+        async def finish() -> None:
+            await asyncio.sleep(0)
+            out.set(value * 2)
+
+        return finish()
+
+    rt.scheduler.subscribe(Action(start, name="async"))
+    rt.idle()
+    assert out.get() == 4
+    a.set(5)
+    asyncio.run(rt.aidle())
+    assert out.get() == 10
+
+    async def notebook_cell() -> Any:  # inside a running event loop
+        a.set(7)
+        await rt.aidle()
+        return out.get()
+
+    assert asyncio.run(notebook_cell()) == 14
+    assert rt.scheduler.quiet()
+
+
+# --------------------------------------------------------------------------- events
+
+
+def test_events_are_fifo_and_not_stored(rt: Runtime) -> None:
+    stream = make_stream(rt, "events")
+    result = rt.get_cell("result")
+    result.set(0)
+    seen: list[Any] = []
+
+    def copy(tx: Transaction, event: Any) -> None:
+        seen.append(event)
+        result.with_tx(tx).set(event)
+
+    on_event(rt, stream, copy)
+    with rt.batch():
+        for event in (1, 2, 3):
+            stream.send(event)
+        assert seen == []  # queued until the batch settles
+    assert seen == [1, 2, 3]
+    assert result.get() == 3
+    assert raw(rt, stream) == {"$stream": True}
+
+
+def test_one_event_per_pass_with_reactive_work_between(rt: Runtime) -> None:
+    stream = make_stream(rt, "events")
+    x, y = rt.get_cell("x"), rt.get_cell("y")
+    x.set(0)
+    y.set(0)
+    seen_y: list[int] = []
+
+    def handle(tx: Transaction, event: Any) -> None:
+        seen_y.append(y.with_tx(tx).get())
+        x.with_tx(tx).set(event)
+
+    on_event(rt, stream, handle)
+    lift(rt, "y=x*10", [x], y, lambda v: v * 10)
+    rt.idle()
+    with rt.batch():
+        for event in (1, 2, 3):
+            stream.send(event)
+    assert seen_y == [0, 10, 20]  # each handler saw the lift's output of the previous event
+    assert y.get() == 30
+
+
+def test_handler_reads_are_not_subscriptions(rt: Runtime) -> None:
+    stream = make_stream(rt, "events")
+    x, log = rt.get_cell("x"), rt.get_cell("log")
+    x.set(1)
+    calls = [0]
+
+    def handle(tx: Transaction, event: Any) -> None:
+        calls[0] += 1
+        log.with_tx(tx).set(x.with_tx(tx).get())
+
+    on_event(rt, stream, handle)
+    stream.send(None)
+    x.set(2)
+    rt.idle()
+    assert calls[0] == 1 and log.get() == 1
+
+
+def test_failing_handler_reference_sequence(rt: Runtime) -> None:
+    stream = make_stream(rt, "divide")
+    result = rt.get_cell("result")
+    result.set(1)
+
+    def divide(tx: Transaction, event: Any) -> None:
+        result.with_tx(tx).set(event["divisor"] // event["dividend"])
+
+    on_event(rt, stream, divide, name="divide")
+    stream.send({"divisor": 5, "dividend": 1})
+    assert result.get() == 5 and rt.errors == []
+    stream.send({"divisor": 10, "dividend": 0})
+    assert len(rt.errors) == 1 and result.get() == 5
+    error = rt.errors[0]
+    assert isinstance(error.error, ZeroDivisionError)
+    assert error.node == "divide" and error.space == rt.space
+    stream.send({"divisor": 10, "dividend": 5})
+    assert result.get() == 2 and len(rt.errors) == 1
+
+
+def test_a_failing_handler_lands_nothing_and_later_events_run(rt: Runtime) -> None:
+    stream = make_stream(rt, "events")
+    log = rt.get_cell("log")
+    log.set([])
+
+    def handle(tx: Transaction, event: Any) -> None:
+        log.with_tx(tx).push(event)
+        if event == "bad":
+            raise RuntimeError("after a write")
+
+    on_event(rt, stream, handle)
+    with rt.batch():
+        for event in ("one", "bad", "two"):
+            stream.send(event)
+    assert log.get() == ["one", "two"]
+    assert len(rt.errors) == 1
+
+
+def test_removed_handler_gets_no_more_events(rt: Runtime) -> None:
+    stream = make_stream(rt, "events")
+    seen: list[Any] = []
+    handler = on_event(rt, stream, lambda tx, event: seen.append(event))
+    with rt.batch():
+        stream.send(1)
+        stream.send(2)
+        rt.scheduler.remove_handler(handler)  # queued events of a removed handler are dropped
+    stream.send(3)
+    assert seen == []
+    assert not rt.scheduler.has_handlers(addr(stream))
+
+
+def test_every_handler_of_a_stream_sees_every_event(rt: Runtime) -> None:
+    stream = make_stream(rt, "events")
+    seen: list[tuple[str, Any]] = []
+    on_event(rt, stream, lambda tx, event: seen.append(("first", event)))
+    on_event(rt, stream, lambda tx, event: seen.append(("second", event)))
+    stream.send(1)
+    stream.send(2)
+    assert seen == [("first", 1), ("second", 1), ("first", 2), ("second", 2)]
+
+
+def test_event_retries_on_conflict(rt: Runtime) -> None:
+    stream = make_stream(rt, "events")
+    x = rt.get_cell("x")
+    x.set(0)
+    attempts = [0]
+    conflicts_left = [5]
+
+    def handle(tx: Transaction, event: Any) -> None:
+        attempts[0] += 1
+        value = x.with_tx(tx).get()
+        if conflicts_left[0] > 0:
+            conflicts_left[0] -= 1
+            interloper = Transaction(rt.store)
+            x.with_tx(interloper).set(100 + attempts[0])
+            interloper.commit()
+        x.with_tx(tx).set(value + event)
+
+    on_event(rt, stream, handle)
+    stream.send(1)
+    assert attempts[0] == 6  # five conflicts, success on the sixth attempt
+    assert x.get() == 105 + 1
+    assert rt.errors == []
+
+    attempts[0] = 0
+    conflicts_left[0] = 100
+    stream.send(1)  # always conflicting: given up after the retries, recorded
+    assert attempts[0] == 6
+    assert len(rt.errors) == 1 and isinstance(rt.errors[0].error, ConflictError)
+
+
+def test_handler_may_send_to_another_stream(rt: Runtime) -> None:
+    first, second = make_stream(rt, "first"), make_stream(rt, "second")
+    log: list[Any] = []
+    on_event(rt, first, lambda tx, event: second.with_tx(tx).send(event * 2))
+    on_event(rt, second, lambda tx, event: log.append(event))
+    first.send(5)
+    first.send(7)
+    assert log == [10, 14]
+
+
+def test_idle_returns_when_the_queue_is_empty(rt: Runtime) -> None:
+    stream = make_stream(rt, "events")
+    seen: list[Any] = []
+    on_event(rt, stream, lambda tx, event: seen.append(event))
+    with rt.batch():
+        stream.send("queued")
+        assert not rt.scheduler.quiet()
+    rt.idle()
+    assert seen == ["queued"]
+    assert rt.scheduler.quiet()

@@ -1,0 +1,240 @@
+"""cellkernel.transactions: read journal, working copies, one write space, CAS commit (SPEC §2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from helpers.core import OTHER_SPACE, store_state
+
+from cellkernel.errors import ConflictError, TransactionClosedError, WriteIsolationError
+from cellkernel.runtime import Runtime
+from cellkernel.storage import Document
+from cellkernel.transactions import Transaction
+from cellkernel.values import MISSING
+
+
+def _seed(rt: Runtime, space: str, entity_id: str, value: object) -> None:
+    tx = Transaction(rt.store)
+    tx.write(space, entity_id, (), value)
+    tx.commit()
+
+
+def test_reading_an_absent_document_gives_missing(rt: Runtime) -> None:
+    tx = Transaction(rt.store)
+    assert tx.read(rt.space, "of:nothing", ()) is MISSING
+    assert tx.read(rt.space, "of:nothing", ("a",)) is MISSING
+    assert not tx.exists(rt.space, "of:nothing")
+
+
+def test_reads_are_journaled_with_their_paths(rt: Runtime) -> None:
+    _seed(rt, rt.space, "of:a", {"x": {"y": 1}})
+    tx = Transaction(rt.store)
+    assert tx.read(rt.space, "of:a", ("x", "y")) == 1
+    assert tx.read(rt.space, "of:a", ("x",)) == {"y": 1}
+    tx.read(rt.space, "of:a", ("z",), track=False)
+    assert tx.reads == [(rt.space, "of:a", ("x", "y")), (rt.space, "of:a", ("x",))]
+
+    untracked = Transaction(rt.store, track=False)
+    untracked.read(rt.space, "of:a", ())
+    assert untracked.reads == []
+
+
+def test_own_writes_are_visible_inside_and_invisible_outside_until_commit(rt: Runtime) -> None:
+    _seed(rt, rt.space, "of:a", {"n": 1})
+    tx = Transaction(rt.store)
+    tx.write(rt.space, "of:a", ("n",), 2)
+    tx.write(rt.space, "of:new", ("list", 1), "b")
+    assert tx.read(rt.space, "of:a", ("n",)) == 2
+    assert tx.read(rt.space, "of:new", ()) == {"list": [None, "b"]}
+    assert tx.exists(rt.space, "of:new")
+    assert tx.writes == [(rt.space, "of:a", ("n",)), (rt.space, "of:new", ("list", 1))]
+
+    other = Transaction(rt.store)
+    assert other.read(rt.space, "of:a", ("n",)) == 1
+    assert other.read(rt.space, "of:new", ()) is MISSING
+
+    tx.commit()
+    fresh = Transaction(rt.store)
+    assert fresh.read(rt.space, "of:a", ("n",)) == 2
+    assert fresh.read(rt.space, "of:new", ("list",)) == [None, "b"]
+
+
+def test_writes_never_mutate_the_stored_document(rt: Runtime) -> None:
+    _seed(rt, rt.space, "of:a", {"n": 1, "keep": {"deep": [1]}})
+    stored = rt.store.load(rt.space, "of:a")
+    assert stored is not None
+    tx = Transaction(rt.store)
+    tx.write(rt.space, "of:a", ("n",), 2)
+    tx.write(rt.space, "of:a", ("keep", "deep", 0), 9)
+    assert stored.value == {"n": 1, "keep": {"deep": [1]}}
+    tx.abort()
+    assert rt.store.load(rt.space, "of:a") == stored
+
+
+def test_commit_returns_changes_and_bumps_versions(rt: Runtime) -> None:
+    _seed(rt, rt.space, "of:a", 1)
+    tx = Transaction(rt.store)
+    tx.write(rt.space, "of:a", (), 2)
+    tx.write(rt.space, "of:b", (), "new")
+    changes = {c.entity_id: c for c in tx.commit()}
+    assert tx.status == "committed"
+    assert set(changes) == {"of:a", "of:b"}
+    before = changes["of:a"].before
+    assert before is not None and before.value == 1 and before.version == 1
+    assert changes["of:a"].after.value == 2 and changes["of:a"].after.version == 2
+    assert changes["of:b"].before is None and changes["of:b"].after.version == 1
+
+
+def test_rewriting_the_same_value_commits_nothing(rt: Runtime) -> None:
+    _seed(rt, rt.space, "of:a", {"n": [1, 2]})
+    tx = Transaction(rt.store)
+    tx.write(rt.space, "of:a", (), {"n": [1, 2]})
+    assert tx.commit() == []
+    stored = rt.store.load(rt.space, "of:a")
+    assert stored is not None and stored.version == 1
+
+
+def test_true_and_one_are_different_values(rt: Runtime) -> None:
+    _seed(rt, rt.space, "of:a", {"done": 1, "flags": [0]})
+    tx = Transaction(rt.store)
+    tx.write(rt.space, "of:a", (), {"done": True, "flags": [False]})
+    assert len(tx.commit()) == 1
+    stored = rt.store.load(rt.space, "of:a")
+    assert stored is not None and stored.value == {"done": True, "flags": [False]}
+    value: Any = stored.value
+    assert value["done"] is True and value["flags"][0] is False
+
+
+def test_source_and_meta_are_written_with_the_document(rt: Runtime) -> None:
+    tx = Transaction(rt.store)
+    tx.write(rt.space, "of:a", (), 1)
+    tx.set_source(rt.space, "of:a", {"/": "src"})
+    tx.set_meta(rt.space, "of:a", "kind", "demo")
+    tx.set_meta(rt.space, "of:a", "gone", "x")
+    tx.set_meta(rt.space, "of:a", "gone", None)
+    tx.commit()
+    assert rt.store.load(rt.space, "of:a") == Document(1, {"/": "src"}, {"kind": "demo"}, 1)
+
+
+def test_a_transaction_reads_many_spaces_and_writes_one(rt: Runtime) -> None:
+    _seed(rt, OTHER_SPACE, "of:other", "elsewhere")
+    tx = Transaction(rt.store)
+    assert tx.read(OTHER_SPACE, "of:other", ()) == "elsewhere"
+    tx.write(rt.space, "of:a", (), tx.read(OTHER_SPACE, "of:other", ()))
+    assert tx.write_space == rt.space
+    tx.commit()
+    stored = rt.store.load(rt.space, "of:a")
+    assert stored is not None and stored.value == "elsewhere"
+
+
+@pytest.mark.parametrize("operation", ["write", "set_source", "set_meta"])
+def test_writing_a_second_space_raises_and_nothing_lands(rt: Runtime, operation: str) -> None:
+    _seed(rt, rt.space, "of:a", 1)
+    before = store_state(rt)
+    with pytest.raises(WriteIsolationError, match="one space"), rt.edit() as tx:
+        tx.write(rt.space, "of:a", (), 2)
+        if operation == "write":
+            tx.write(OTHER_SPACE, "of:b", (), 1)
+        elif operation == "set_source":
+            tx.set_source(OTHER_SPACE, "of:b", {"/": "x"})
+        else:
+            tx.set_meta(OTHER_SPACE, "of:b", "k", "v")
+    assert tx.status == "aborted"
+    assert store_state(rt) == before
+
+
+def test_write_isolation_error_leaves_the_transaction_usable_in_its_space(rt: Runtime) -> None:
+    tx = Transaction(rt.store)
+    tx.write(rt.space, "of:a", (), 1)
+    with pytest.raises(WriteIsolationError):
+        tx.write(OTHER_SPACE, "of:b", (), 1)
+    assert tx.read(OTHER_SPACE, "of:b", ()) is MISSING
+    tx.commit()
+    assert rt.store.load(OTHER_SPACE, "of:b") is None
+    stored = rt.store.load(rt.space, "of:a")
+    assert stored is not None and stored.value == 1
+
+
+def test_stale_basis_raises_conflict_and_nothing_lands(rt: Runtime) -> None:
+    _seed(rt, rt.space, "of:a", 0)
+    first, second = Transaction(rt.store), Transaction(rt.store)
+    first.write(rt.space, "of:a", (), first.read(rt.space, "of:a", ()) + 1)
+    second.write(rt.space, "of:a", (), second.read(rt.space, "of:a", ()) + 10)
+    second.write(rt.space, "of:b", (), "also written by the loser")
+    first.commit()
+    before = store_state(rt)
+    with pytest.raises(ConflictError) as info:
+        second.commit()
+    assert (rt.space, "of:a") in info.value.conflicts
+    assert second.status == "aborted"
+    assert store_state(rt) == before
+    stored = rt.store.load(rt.space, "of:a")
+    assert stored is not None and stored.value == 1
+    assert rt.store.load(rt.space, "of:b") is None
+
+
+def test_a_document_only_read_is_part_of_the_basis(rt: Runtime) -> None:
+    _seed(rt, rt.space, "of:input", 1)
+    tx = Transaction(rt.store)
+    derived = tx.read(rt.space, "of:input", ()) * 2
+    tx.write(rt.space, "of:output", (), derived)
+    _seed(rt, rt.space, "of:input", 5)  # the input moves on before tx commits
+    before = store_state(rt)
+    with pytest.raises(ConflictError):
+        tx.commit()
+    assert store_state(rt) == before
+    assert rt.store.load(rt.space, "of:output") is None
+
+
+def test_creating_a_document_someone_else_created_conflicts(rt: Runtime) -> None:
+    first, second = Transaction(rt.store), Transaction(rt.store)
+    first.write(rt.space, "of:new", (), "first")
+    second.write(rt.space, "of:new", (), "second")
+    first.commit()
+    with pytest.raises(ConflictError):
+        second.commit()
+    stored = rt.store.load(rt.space, "of:new")
+    assert stored is not None and stored.value == "first"
+
+
+def test_abort_drops_every_write(rt: Runtime) -> None:
+    before = store_state(rt)
+    tx = Transaction(rt.store)
+    tx.write(rt.space, "of:a", (), 1)
+    tx.abort()
+    assert tx.status == "aborted"
+    assert store_state(rt) == before
+    tx.abort()  # idempotent
+
+
+def test_a_closed_transaction_refuses_writes_and_commits(rt: Runtime) -> None:
+    committed = Transaction(rt.store)
+    committed.write(rt.space, "of:a", (), 1)
+    committed.commit()
+    with pytest.raises(TransactionClosedError):
+        committed.write(rt.space, "of:a", (), 2)
+    with pytest.raises(TransactionClosedError):
+        committed.commit()
+    aborted = Transaction(rt.store)
+    aborted.abort()
+    with pytest.raises(TransactionClosedError):
+        aborted.read(rt.space, "of:a", ())
+    with pytest.raises(TransactionClosedError):
+        aborted.commit()
+    stored = rt.store.load(rt.space, "of:a")
+    assert stored is not None and stored.value == 1 and stored.version == 1
+
+
+def test_on_commit_callbacks_run_once_after_a_commit(rt: Runtime) -> None:
+    seen: list[str] = []
+    tx = Transaction(rt.store)
+    tx.on_commit.append(lambda t: seen.append(t.status))
+    tx.write(rt.space, "of:a", (), 1)
+    tx.commit()
+    assert seen == ["committed"]
+
+    empty = Transaction(rt.store)
+    empty.on_commit.append(lambda t: seen.append("empty"))
+    assert empty.commit() == []
+    assert seen == ["committed", "empty"]
