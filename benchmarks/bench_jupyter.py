@@ -12,6 +12,7 @@ median of ``repeat`` tries, in milliseconds.
 
 from __future__ import annotations
 
+import gc
 import json
 import statistics
 import sys
@@ -54,25 +55,30 @@ def chain_body(nodes: int = NODES) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _median_ms(fn: Callable[[], Any], repeat: int) -> float:
+def _median_ms(fn: Callable[[], Any], repeat: int,
+               before: Callable[[], Any] | None = None) -> float:
+    """Median wall time of ``fn`` in ms; ``before`` (untimed) runs ahead of each try."""
     times = []
     for _ in range(repeat):
+        if before is not None:
+            before()
+        gc.collect()
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 
 
-def run(repeat: int = 7) -> list[dict[str, Any]]:
-    """Time the %%pattern cell (fresh and re-run, with and without widgets) and a click."""
+def run(repeat: int = 9) -> list[dict[str, Any]]:
+    """Time the %%pattern cell (first run and re-run, with and without widgets) and a click."""
     from IPython.testing.globalipapp import get_ipython
 
     from cellkernel import jupyter
+    from cellkernel.widgets import GraphView, PatternUI
 
     ip = get_ipython()
     if "cellkernel" not in ip.extension_manager.loaded:
         ip.run_line_magic("load_ext", "cellkernel")
-    jupyter.reset()
     ip.run_cell(SETUP)
     body = chain_body()
     rows: list[dict[str, Any]] = []
@@ -80,25 +86,26 @@ def run(repeat: int = 7) -> list[dict[str, Any]]:
     def row(case: str, value: float, unit: str = "ms") -> None:
         rows.append({"case": f"jupyter/{case}", "value": round(value, 3), "unit": unit})
 
-    counter = iter(range(10_000))
+    def cell(flags: str) -> Callable[[], Any]:
+        return lambda: ip.run_cell_magic("pattern", f"Chain {flags}", body)
 
-    def fresh(flags: str) -> Callable[[], Any]:
-        return lambda: ip.run_cell_magic("pattern", f"Chain{next(counter)} {flags}", body)
+    jupyter.reset()
+    cell("")()  # warm up: imports, fingerprints, fonts
+    # a first run in a fresh session (the instance is new)
+    for label, flags in (("no SVG, no widgets", "--no-ui --no-graph"),
+                         ("SVG, no widgets", "--no-ui"),
+                         ("SVG + widgets", "")):
+        row(f"%%pattern {NODES} nodes, {label} (first run)",
+            _median_ms(cell(flags), repeat, before=jupyter.reset))
+    # a re-run of the same cell: diff, report, state carried, previous view closed
+    jupyter.reset()
+    cell("")()
+    row(f"%%pattern {NODES} nodes, SVG + widgets + report (re-run)", _median_ms(cell(""), repeat))
 
-    ip.run_cell_magic("pattern", "Warm --no-ui", body)  # imports, caches
-    row(f"%%pattern {NODES} nodes, SVG, no widgets (first run)", _median_ms(fresh("--no-ui"), repeat))
-    row(f"%%pattern {NODES} nodes, SVG + widgets (first run)", _median_ms(fresh(""), repeat))
-    row(f"%%pattern {NODES} nodes, no SVG, no widgets (first run)",
-        _median_ms(fresh("--no-ui --no-graph"), repeat))
-    ip.run_cell_magic("pattern", "Again", body)
-    row(f"%%pattern {NODES} nodes, SVG + widgets + report (re-run)",
-        _median_ms(lambda: ip.run_cell_magic("pattern", "Again", body), repeat))
-
-    from cellkernel.widgets import GraphView
-
+    jupyter.reset()
     display = ip.run_cell_magic("pattern", "Clicker", COUNTER)
     view = display.widget
-    ui = view.children[0]
+    ui = next(c for c in view.children if isinstance(c, PatternUI))
     button, count, doubled = ui.controls["increment"], ui.controls["count"], ui.controls["doubled"]
     graph = next(c for c in view.children if isinstance(c, GraphView))
 
@@ -109,7 +116,7 @@ def run(repeat: int = 7) -> list[dict[str, Any]]:
 
     for _ in range(20):
         click()
-    row("button click -> widgets updated (with GraphView)", _median_ms(click, 200))
+    row("button click -> widgets updated (controls + GraphView)", _median_ms(click, 200))
     graph.close()
     row("button click -> widgets updated (controls only)", _median_ms(click, 200))
     jupyter.reset()

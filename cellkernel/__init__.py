@@ -51,9 +51,10 @@ _EXPORTS: dict[str, str] = {
     # factories and snapshots
     "materialize": "factories",
     "GraphSnapshot": "snapshot",
+    "SnapshotDiff": "snapshot",
 }
 
-__all__ = sorted(_EXPORTS) + ["load_ipython_extension", "unload_ipython_extension"]
+__all__ = [*_EXPORTS, "load_ipython_extension", "unload_ipython_extension"]
 
 if TYPE_CHECKING:
     from .builder import (
@@ -84,7 +85,7 @@ if TYPE_CHECKING:
     from .factories import materialize
     from .identity import Reference, create_ref, refer
     from .runtime import Runtime
-    from .snapshot import GraphSnapshot
+    from .snapshot import GraphSnapshot, SnapshotDiff
 
 
 def __getattr__(name: str) -> Any:

@@ -718,7 +718,8 @@ class Pattern(Factory):
     @property
     def hash(self) -> str:
         if self._hash is None:
-            text = json.dumps(self.graph, sort_keys=True, separators=(",", ":"))
+            # over the graph as stored (2.0 -> 2), so a graph read back hashes the same
+            text = json.dumps(to_json_value(self.graph), sort_keys=True, separators=(",", ":"))
             self._hash = hashlib.sha256(text.encode()).hexdigest()
         return self._hash
 

@@ -10,6 +10,7 @@ every operation and survive ``key()``.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
@@ -430,7 +431,8 @@ class Cell(Generic[T]):
         current = tx.read(space, entity_id, path, track=False)
         if is_stream_value(current):
             to_json_value(value, hook=_event_hook)  # reject what could not be stored
-            self._rt.scheduler.queue_event((space, entity_id, path), value, self._rt)
+            if not _queue_with(tx, self._rt, (space, entity_id, path), value):
+                self._rt.scheduler.queue_event((space, entity_id, path), value, self._rt)
             return
         if isinstance(value, Cell) and value._id is not None:
             if value._address() == (space, entity_id, path) or (
@@ -460,6 +462,8 @@ class Cell(Generic[T]):
         space, entity_id, path, _s = resolve(
             tx, self._space, self._id, self._path, track=False  # type: ignore[arg-type]
         )
+        if _queue_with(tx, self._rt, (space, entity_id, path), event):
+            return
         self._rt.scheduler.queue_event((space, entity_id, path), event, self._rt)
         self._rt._settle_after_send()
 
@@ -520,6 +524,9 @@ class Cell(Generic[T]):
                 tx, self._space, self._id, self._path, for_write=True, track=False  # type: ignore[arg-type]
             )
             raw = tx.read(space, entity_id, path, track=False)
+            if is_link(raw):  # a plain link here: remove from the list it shows (as push adds)
+                space, entity_id, path, _s = resolve(tx, space, entity_id, path, track=False)
+                raw = tx.read(space, entity_id, path, track=False)
             if raw is MISSING or raw is None:
                 return
             if type(raw) is not list:
@@ -595,6 +602,18 @@ class Stream(Cell[T]):
 
     def __call__(self, event: Any = None) -> None:
         self.send(event)
+
+
+def _queue_with(tx: Transaction, runtime: Any, stream: tuple[str, str, Path], event: Any) -> bool:
+    """Inside a live transaction an event is part of it: queued only if it commits.
+
+    A handler that fails after sending, or an aborted ``rt.edit()``, sends nothing.
+    Returns False for a throwaway read transaction (queue the event now).
+    """
+    if tx.status != "open" or not tx.track:
+        return False
+    tx.on_commit.append(lambda _tx: runtime.scheduler.queue_event(stream, event, runtime))
+    return True
 
 
 def _event_hook(value: Any) -> Any:
@@ -775,6 +794,10 @@ def materialize(
 # preparing writes
 
 
+def _unconnect(cell: Cell[Any], old: tuple[Any, Any, Any], _tx: Transaction) -> None:
+    cell._rt, cell._space, cell._id = old
+
+
 def to_storable(
     runtime: Any,
     tx: Transaction,
@@ -803,8 +826,11 @@ def to_storable(
             if v._id is None:
                 if v._cap == "opaque":
                     raise CapabilityError("store", "opaque", "a builder reference outside a pattern")
+                before = (v._rt, v._space, v._id)
                 v._connect(runtime, space, {"cell": v._initial, "in": entity_id, "path": list(path), "n": uuid.uuid4().hex if tx.frame is None else str(tx.frame)})
                 tx.write(space, v._id, (), v._initial)  # type: ignore[arg-type]
+                # if the write never lands, the cell must not keep an id nothing holds
+                tx.on_abort.append(functools.partial(_unconnect, v, before))
             return make_link(v._space, v._id, v._path, base_space=space)  # type: ignore[arg-type]
         return NotImplemented
 

@@ -12,7 +12,7 @@ Every factory ``lift``, ``handler`` and ``pattern`` return is also a JSON value:
         "graph"?: {...}, "patterns"?: {hash: {"name", "graph"}},   # patterns only
         "curried": [{"index": i, "value": v}, ...]}}}
 
-Choices where SPEC §8 is silent (also written in ``docs/factories.md``):
+Choices where SPEC §8 is silent (this docstring is their documentation):
 
 * **A pattern sigil carries its graph inline** (``graph``), plus the graphs of
   the sub-patterns it references by hash (``patterns``), so it can be
@@ -42,7 +42,27 @@ Choices where SPEC §8 is silent (also written in ``docs/factories.md``):
 * ``materialize`` resolves code eagerly: an unknown implementation raises
   ``UnknownImplementationError`` when the value is read, before anything runs.
   For a pattern every Python node of its graph (and of its sub-patterns) is
-  resolved first.
+  resolved first.  Reading a sigil from a cell (``get()``, a lift input, handler
+  state) goes through the same function; ``cellkernel.cells`` loads this module
+  on the first factory sigil it meets.
+* ``SELF.factory`` in a body is replaced, when an instance starts, by the
+  running pattern's sigil: a pattern can hand itself to a pattern it uses
+  (``Record`` gives itself to ``Members`` in ``cellkernel.examples.members``).
+
+Dynamic instances (the runner, SPEC §8):
+
+* ``instantiate`` in a body keys its child by the pattern *and* its curried
+  arguments; a new value stops the old child and starts a new one.
+* A child made in a handler (``instantiate`` or calling a pattern) is noted in
+  the parent result's metadata (``children``: child id -> handler node id) and
+  is resumed with its parent by ``rt.resume`` (or a fresh ``rt.run``), in any
+  process.  If the handler raises, its children are stopped and nothing of
+  the event lands.
+* ``wish("#all")`` links to the space's instance list with the schema
+  ``{"type": "array", "items": {"asCell": True}}``: its entries read as result
+  ``Cell``s (the list contains the reader's own result, so copies would go
+  round in circles).  ``wish("/a/b")`` reads ``a/b`` of the space's root
+  document, which is ``rt.get_cell(space)``.
 """
 
 from __future__ import annotations
@@ -120,8 +140,8 @@ class PatternGraph(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    argumentSchema: Any = None  # noqa: N815 - wire name
-    resultSchema: Any = None  # noqa: N815 - wire name
+    argumentSchema: Any = None
+    resultSchema: Any = None
     initial: dict[str, Any] = Field(default_factory=dict)
     result: Any = None
     nodes: list[dict[str, Any]]
@@ -142,10 +162,10 @@ class NodeFactory(BaseModel):
 
     module: Module
     kind: Literal["lift", "handler", "pattern"] | None = None
-    argumentSchema: Any = None  # noqa: N815 - wire name
-    resultSchema: Any = None  # noqa: N815 - wire name
-    eventSchema: Any = None  # noqa: N815 - wire name
-    stateSchema: Any = None  # noqa: N815 - wire name
+    argumentSchema: Any = None
+    resultSchema: Any = None
+    eventSchema: Any = None
+    stateSchema: Any = None
     curried: list[CurriedArgument] = Field(default_factory=list)
     graph: PatternGraph | None = None
     patterns: dict[str, StoredPattern] | None = None
@@ -243,11 +263,11 @@ def factory_sigil(factory: Any) -> dict[str, Any]:
             "kind": "pattern",
             "argumentSchema": factory.argument_schema,
             "resultSchema": factory.result_schema,
-            "graph": factory.graph,
+            "graph": copy.deepcopy(factory.graph),
         }
         subs = _subpatterns(factory)
         if subs:
-            body["patterns"] = subs
+            body["patterns"] = copy.deepcopy(subs)
     elif factory.kind == "lift":
         body = {
             "module": _python_module_of(factory),
@@ -363,7 +383,7 @@ def apply_curried_call(factory: LiftFactory, args: tuple[Any, ...] | list[Any],
             raise TypeError(f"{label}(): extra positional arguments cannot follow a gap")
         out_args.extend(leftover)
     out_kwargs = dict(kwargs)
-    for j, p in enumerate(params[: len(out_args)]):
+    for p in params[: len(out_args)]:
         if p.kind in _POS and p.name in kwargs:
             raise TypeError(f"{label}() got multiple values for argument {p.name!r}")
     for index in sorted(values):

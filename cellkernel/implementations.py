@@ -208,7 +208,9 @@ def _compile(source: str, ref: str) -> types.FunctionType:
     try:
         tree = ast.parse(text)
     except SyntaxError as exc:
-        raise UnknownImplementationError(f"the source carried for {ref!r} does not parse: {exc}") from exc
+        raise UnknownImplementationError(
+            f"the source carried for {ref!r} does not parse: {exc}"
+        ) from exc
     namespace: dict[str, Any] = {"__builtins__": builtins, "__name__": "cellkernel.trusted",
                                  "Cell": Cell, "Stream": Stream, "Any": Any, **_trusted_names}
     for node in tree.body:

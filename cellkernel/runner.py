@@ -112,6 +112,9 @@ def plan(rt: Runtime, graph: dict[str, Any], result_id: str, space: str) -> tupl
         {"id": ids["argument"], "name": "argument", "capability": "cell", "cause": arg_components},
     ]
     debug = rt.debug
+    if debug:
+        cause_log.debug("cause argument argument -> %s %s", ids["argument"], arg_components,
+                        extra={"cell_id": ids["argument"], "components": arg_components})
     for cell in graph["cells"]:
         if "cause" in cell:
             components: dict[str, Any] = {"parent": result_id, "cause": cell["cause"]}
@@ -127,7 +130,8 @@ def plan(rt: Runtime, graph: dict[str, Any], result_id: str, space: str) -> tupl
         cell_id = derive_id(components)
         ids[cell["key"]] = cell_id
         if debug:
-            cause_log.debug("cause %s %s -> %s %s", cell.get("name") or cell["key"], cell["helper"], cell_id, components)
+            cause_log.debug("cause %s %s -> %s %s", cell.get("name") or cell["key"], cell["helper"],
+                            cell_id, components, extra={"cell_id": cell_id, "components": components})
         entry: dict[str, Any] = {
             "id": cell_id,
             "name": cell.get("name"),
@@ -136,12 +140,13 @@ def plan(rt: Runtime, graph: dict[str, Any], result_id: str, space: str) -> tupl
             "cause": components,
         }
         if cell.get("schema") is not None:
-            entry["schemaHash"] = str(create_ref({}, {"schema": cell["schema"]}))[-16:]
+            entry["schemaHash"] = _schema_hash(cell["schema"])
         snap_cells.append(entry)
     records: list[dict[str, Any]] = []
+    by_key = {c["key"]: c for c in graph["cells"]}
     for node in graph["nodes"]:
         out_id = ids[node["outputs"]]
-        cell = next(c for c in graph["cells"] if c["key"] == node["outputs"])
+        cell = by_key[node["outputs"]]
         record: dict[str, Any] = {
             "id": "node:" + out_id[3:],
             "helper": node["helper"],
@@ -155,6 +160,18 @@ def plan(rt: Runtime, graph: dict[str, Any], result_id: str, space: str) -> tupl
             record["config"] = node["config"]
         records.append(record)
     return ids, records, snap_cells
+
+
+_schema_hashes: dict[str, str] = {}
+
+
+def _schema_hash(schema: Any) -> str:
+    """A short content hash of a schema, cached by its canonical text."""
+    text = schemas.canonical(schema)
+    found = _schema_hashes.get(text)
+    if found is None:
+        found = _schema_hashes[text] = str(create_ref({}, {"schema": schema}))[-16:]
+    return found
 
 
 def extract_defaults(schema: Any) -> Any:
@@ -987,7 +1004,10 @@ class Runner:
         out_id = record["outputs"][0]
         query = record["config"]["query"]
         if query == "#all":
-            target = make_link(space, instances_doc_id(space), ())
+            # entries read as result Cells, not copies: the list holds the reader's own
+            # result too, and reading it deeply would go round in circles
+            target = make_link(space, instances_doc_id(space), (),
+                               {"type": "array", "items": {"asCell": True}})
         elif isinstance(query, str) and query.startswith("/"):
             path = [p for p in query.split("/") if p]
             target = make_link(space, space_root_id(space), path)

@@ -363,14 +363,17 @@ class Scheduler:
             return
         action.retries = 0
         self._set_reads(action, list(reads))
+        learned = False
         for space, entity_id, path in tx.writes:
             writers = self._writers.setdefault((space, entity_id), {})
             known = writers.setdefault(action, [])
             if path not in known and not any(paths_overlap(path, k) for k in known):
                 known.append(path)
                 action.writes.append((space, entity_id, path))
-                for reader in list(self._readers_of(action)):
-                    self._adjust_height(reader)
+                learned = True
+        if learned:  # once per run, not per new write: an action writing N documents is O(N)
+            for reader in list(self._readers_of(action)):
+                self._adjust_height(reader)
         for callback in self.on_run:
             callback(action)
         if changes:

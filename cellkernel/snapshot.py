@@ -50,10 +50,17 @@ _HIGHLIGHT_ALIASES = {"added": "new"}
 DiffStatus = Literal["kept", "added", "removed", "changed"]
 
 
-def short_id(entity_id: str, length: int = 12) -> str:
-    """The first ``length`` characters after the ``of:`` / ``node:`` prefix (for display)."""
+def short_id(entity_id: str, length: int = 10) -> str:
+    """``length`` distinguishing characters of an id (for display).
+
+    Every CIDv1 here starts with the same ``baedrei`` header (version, codec,
+    hash type), so the characters after it are the ones that tell ids apart.
+    """
     _prefix, sep, rest = entity_id.partition(":")
-    return (rest if sep else entity_id)[:length]
+    cid = rest if sep else entity_id
+    if cid.startswith("baedrei"):
+        cid = cid[7:]
+    return cid[:length]
 
 
 def module_short_name(ref: str) -> str:
@@ -369,18 +376,21 @@ class SnapshotDiff(BaseModel):
     def __str__(self) -> str:
         return self.to_text()
 
-    def to_dot(self) -> str:
-        """The after-graph plus the removed items of the before-graph, coloured by status."""
-        return self._drawing().dot()
+    def to_dot(self, highlight: Mapping[str, str] | None = None) -> str:
+        """The after-graph plus the removed items of the before-graph, coloured by status.
 
-    def to_mermaid(self) -> str:
-        return self._drawing().mermaid()
+        ``highlight`` overrides the diff's colour of some ids (e.g. ``"error"``).
+        """
+        return self._drawing(highlight).dot()
 
-    def _drawing(self) -> _Drawing:
+    def to_mermaid(self, highlight: Mapping[str, str] | None = None) -> str:
+        return self._drawing(highlight).mermaid()
+
+    def _drawing(self, highlight: Mapping[str, str] | None = None) -> _Drawing:
         if self._snapshots is None:
             raise ValueError("this diff was not made by GraphSnapshot.diff; nothing to draw")
         before, after = self._snapshots
-        drawing = _Drawing.of(after, self.highlight())
+        drawing = _Drawing.of(after, {**self.highlight(), **(highlight or {})})
         removed = {e.id for e in self.removed}
         drawing.add_removed(before, removed)
         return drawing

@@ -22,7 +22,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
@@ -163,6 +163,149 @@ def _validate_commit_args(
     return encoded
 
 
+# --------------------------------------------------------------------------- memory fast path
+
+#: ``json.dumps`` refuses ints past 4300 digits (``sys.int_info.str_digits_check_threshold``).
+_INT_LIMIT = 1 << 14_000
+#: Deeper values (and cycles) take the ``_dumps`` path, which reports them exactly as before.
+_FAST_DEPTH = 100
+
+
+class _Declined(Exception):
+    """The value is not plain normalised JSON: encode it the slow way for the exact error."""
+
+
+def _plain(value: Any, prev: Any) -> Any:
+    """A store-owned copy of plain normalised JSON (what ``_dumps`` would cache).
+
+    Only exact ``dict``/``list``/``str``/``int``/``bool``/``None`` and finite
+    ``float`` are copied here; anything else (subclasses, tuples, non-string
+    keys, NaN, huge ints, deep nesting or cycles) raises ``_Declined`` so the
+    caller falls back to ``_dumps`` and its error messages.  ``prev`` is the
+    stored value the document had: a sub-value that *is* the stored object at
+    the same position is already a store-owned copy and is shared, not walked
+    (a transaction copies only the spine it writes, so siblings stay shared).
+    """
+    t = type(value)
+    if t is str or t is bool or value is None:
+        return value
+    if t is int:
+        if -_INT_LIMIT < value < _INT_LIMIT:
+            return value
+        raise _Declined
+    if t is float:
+        if value - value == 0.0:  # finite (inf - inf and nan - nan are nan)
+            return value
+        raise _Declined
+    if value is prev:
+        return value
+    root: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any, Any, int]] = [(root, 0, value, prev, 0)]
+    limit = _INT_LIMIT
+    while stack:
+        holder, key, item, before, depth = stack.pop()
+        if depth >= _FAST_DEPTH:
+            raise _Declined
+        t = type(item)
+        if t is dict:
+            out: dict[str, Any] = {}
+            holder[key] = out
+            old = before if type(before) is dict else None
+            for k, v in item.items():
+                if type(k) is not str:
+                    raise _Declined
+                tv = type(v)
+                if tv is str or tv is bool or v is None or (tv is int and -limit < v < limit):
+                    out[k] = v
+                elif old is not None and v is old.get(k, _Declined):
+                    out[k] = v  # the stored object itself: already a store-owned copy
+                else:
+                    out[k] = None  # placeholder keeps the key order
+                    stack.append((out, k, v, None if old is None else old.get(k), depth + 1))
+        elif t is list:
+            copy = list(item)
+            holder[key] = copy
+            old_l = before if type(before) is list else None
+            n_old = len(old_l) if old_l is not None else 0
+            for i, v in enumerate(item):
+                tv = type(v)
+                if tv is str or tv is bool or v is None or (tv is int and -limit < v < limit):
+                    continue
+                prev_v = old_l[i] if i < n_old else None  # type: ignore[index]
+                if v is prev_v:
+                    continue
+                stack.append((copy, i, v, prev_v, depth + 1))
+        elif t is float:
+            if item - item != 0.0:
+                raise _Declined
+            holder[key] = item
+        elif t is str or t is bool or item is None:
+            holder[key] = item
+        elif t is int and -limit < item < limit:
+            holder[key] = item
+        else:
+            raise _Declined
+    return root[0]
+
+
+def _owned(part: str, value: Any, prev: Any, where: Callable[[], str]) -> Any:
+    try:
+        return _plain(value, prev)
+    except _Declined:
+        return _dumps(f"{part} of {where()}", value)[1]
+
+
+def _owned_meta(meta: Any, prev: Mapping[str, Any] | None, where: Callable[[], str]) -> Any:
+    if type(meta) is dict and prev is not None and len(meta) == len(prev):
+        for k, v in meta.items():
+            if prev.get(k, _Declined) is not v:
+                break
+        else:
+            return prev  # every entry is the stored object: nothing to copy
+    plain = meta if type(meta) is dict else dict(meta)
+    old = prev if type(prev) is dict else None
+    return _owned("meta", plain, old, where)
+
+
+def _memory_commit_docs(
+    space: str,
+    writes: Mapping[str, Document],
+    basis: Mapping[tuple[str, str], int],
+    docs: Mapping[Key, Document],
+) -> dict[str, Document]:
+    """``_validate_commit_args`` for ``MemoryStore``: same checks and errors, no JSON text.
+
+    The memory store never needs the encoded text, only a store-owned decoded
+    copy; plain values are copied directly and sub-values still shared with
+    the stored document are reused.  Anything unusual goes through ``_dumps``.
+    """
+    for space_id, entity_id in basis:
+        _check_key(space_id, entity_id)
+    for version in basis.values():
+        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+            raise ValueError(f"basis versions must be ints >= 0, got {version!r}")
+    owned: dict[str, Document] = {}
+    for entity_id, doc in writes.items():
+        _check_key(space, entity_id)
+        if not isinstance(doc, Document):
+            raise TypeError(
+                f"write of {entity_id!r} in space {space!r} is {type(doc).__name__}, not Document"
+            )
+
+        def where(entity_id: str = entity_id) -> str:
+            return f"{entity_id!r} in space {space!r}"
+
+        meta = doc.meta
+        if not isinstance(meta, Mapping):
+            raise ValueError(f"document meta of {where()} is not a mapping: {meta!r}")
+        prev = docs.get((space, entity_id))
+        value = _owned("value", doc.value, prev.value if prev is not None else None, where)
+        source = _owned("source", doc.source, prev.source if prev is not None else None, where)
+        meta_copy = _owned_meta(meta, prev.meta if prev is not None else None, where)
+        owned[entity_id] = Document(value, source, meta_copy, 0)
+    return owned
+
+
 # --------------------------------------------------------------------------- memory
 
 
@@ -185,7 +328,7 @@ class MemoryStore:
         writes: Mapping[str, Document],
         basis: Mapping[tuple[str, str], int],
     ) -> list[Change]:
-        encoded = _validate_commit_args(space, writes, basis)
+        encoded = _memory_commit_docs(space, writes, basis, self._docs)
         with self._lock:
             conflicts: list[tuple[Key, int, int]] = []
             for key, read in basis.items():
@@ -196,13 +339,13 @@ class MemoryStore:
             if conflicts:
                 raise _conflict(space, conflicts)
             changes: list[Change] = []
-            for entity_id, enc in encoded.items():
+            for entity_id, doc in encoded.items():
                 key = (space, entity_id)
                 before = self._docs.get(key)
                 after = Document(
-                    enc.doc.value,
-                    enc.doc.source,
-                    enc.doc.meta,
+                    doc.value,
+                    doc.source,
+                    doc.meta,
                     (before.version if before is not None else 0) + 1,
                 )
                 if before is None:

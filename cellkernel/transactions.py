@@ -46,6 +46,7 @@ class Transaction:
         "_docs",
         "_store",
         "frame",
+        "on_abort",
         "on_commit",
         "reads",
         "status",
@@ -64,6 +65,8 @@ class Transaction:
         self.track = track
         self.frame = frame
         self.on_commit: list[Callable[[Transaction], None]] = []
+        #: called once if the transaction ends without landing (abort or failed commit)
+        self.on_abort: list[Callable[[Transaction], None]] = []
 
     # -- reading -----------------------------------------------------------
 
@@ -161,7 +164,7 @@ class Transaction:
         try:
             changes = self._store.commit(space, writes, basis)
         except Exception:
-            self.status = "aborted"
+            self._aborted()
             raise
         self.status = "committed"
         for callback in self.on_commit:
@@ -171,5 +174,11 @@ class Transaction:
     def abort(self) -> None:
         """Drop every write; the store never sees them."""
         if self.status == "open":
-            self.status = "aborted"
             self._docs.clear()
+            self._aborted()
+
+    def _aborted(self) -> None:
+        self.status = "aborted"
+        callbacks, self.on_abort = self.on_abort, []
+        for callback in callbacks:
+            callback(self)

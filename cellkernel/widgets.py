@@ -27,6 +27,7 @@ from .jupyter import STATE_HELPERS, graph_svg, preview
 
 if TYPE_CHECKING:
     from .runtime import Runtime
+    from .snapshot import GraphSnapshot
 
 log = logging.getLogger("cellkernel.widgets")
 
@@ -169,18 +170,18 @@ def _html_value(value: Any) -> str:
 # ui
 
 
-def field_kinds(cell: Cell[Any]) -> dict[str, str] | None:
+def field_kinds(cell: Cell[Any], snapshot: GraphSnapshot | None = None) -> dict[str, str] | None:
     """Result key → helper of the cell it redirects to (None without a snapshot).
 
     ``cell``/``argument`` fields hold state a user may edit; anything else is
     derived. A key with no redirect is a literal of the pattern (``literal``).
     """
-    rt = cell._rt
-    try:
-        target = cell.resolve_as_cell() if cell.path else cell
-        snapshot = rt.snapshot(target)
-    except Exception:
-        return None
+    if snapshot is None:
+        try:
+            target = cell.resolve_as_cell() if cell.path else cell
+            snapshot = cell._rt.snapshot(target)
+        except Exception:
+            return None
     helpers = {c.id: (c.helper or ("argument" if c.name == "argument" else "?"))
                for c in snapshot.cells}
     kinds: dict[str, str] = {}
@@ -190,11 +191,11 @@ def field_kinds(cell: Cell[Any]) -> dict[str, str] | None:
     return kinds
 
 
-def _node_ids(cell: Cell[Any]) -> set[str]:
+def _snapshot(cell: Cell[Any]) -> GraphSnapshot | None:
     try:
-        return {n.id for n in cell._rt.snapshot(cell).nodes}
-    except Exception:
-        return set()
+        return cell._rt.snapshot(cell)  # type: ignore[no-any-return]
+    except LookupError:
+        return None
 
 
 def _close_tree(widget: Any) -> None:
@@ -206,8 +207,10 @@ def _close_tree(widget: Any) -> None:
 class PatternUI(w.VBox):  # type: ignore[misc]
     """Controls for one result cell (``ui(result)``); ``close()`` releases every binding."""
 
-    def __init__(self, result: Cell[Any], **kwargs: Any) -> None:
+    def __init__(self, result: Cell[Any], snapshot: GraphSnapshot | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        snapshot = snapshot if snapshot is not None else _snapshot(result)
         self.result = result
         self.rt: Runtime = result._rt
         self.errors = w.Output()
@@ -215,8 +218,8 @@ class PatternUI(w.VBox):  # type: ignore[misc]
         self.outputs: dict[str, w.Output] = {}
         self._unbind: list[Callable[[], None]] = []
         self._routes: dict[str, w.Output] = {}
-        self._nodes = _node_ids(result)
-        rows = self._fields(result, (), field_kinds(result))
+        self._nodes = {n.id for n in snapshot.nodes} if snapshot is not None else set()
+        rows = self._fields(result, (), field_kinds(result, snapshot) if snapshot else None)
         self.children = (*rows, self.errors)
         self._unbind.append(self.rt.on_error(self._route))
 
@@ -227,25 +230,24 @@ class PatternUI(w.VBox):  # type: ignore[misc]
         value = cell.get()
         if not isinstance(value, dict) or isinstance(value, Stream):
             kind = "?" if kinds is not None else None
-            return [self._row(prefix[-1] if prefix else "value", prefix, cell, value, kind)]
-        rows = []
+            return self._row(prefix[-1] if prefix else "value", prefix, cell, value, kind)
+        rows: list[w.Widget] = []
         for key, item in value.items():
-            kind = (kinds.get(str(key), "literal") if kinds is not None else None)
-            rows.append(self._row(str(key), (*prefix, str(key)), cell.key(key), item, kind))
+            kind = kinds.get(str(key), "literal") if kinds is not None else None
+            rows += self._row(str(key), (*prefix, str(key)), cell.key(key), item, kind)
         return rows
 
     def _row(self, label: str, path: tuple[str, ...], cell: Cell[Any], value: Any,
-             kind: str | None) -> w.Widget:
+             kind: str | None) -> list[w.Widget]:
+        """The widgets of one field: a control plus, if it can start anything, its error area.
+
+        Read-only displays start nothing, so they get no ``Output`` (widgets
+        cost a comm each: a 50-field result stays quick to show).
+        """
         name = ".".join(path) or label
         editable = kind is None or kind in STATE_HELPERS
-        out = w.Output()
         control: w.Widget
-        if isinstance(value, Stream):
-            control = w.Button(description=label, tooltip=f"send {{}} to {name}")
-            control.on_click(lambda _b, s=value, o=out: self.send(s, {}, o))
-            if value.entity_id:
-                self._routes["node:" + value.entity_id[3:]] = out
-        elif isinstance(value, dict):
+        if isinstance(value, dict) and not isinstance(value, Stream):
             # a nested instance's own snapshot says what is state in it; a state
             # object is editable throughout; a derived one is not
             sub_kinds = (field_kinds(cell) or {}) if kind == "pattern" else (
@@ -254,26 +256,32 @@ class PatternUI(w.VBox):  # type: ignore[misc]
             control = w.VBox([w.HTML(f"<b>{html.escape(label)}</b>"),
                               w.VBox(inner, layout=w.Layout(padding="0 0 0 1.5em"))])
             self.controls[name] = control
-            return control
-        elif editable and isinstance(value, bool):
-            control = w.Checkbox(description=label, indent=False)
-        elif editable and isinstance(value, int):
-            control = w.IntText(description=label)
-        elif editable and isinstance(value, float):
-            control = w.FloatText(description=label)
-        elif editable and isinstance(value, str):
-            control = w.Text(description=label)
+            return [control]
+        if isinstance(value, Stream):
+            out = w.Output()
+            control = w.Button(description=label, tooltip=f"send {{}} to {name}")
+            control.on_click(lambda _b, s=value, o=out: self.send(s, {}, o))
+            if value.entity_id:
+                self._routes["node:" + value.entity_id[3:]] = out
+        elif editable and isinstance(value, bool | int | float | str):
+            out = w.Output()
+            if isinstance(value, bool):
+                control = w.Checkbox(description=label, indent=False)
+            elif isinstance(value, int):
+                control = w.IntText(description=label)
+            elif isinstance(value, float):
+                control = w.FloatText(description=label)
+            else:
+                control = w.Text(description=label)
+            self._unbind.append(bind(cell, control, output=out))
         else:
             control = w.HTML(description=label)
             self._unbind.append(show(cell, control))
             self.controls[name] = control
-            self.outputs[name] = out
-            return w.VBox([control, out])
-        if not isinstance(control, w.Button):
-            self._unbind.append(bind(cell, control, output=out))
+            return [control]
         self.controls[name] = control
         self.outputs[name] = out
-        return w.VBox([control, out])
+        return [control, out]
 
     # -- events and errors ---------------------------------------------------------
 
@@ -301,14 +309,15 @@ class PatternUI(w.VBox):  # type: ignore[misc]
         super().close()
 
 
-def ui(result: Cell[Any]) -> PatternUI:
+def ui(result: Cell[Any], snapshot: GraphSnapshot | None = None) -> PatternUI:
     """Controls for a result: numbers, text, booleans, lists, nested objects, buttons.
 
     State fields (``Cell.of`` state, pattern arguments) get editable controls
     bound both ways; derived fields get live read-only displays; a ``Stream``
     becomes a button that sends ``{}``. Each control has its own error area.
+    ``snapshot`` saves reading the result's graph snapshot again.
     """
-    return PatternUI(result)
+    return PatternUI(result, snapshot)
 
 
 # ---------------------------------------------------------------------------
@@ -331,7 +340,8 @@ class GraphView(anywidget.AnyWidget):
     generation = traitlets.Int(0).tag(sync=True)
 
     def __init__(self, result: Cell[Any], *, highlight: dict[str, str] | None = None,
-                 svg: str | None = None, **kwargs: Any) -> None:
+                 svg: str | None = None, snapshot: GraphSnapshot | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.result = result
         self.rt: Runtime = result._rt
@@ -343,14 +353,14 @@ class GraphView(anywidget.AnyWidget):
         self._dirty: set[str] = set()
         self._check_graph = False
         self._scheduled = False
-        self._load(svg)
+        self._load(svg, snapshot)
         self.rt.scheduler.on_run.append(self._on_run)
         self._unsubscribe = self.rt.on_error(self._on_error)
 
-    def _load(self, svg: str | None = None) -> None:
-        try:
-            snapshot = self.rt.snapshot(self.result)
-        except LookupError:
+    def _load(self, svg: str | None = None, snapshot: GraphSnapshot | None = None) -> None:
+        if snapshot is None:
+            snapshot = _snapshot(self.result)
+        if snapshot is None:
             self.svg = svg or ""
             return
         previous = self._entries
@@ -488,12 +498,13 @@ class PatternView(w.VBox):  # type: ignore[misc]
         super().close()
 
 
-def pattern_view(name: str, result: Cell[Any], *, graph: bool = True,
-                 highlight: dict[str, str] | None = None, svg: str | None = None,
-                 report: str | None = None) -> PatternView:
-    children: list[w.Widget] = [ui(result)]
+def pattern_view(name: str, result: Cell[Any], snapshot: GraphSnapshot | None = None, *,
+                 graph: bool = True, highlight: dict[str, str] | None = None,
+                 svg: str | None = None, report: str | None = None) -> PatternView:
+    """Controls, live graph and report of one run (what ``%%pattern`` displays)."""
+    children: list[w.Widget] = [w.HTML(f"<b>{html.escape(name)}</b>"), ui(result, snapshot)]
     if graph:
-        children.append(GraphView(result, highlight=highlight, svg=svg))
+        children.append(GraphView(result, highlight=highlight, svg=svg, snapshot=snapshot))
     if report:
         children.append(w.HTML(report))
     return PatternView(children)

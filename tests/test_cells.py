@@ -656,6 +656,28 @@ def test_cell_of_before_and_after_connection(rt: Runtime) -> None:
     assert holder.get() == {"child": 6}
 
 
+@pytest.mark.parametrize("reject", ["bad value", "schema", "exception in edit"])
+def test_a_rejected_write_leaves_a_cell_of_unconnected(rt: Runtime, reject: str) -> None:
+    typed = rt.get_cell("c", schema={"type": "object", "properties": {"n": {"type": "number"}}})
+    child = Cell.of(5)
+    before = store_state(rt)
+    with pytest.raises((ValueError, RuntimeError)):
+        if reject == "bad value":
+            typed.set({"bad": float("nan"), "child": child})
+        elif reject == "schema":
+            typed.set({"n": "not a number", "child": child})
+        else:
+            with rt.edit() as tx:
+                typed.with_tx(tx).set({"child": child})
+                assert child.entity_id is not None
+                raise RuntimeError("changed my mind")
+    assert store_state(rt) == before
+    assert child.entity_id is None and child.space is None
+    typed.set({"child": child})  # stored later, it gets a document that exists
+    assert typed.get() == {"child": 5}
+    assert rt.store.load(rt.space, child.entity_id) is not None
+
+
 def test_unconnected_cell_write_raises_and_writes_nothing(rt: Runtime) -> None:
     before = store_state(rt)
     with pytest.raises(CauseError):
@@ -675,7 +697,6 @@ def test_set_on_a_stream_sends_and_stores_nothing(rt: Runtime) -> None:
     start = version(rt, stream)
     stream.send(1)
     stream.set(2)
-    stream.key("ignored-path-is-not-a-stream")  # deriving a handle sends nothing
     assert seen == [1, 2]
     assert raw(rt, stream) == {"$stream": True}
     assert version(rt, stream) == start

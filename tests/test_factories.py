@@ -152,7 +152,7 @@ def test_materialized_factories_behave_like_the_originals_in_a_pattern(rt: Runti
     inc = materialize(m.increment.to_json())
 
     @pattern
-    def Again(count: int = 0):  # noqa: N802
+    def Again(count: int = 0):
         return {"count": count, "doubled": dbl(count), "increment": inc(count=count)}
 
     r = rt.run(Again, {"count": 2}, cause="again")
@@ -171,7 +171,7 @@ def test_a_factory_read_as_a_lift_input_is_callable(rt: Runtime) -> None:
         return f(x)  # type: ignore[no-any-return]
 
     @pattern
-    def Apply(f: Any = None, x: int = 0):  # noqa: N802
+    def Apply(f: Any = None, x: int = 0):
         return {"y": apply(f, x)}
 
     fcell = rt.get_cell("f")
@@ -239,7 +239,7 @@ def test_a_malformed_sigil_in_a_cell_raises_on_get_and_fails_only_its_node(rt: R
         return f(1)
 
     @pattern
-    def UsesBad(f: Any = None, x: int = 1):  # noqa: N802
+    def UsesBad(f: Any = None, x: int = 1):
         return {"out": call_it(f), "doubled": m.double(x)}
 
     r = rt.run(UsesBad, {"f": cell}, cause="uses-bad")
@@ -284,7 +284,7 @@ def test_curried_lifts_in_a_pattern(rt: Runtime) -> None:
     add_ten = m.add.curry(10)  # a = 10
 
     @pattern
-    def Curried(x: int = 0, y: int = 0):  # noqa: N802
+    def Curried(x: int = 0, y: int = 0):
         return {
             "pos": add_ten(x),  # 10 + x
             "kw": m.add.curry(x, "c")(1, 2),  # 1 + 2 + x (a curried ref)
@@ -304,7 +304,7 @@ def test_curried_handlers_event_and_state(rt: Runtime) -> None:
     assert body(add_five)["curried"] == [{"index": 0, "value": {"amount": 5}}]
 
     @pattern
-    def Buttons(count: int = 0):  # noqa: N802
+    def Buttons(count: int = 0):
         return {"count": count, "add5": add_five(count=count), "add10": by_ten(count=count)}
 
     r = rt.run(Buttons, {"count": 1}, cause="buttons")
@@ -328,7 +328,7 @@ def test_curried_patterns_merge_into_the_argument(rt: Runtime) -> None:
     assert a5 != m.Sum and a5 == m.Sum.curry(5)
 
     @pattern
-    def Outer(b: int = 0):  # noqa: N802
+    def Outer(b: int = 0):
         return {"inner": a5(b=b)}
 
     o = rt.run(Outer, {"b": 2}, cause="outer-curried")
@@ -346,7 +346,7 @@ def test_curried_factories_survive_storage(rt: Runtime) -> None:
     assert r.total.get() == 10
 
     @pattern
-    def Clicks(count: int = 0, button: Any = None):  # noqa: N802
+    def Clicks(count: int = 0, button: Any = None):
         return {"count": count, "go": handler_back(count=count)}
 
     c = rt.run(Clicks, {"count": 0}, cause="clicks")
@@ -398,7 +398,7 @@ def test_untrusted_source_never_runs(tmp_path: Path) -> None:
             return f(1)
 
         @pattern
-        def Victim(f: Any = None):  # noqa: N802
+        def Victim(f: Any = None):
             return {"out": call_it(f)}
 
         rt.run(Victim, {"f": holder}, cause="victim")
@@ -498,7 +498,7 @@ def test_a_new_process_resolves_by_importing_module_qualname(tmp_path: Path) -> 
 def test_instantiate_in_a_body_accepts_pattern_factory_ref_and_cell(rt: Runtime) -> None:
     # a Pattern literal
     @pattern
-    def Literal(start: int = 0):  # noqa: N802
+    def Literal(start: int = 0):
         return {"child": instantiate(m.Counter, {"count": start})}
 
     a = rt.run(Literal, {"start": 2}, cause="lit")
@@ -507,7 +507,7 @@ def test_instantiate_in_a_body_accepts_pattern_factory_ref_and_cell(rt: Runtime)
     made = materialize(m.Counter.sigil())
 
     @pattern
-    def Made(start: int = 0):  # noqa: N802
+    def Made(start: int = 0):
         return {"child": instantiate(made, {"count": start})}
 
     b = rt.run(Made, {"start": 3}, cause="made")
@@ -521,7 +521,7 @@ def test_instantiate_in_a_body_accepts_pattern_factory_ref_and_cell(rt: Runtime)
     assert d.child.tripled.get() == 15
     with pytest.raises(TypeError, match="pattern factory"):
         @pattern
-        def Wrong():  # noqa: N802
+        def Wrong():
             return {"x": instantiate(m.double)}
     assert list(inspect.signature(instantiate).parameters) == ["pattern", "inputs"]
     assert rt.errors == []
@@ -575,7 +575,7 @@ def test_the_child_runs_in_the_parents_space(tmp_path: Path) -> None:
         rt.close()
 
 
-# --------------------------------------------------------------------------- instantiate in handlers
+# ---------------------------------------------------------------------- instantiate in handlers
 
 
 def test_handlers_create_live_children(rt: Runtime) -> None:
@@ -616,7 +616,7 @@ def test_a_failing_handler_leaves_no_half_made_child(rt: Runtime) -> None:
 
 def test_self_factory_is_the_pattern_as_a_value(rt: Runtime) -> None:
     @pattern
-    def Selfish(n: int = 0):  # noqa: N802
+    def Selfish(n: int = 0):
         return {"n": n, "me": SELF.factory}
 
     r = rt.run(Selfish, {"n": 1}, cause="selfish")
@@ -699,14 +699,15 @@ def test_children_survive_resume_in_a_new_process(tmp_path: Path) -> None:
 def test_wish_all_lists_instance_results_in_creation_order(rt: Runtime) -> None:
     @lift
     def counts(results: list[Any]) -> list[Any]:
-        return [r.get("count") for r in results if isinstance(r, dict)]
+        # entries are result Cells (the list holds this instance's own result too)
+        return [r.key("count").get() for r in results]
 
     @pattern
-    def Everything():  # noqa: N802
+    def Everything():
         every = wish("#all")
         return {"all": every, "counts": counts(every)}
 
-    rt.run(m.Counter, {"count": 1}, cause="c1")
+    c1 = rt.run(m.Counter, {"count": 1}, cause="c1")
     rt.run(m.Counter, {"count": 2}, cause="c2")
     e = rt.run(Everything, {}, cause="everything")
     assert e.counts.get() == [1, 2, None]
@@ -714,8 +715,12 @@ def test_wish_all_lists_instance_results_in_creation_order(rt: Runtime) -> None:
     assert e.counts.get() == [1, 2, None, 3]
     c3.count.set(30)
     assert e.counts.get() == [1, 2, None, 30]
-    ids = [d.cell.entity_id for d in e.key("all").get()]
-    assert ids[-1] == c3.entity_id and ids[2] == e.entity_id
+    entries = e.key("all").get()
+    assert all(isinstance(c, Cell) for c in entries)
+    ids = [c.resolve_as_cell().entity_id for c in entries]
+    assert ids == [c1.entity_id, ids[1], e.entity_id, c3.entity_id]
+    assert entries[0].get()["doubled"] == 2
+    assert rt.errors == []
 
 
 def test_wish_path_reads_the_space_root_document(rt: Runtime) -> None:
@@ -723,7 +728,7 @@ def test_wish_path_reads_the_space_root_document(rt: Runtime) -> None:
     root.set({"settings": {"theme": "dark", "size": 3}})
 
     @pattern
-    def Themed():  # noqa: N802
+    def Themed():
         theme = wish("/settings/theme")
         size = wish("/settings/size")
         return {"theme": theme, "big": m.double(size)}
@@ -734,3 +739,64 @@ def test_wish_path_reads_the_space_root_document(rt: Runtime) -> None:
     assert t.get() == {"theme": "light", "big": 10}
     with pytest.raises(ValueError):
         wish("")
+
+
+# --------------------------------------------------------------------------- odds and ends
+
+
+def test_instantiate_returns_a_ref_while_building_and_a_cell_in_a_handler(rt: Runtime) -> None:
+    from cellkernel.builder import OpaqueRef
+
+    seen: dict[str, Any] = {}
+
+    @handler
+    def make(event: Any, kinds: Cell[list[Any]]) -> None:
+        child = instantiate(m.Counter, {"count": 1})
+        # its state is there at once; its lifts run once this event's transaction lands
+        kinds.set([type(child).__name__, child.get()["count"]])
+
+    @pattern
+    def Both():
+        ref = instantiate(m.Counter, {"count": 2})
+        seen["ref"] = ref
+        kinds = Cell.of([]).for_("kinds")
+        return {"child": ref, "kinds": kinds, "make": make(kinds=kinds)}
+
+    assert isinstance(seen["ref"], OpaqueRef)
+    r = rt.run(Both, {}, cause="both")
+    r.make.send({})
+    assert r.kinds.get() == ["Cell", 1]
+    assert r.child.doubled.get() == 4
+
+
+def test_pattern_graphs_with_float_schemas_round_trip_through_storage(rt: Runtime) -> None:
+    graph = json.loads(json.dumps(m.Counter.to_json()))
+    graph["argumentSchema"]["properties"]["count"]["minimum"] = 0.0  # stored as 0
+    made = Pattern(None, graph, "FloatCounter")
+    cell = rt.get_cell("float-pattern")
+    cell.set(made)
+    from cellkernel.runner import _patterns
+
+    _patterns.pop(made.hash, None)
+    back = cell.get()
+    assert back.hash == made.hash and back == made
+
+
+def test_reading_a_stored_sigil_in_a_fresh_process_needs_no_import(tmp_path: Path) -> None:
+    db = str(tmp_path / "f.db")
+    rt = Runtime(store="sqlite:///" + db)
+    try:
+        rt.get_cell("f").set({"f": m.add.curry(1), "p": m.Counter})
+    finally:
+        rt.close()
+    out = _run_worker("""
+        import json, sys
+        from cellkernel import Runtime
+        rt = Runtime(store="sqlite:///" + sys.argv[1])
+        before = "cellkernel.factories" in sys.modules
+        value = rt.get_cell("f").get()
+        print(json.dumps({"before": before, "call": value["f"](2, 3),
+                          "pattern": type(value["p"]).__name__}))
+        rt.close()
+        """, db)
+    assert out == {"before": False, "call": 6, "pattern": "Pattern"}

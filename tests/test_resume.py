@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 from helpers.reliability import FIXTURES, dump_store, plain, worker, worker_env
+from helpers.reliability import fixture_mod as m
 
-import reliability_mod as m  # on sys.path via helpers.reliability
 from cellkernel import Runtime, UnknownImplementationError, pattern
 from cellkernel.storage import Document
 

@@ -238,3 +238,29 @@ def test_on_commit_callbacks_run_once_after_a_commit(rt: Runtime) -> None:
     empty.on_commit.append(lambda t: seen.append("empty"))
     assert empty.commit() == []
     assert seen == ["committed", "empty"]
+
+
+def test_on_abort_callbacks_run_once_when_nothing_lands(rt: Runtime) -> None:
+    seen: list[str] = []
+    aborted = Transaction(rt.store)
+    aborted.on_abort.append(lambda t: seen.append("abort"))
+    aborted.write(rt.space, "of:a", (), 1)
+    aborted.abort()
+    aborted.abort()
+    assert seen == ["abort"]
+
+    _seed(rt, rt.space, "of:b", 0)
+    stale = Transaction(rt.store)
+    stale.on_abort.append(lambda t: seen.append(f"conflict {t.status}"))
+    stale.on_commit.append(lambda t: seen.append("never"))
+    stale.write(rt.space, "of:b", (), stale.read(rt.space, "of:b", ()) + 1)
+    _seed(rt, rt.space, "of:b", 5)
+    with pytest.raises(ConflictError):
+        stale.commit()
+    assert seen == ["abort", "conflict aborted"]
+
+    landed = Transaction(rt.store)
+    landed.on_abort.append(lambda t: seen.append("never"))
+    landed.write(rt.space, "of:c", (), 1)
+    landed.commit()
+    assert seen == ["abort", "conflict aborted"]

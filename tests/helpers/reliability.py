@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sqlite3
@@ -28,6 +29,9 @@ WORKER = TESTS / "helpers" / "reliability_worker.py"
 
 if str(FIXTURES) not in sys.path:
     sys.path.insert(0, str(FIXTURES))
+
+#: ``tests/fixtures/reliability_mod.py``, imported under the name workers use.
+fixture_mod = importlib.import_module("reliability_mod")
 
 
 def worker_env(*paths: Path, **extra: str) -> dict[str, str]:
