@@ -15,7 +15,8 @@ demo: $(STAMP)
 	$(BIN)/python -m cellkernel demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests/
+	$(BIN)/python -m pytest -q --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks/
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

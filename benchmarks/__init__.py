@@ -33,7 +33,8 @@ __all__ = [
 DEFAULT_RECURSION_LIMIT = sys.getrecursionlimit()
 
 WARMUP = 3
-REPEATS = 15
+REPEATS = 11
+SAMPLE_SECONDS = 0.02
 
 
 @dataclass
@@ -76,43 +77,55 @@ def measure(
 
 
 def measure_interleaved(
-    contestants: list[Contestant], *, warmup: int = WARMUP, repeats: int = REPEATS
+    contestants: list[Contestant],
+    *,
+    warmup: int = WARMUP,
+    repeats: int = REPEATS,
+    sample_seconds: float = SAMPLE_SECONDS,
 ) -> list[tuple[float, int | None]]:
-    """Median seconds per ``step(i)`` of each contestant, timed in alternation.
+    """Median seconds per ``step(i)`` of each contestant, sampled in alternation.
 
-    Repetition ``r`` times contestant A, then B, then A again at ``r + 1``…, so a
-    change of machine load hits both sides alike (the benchmark machine is shared).
-    ``step`` gets a fresh integer each call (so every write changes a value).  The
-    garbage collector is collected before and disabled during each timed call (as
-    ``timeit`` does).  A contestant's ``recursion_limit`` is set around its own
-    calls only.  With a ``counter``, the work count per call (after minus before)
-    is returned too; it must be the same on every timed call, or ``AssertionError``.
+    Sample ``r`` times contestant A, then B, then A again at ``r + 1``…, so a
+    change of machine load hits both sides alike (the benchmark machine is
+    shared).  A sample is ``inner`` consecutive calls, ``inner`` calibrated per
+    contestant so a sample lasts about ``sample_seconds`` (single calls of a few
+    µs are dominated by timer and cache noise); the per-call time is the sample
+    divided by ``inner``.  ``step`` gets a fresh integer each call, so every
+    write changes a value.  The garbage collector is collected before and
+    disabled during each sample (as ``timeit`` does).  A contestant's
+    ``recursion_limit`` is set around its own calls only.  With a ``counter``,
+    the work per call is returned too; it must be the same in every sample.
     """
     clock = time.perf_counter
     default_limit = sys.getrecursionlimit()
     n = 0
+    inner = [1] * len(contestants)
     times: list[list[float]] = [[] for _ in contestants]
-    counts: list[set[int]] = [set() for _ in contestants]
+    counts: list[set[float]] = [set() for _ in contestants]
     enabled = gc.isenabled()
     try:
         for rep in range(warmup + repeats):
             for i, c in enumerate(contestants):
-                n += 1
                 sys.setrecursionlimit(max(default_limit, c.recursion_limit or 0))
                 gc.collect()
                 gc.disable()
                 before = c.counter() if c.counter is not None else 0
                 start = clock()
-                c.step(n)
+                for _ in range(inner[i]):
+                    n += 1
+                    c.step(n)
                 elapsed = clock() - start
                 after = c.counter() if c.counter is not None else 0
                 if enabled:
                     gc.enable()
                 sys.setrecursionlimit(default_limit)
-                if rep >= warmup:
-                    times[i].append(elapsed)
+                per_call = elapsed / inner[i]
+                if rep < warmup:
+                    inner[i] = max(1, min(10_000, round(sample_seconds / max(per_call, 1e-9))))
+                else:
+                    times[i].append(per_call)
                     if c.counter is not None:
-                        counts[i].add(after - before)
+                        counts[i].add((after - before) / inner[i])
     finally:
         sys.setrecursionlimit(default_limit)
         if enabled:
@@ -120,8 +133,11 @@ def measure_interleaved(
     out: list[tuple[float, int | None]] = []
     for i, c in enumerate(contestants):
         if c.counter is not None and len(counts[i]) != 1:
-            raise AssertionError(f"work per write varies between repetitions: {sorted(counts[i])}")
-        out.append((statistics.median(times[i]), counts[i].pop() if c.counter is not None else None))
+            raise AssertionError(f"work per write varies between samples: {sorted(counts[i])}")
+        work = counts[i].pop() if c.counter is not None else None
+        if work is not None and work != int(work):
+            raise AssertionError(f"work per write is not a whole number: {work}")
+        out.append((statistics.median(times[i]), None if work is None else int(work)))
     return out
 
 

@@ -190,7 +190,7 @@ class NodeFactory(BaseModel):
 class _Slash(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    body: NodeFactory = Field(alias=SIGIL_KEY)
+    body: NodeFactory = Field(alias="nodeFactory@1")
 
 
 class NodeFactorySigil(BaseModel):

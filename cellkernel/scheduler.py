@@ -126,6 +126,18 @@ class EventHandler:
         self.active = True
 
 
+def _cacheable(path: Path) -> bool:
+    """A path whose equality implies the same lookup (no ``1 == True`` aliasing): str keys only."""
+    if not path:
+        return type(path) is tuple
+    if type(path) is not tuple:
+        return False
+    for key in path:
+        if type(key) is not str:
+            return False
+    return True
+
+
 class Scheduler:
     """Owns triggers, the pending heap, the event queue and the busy period."""
 
@@ -244,11 +256,21 @@ class Scheduler:
                 continue
             before = change.before.value if change.before is not None else None
             after = change.after.value
+            pending = self._pending
+            # many readers of one document mostly read the same few paths: compare each once
+            changed: dict[Path, bool] = {}
             for action, paths in list(triggers.items()):
-                if action is source or action in self._pending:
+                if action is source or action in pending:
                     continue
                 for path in paths:
-                    if not json_equal(get_path(before, path), get_path(after, path)):
+                    if _cacheable(path):
+                        differs = changed.get(path)
+                        if differs is None:
+                            differs = not json_equal(get_path(before, path), get_path(after, path))
+                            changed[path] = differs
+                    else:
+                        differs = not json_equal(get_path(before, path), get_path(after, path))
+                    if differs:
                         self._schedule(action)
                         break
 
@@ -340,7 +362,7 @@ class Scheduler:
         failed = False
         try:
             result = action.fn(tx)
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 self._async.append(result)
         except Exception as exc:
             failed = True
@@ -350,23 +372,29 @@ class Scheduler:
             current_tx.reset(token)
             self._running = previous
         reads = tx.reads if tx.reads or not failed else action.reads or action.declared_reads
+        # (_set_reads copies the list when it keeps it)
         if failed:
-            self._set_reads(action, list(reads))
+            self._set_reads(action, reads)
             return
         try:
             changes = tx.commit()
         except ConflictError:
             action.retries += 1
-            self._set_reads(action, list(reads))
+            self._set_reads(action, reads)
             if action.retries < REACTIVE_RETRIES:
                 self._schedule(action)
             return
         action.retries = 0
-        self._set_reads(action, list(reads))
+        self._set_reads(action, reads)
         learned = False
+        all_writers = self._writers
         for space, entity_id, path in tx.writes:
-            writers = self._writers.setdefault((space, entity_id), {})
-            known = writers.setdefault(action, [])
+            writers = all_writers.get((space, entity_id))
+            if writers is None:
+                writers = all_writers[(space, entity_id)] = {}
+            known = writers.get(action)
+            if known is None:
+                known = writers[action] = []
             if path not in known and not any(paths_overlap(path, k) for k in known):
                 known.append(path)
                 action.writes.append((space, entity_id, path))
@@ -432,8 +460,7 @@ class Scheduler:
         action = Action(run, name=f"sink {cell!r}", kind="effect", space=cell.space)
         action.active = True
         self.run_action(action)
-        if not self._settling:
-            self.settle()
+        self._rt._settle_if_free()  # not inside rt.batch(): that settles at its end
 
         def cancel() -> None:
             self.unsubscribe(action)

@@ -22,7 +22,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
@@ -248,14 +248,17 @@ def _plain(value: Any, prev: Any) -> Any:
     return root[0]
 
 
-def _owned(part: str, value: Any, prev: Any, where: Callable[[], str]) -> Any:
+def _owned(part: str, value: Any, prev: Any, space: str, entity_id: str) -> Any:
+    t = type(value)
+    if t is str or t is bool or value is None or value is prev:
+        return value  # immutable, or the stored object itself
     try:
         return _plain(value, prev)
     except _Declined:
-        return _dumps(f"{part} of {where()}", value)[1]
+        return _dumps(f"{part} of {entity_id!r} in space {space!r}", value)[1]
 
 
-def _owned_meta(meta: Any, prev: Mapping[str, Any] | None, where: Callable[[], str]) -> Any:
+def _owned_meta(meta: Any, prev: Mapping[str, Any] | None, space: str, entity_id: str) -> Any:
     if type(meta) is dict and prev is not None and len(meta) == len(prev):
         for k, v in meta.items():
             if prev.get(k, _Declined) is not v:
@@ -264,7 +267,7 @@ def _owned_meta(meta: Any, prev: Mapping[str, Any] | None, where: Callable[[], s
             return prev  # every entry is the stored object: nothing to copy
     plain = meta if type(meta) is dict else dict(meta)
     old = prev if type(prev) is dict else None
-    return _owned("meta", plain, old, where)
+    return _owned("meta", plain, old, space, entity_id)
 
 
 def _memory_commit_docs(
@@ -272,37 +275,44 @@ def _memory_commit_docs(
     writes: Mapping[str, Document],
     basis: Mapping[tuple[str, str], int],
     docs: Mapping[Key, Document],
-) -> dict[str, Document]:
+) -> list[tuple[str, Any, Any, Any]]:
     """``_validate_commit_args`` for ``MemoryStore``: same checks and errors, no JSON text.
 
     The memory store never needs the encoded text, only a store-owned decoded
     copy; plain values are copied directly and sub-values still shared with
     the stored document are reused.  Anything unusual goes through ``_dumps``.
+    Returns ``(entity_id, value, source, meta)`` per write, in order.
     """
-    for space_id, entity_id in basis:
-        _check_key(space_id, entity_id)
+    for key in basis:
+        if type(key) is not tuple or len(key) != 2 or type(key[0]) is not str or type(key[1]) is not str:
+            space_id, entity_id = key
+            _check_key(space_id, entity_id)
     for version in basis.values():
-        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-            raise ValueError(f"basis versions must be ints >= 0, got {version!r}")
-    owned: dict[str, Document] = {}
+        if type(version) is not int or version < 0:
+            if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+                raise ValueError(f"basis versions must be ints >= 0, got {version!r}")
+    owned: list[tuple[str, Any, Any, Any]] = []
     for entity_id, doc in writes.items():
-        _check_key(space, entity_id)
+        if type(entity_id) is not str or type(space) is not str:
+            _check_key(space, entity_id)
         if not isinstance(doc, Document):
             raise TypeError(
                 f"write of {entity_id!r} in space {space!r} is {type(doc).__name__}, not Document"
             )
-
-        def where(entity_id: str = entity_id) -> str:
-            return f"{entity_id!r} in space {space!r}"
-
         meta = doc.meta
-        if not isinstance(meta, Mapping):
-            raise ValueError(f"document meta of {where()} is not a mapping: {meta!r}")
+        if type(meta) is not dict and not isinstance(meta, Mapping):
+            where = f"{entity_id!r} in space {space!r}"
+            raise ValueError(f"document meta of {where} is not a mapping: {meta!r}")
         prev = docs.get((space, entity_id))
-        value = _owned("value", doc.value, prev.value if prev is not None else None, where)
-        source = _owned("source", doc.source, prev.source if prev is not None else None, where)
-        meta_copy = _owned_meta(meta, prev.meta if prev is not None else None, where)
-        owned[entity_id] = Document(value, source, meta_copy, 0)
+        if prev is None:
+            value = _owned("value", doc.value, None, space, entity_id)
+            source = _owned("source", doc.source, None, space, entity_id)
+            meta_copy = _owned_meta(meta, None, space, entity_id)
+        else:
+            value = _owned("value", doc.value, prev.value, space, entity_id)
+            source = _owned("source", doc.source, prev.source, space, entity_id)
+            meta_copy = _owned_meta(meta, prev.meta, space, entity_id)
+        owned.append((entity_id, value, source, meta_copy))
     return owned
 
 
@@ -339,13 +349,13 @@ class MemoryStore:
             if conflicts:
                 raise _conflict(space, conflicts)
             changes: list[Change] = []
-            for entity_id, doc in encoded.items():
+            for entity_id, value, source, meta in encoded:
                 key = (space, entity_id)
                 before = self._docs.get(key)
                 after = Document(
-                    doc.value,
-                    doc.source,
-                    doc.meta,
+                    value,
+                    source,
+                    meta,
                     (before.version if before is not None else 0) + 1,
                 )
                 if before is None:

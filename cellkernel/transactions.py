@@ -82,12 +82,15 @@ class Transaction:
 
     def read(self, space: str, entity_id: str, path: Path, *, track: bool = True) -> Any:
         """The raw stored value at ``path`` (links not followed), or ``MISSING``."""
-        working = self._working(space, entity_id)
+        working = self._docs.get((space, entity_id))  # hot path: inlined ``_working``
+        if working is None:
+            working = self._working(space, entity_id)
         if track and self.track:
             self.reads.append((space, entity_id, path))
-        if working.value is None and working.base is None:
+        value = working.value
+        if value is None and working.base is None:
             return MISSING
-        return get_path(working.value, path)
+        return get_path(value, path) if path else value
 
     def document(self, space: str, entity_id: str) -> _Working:
         """The working document (for metadata reads); not tracked."""
@@ -112,8 +115,11 @@ class Transaction:
 
     def write(self, space: str, entity_id: str, path: Path, value: Any) -> None:
         """Write ``value`` at ``path``; copy-on-write so stored documents stay shared."""
-        self._claim(space)
-        working = self._working(space, entity_id)
+        if self.write_space != space or self.status != "open":
+            self._claim(space)
+        working = self._docs.get((space, entity_id))
+        if working is None:
+            working = self._working(space, entity_id)
         working.value = set_path(working.value, path, value)
         working.dirty = True
         self.writes.append((space, entity_id, path))
@@ -151,7 +157,7 @@ class Transaction:
                 base is not None
                 and json_equal(base.value, working.value)
                 and json_equal(base.source, working.source)
-                and json_equal(dict(base.meta), dict(working.meta))
+                and (working.meta is base.meta or json_equal(dict(base.meta), dict(working.meta)))
             ):
                 continue
             writes[entity_id] = Document(working.value, working.source, dict(working.meta))

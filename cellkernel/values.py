@@ -131,6 +131,8 @@ def _plain_scalar(value: Any) -> Any:
 
 def get_path(value: Any, path: Sequence[str | int]) -> Any:
     """The raw value at ``path`` inside ``value``, or ``MISSING``."""
+    if not path:
+        return value
     for key in path:
         if type(value) is dict:
             value = value.get(key, MISSING)  # type: ignore[arg-type]
@@ -208,6 +210,13 @@ def delete_path(root: Any, path: Sequence[str | int]) -> Any:
 
 def json_equal(a: Any, b: Any) -> bool:
     """Strict JSON equality: ``True`` never equals ``1``, at any depth (iterative)."""
+    if a is b:
+        return True
+    t = type(a)
+    if t is not type(b):
+        return False
+    if t is not dict and t is not list:
+        return not a != b  # scalars: no stack needed (hot: every trigger check)
     stack = [(a, b)]
     while stack:
         x, y = stack.pop()

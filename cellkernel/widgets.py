@@ -159,11 +159,22 @@ def show(cell: Cell[Any], widget: w.Widget, trait: str = "value",
     return cell.sink(update)
 
 
-def _html_value(value: Any) -> str:
-    if isinstance(value, list):
-        items = "".join(f"<li><code>{html.escape(preview(v))}</code></li>" for v in value)
+def _html_value(value: Any, depth: int = 0) -> str:
+    """A value as HTML: lists as numbered lists, objects as nested tables."""
+    if depth < 3 and isinstance(value, list) and not isinstance(value, Stream):
+        items = "".join(f"<li>{_html_value(v, depth + 1)}</li>" for v in value)
         return f'<ol class="ck-list" start="0">{items}</ol>' if value else "<i>empty</i>"
+    if depth < 3 and isinstance(value, dict) and not isinstance(value, Stream):
+        rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_html_value(v, depth + 1)}</td></tr>"
+                       for k, v in value.items())
+        return f'<table class="ck-object">{rows}</table>'
     return f"<code>{html.escape(preview(value, 200))}</code>"
+
+
+def _get_path(value: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 # ---------------------------------------------------------------------------
@@ -219,9 +230,26 @@ class PatternUI(w.VBox):  # type: ignore[misc]
         self._unbind: list[Callable[[], None]] = []
         self._routes: dict[str, w.Output] = {}
         self._nodes = {n.id for n in snapshot.nodes} if snapshot is not None else set()
+        self._derived: list[tuple[str, ...]] = []
         rows = self._fields(result, (), field_kinds(result, snapshot) if snapshot else None)
+        self.values = w.HTML()
+        if self._derived:
+            # one live table for every read-only field: one widget and one sink
+            # instead of one each (a 50-field result stays quick to show)
+            self._unbind.append(show(result, self.values, render=self._values_html))
+            for path in self._derived:
+                self.controls[".".join(path) or "value"] = self.values
+            rows.append(self.values)
         self.children = (*rows, self.errors)
         self._unbind.append(self.rt.on_error(self._route))
+
+    def _values_html(self, value: Any) -> str:
+        rows = "".join(
+            f"<tr><th>{html.escape('.'.join(path) or 'value')}</th>"
+            f"<td>{_html_value(_get_path(value, path) if path else value)}</td></tr>"
+            for path in self._derived
+        )
+        return f'<table class="ck-values">{rows}</table>'
 
     # -- building ---------------------------------------------------------------
 
@@ -239,20 +267,20 @@ class PatternUI(w.VBox):  # type: ignore[misc]
 
     def _row(self, label: str, path: tuple[str, ...], cell: Cell[Any], value: Any,
              kind: str | None) -> list[w.Widget]:
-        """The widgets of one field: a control plus, if it can start anything, its error area.
-
-        Read-only displays start nothing, so they get no ``Output`` (widgets
-        cost a comm each: a 50-field result stays quick to show).
-        """
+        """The widgets of one field: a control and its error area (none if read-only)."""
         name = ".".join(path) or label
         editable = kind is None or kind in STATE_HELPERS
         control: w.Widget
         if isinstance(value, dict) and not isinstance(value, Stream):
+            if not editable and kind != "pattern":  # a derived object: one row of the table
+                self._derived.append(path)
+                return []
             # a nested instance's own snapshot says what is state in it; a state
-            # object is editable throughout; a derived one is not
-            sub_kinds = (field_kinds(cell) or {}) if kind == "pattern" else (
-                None if editable else {})
+            # object is editable throughout
+            sub_kinds = (field_kinds(cell) or {}) if kind == "pattern" else None
             inner = self._fields(cell, path, sub_kinds)
+            if not inner:
+                return []
             control = w.VBox([w.HTML(f"<b>{html.escape(label)}</b>"),
                               w.VBox(inner, layout=w.Layout(padding="0 0 0 1.5em"))])
             self.controls[name] = control
@@ -274,11 +302,9 @@ class PatternUI(w.VBox):  # type: ignore[misc]
             else:
                 control = w.Text(description=label)
             self._unbind.append(bind(cell, control, output=out))
-        else:
-            control = w.HTML(description=label)
-            self._unbind.append(show(cell, control))
-            self.controls[name] = control
-            return [control]
+        else:  # derived, or nothing a control can edit: a row of the live values table
+            self._derived.append(path)
+            return []
         self.controls[name] = control
         self.outputs[name] = out
         return [control, out]

@@ -429,6 +429,25 @@ def test_remove_without_a_match_is_a_no_op(rt: Runtime) -> None:
     assert empty.get() is None
 
 
+def test_list_operations_through_a_plain_link_edit_the_linked_list(rt: Runtime) -> None:
+    items = rt.get_cell("items")
+    items.set([1, 2, 1])
+    alias = rt.get_cell("alias")
+    alias.set(items)
+    alias.push(3)
+    alias.remove(1)
+    assert items.get() == [2, 1, 3]
+    alias.remove_all(1)
+    assert items.get() == [2, 3]
+    assert is_link(raw(rt, alias))
+    record = rt.get_cell("record")
+    record.set({"a": 1})
+    pointer = rt.get_cell("pointer")
+    pointer.set(record)
+    pointer.update({"b": 2})
+    assert record.get() == {"a": 1, "b": 2}
+
+
 def test_remove_on_a_non_list_raises_type_error(rt: Runtime) -> None:
     c = rt.get_cell("c")
     c.set({"a": 1})

@@ -147,7 +147,8 @@ def test_handler_raising_between_its_two_writes_lands_neither(rt: Runtime) -> No
         rt.idle()
     [error] = rt.errors
     assert isinstance(error, NodeError) and isinstance(error.error, RuntimeError)
-    assert error.name == "two_writes" and error.space == rt.space
+    [node] = [n.id for n in rt.snapshot(result).nodes if n.name == "two_writes"]
+    assert error.node == node and error.space == rt.space
     assert "boom" in error.traceback
     result.step.send({})  # later events still run
     assert plain(result.get()) == {"a": 2, "b": 2, "step": "<stream>"}
@@ -548,29 +549,34 @@ FORBIDDEN = (Runtime, Scheduler, Runner, Store)
 
 
 def test_patterns_and_handlers_get_no_handle_on_the_runtime(rt: Runtime) -> None:
-    m.SEEN.clear()
-    inspector = m.make_inspector()  # traced here (the body records its refs) or earlier
-    result = rt.run(inspector, {"count": 2}, cause="inspector")
-    result.poke.send({"hello": 1})
-    handles = {k: v for seen in m.SEEN for k, v in seen.items()}
-    assert {"x", "cell", "count", "event"} <= set(handles)
-    assert handles["x"] == 2 and handles["event"] == {"hello": 1}
+    body_refs: list[Any] = []
 
-    streams = [v for v in result.get().values() if not isinstance(v, int)]
-    for label, handle in [*handles.items(), ("stream", streams[0])]:
+    @pattern
+    def Probe(count: int = 0) -> Any:
+        body_refs.append(count)
+        return {"count": count}
+
+    [ref] = body_refs  # what a pattern body gets: an opaque builder ref
+    assert ref._rt is None
+    with pytest.raises(CapabilityError):
+        ref.get()
+
+    m.SEEN.clear()
+    result = rt.run(m.make_inspector(), {"count": 2}, cause="inspector")
+    result.poke.send({"hello": 1})
+    handles = {k: v for seen in m.SEEN for k, v in seen.items() if k != "body_count"}
+    assert set(handles) == {"x", "cell", "count", "event"}  # lift args, handler state, event
+    assert handles["x"] == 2 and handles["event"] == {"hello": 1}
+    assert isinstance(handles["cell"], Cell) and isinstance(handles["count"], Cell)
+    stream = result.get()["poke"]
+
+    for label, handle in [*handles.items(), ("stream", stream), ("body ref", ref)]:
         for name, value in _public_values(handle).items():
             assert not isinstance(value, FORBIDDEN), f"{label}.{name} exposes {value!r}"
-        for sugar in ("runtime", "rt", "scheduler", "store", "runner"):
-            if isinstance(handle, Cell):
-                value = getattr(handle, sugar)
-                assert isinstance(value, Cell) and value.path[-1] == sugar  # key sugar, no more
-    builder_ref = next(seen["body_count"] for seen in m.SEEN if "body_count" in seen) if any(
-        "body_count" in s for s in m.SEEN
-    ) else None
-    if builder_ref is not None:  # the body ran in this process: its refs are opaque
-        assert builder_ref._rt is None
-        with pytest.raises(CapabilityError):
-            builder_ref.get()
+        if isinstance(handle, Cell):
+            for sugar in ("runtime", "rt", "scheduler", "store", "runner"):
+                value = getattr(handle, sugar)  # attribute sugar is key(), nothing more
+                assert isinstance(value, Cell) and value.path[-1] == sugar
 
 
 def test_a_handler_cannot_write_outside_its_instance_space(rt: Runtime) -> None:
@@ -590,7 +596,8 @@ def test_a_handler_cannot_write_outside_its_instance_space(rt: Runtime) -> None:
         rt.idle()
     [error] = rt.errors
     assert isinstance(error.error, WriteIsolationError)
-    assert error.name == "spawn_then_escape" and error.space == rt.space
+    [node] = [n.id for n in rt.snapshot(result).nodes if n.name == "spawn_then_escape"]
+    assert error.node == node and error.space == rt.space
     assert foreign.get() == 10 and len(result.made.get()) == 1
     # the child it created is not left running either
     assert len(rt.runner.instances) == instances

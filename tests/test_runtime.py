@@ -183,8 +183,12 @@ def test_batch_defers_the_settle(rt: Runtime) -> None:
         with rt.batch():
             a.set(4)
         assert copy.get() == 0  # a nested batch settles only with the outermost
+        seen: list[Any] = []
+        copy.sink(seen.append)  # a new sink reads at once but does not settle early
+        assert seen == [0] and log == []
     assert log == [("copy", 4)]  # one run for many writes
     assert copy.get() == 4
+    assert seen == [0, 4]
 
 
 # ------------------------------------------------------------------------- isolation and conflicts

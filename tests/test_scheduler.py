@@ -116,6 +116,20 @@ def test_diamond_is_glitch_free(rt: Runtime, reverse: bool) -> None:
     assert d.get() == 20
 
 
+def test_uneven_diamond_runs_the_join_once_with_fresh_inputs(rt: Runtime) -> None:
+    a, b, c, e = (rt.get_cell(n) for n in "abce")
+    a.set(1)
+    log: list[Any] = []
+    lift(rt, "e", [a, c], e, lambda x, y: (x or 0) + (y or 0), log)
+    lift(rt, "c", [b], c, lambda x: (x or 0) + 1, log)
+    lift(rt, "b", [a], b, lambda x: x + 1, log)
+    rt.idle()
+    log.clear()
+    a.set(2)  # e reads a directly and through b → c
+    assert log == [("b", 2), ("c", 3), ("e", 2, 4)]
+    assert e.get() == 6
+
+
 def test_equality_cut_off(rt: Runtime) -> None:
     a, parity, label = rt.get_cell("a"), rt.get_cell("parity"), rt.get_cell("label")
     a.set(1)
@@ -287,6 +301,7 @@ def test_a_cycle_stops_with_one_iteration_limit_error(rt: Runtime) -> None:
     assert len(errors) == 1 and len(rt.errors) == 1
     assert errors[0].node in {"c=a+b", "e=c+d", "c=e+b"}
     assert errors[0].node in str(errors[0].error)
+    assert runs[errors[0].node] == MAX_ITERATIONS  # run 100 times, refused the 101st
     assert all(count <= MAX_ITERATIONS for count in runs.values())
 
     before = Counter(runs)
@@ -584,6 +599,32 @@ def test_handler_may_send_to_another_stream(rt: Runtime) -> None:
     first.send(5)
     first.send(7)
     assert log == [10, 14]
+
+
+def test_events_sent_in_a_transaction_are_sent_only_if_it_commits(rt: Runtime) -> None:
+    first, second = make_stream(rt, "first"), make_stream(rt, "second")
+    log: list[Any] = []
+
+    def forward(tx: Transaction, event: Any) -> None:
+        second.with_tx(tx).send(event)
+        if event == "fail":
+            raise RuntimeError("after sending")
+
+    on_event(rt, first, forward)
+    on_event(rt, second, lambda tx, event: log.append(event))
+    first.send("fail")
+    assert log == [] and len(rt.errors) == 1  # a failing handler sends nothing
+    first.send("ok")
+    assert log == ["ok"]
+
+    with pytest.raises(KeyError), rt.edit() as tx:
+        second.with_tx(tx).send("aborted")
+        raise KeyError("abort the edit")
+    with rt.edit() as tx:
+        second.with_tx(tx).send("committed")
+        second.with_tx(tx).set("set on a stream")
+        assert log == ["ok"]  # not before the commit
+    assert log == ["ok", "committed", "set on a stream"]
 
 
 def test_idle_returns_when_the_queue_is_empty(rt: Runtime) -> None:

@@ -124,7 +124,10 @@ def submit(
 
 
 @pattern
-def Members(members: Default[list[Any], []], factory: Any = None):
+def Members(  # type: ignore[no-untyped-def]
+    members: Default[list[Any], []],  # type: ignore[type-arg,valid-type]
+    factory: Any = None,
+):
     """A list of records; ``submit`` links or creates them with ``factory``."""
     error = Cell.of(None).for_("error")
     titles = member_titles(members)
@@ -163,7 +166,7 @@ def set_notes(event: Any, notes: Cell[str]) -> None:
 
 
 @pattern
-def Record(title: str = "", notes: str = ""):
+def Record(title: str = "", notes: str = ""):  # type: ignore[no-untyped-def]
     """A record with a title, notes and its own team of members (of records)."""
     error = Cell.of(None).for_("error")
     team = Members(factory=SELF.factory)  # Record uses Members, passing itself as a value
