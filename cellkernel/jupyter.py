@@ -82,23 +82,20 @@ class Session:
 
     def runtime(self, space: str | None = None) -> Runtime:
         """The runtime serving ``space`` (the default space when None)."""
-        rt = self.runtimes.get(space)
-        if rt is not None:
-            return rt
         from .runtime import Runtime
 
         url = os.environ.get("CELLKERNEL_STORE") or None
-        base = self.runtimes.get(None)
-        if space is None:
-            rt = Runtime(url)
-        else:
-            # runner.run has no space parameter: one Runtime per space, sharing
-            # the in-memory store (a SQLite URL opens its own connection).
-            store: Any = url if url is not None else (base.store if base is not None else None)
-            rt = Runtime(store, space=space)
-            if base is None and url is None:
-                self.runtimes[None] = Runtime(rt.store)
-        self.runtimes[space] = rt
+        default = self.runtimes.get(None)
+        if default is None:
+            default = self.runtimes[None] = Runtime(url)
+        if space is None or space == default.space:
+            return default
+        rt = self.runtimes.get(space)
+        if rt is None:
+            # runner.run has no space parameter: one Runtime per space, sharing the
+            # in-memory store (a SQLite URL opens its own connection to the file)
+            rt = self.runtimes[space] = Runtime(url if url is not None else default.store,
+                                                space=space)
         return rt
 
     def close_view(self, key: tuple[str, str]) -> None:
@@ -189,18 +186,37 @@ def unload(ip: InteractiveShell) -> None:
 
 
 def _post_run_cell(_result: Any) -> None:
-    """Pick up commits of other processes and finish async nodes after each cell."""
+    """Pick up commits of other processes and finish async nodes after each cell.
+
+    Without a running event loop ``idle()`` drives async nodes itself; in a
+    kernel (which has one) they finish in a task on that loop.
+    """
     if _session is None:
         return
     for rt in list(_session.runtimes.values()):
         try:
             rt.idle()
-            if not rt.scheduler.quiet():
-                asyncio.get_running_loop().create_task(rt.aidle())
-        except RuntimeError:  # no running loop: idle() already drove async work
-            pass
         except Exception:  # a hook must never break the user's next cell
             log.exception("cellkernel post_run_cell hook failed")
+            continue
+        if rt.scheduler.quiet():
+            continue
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            continue
+        task = loop.create_task(rt.aidle())
+        _tasks.add(task)  # a task nobody references may be collected before it ends
+        task.add_done_callback(_task_done)
+
+
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def _task_done(task: asyncio.Task[None]) -> None:
+    _tasks.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("async nodes failed to settle", exc_info=task.exception())
 
 
 # ---------------------------------------------------------------------------
@@ -621,9 +637,9 @@ def run_pattern_cell(shell: Any, name: str, cell: str, *, space: str | None = No
     previous = _stored_snapshot(rt, result_id)
     old_values = state_values(rt, previous, rt.space) if previous is not None else {}
     errors_before = len(rt.errors)
-    sess.close_view(key)
     result = rt.run(built, None, cause=cause)
     shell.user_ns[name] = result
+    sess.close_view(key)  # the previous output's widgets stop following the instance
     if DisplayHook.semicolon_at_end_of_expression(cell):  # type: ignore[no-untyped-call]
         return None
     snapshot = rt.snapshot(result)

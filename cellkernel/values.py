@@ -76,49 +76,79 @@ def to_json_value(value: Any, hook: Callable[[Any], Any] | None = None) -> JSON:
     if t is str or t is int or t is bool or value is None:
         return value  # type: ignore[no-any-return]
     root: list[Any] = [None]
-    # stack of (container, key, value, path)
-    stack: list[tuple[Any, Any, Any, list[str | int]]] = [(root, 0, value, [])]
+    # Entries are (container, key, value, where); ``where`` is a parent-linked
+    # (parent_where, key) chain, so no path is copied per child (linear in depth).
+    # An _EXIT entry closes a container: ``active`` holds the containers on the
+    # current path, so a value that contains itself is refused, not looped over.
+    stack: list[tuple[Any, Any, Any, Any]] = [(root, 0, value, None)]
+    active: set[int] = set()
     while stack:
-        parent, key, item, path = stack.pop()
+        parent, key, item, where = stack.pop()
+        if parent is _EXIT:
+            active.discard(key)
+            continue
         t = type(item)
         if t is str or t is int or t is bool or item is None:
             parent[key] = item
             continue
-        if t is dict:
-            out: dict[str, Any] = {}
-            parent[key] = out
-            for k, v in item.items():
-                if type(k) is not str:
-                    raise ValueError(
-                        f"cannot store a {type(k).__name__} key {k!r} at {format_path(path)}: "
-                        "object keys must be strings"
-                    )
-                out[k] = None  # placeholder: keep the key order of the input
-                stack.append((out, k, v, [*path, k]))
+        if t is dict or t is list or t is tuple:
+            ident = id(item)
+            if ident in active:
+                raise ValueError(
+                    f"cannot store a value that contains itself at {format_path(_unwind(where))}"
+                )
+            active.add(ident)
+            stack.append((_EXIT, ident, None, None))
+            if t is dict:
+                out: dict[str, Any] = {}
+                parent[key] = out
+                for k, v in item.items():
+                    if type(k) is not str:
+                        raise ValueError(
+                            f"cannot store a {type(k).__name__} key {k!r} at "
+                            f"{format_path(_unwind(where))}: object keys must be strings"
+                        )
+                    out[k] = None  # placeholder: keep the key order of the input
+                    stack.append((out, k, v, (where, k)))
+            else:
+                lst: list[Any] = [None] * len(item)
+                parent[key] = lst
+                for i, v in enumerate(item):
+                    stack.append((lst, i, v, (where, i)))
             continue
-        if t is list or t is tuple:
-            lst: list[Any] = [None] * len(item)
-            parent[key] = lst
-            for i, v in enumerate(item):
-                stack.append((lst, i, v, [*path, i]))
+        if t is float and item - item == 0.0:  # finite: normalise without building a path
+            parent[key] = 0 if item == 0.0 else int(item) if item.is_integer() and abs(item) < 2**53 else item
             continue
         if isinstance(item, dict) and not hasattr(item, "__ck_to_json__"):
             # dict subclasses (e.g. documents read through a link) go to the hook first
             converted = hook(item) if hook is not None else NotImplemented
             if converted is NotImplemented:
                 converted = dict(item)
-            stack.append((parent, key, converted, path))
+            stack.append((parent, key, converted, where))
             continue
         if isinstance(item, bool | int | str) and t not in _SCALARS:
             # enum members and other subclasses: store the plain value
-            stack.append((parent, key, _plain_scalar(item), path))
+            stack.append((parent, key, _plain_scalar(item), where))
             continue
-        is_new, converted = _leaf(item, path, hook)
+        is_new, converted = _leaf(item, _unwind(where), hook)
         if is_new:
-            stack.append((parent, key, converted, path))
+            stack.append((parent, key, converted, where))
         else:
             parent[key] = converted
     return root[0]  # type: ignore[no-any-return]
+
+
+_EXIT: Final = object()
+
+
+def _unwind(where: Any) -> list[str | int]:
+    """The path a parent-linked ``(parent, key)`` chain stands for (for messages)."""
+    path: list[str | int] = []
+    while where is not None:
+        where, key = where
+        path.append(key)
+    path.reverse()
+    return path
 
 
 def _plain_scalar(value: Any) -> Any:

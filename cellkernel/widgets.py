@@ -165,10 +165,17 @@ def _html_value(value: Any, depth: int = 0) -> str:
         items = "".join(f"<li>{_html_value(v, depth + 1)}</li>" for v in value)
         return f'<ol class="ck-list" start="0">{items}</ol>' if value else "<i>empty</i>"
     if depth < 3 and isinstance(value, dict) and not isinstance(value, Stream):
-        rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_html_value(v, depth + 1)}</td></tr>"
-                       for k, v in value.items())
-        return f'<table class="ck-object">{rows}</table>'
+        rows = "".join(
+            f"<tr><th{_TH}>{html.escape(str(k))}</th><td>{_html_value(v, depth + 1)}</td></tr>"
+            for k, v in value.items()
+        )
+        return f'<table class="ck-object" style="{_TABLE_STYLE}">{rows}</table>'
     return f"<code>{html.escape(preview(value, 200))}</code>"
+
+
+# ipywidgets' HTML is not styled by the notebook's CSS: keep tables compact inline
+_TABLE_STYLE = "border-collapse:collapse"
+_TH = ' style="text-align:left;font-weight:normal;padding:0 1em 0 0;color:#555"'
 
 
 def _get_path(value: Any, path: tuple[str, ...]) -> Any:
@@ -245,11 +252,11 @@ class PatternUI(w.VBox):  # type: ignore[misc]
 
     def _values_html(self, value: Any) -> str:
         rows = "".join(
-            f"<tr><th>{html.escape('.'.join(path) or 'value')}</th>"
+            f"<tr><th{_TH}>{html.escape('.'.join(path) or 'value')}</th>"
             f"<td>{_html_value(_get_path(value, path) if path else value)}</td></tr>"
             for path in self._derived
         )
-        return f'<table class="ck-values">{rows}</table>'
+        return f'<table class="ck-values" style="{_TABLE_STYLE}">{rows}</table>'
 
     # -- building ---------------------------------------------------------------
 
@@ -375,13 +382,13 @@ class GraphView(anywidget.AnyWidget):
         self._highlight = dict(highlight) if highlight else None
         self._redraw = False
         self._entries: dict[str, dict[str, Any]] = {}
-        self._outputs: dict[str, str] = {}
         self._dirty: set[str] = set()
+        self._changed = False
         self._check_graph = False
         self._scheduled = False
         self._load(svg, snapshot)
         self.rt.scheduler.on_run.append(self._on_run)
-        self._unsubscribe = self.rt.on_error(self._on_error)
+        self._unsubscribe = [self.rt.on_error(self._on_error), result.sink(self._on_result)]
 
     def _load(self, svg: str | None = None, snapshot: GraphSnapshot | None = None) -> None:
         if snapshot is None:
@@ -391,7 +398,6 @@ class GraphView(anywidget.AnyWidget):
             return
         previous = self._entries
         self._entries = {}
-        self._outputs = {}
         baked = {k for k, v in (self._highlight or {}).items() if v == "error"}
         last_error = {e.node: e for e in self.rt.errors if e.node in baked}
         for node in snapshot.nodes:
@@ -410,14 +416,13 @@ class GraphView(anywidget.AnyWidget):
                 "value": self._value(node.outputs[0]) if node.outputs else "",
                 "error": old.get("error", ""),
             }
-            for out in node.outputs:
-                self._outputs[out] = node.id
         if snapshot.generation != self.generation:
             self.generation = snapshot.generation
             if svg is None:
                 svg = graph_svg(snapshot, self._highlight if not previous else None)
             self.svg = svg or ""
         self._dirty.clear()
+        self._changed = False
         self._push()
 
     def _value(self, entity_id: str) -> str:
@@ -446,6 +451,7 @@ class GraphView(anywidget.AnyWidget):
                 entry["runs"] += 1
                 entry["error"] = ""
                 self._dirty.add(node)
+                self._changed = True
             elif (node.startswith("node:") and getattr(action, "space", None) == self._space):
                 self._check_graph = True  # an unknown node here: maybe our graph changed
             else:
@@ -460,6 +466,15 @@ class GraphView(anywidget.AnyWidget):
             return
         entry["status"] = "error"
         entry["error"] = f"{type(error.error).__name__}: {error.error}"
+        self._changed = True
+        self._schedule()
+
+    def _on_result(self, _value: Any) -> None:
+        """The result changed: maybe a re-run that only removed or renamed fields.
+
+        Nothing unknown runs after such a re-run, so this is how it is noticed.
+        """
+        self._check_graph = True
         self._schedule()
 
     def _schedule(self) -> None:
@@ -482,15 +497,18 @@ class GraphView(anywidget.AnyWidget):
             if self._stored_generation() != self.generation:
                 self._load()
                 return
+        if not self._changed:
+            return
+        self._changed = False
         for node_id in self._dirty:
             entry = self._entries.get(node_id)
             if entry is not None and len(entry["keys"]) > 1:
                 entry["value"] = self._value(entry["keys"][1])
+        self._dirty.clear()
         if self._redraw:
             self._redraw = False
             with contextlib.suppress(LookupError):  # the instance was stopped meanwhile
                 self.svg = graph_svg(self.rt.snapshot(self.result), self._highlight) or ""
-        self._dirty.clear()
         self._push()
 
     def _stored_generation(self) -> int | None:
@@ -507,7 +525,9 @@ class GraphView(anywidget.AnyWidget):
     def close(self) -> None:
         if self._on_run in self.rt.scheduler.on_run:
             self.rt.scheduler.on_run.remove(self._on_run)
-        self._unsubscribe()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
         super().close()
 
 

@@ -192,6 +192,18 @@ def test_rerun_of_an_edited_cell_keeps_the_instance_and_its_state() -> None:
     assert ip.user_ns["Counter"].count.get() == 9
 
 
+def test_rerun_releases_the_previous_widgets() -> None:
+    rt = jupyter.runtime()
+    first = run("Counter", COUNTER)
+    callbacks = (len(rt.scheduler.on_run), len(rt._error_callbacks))
+    for _ in range(3):
+        run("Counter", COUNTER)
+    assert (len(rt.scheduler.on_run), len(rt._error_callbacks)) == callbacks
+    assert first.widget is None  # closed
+    ip.run_cell("%%pattern Counter\ncount = Cell.of(5)\n{'count': count};")
+    assert len(rt.scheduler.on_run) == callbacks[0] - 1  # silenced: no view at all
+
+
 def test_unchanged_rerun_keeps_every_id() -> None:
     run("Counter --no-ui", COUNTER)
     out = run("Counter --no-ui", COUNTER)

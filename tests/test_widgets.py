@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import pathlib
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import ipywidgets as w
 import pytest
 
 from cellkernel import Cell, Runtime, handler, lift, pattern
-from cellkernel.widgets import GraphView, PatternUI, bind, iter_tree, ui
+from cellkernel.widgets import GraphView, PatternUI, bind, ui
 
 
 @lift
@@ -55,16 +56,11 @@ def Kitchen(count: int = 1):  # type: ignore[no-untyped-def]
     }
 
 
-@pytest.fixture
-def rt() -> Iterator[Runtime]:
-    runtime = Runtime()
-    yield runtime
-    runtime.close()
-
-
-def controls(view: Any) -> dict[str, Any]:
-    return {getattr(x, "description", ""): x for x in iter_tree(view)
-            if getattr(x, "description", "")}
+def shown(view: PatternUI, name: str) -> str:
+    """The cell of ``name`` in the view's table of read-only values."""
+    match = re.search(rf"<tr><th[^>]*>{re.escape(name)}</th><td>(.*?)</td></tr>", view.values.value)
+    assert match, view.values.value
+    return match.group(1)
 
 
 # ---------------------------------------------------------------------------
@@ -136,23 +132,52 @@ def test_ui_builds_controls_from_the_result(rt: Runtime) -> None:
     assert isinstance(c["name"], w.Text) and c["name"].value == "ada"
     assert isinstance(c["ratio"], w.FloatText) and c["ratio"].value == 0.5
     assert isinstance(c["on"], w.Checkbox) and c["on"].value is True
-    assert isinstance(c["items"], w.HTML) and c["items"].value.count("<li>") == 3
     assert isinstance(c["settings.depth"], w.IntText) and c["settings.depth"].value == 2
-    assert isinstance(c["doubled"], w.HTML) and "4" in c["doubled"].value  # derived: read-only
+    assert isinstance(c["settings.label"], w.Text)
     assert isinstance(c["increment"], w.Button)
+    # derived fields and lists: rows of one live, read-only table
+    assert c["doubled"] is view.values and c["items"] is view.values
+    assert shown(view, "doubled") == "<code>4</code>"
+    assert shown(view, "items").count("<li>") == 3
 
     c["count"].value = 6
-    assert result.count.get() == 6 and "12" in c["doubled"].value
+    assert result.count.get() == 6 and shown(view, "doubled") == "<code>12</code>"
     c["name"].value = "grace"
     assert result.name.get() == "grace"
     c["settings.depth"].value = 3
     assert result.settings.get() == {"depth": 3, "label": "x"}
     result.items.push(4)
-    assert c["items"].value.count("<li>") == 4
+    assert shown(view, "items").count("<li>") == 4
 
     c["increment"].click()
     assert result.count.get() == 7
-    assert c["count"].value == 7 and "14" in c["doubled"].value
+    assert c["count"].value == 7 and shown(view, "doubled") == "<code>14</code>"
+
+
+def test_ui_nests_instances_and_writes_through_them(rt: Runtime) -> None:
+    @pattern
+    def Outer():  # type: ignore[no-untyped-def]
+        x = Cell.of(3)
+        return {"x": x, "inner": Counter(count=x), "total": double(x)}
+
+    result = rt.run(Outer, None, cause="outer")
+    view = ui(result)
+    c = view.controls
+    assert isinstance(c["inner"], w.VBox) and isinstance(c["inner.count"], w.IntText)
+    c["inner.increment"].click()
+    assert result.x.get() == 4 and c["x"].value == 4 and c["inner.count"].value == 4
+    assert shown(view, "inner.doubled") == "<code>8</code>"
+    c["inner.count"].value = 10  # the nested instance's argument redirects to x
+    assert result.x.get() == 10 and shown(view, "total") == "<code>20</code>"
+
+
+def test_ui_without_a_snapshot_edits_a_plain_cell(rt: Runtime) -> None:
+    cell = rt.get_cell("plain")
+    cell.set({"a": 1, "tags": ["x"]})
+    view = ui(cell)
+    view.controls["a"].value = 2
+    assert cell.get() == {"a": 2, "tags": ["x"]}
+    assert "<li>" in shown(view, "tags")
 
 
 def test_handler_error_shows_in_the_buttons_output(rt: Runtime) -> None:
@@ -259,6 +284,13 @@ def test_graph_view_redraws_when_the_graph_changes(rt: Runtime) -> None:
     assert graph.svg != before
     assert {n["name"] for n in graph.nodes} == {"double"}
     assert len(graph.nodes) == 2
+
+    @pattern
+    def Counter3(count: int = 0):  # type: ignore[no-untyped-def]
+        return {"count": count}  # only removes nodes: nothing new runs
+
+    rt.run(Counter3, {"count": 1}, cause="redraw")
+    assert graph.generation == 3 and graph.nodes == []
     graph.close()
 
 
@@ -280,7 +312,95 @@ def test_click_updates_everything_in_one_go(rt: Runtime) -> None:
     graph = GraphView(result)
     view.controls["increment"].click()
     assert view.controls["count"].value == 1
-    assert "2" in view.controls["doubled"].value
+    assert shown(view, "doubled") == "<code>2</code>"
     assert {n["name"]: n["value"] for n in graph.nodes}["double"] == "2"
     view.close()
+    graph.close()
+
+
+def test_graph_view_pushes_once_per_message_on_an_event_loop(rt: Runtime) -> None:
+    @pattern
+    def Chain():  # type: ignore[no-untyped-def]
+        x = Cell.of(0)
+        y = double(double(double(x)))
+        return {"x": x, "y": y, "bump": increment(count=x)}
+
+    result = rt.run(Chain, None, cause="chain")
+    graph = GraphView(result)
+    pushes: list[Any] = []
+    graph.observe(pushes.append, names="nodes")
+
+    async def click() -> None:
+        result.bump.send({})
+        assert graph._scheduled and pushes == []  # deferred while the message runs
+        await asyncio.sleep(0)
+
+    asyncio.run(click())
+    assert len(pushes) == 1
+    lifts = [n for n in graph.nodes if n["helper"] == "lift"]
+    assert [n["runs"] for n in lifts] == [1, 1, 1] and {n["status"] for n in lifts} == {"ran"}
+    assert sorted(n["value"] for n in lifts) == ["2", "4", "8"]
+    graph.close()
+
+
+# ---------------------------------------------------------------------------
+# the front end, in a real browser (no JupyterLab: a stand-in anywidget model)
+
+CHROMIUM = "/usr/bin/chromium"
+
+HARNESS = """
+async ({src, svg, nodes}) => {
+  const url = URL.createObjectURL(new Blob([src], {type: "text/javascript"}));
+  const widget = (await import(url)).default;
+  const state = {svg, nodes};
+  const handlers = {};
+  const model = {
+    get: (k) => state[k],
+    on: (e, f) => (handlers[e] ||= []).push(f),
+    off: (e, f) => { handlers[e] = (handlers[e] || []).filter((g) => g !== f); },
+  };
+  window.__set = (k, v) => { state[k] = v; (handlers["change:" + k] || []).forEach((f) => f()); };
+  const el = document.createElement("div");
+  document.body.append(el);
+  widget.render({model, el});
+  return el.querySelectorAll("g.node").length;
+}
+"""
+
+
+@pytest.mark.browser
+def test_graph_view_front_end_marks_errors_and_flashes(rt: Runtime) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not pathlib.Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed")
+    from cellkernel import widgets
+
+    result = rt.run(Kitchen, {"count": 1}, cause="browser")
+    graph = GraphView(result)
+    fragile_id = next(n["id"] for n in graph.nodes if n["name"] == "fragile")
+    double_id = next(n["id"] for n in graph.nodes if n["name"] == "double")
+    src = (widgets.STATIC / "graph_view.js").read_text()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            drawn = page.evaluate(HARNESS, {"src": src, "svg": graph.svg, "nodes": graph.nodes})
+            assert drawn >= len(graph.nodes)
+            result.count.set(30)  # double runs, fragile fails
+            graph.flush()  # playwright runs an event loop here: the push waits for it
+            page.evaluate("(nodes) => window.__set('nodes', nodes)", graph.nodes)
+            classes = page.evaluate(
+                """(ids) => ids.map((id) => [...document.querySelectorAll('g.node')]
+                     .find((g) => g.querySelector('title:not(.ck-tip)').textContent === id)
+                     .getAttribute('class'))""",
+                [fragile_id, double_id],
+            )
+            assert "ck-error" in classes[0]
+            assert "ck-ran" in classes[1] and "ck-error" not in classes[1]
+            tip = page.evaluate("() => document.querySelector('title.ck-tip').textContent")
+            assert " = " in tip
+            summary = page.evaluate("() => document.querySelector('summary').textContent")
+            assert "1 in error" in summary
+        finally:
+            browser.close()
     graph.close()

@@ -14,7 +14,7 @@ function indexNodes(root) {
   // graphviz puts the DOT node name in <title> (and in id= when the DOT sets one)
   const byKey = new Map();
   for (const g of root.querySelectorAll("g.node")) {
-    const title = g.querySelector("title");
+    const title = g.querySelector("title:not(.ck-tip)");
     if (title) byKey.set(title.textContent.trim(), g);
     if (g.id) byKey.set(g.id, g);
   }
