@@ -9,18 +9,33 @@ IPython/IPykernel profile (``ipython_config.py`` / ``ipython_kernel_config.py``)
 or load it always with ``c.InteractiveShellApp.extensions = ["cellkernel"]``.
 
 ``%%pattern NAME [--space S] [--no-ui] [--no-graph]`` compiles the body as a
-function whose globals are the user namespace, traces it into a ``Pattern``
-and runs it with the cause ``{"notebook": NAME, "space": S}``, so re-running an
-edited cell updates the same instance. ``x = Cell.of(v)`` takes ``"x"`` as its
-cause, so its value survives edits. ``NAME`` is bound to the live result cell;
-the output shows a text summary, the graph as SVG, widgets, and after a re-run
-the cause-stability report (kept / changed / new / removed).
+function whose globals are the user namespace (so earlier cells' lifts and
+handlers are usable, and functions defined in the body close over body-level
+names, which the builder records as node inputs), traces it into a ``Pattern``
+and runs it with the cause ``{"notebook": NAME, "space": S}``: re-running an
+edited cell updates the same instance. The result is the body's final dict
+expression, else every public name bound to a ref or stream of the body; a
+body ending with a ``Pattern`` runs that pattern itself (its argument state then
+lives under the notebook cause and survives edits of the pattern).
+``x = Cell.of(v)`` takes ``"x"`` as its cause, so its value survives edits,
+including edits of ``v``. ``NAME`` is bound to the live result cell; errors in
+the body raise as in any cell; a trailing ``;`` shows nothing.
+
+The output is one object: a deterministic ``text/plain`` summary (fields and
+current values, after a re-run the cause-stability report, node errors of the
+run), the graph as ``image/svg+xml`` (rendered in-process: no system Graphviz
+needed), ``text/html`` for static viewers, and a widget view: editable
+controls for state, one live table of derived values, buttons for streams,
+the live ``GraphView`` and the report. ``--no-ui`` leaves out every widget (for
+static notebooks); ``--no-graph`` leaves out the drawing. Re-running a name
+closes its previous widgets, so old outputs stop following the instance.
 
 One ``Runtime`` per kernel and space serves every ``%%pattern`` cell; it is
 in-memory unless ``CELLKERNEL_STORE`` names a store URL (``sqlite:///path``).
-``runtime(space)`` returns it. ``%unload_ext`` removes the magic and the
-``post_run_cell`` hook but keeps the runtimes, because names in the user
-namespace still point at their live cells; ``reset()`` drops them on purpose.
+``runtime(space)`` returns it. A ``post_run_cell`` hook settles the runtimes
+after each cell (commits of other processes, async nodes). ``%unload_ext``
+removes the magic and that hook but keeps the runtimes, because names in the
+user namespace still point at their live cells; ``reset()`` drops them.
 """
 
 from __future__ import annotations

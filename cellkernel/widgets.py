@@ -14,7 +14,7 @@ import contextlib
 import html
 import logging
 import pathlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anywidget
@@ -556,12 +556,5 @@ def pattern_view(name: str, result: Cell[Any], snapshot: GraphSnapshot | None = 
     return PatternView(children)
 
 
-def iter_tree(widget: Any) -> Iterator[Any]:
-    """Every widget inside ``widget`` (itself included), depth first."""
-    yield widget
-    for child in getattr(widget, "children", ()) or ():
-        yield from iter_tree(child)
-
-
 __all__ = ["GraphView", "PatternUI", "PatternView", "bind", "error_output", "field_kinds",
-           "iter_tree", "pattern_view", "run_guarded", "show", "ui"]
+           "pattern_view", "run_guarded", "show", "ui"]
