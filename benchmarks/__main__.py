@@ -7,15 +7,18 @@ Options:
 ``--skip NAME``    skip a part: core, patterns, refer, snapshot, jupyter, load (repeatable)
 ``--readme``       also write the table into ``benchmarks/README.md`` (between markers)
 
-The other benchmark modules of this package (``bench_refer``, ``bench_snapshot``,
-``bench_jupyter``, ``bench_load``) are owned elsewhere; each is run after the
-table if it can be imported, and skipped with a note if not.
+Order: the core and pattern shapes (the table so far is printed), then the other
+benchmark modules of this package (``bench_refer``, ``bench_snapshot``,
+``bench_jupyter``, ``bench_load``; owned elsewhere; each is run if it can be
+imported and skipped with a note if not), then the deep chain, which leaves about
+a gigabyte behind, and the full table once more.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import importlib
 import json
 import os
@@ -61,10 +64,7 @@ def _extra_rows(name: str, quick: bool) -> str:
         result = module.bench_refer()
         table = getattr(module, "_table", None)
         return table(result) if table is not None else json.dumps(result, indent=1)
-    if name == "load":
-        rows = module.run(quick=quick)
-    else:
-        rows = module.run()
+    rows = module.run(quick=quick) if name == "load" else module.run()
     if isinstance(rows, dict):
         rows = [rows]
     lines = []
@@ -91,15 +91,43 @@ def main(argv: list[str] | None = None) -> int:
     deep = args.deep if args.deep is not None else (10_000 if args.quick else 100_000)
     map_sizes = (1_000, 2_000) if args.quick else bench_patterns.MAP_SIZES
     started = time.perf_counter()
-    print(f"cellkernel benchmarks — {machine_note()}", flush=True)
+    note = machine_note()
+    print(f"cellkernel benchmarks — {note}", flush=True)
     rows: list[Row] = []
     if "core" not in args.skip:
         rows += bench_core.run()
-        print("core shapes done:\n" + format_table(rows), flush=True)
+        print("core shapes:\n" + format_table(rows), flush=True)
     if "patterns" not in args.skip:
-        rows += bench_patterns.run(deep=deep, map_sizes=map_sizes)
+        rows += bench_patterns.run(deep=0, map_sizes=map_sizes)
+        print("\ncore and pattern shapes:\n" + format_table(rows), flush=True)
+
+    status = 0
+    # What the shapes above left on the heap (registered patterns, stores) must not
+    # tax the other modules' timings through the cyclic collector: freeze it.
+    gc.collect()
+    gc.freeze()
+    try:
+        for name in EXTRAS:
+            if name in args.skip:
+                continue
+            print(f"\n== bench_{name} ==", flush=True)
+            try:
+                text = _extra_rows(name, args.quick)
+            except ImportError as exc:
+                text = f"skipped: benchmarks.bench_{name} not importable ({exc})"
+            except Exception:  # keep going: the other parts are still worth having
+                text = "FAILED:\n" + traceback.format_exc()
+                status = 1
+            print(text, flush=True)
+    finally:
+        gc.unfreeze()
+
+    if "patterns" not in args.skip and deep:
+        # last: it leaves about a gigabyte behind
+        print(f"\n== chain of {deep:,} lifts ==", flush=True)
+        rows.append(bench_patterns.bench_deep(deep))
     table = format_table(rows)
-    print()
+    print(f"\n== results ({note}) ==\n")
     print(table)
     print()
     print(
@@ -107,24 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         "ck/rk < 1 means cellkernel is faster. Runs: cellkernel actions run (scheduler.run_count); "
         "reaktiv Computed recomputes (+ effects)."
     )
-    status = 0
-    extras_text: list[str] = []
-    for name in EXTRAS:
-        if name in args.skip:
-            continue
-        print(f"\n== bench_{name} ==", flush=True)
-        try:
-            text = _extra_rows(name, args.quick)
-        except ImportError as exc:
-            text = f"skipped: benchmarks.bench_{name} not importable ({exc})"
-        except Exception:  # keep going: the other parts are still worth having
-            text = "FAILED:\n" + traceback.format_exc()
-            status = 1
-        print(text, flush=True)
-        extras_text.append(f"bench_{name}:\n{text}")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     if args.readme:
-        write_readme(table, machine_note())
+        end_load = ""
+        if hasattr(os, "getloadavg"):
+            end_load = " (at the start; {:.1f} {:.1f} {:.1f} at the end)".format(*os.getloadavg())
+        write_readme(table, note + end_load)
     return status
 
 

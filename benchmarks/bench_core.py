@@ -170,7 +170,9 @@ class RkShape:
         gc.collect()
 
 
-def _rk_node(counter: list[int], read: Callable[[], Any], fn: Callable[[Any], Any]) -> Callable[[], Any]:
+def _rk_node(
+    counter: list[int], read: Callable[[], Any], fn: Callable[[Any], Any]
+) -> Callable[[], Any]:
     def compute() -> Any:
         counter[0] += 1
         return fn(read())

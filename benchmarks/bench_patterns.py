@@ -211,9 +211,10 @@ def bench_map(sizes: tuple[int, ...] = MAP_SIZES) -> list[Row]:
         rows.append(row)
     if len(rows) >= 2 and rows[0].ck and rows[-1].ck:
         growth = rows[-1].ck / rows[0].ck
+        rk_growth = rows[-1].rk / rows[0].rk if rows[0].rk and rows[-1].rk else None
         rows[-1].notes.append(
-            f"per-write cost {sizes[-1]:,} vs {sizes[0]:,} items: ×{growth:.2f} for cellkernel"
-            + (f", ×{rows[-1].rk / rows[0].rk:.2f} for reaktiv" if rows[0].rk and rows[-1].rk else "")
+            f"per-write cost at {sizes[-1]:,} items / at {sizes[0]:,} items: {growth:.2f} for "
+            "cellkernel" + (f", {rk_growth:.2f} for reaktiv" if rk_growth is not None else "")
         )
     return rows
 
@@ -262,7 +263,7 @@ def bench_deep(n: int = DEEP_CHAIN) -> Row:
 
     limit = sys.getrecursionlimit()
     if limit != DEFAULT_RECURSION_LIMIT:
-        raise AssertionError(f"recursion limit is {limit}, not the default {DEFAULT_RECURSION_LIMIT}")
+        raise AssertionError(f"recursion limit is {limit}, not {DEFAULT_RECURSION_LIMIT}")
     process = psutil.Process()
     rss = process.memory_info().rss
     gc.collect()

@@ -132,7 +132,7 @@ def _cacheable(path: Path) -> bool:
         return type(path) is tuple
     if type(path) is not tuple:
         return False
-    for key in path:
+    for key in path:  # noqa: SIM110 (a plain loop: this runs once per reader per commit)
         if type(key) is not str:
             return False
     return True
@@ -151,6 +151,8 @@ class Scheduler:
         self._handlers: dict[Address, list[EventHandler]] = {}
         self._runs: dict[Action, int] = {}
         self._dormant: set[Action] = set()
+        #: every action with a place in the graph (bounds heights: see ``_adjust_height``)
+        self._known: set[Action] = set()
         self._settling = False
         self._running: Action | None = None
         self._async: list[asyncio.Future[Any] | Any] = []
@@ -171,6 +173,7 @@ class Scheduler:
     def unsubscribe(self, action: Action) -> None:
         """Stop an action for good: release its triggers, writes and pending run."""
         action.active = False
+        self._known.discard(action)
         self._clear_reads(action)
         for space, entity_id, _path in action.writes:
             writers = self._writers.get((space, entity_id))
@@ -192,6 +195,7 @@ class Scheduler:
     def _set_reads(self, action: Action, reads: list[Address]) -> None:
         if reads == action.reads and action.reads:
             return
+        self._known.add(action)
         self._clear_reads(action)
         compact: dict[DocKey, list[Path]] = {}
         for space, entity_id, path in reads:
@@ -223,7 +227,11 @@ class Scheduler:
 
     def _adjust_height(self, action: Action) -> None:
         """Raise heights so readers stay above writers (iterative; stops on cycles)."""
-        limit = len(self._runs) + len(self._pending) + 10_000
+        # In an acyclic graph no height exceeds the number of actions; past that bound
+        # (plus slack) raising must be going round a cycle.  Counting only this busy
+        # period's runs and pending actions undercounts a deep graph wired while quiet
+        # (a 12 000-deep chain then capped heights near 10 000 and ran readers early).
+        limit = max(len(self._runs) + len(self._pending), len(self._known)) + 10_000
         work = [action]
         while work:
             current = work.pop()
@@ -258,16 +266,23 @@ class Scheduler:
             after = change.after.value
             pending = self._pending
             # many readers of one document mostly read the same few paths: compare each once
+            root_differs: bool | None = None
             changed: dict[Path, bool] = {}
-            for action, paths in list(triggers.items()):
+            # (scheduling touches only the pending set and heap, never ``triggers``)
+            for action, paths in triggers.items():
                 if action is source or action in pending:
                     continue
                 for path in paths:
-                    if _cacheable(path):
-                        differs = changed.get(path)
-                        if differs is None:
-                            differs = not json_equal(get_path(before, path), get_path(after, path))
-                            changed[path] = differs
+                    if path == ():  # the whole document: get_path(x, ()) is x
+                        if root_differs is None:
+                            root_differs = not json_equal(before, after)
+                        differs = root_differs
+                    elif _cacheable(path):
+                        known = changed.get(path)
+                        if known is None:
+                            known = not json_equal(get_path(before, path), get_path(after, path))
+                            changed[path] = known
+                        differs = known
                     else:
                         differs = not json_equal(get_path(before, path), get_path(after, path))
                     if differs:

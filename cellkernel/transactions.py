@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import TransactionClosedError, WriteIsolationError
-from .storage import Change, Document
+from .storage import Change, Document, _new_document
 from .values import MISSING, Path, get_path, json_equal, set_path
 
 if TYPE_CHECKING:
@@ -160,13 +160,15 @@ class Transaction:
                 and (working.meta is base.meta or json_equal(dict(base.meta), dict(working.meta)))
             ):
                 continue
-            writes[entity_id] = Document(working.value, working.source, dict(working.meta))
+            writes[entity_id] = _new_document(working.value, working.source, dict(working.meta), 0)
         if not writes or space is None:
             self.status = "committed"
             for callback in self.on_commit:
                 callback(self)
             return []
-        basis = {key: working.version for key, working in self._docs.items()}
+        basis = {
+            key: (w.base.version if w.base is not None else 0) for key, w in self._docs.items()
+        }
         try:
             changes = self._store.commit(space, writes, basis)
         except Exception:

@@ -246,7 +246,7 @@ def json_equal(a: Any, b: Any) -> bool:
     if t is not type(b):
         return False
     if t is not dict and t is not list:
-        return not a != b  # scalars: no stack needed (hot: every trigger check)
+        return bool(a == b)  # scalars: no stack needed (hot: every trigger check)
     stack = [(a, b)]
     while stack:
         x, y = stack.pop()

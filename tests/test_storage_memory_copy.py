@@ -1,0 +1,134 @@
+"""MemoryStore's direct copy of plain JSON agrees with the JSON round trip it replaced.
+
+``MemoryStore.commit`` keeps a store-owned copy of every document.  It used to get
+it from ``json.dumps`` + ``json.loads`` (``storage._dumps``); it now copies plain
+JSON directly and falls back to ``_dumps`` for anything else, so the stored value,
+and every error and its message, must be exactly what the round trip gave.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cellkernel.storage import (
+    Document,
+    MemoryStore,
+    _memory_commit_docs,
+    _validate_commit_args,
+)
+
+
+class _Str(str):
+    pass
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal with exact types, key order and the sign of zero."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if type(a) is list:
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if type(a) is float:
+        return (a == b and math.copysign(1, a) == math.copysign(1, b)) or (a != a and b != b)
+    return bool(a == b)
+
+
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.integers(min_value=2**60, max_value=2**80),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=4),
+    st.just(-0.0), st.just(_Str("sub")), st.just((1, 2)),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.one_of(st.text(max_size=3), st.just(1)), inner, max_size=4),
+    ),
+    max_leaves=20,
+)
+
+
+def _outcome(fn: Any) -> tuple[str, Any]:
+    try:
+        return "ok", fn()
+    except Exception as exc:  # the type and message must match
+        return type(exc).__name__, str(exc)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_values, meta_value=_values, prev=st.one_of(st.none(), _values))
+def test_direct_copy_matches_json_round_trip(value: Any, meta_value: Any, prev: Any) -> None:
+    doc = Document(value, None, {"m": meta_value})
+    slow = _outcome(lambda: _validate_commit_args("sp", {"e": doc}, {("sp", "e"): 0})["e"].doc)
+    store = MemoryStore()  # the previous version, as the store really holds it
+    landed = _outcome(lambda: store.commit("sp", {"e": Document(prev)}, {}))[0] == "ok"
+    if prev is not None and landed:
+        stored = store.load("sp", "e")
+        assert stored is not None
+        if isinstance(stored.value, dict) and isinstance(value, dict):
+            value = {**stored.value, **value}  # share stored sub-values, as a transaction does
+            doc = Document(value, None, {"m": meta_value})
+            slow = _outcome(
+                lambda: _validate_commit_args("sp", {"e": doc}, {("sp", "e"): 0})["e"].doc
+            )
+    fast = _outcome(
+        lambda: _memory_commit_docs("sp", {"e": doc}, {("sp", "e"): 0}, store._docs)[0]
+    )
+    assert slow[0] == fast[0]
+    if slow[0] != "ok":
+        assert slow[1] == fast[1]
+        return
+    _eid, value_copy, source_copy, meta_copy = fast[1]
+    assert _same(slow[1].value, value_copy)
+    assert _same(slow[1].source, source_copy)
+    assert _same(dict(slow[1].meta), dict(meta_copy))
+
+
+def test_caller_mutation_does_not_reach_the_store() -> None:
+    store = MemoryStore()
+    value = {"a": [1, {"b": 2}]}
+    store.commit("sp", {"e": Document(value)}, {})
+    value["a"][1]["b"] = 99  # type: ignore[index]
+    value["c"] = 3
+    assert store.load("sp", "e").value == {"a": [1, {"b": 2}]}  # type: ignore[union-attr]
+
+
+def test_unchanged_sub_values_are_shared_with_the_previous_version() -> None:
+    store = MemoryStore()
+    store.commit("sp", {"e": Document({"big": [{"x": i} for i in range(100)], "n": 0})}, {})
+    before = store.load("sp", "e")
+    assert before is not None
+    new_value = {**before.value, "n": 1}  # type: ignore[dict-item]
+    store.commit("sp", {"e": Document(new_value)}, {("sp", "e"): 1})
+    after = store.load("sp", "e")
+    assert after is not None and after.value == {**before.value, "n": 1}  # type: ignore[dict-item]
+    assert after.value["big"] is before.value["big"]  # type: ignore[index]
+    assert after.value is not new_value
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [float("nan"), float("inf"), (1, 2), {1: 2}, 10**5000, {"a": {"b": float("-inf")}}],
+    ids=["nan", "inf", "tuple", "int-key", "huge-int", "nested-inf"],
+)
+def test_errors_are_the_round_trip_errors(bad: Any) -> None:
+    doc = Document(bad)
+    with pytest.raises(ValueError) as slow:
+        _validate_commit_args("sp", {"e": doc}, {})
+    with pytest.raises(ValueError) as fast:
+        MemoryStore().commit("sp", {"e": doc}, {})
+    assert str(slow.value) == str(fast.value)
+
+
+def test_a_value_that_contains_itself_is_refused_as_before() -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(ValueError, match="not JSON"):
+        MemoryStore().commit("sp", {"e": Document(loop)}, {})
