@@ -27,7 +27,6 @@ from typing import Any, ClassVar, Generic, TypeVar
 from . import implementations as impls
 from .cells import Cell, Stream, set_hook
 from .errors import CapabilityError, CauseError
-from .links import is_link
 from .values import JSON, MISSING, to_json_value
 
 T = TypeVar("T")

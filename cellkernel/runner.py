@@ -17,6 +17,7 @@ the author function never runs again.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import typing
@@ -26,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import implementations as impls
 from . import schema as schemas
-from .cells import Cell, Stream, current_tx, materialize
+from .cells import Cell, materialize
 from .errors import CapabilityError, CellkernelError, UnknownImplementationError
 from .identity import create_ref
 from .links import is_link, is_sigil, make_link, parse_link
 from .scheduler import Action, EventHandler
-from .values import MISSING, get_path, json_equal, to_json_value
+from .values import MISSING, json_equal, to_json_value
 
 if TYPE_CHECKING:
     from .builder import Pattern
@@ -331,6 +332,13 @@ class PendingCell(Cell[Any]):
         return super().get_as_link(base_space, include_schema)
 
 
+@functools.lru_cache(maxsize=4096)
+def _fn_validators(fn: Callable[..., Any]) -> dict[str, Any]:
+    """Validators a function's annotations imply: computed once per function, not per node."""
+    return _param_validators(_fn_argument_schema(fn))
+
+
+@functools.lru_cache(maxsize=4096)
 def _marks(fn: Callable[..., Any]) -> dict[str, str]:
     """Per parameter: 'cell' (Cell[T] or unannotated handler state), 'plain' or 'any'."""
     try:
@@ -631,8 +639,6 @@ class Runner:
                     for cell in cells:
                         if cell["id"] == ids[alias["cell"]] and not cell.get("name"):
                             cell["name"] = name
-        elif isinstance(result, dict) is False and isinstance(result, dict | list) is False:
-            pass
         old = tx.document(instance.space, instance.result_id).meta.get("graph")
         snapshot: dict[str, Any] = {
             "graphVersion": GRAPH_VERSION,
@@ -694,6 +700,26 @@ class Runner:
             return _builtin_lifts.get(module["ref"])
         return None
 
+    def _require_implementation(self, record: dict[str, Any]) -> Callable[..., Any]:
+        fn = self._implementation(record)
+        if fn is None:
+            raise UnknownImplementationError(
+                f"no implementation for {record['helper']} node {record.get('name')}"
+            )
+        return fn
+
+    def _subscribe(self, instance: Instance, node: RunningNode, run: Callable[[Transaction], Any],
+                   name: str, reads: list[tuple[str, str, tuple[str | int, ...]]] | None = None
+                   ) -> None:
+        """Start a node's reactive action; it writes the node's output cell."""
+        record = node.record
+        space = instance.space
+        action = Action(run, name=name, node=record["id"], pattern=instance.pattern_hash,
+                        space=space, writes=[(space, record["outputs"][0], ())],
+                        reads=reads or (), frame=record["id"])
+        node.actions.append(action)
+        self.rt.scheduler.subscribe(action)
+
     def _start(self, instance: Instance, records: list[dict[str, Any]], tx: Transaction,
                resume: bool = False) -> None:
         wanted = {r["id"]: r for r in records}
@@ -708,14 +734,9 @@ class Runner:
             starter = _STARTERS.get(record["helper"], Runner._start_lift)
             starter(self, instance, running, tx, resume)
 
-    def _ctx(self, instance: Instance) -> dict[str, Any]:
-        return {"pattern": instance.pattern_hash, "space": instance.space}
-
     def _start_lift(self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool) -> None:
         record = node.record
-        fn = self._implementation(record)
-        if fn is None:
-            raise UnknownImplementationError(f"no implementation for node {record.get('name')}")
+        fn = self._require_implementation(record)
         rt = self.rt
         space = instance.space
         out_id = record["outputs"][0]
@@ -726,7 +747,10 @@ class Runner:
         curried = bindings.get("curried") or []
         marks = _marks(fn)
         names = list(marks)
-        validators = _param_validators(record.get("argumentSchema") or _fn_argument_schema(fn))
+        validators = (
+            _param_validators(record["argumentSchema"]) if record.get("argumentSchema")
+            else _fn_validators(fn)
+        )
         is_async = inspect.iscoroutinefunction(fn)
         from .builder import rebind, runtime_frame
 
@@ -763,12 +787,8 @@ class Runner:
             self._release_children(node, frame)
             return None
 
-        action = Action(run, name=record.get("name") or "lift", node=record["id"],
-                        pattern=instance.pattern_hash, space=space,
-                        writes=[(space, out_id, ())], reads=self._declared_reads(record, space),
-                        frame=record["id"])
-        node.actions.append(action)
-        rt.scheduler.subscribe(action)
+        self._subscribe(instance, node, run, record.get("name") or "lift",
+                        self._declared_reads(record, space))
 
     def _declared_reads(self, record: dict[str, Any], space: str) -> list[tuple[str, str, tuple[str | int, ...]]]:
         return [(space, i, ()) for i in record.get("inputs", [])]
@@ -793,9 +813,7 @@ class Runner:
 
     def _start_handler(self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool) -> None:
         record = node.record
-        fn = self._implementation(record)
-        if fn is None:
-            raise UnknownImplementationError(f"no implementation for handler {record.get('name')}")
+        fn = self._require_implementation(record)
         rt = self.rt
         space = instance.space
         out_id = record["outputs"][0]
@@ -930,11 +948,7 @@ class Runner:
             if current is MISSING or not json_equal(current, output):
                 tx.write(space, out_id, (), output)
 
-        action = Action(run, name=f"{mode}", node=record["id"], pattern=instance.pattern_hash,
-                        space=space, writes=[(space, out_id, ())],
-                        reads=self._declared_reads(record, space), frame=record["id"])
-        node.actions.append(action)
-        rt.scheduler.subscribe(action)
+        self._subscribe(instance, node, run, mode, self._declared_reads(record, space))
 
     def _start_select(self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool) -> None:
         record = node.record
@@ -959,10 +973,7 @@ class Runner:
             if current is MISSING or not json_equal(current, chosen):
                 tx.write(space, out_id, (), chosen)
 
-        action = Action(run, name=mode, node=record["id"], pattern=instance.pattern_hash, space=space,
-                        writes=[(space, out_id, ())], frame=record["id"])
-        node.actions.append(action)
-        rt.scheduler.subscribe(action)
+        self._subscribe(instance, node, run, mode)
 
     def _start_instantiate(self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool) -> None:
         record = node.record
@@ -993,10 +1004,7 @@ class Runner:
             if current is MISSING or not json_equal(current, link):
                 tx.write(space, out_id, (), link)
 
-        action = Action(run, name="instantiate", node=record["id"], pattern=instance.pattern_hash,
-                        space=space, writes=[(space, out_id, ())], frame=record["id"])
-        node.actions.append(action)
-        rt.scheduler.subscribe(action)
+        self._subscribe(instance, node, run, "instantiate")
 
     def _start_wish(self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool) -> None:
         record = node.record
@@ -1041,4 +1049,4 @@ _STARTERS: dict[str, Callable[[Runner, Instance, RunningNode, Any, bool], None]]
     "wish": Runner._start_wish,
 }
 
-__all__ = ["InstanceStoppedError", "Runner", "Stream", "current_tx", "get_path"]
+__all__ = ["InstanceStoppedError", "Runner"]

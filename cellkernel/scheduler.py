@@ -343,9 +343,7 @@ class Scheduler:
         while heap:
             height, _seq, action = heapq.heappop(heap)
             if action not in pending or height != action.height:
-                if action in pending and height != action.height:
-                    continue  # a newer heap entry carries the current height
-                continue
+                continue  # stale entry: already run, or a newer entry carries its height
             pending.discard(action)
             if not action.active:
                 continue
