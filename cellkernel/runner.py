@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import implementations as impls
 from . import schema as schemas
-from .cells import Cell, materialize
+from .cells import Cell, materialize, resolve
 from .errors import CapabilityError, CellkernelError, UnknownImplementationError
 from .identity import create_ref
 from .links import is_link, is_sigil, make_link, parse_link
@@ -391,6 +391,43 @@ def _fn_argument_schema(fn: Callable[..., Any]) -> Any:
     return schema
 
 
+def _checker(validators: dict[str, Any], name: str) -> Callable[[Any], bool] | None:
+    schema = validators.get(name)
+    return None if schema is None else schemas.checker(schema)
+
+
+_SCALARS = (int, float, str, bool)
+
+
+def _argument_reader(rt: Runtime, binding: Any, space: str, out_id: str, mark: str,
+                     is_async: bool) -> Callable[[Transaction], Any]:
+    """A function that reads one lift argument in a run's transaction.
+
+    Built once per node: the binding's link is parsed here, so a run resolves
+    and reads it; a scalar read through a schema-less link is returned as is
+    (what ``materialize`` would return), anything else goes through
+    ``materialize``.  ``Cell[T]`` parameters get a Cell on the link.
+    """
+    if not is_link(binding):
+        if type(binding) in _SCALARS:
+            return lambda _tx: binding
+        return lambda tx: materialize(rt, tx, binding, space, out_id, (), None, True, False)
+    link = parse_link(binding, space)
+    if mark == "cell":
+        return lambda tx: Cell(rt, link.space, link.id, link.path, None, None if is_async else tx)
+    link_space, link_id, link_path, link_schema = link.space, link.id, link.path, link.schema
+
+    def read(tx: Transaction) -> Any:
+        sp, eid, p, seen_schema = resolve(tx, link_space, link_id, link_path)
+        value = tx.read(sp, eid, p, track=False)
+        schema = link_schema if link_schema is not None else seen_schema
+        if schema is None and type(value) in _SCALARS:
+            return value
+        return materialize(rt, tx, value, sp, eid, p, schema, True, True)
+
+    return read
+
+
 class Runner:
     """Starts, updates, resumes and stops pattern instances of one runtime."""
 
@@ -579,13 +616,28 @@ class Runner:
             self._resume(child_id, instance.space, tx, instance, owner=owner)
 
     def _register_instance(self, tx: Transaction, space: str, result_id: str) -> None:
-        """Append to the space's instance list (``wish("#all")``), in creation order."""
-        doc_id = instances_doc_id(space)
-        current = tx.read(space, doc_id, (), track=False)
-        links = current if isinstance(current, list) else []
-        link = make_link(space, result_id, ())
-        if link not in links:
-            tx.write(space, doc_id, (), [*links, link])
+        """Append to the space's instance log (``wish("#all")``), in creation order.
+
+        The log is append-only: one entry document per instance plus a counter, so
+        the N-th start writes a constant amount however many instances exist. The
+        result document's ``listed`` meta (its index) keeps a re-run from listing twice.
+        """
+        if "listed" in (tx.document(space, result_id).meta or {}):
+            return
+        count_id = instance_count_id(space)
+        count = tx.read(space, count_id, (), track=False)
+        index = count if isinstance(count, int) else 0
+        tx.write(space, instance_entry_id(space, index), (), make_link(space, result_id, ()))
+        tx.write(space, count_id, (), index + 1)
+        tx.set_meta(space, result_id, "listed", index)
+
+    def listed_instances(self, space: str | None = None) -> list[dict[str, Any]]:
+        """Links to every listed instance result of ``space``, in creation order."""
+        space = space or self.rt.space
+        tx = self.rt.read_tx()
+        count = tx.read(space, instance_count_id(space), (), track=False)
+        return [tx.read(space, instance_entry_id(space, i), (), track=False)
+                for i in range(count if isinstance(count, int) else 0)]
 
     def _store_patterns(self, pattern: Pattern, tx: Transaction, space: str) -> None:
         """Store the pattern and every sub-pattern it references, for resume."""
@@ -741,10 +793,8 @@ class Runner:
         space = instance.space
         out_id = record["outputs"][0]
         bindings = record["bindings"]
-        args_b = bindings.get("args", [])
-        kwargs_b = bindings.get("kwargs", {})
-        closure_b = bindings.get("closure")
         curried = bindings.get("curried") or []
+        closure_b = bindings.get("closure")
         marks = _marks(fn)
         names = list(marks)
         validators = (
@@ -752,39 +802,54 @@ class Runner:
             else _fn_validators(fn)
         )
         is_async = inspect.iscoroutinefunction(fn)
+        # Everything that depends only on the record is worked out once here, not per run:
+        # links parsed, scalar constants kept, validators compiled (see ``_argument_reader``).
+        args_r = [
+            _argument_reader(rt, b, space, out_id, marks.get(names[i], "any") if i < len(names) else "any", is_async)
+            for i, b in enumerate(bindings.get("args", []))
+        ]
+        kwargs_r = [(k, _argument_reader(rt, b, space, out_id, marks.get(k, "any"), is_async))
+                    for k, b in bindings.get("kwargs", {}).items()]
+        closure_r = [(k, _argument_reader(rt, b, space, out_id, "any", is_async))
+                     for k, b in (closure_b or {}).items()]
+        positions = list(range(len(args_r) + len(curried)))
+        arg_checks = [(i, c) for i, name in zip(positions, names)
+                      if (c := _checker(validators, name)) is not None]
+        kwarg_checks = {k: c for k, _r in kwargs_r if (c := _checker(validators, k)) is not None}
         from .builder import rebind, runtime_frame
 
-        def read(tx: Transaction, binding: Any, mark: str) -> Any:
-            if mark == "cell" and is_link(binding):
-                link = parse_link(binding, space)
-                return Cell(rt, link.space, link.id, link.path, None, None if is_async else tx)
-            return materialize(rt, tx, binding, space, out_id, (), None, True, False)
+        set_frame = runtime_frame.set
+        reset_frame = runtime_frame.reset
+        write_output = self._write_output
 
         def run(tx: Transaction) -> Any:
-            args = [read(tx, b, marks.get(names[i], "any") if i < len(names) else "any") for i, b in enumerate(args_b)]
-            kwargs = {k: read(tx, b, marks.get(k, "any")) for k, b in kwargs_b.items()}
+            args = [r(tx) for r in args_r]
             for index, value in curried:
                 args.insert(index, value)
-            for i, name in enumerate(names[: len(args)]):
-                if name in validators and not schemas.is_valid(validators[name], args[i]):
+            for i, check in arg_checks:
+                if i < len(args) and not check(args[i]):
                     return None
-            for name, value in kwargs.items():
-                if name in validators and not schemas.is_valid(validators[name], value):
-                    return None
+            if kwargs_r:
+                kwargs = {k: r(tx) for k, r in kwargs_r}
+                for k, check in kwarg_checks.items():
+                    if not check(kwargs[k]):
+                        return None
+            else:
+                kwargs = {}
             call = fn
-            if closure_b:
-                values = {k: read(tx, b, "any") for k, b in closure_b.items()}
-                call = rebind(fn, values)
+            if closure_r:
+                call = rebind(fn, {k: r(tx) for k, r in closure_r})
             frame = RuntimeFrame(self, instance, node, tx, record["id"], "lift")
-            token = runtime_frame.set(frame)
+            token = set_frame(frame)
             try:
                 result = call(*args, **kwargs)
             finally:
-                runtime_frame.reset(token)
+                reset_frame(token)
             if is_async:
                 return self._finish_async(result, out_id, space, node)
-            self._write_output(tx, space, out_id, result)
-            self._release_children(node, frame)
+            write_output(tx, space, out_id, result)
+            if node.children:
+                self._release_children(node, frame)
             return None
 
         self._subscribe(instance, node, run, record.get("name") or "lift",
@@ -805,6 +870,14 @@ class Runner:
         self.rt._write(lambda tx: self._write_output(tx, space, out_id, result))
 
     def _write_output(self, tx: Transaction, space: str, out_id: str, result: Any) -> None:
+        t = type(result)
+        if t is int or t is str or t is bool or result is None:
+            # the common case, without the general write path: a scalar over a scalar
+            current = tx.read(space, out_id, (), track=False)
+            if type(current) is not dict:  # not a link, a stream or a document
+                if current is MISSING or not json_equal(current, result):
+                    tx.write(space, out_id, (), result)
+                return
         Cell(self.rt, space, out_id, (), None, tx)._set_in(tx, result)
 
     def _release_children(self, node: RunningNode, frame: RuntimeFrame) -> None:
@@ -1012,11 +1085,9 @@ class Runner:
         out_id = record["outputs"][0]
         query = record["config"]["query"]
         if query == "#all":
-            # entries read as result Cells, not copies: the list holds the reader's own
-            # result too, and reading it deeply would go round in circles
-            target = make_link(space, instances_doc_id(space), (),
-                               {"type": "array", "items": {"asCell": True}})
-        elif isinstance(query, str) and query.startswith("/"):
+            self._start_wish_all(instance, node, tx)
+            return
+        if isinstance(query, str) and query.startswith("/"):
             path = [p for p in query.split("/") if p]
             target = make_link(space, space_root_id(space), path)
         else:
@@ -1025,9 +1096,49 @@ class Runner:
         if current is MISSING or not json_equal(current, target):
             tx.write(space, out_id, (), target)
 
+    def _start_wish_all(self, instance: Instance, node: RunningNode, tx: Transaction) -> None:
+        """Keep a list of the space's instance results, grown from the append-only log.
 
-def instances_doc_id(space: str) -> str:
-    return derive_id({"instances": space})
+        Only a live ``wish("#all")`` pays for the whole list (once per new instance);
+        starting an instance never does. Entries are read as result Cells, not copies:
+        the list holds the reader's own result too, and reading it deeply would go
+        round in circles.
+        """
+        space = instance.space
+        out_id = node.record["outputs"][0]
+        list_id = derive_id({"wish": "#all", "of": out_id})
+        count_id = instance_count_id(space)
+        target = make_link(space, list_id, (), {"type": "array", "items": {"asCell": True}})
+        seen: list[Any] = []
+
+        def run(tx: Transaction) -> None:
+            count = tx.read(space, count_id, ())
+            count = count if isinstance(count, int) else 0
+            if count < len(seen):  # the log never shrinks unless storage was replaced
+                seen.clear()
+            seen.extend(tx.read(space, instance_entry_id(space, i), (), track=False)
+                        for i in range(len(seen), count))
+            current = tx.read(space, list_id, (), track=False)
+            if current is MISSING or not json_equal(current, seen):
+                tx.write(space, list_id, (), list(seen))
+            if not json_equal(tx.read(space, out_id, (), track=False), target):
+                tx.write(space, out_id, (), target)
+
+        action = Action(run, name="wish", node=node.record["id"], pattern=instance.pattern_hash,
+                        space=space, writes=[(space, out_id, ()), (space, list_id, ())],
+                        reads=[(space, count_id, ())], frame=node.record["id"])
+        node.actions.append(action)
+        self.rt.scheduler.subscribe(action)
+
+
+def instance_count_id(space: str) -> str:
+    """The document counting the space's instance log entries."""
+    return derive_id({"instances": space, "log": "count"})
+
+
+def instance_entry_id(space: str, index: int) -> str:
+    """The ``index``-th entry of the space's instance log: a link to a result."""
+    return derive_id({"instances": space, "log": index})
 
 
 def space_root_id(space: str) -> str:

@@ -50,6 +50,29 @@ def validate(schema: Schema, value: Any, where: str = "") -> None:
         raise ValueError(f"schema violation{at}: {exc.message}") from None
 
 
+def checker(schema: Schema) -> Callable[[Any], bool] | None:
+    """A compiled yes/no test for ``schema``, or None when every value passes.
+
+    For hot paths that check the same schema many times: the schema is
+    serialised and compiled once here, not on every call as in ``validate``.
+    """
+    if schema is None or schema is True or schema == {}:
+        return None
+    if schema is False:
+        return lambda _value: False
+    compiled = _compiled(canonical(schema))
+    failure = fastjsonschema.JsonSchemaValueException
+
+    def check(value: Any) -> bool:
+        try:
+            compiled(value)
+        except failure:
+            return False
+        return True
+
+    return check
+
+
 def is_valid(schema: Schema, value: Any) -> bool:
     try:
         validate(schema, value)

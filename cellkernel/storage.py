@@ -22,6 +22,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias, runtime_checkable
@@ -477,6 +478,26 @@ def _sqlite_path(url: str) -> str:
     return os.path.abspath(path)
 
 
+def _switch_to_wal(conn: sqlite3.Connection) -> Any:
+    """``PRAGMA journal_mode = WAL``, waiting out other connections doing the same.
+
+    SQLite answers "database is locked" at once, without calling the busy handler,
+    when another connection is converting a new file to WAL at the same moment
+    (several processes opening a new file together), so wait and retry here, up to
+    the same busy timeout as every other statement.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
 class SqliteStore:
     """A store in one SQLite file, shared safely by any number of processes.
 
@@ -510,7 +531,7 @@ class SqliteStore:
 
     def _setup(self, conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _switch_to_wal(conn)
         if str(mode).lower() != "wal":
             raise RuntimeError(f"could not put {self.path} in WAL mode (got {mode!r})")
         # NORMAL in WAL mode survives process death (not power loss) and is much faster.

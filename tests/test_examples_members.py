@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def instance_list(rt: Runtime) -> Any:
-    """The raw instance list of the space (what ``wish("#all")`` reads)."""
-    return rt.get_cell({"instances": rt.space}).get_raw()
+    """The space's instance log (what ``wish("#all")`` lists)."""
+    return rt.runner.listed_instances()
 
 
 @pytest.fixture

@@ -688,13 +688,6 @@ class _CountingStore(MemoryStore):
         return super().commit(space, writes, basis)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="every new top-level instance rewrites the space's whole instance list "
-    "(runner._register_instance, the document behind wish('#all')), so starting the N-th "
-    "instance writes O(N) bytes and 10 000 rt.run() instances cost O(N^2) "
-    "(see benchmarks/bench_load.py)",
-)
 def test_starting_an_instance_writes_a_bounded_amount() -> None:
     store = _CountingStore()
     rt = Runtime(store=store)
@@ -704,5 +697,11 @@ def test_starting_an_instance_writes_a_bounded_amount() -> None:
         before = len(store.written)
         rt.run(small, {"value": i}, cause=("leaf", i))
         per_run.append(sum(store.written[before:]))
+    # every instance is listed once, in order, and a re-run does not list it again
+    rt.run(small, {"value": 0}, cause=("leaf", 0))
+    listed = rt.runner.listed_instances()
+    assert len(listed) == 120
+    assert listed[5] == rt.run(small, {"value": 5}, cause=("leaf", 5)).get_as_link()
+    assert len(rt.runner.listed_instances()) == 120
     rt.close()
     assert per_run[-1] <= 2 * per_run[9], (per_run[9], per_run[-1])
