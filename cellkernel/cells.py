@@ -440,7 +440,8 @@ class Cell(Generic[T]):
             ) == (self._space, self._id, self._path):
                 return
         stored = to_storable(self._rt, tx, value, (space, entity_id, path))
-        stored = _keep_equal_links(tx, current, stored, space)
+        if type(stored) in (dict, list):
+            stored = _keep_equal_links(tx, current, stored, space)
         if self._schema:
             schemas.validate(self._schema, self._plain_for_validation(tx, stored), self._where())
         if current is not MISSING and json_equal(current, stored):
@@ -814,6 +815,9 @@ def to_storable(
     Documents created inside a running action get deterministic ids (from the
     action's frame), so re-runs update them in place.
     """
+    t = type(value)
+    if t is int or t is str or t is bool or value is None:
+        return value  # nothing to normalise (floats still go through to_json_value)
     space, entity_id, path = target
 
     def hook(v: Any) -> Any:

@@ -435,8 +435,24 @@ def merge_argument(pattern: Pattern, argument: Any) -> Any:
     return out
 
 
+_self_free: set[str] = set()
+
+
+def _mentions_self(pattern: Pattern) -> bool:
+    """Whether the pattern's graph holds any ``SELF.factory`` marker (once per pattern)."""
+    digest = pattern.hash
+    if digest in _self_free:
+        return False
+    if '"$self"' in json.dumps(pattern.graph):
+        return True
+    _self_free.add(digest)
+    return False
+
+
 def resolve_self(value: Any, pattern: Pattern) -> Any:
     """Replace ``SELF.factory`` markers (``{"$self": "factory"}``) by the pattern's sigil."""
+    if not _mentions_self(pattern):
+        return value  # nothing to replace: skip the walk (a large graph has 10 000s of values)
     root: list[Any] = [value]
     stack: list[tuple[Any, Any]] = [(root, 0)]
     sigil: dict[str, Any] | None = None

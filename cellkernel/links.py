@@ -75,6 +75,8 @@ def parse_link(value: Any, base_space: str) -> Link:
     if type(entity_id) is not str or not entity_id:
         raise ValueError(f"malformed link: 'id' must be a non-empty string, got {entity_id!r}")
     path = body.get("path", [])
+    if len(body) == 2 and type(path) is list and not path and "path" in body:  # common case: {"id": ..., "path": []}
+        return Link(base_space, entity_id, ())
     if type(path) is not list or not all(type(p) in (str, int) for p in path):
         raise ValueError(f"malformed link: 'path' must be a list of keys, got {path!r}")
     space = body.get("space", base_space)
