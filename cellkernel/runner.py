@@ -806,14 +806,26 @@ class Runner:
         return fn
 
     def _subscribe(self, instance: Instance, node: RunningNode, run: Callable[[Transaction], Any],
-                   name: str, reads: list[tuple[str, str, tuple[str | int, ...]]] | None = None
-                   ) -> None:
-        """Start a node's reactive action; it writes the node's output cell."""
+                   name: str, reads: list[tuple[str, str, tuple[str | int, ...]]] | None = None,
+                   extra_writes: tuple[tuple[str, str, tuple[str | int, ...]], ...] = ()) -> None:
+        """Start a node's reactive action; it writes the node's output cell.
+
+        A node started by a running lift (a child instance it creates) is also
+        ordered as a writer of that lift's output: whoever reads the lift's
+        result reads through to the child's outputs, so it must run after the
+        child has computed them, not once before with the child's cells empty.
+        """
+        from .builder import runtime_frame
+
         record = node.record
         space = instance.space
+        writes: list[tuple[str, str, tuple[str | int, ...]]] = [(space, record["outputs"][0], ())]
+        writes.extend(extra_writes)
+        creator = runtime_frame.get()
+        if isinstance(creator, RuntimeFrame) and creator.kind == "lift":
+            writes.append((creator.instance.space, creator.node.record["outputs"][0], ()))
         action = Action(run, name=name, node=record["id"], pattern=instance.pattern_hash,
-                        space=space, writes=[(space, record["outputs"][0], ())],
-                        reads=reads or (), frame=record["id"])
+                        space=space, writes=writes, reads=reads or (), frame=record["id"])
         node.actions.append(action)
         self.rt.scheduler.subscribe(action)
 
@@ -1168,11 +1180,8 @@ class Runner:
             if not json_equal(tx.read(space, out_id, (), track=False), target):
                 tx.write(space, out_id, (), target)
 
-        action = Action(run, name="wish", node=node.record["id"], pattern=instance.pattern_hash,
-                        space=space, writes=[(space, out_id, ()), (space, list_id, ())],
-                        reads=[(space, count_id, ())], frame=node.record["id"])
-        node.actions.append(action)
-        self.rt.scheduler.subscribe(action)
+        self._subscribe(instance, node, run, "wish", [(space, count_id, ())],
+                        extra_writes=((space, list_id, ()),))
 
 
 def instance_count_id(space: str) -> str:

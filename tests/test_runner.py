@@ -857,12 +857,6 @@ def test_lift_creating_children_sums_their_results(rt: Runtime) -> None:
     assert r.get() == {"groups": [{"itemCount": 3}, {"itemCount": 2}], "totalItems": 5}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scheduler: a reader whose newly discovered inputs (a dynamically created child's "
-    "outputs) still have pending writers runs once before them and sees None; the reference "
-    "runs dynamically instantiated children before their outputs are read",
-)
 def test_dynamic_children_run_before_their_outputs_are_read(rt: Runtime) -> None:
     seen: list[Any] = []
 
@@ -884,8 +878,13 @@ def test_dynamic_children_run_before_their_outputs_are_read(rt: Runtime) -> None
         observe(children)
         return {"groups": children}
 
-    rt.run(Spawned, {"groups": [{"values": [1, 2, 3]}, {"values": [4, 5]}]})
+    groups = [{"values": [1, 2, 3]}, {"values": [4, 5]}]
+    rt.run(Spawned, {"groups": groups}, cause="spawned")
     assert seen == [[3, 2]]
+    # a new group makes a new child: the reader runs once more, after the new child
+    rt.run(Spawned, {"groups": [*groups, {"values": [6]}]}, cause="spawned")
+    assert seen == [[3, 2], [3, 2, 1]]
+    assert rt.errors == []
 
 
 # ---------------------------------------------------------------------------
