@@ -703,6 +703,9 @@ def _load_factory_hook() -> Callable[..., Any] | None:
     return _hooks.get("materialize_factory")
 
 
+_SCALARS = (int, float, str, bool)
+
+
 def materialize(
     runtime: Any,
     tx: Transaction,
@@ -776,15 +779,25 @@ def materialize(
                 result = {}
             holder[key] = result
             for k, v in value.items():
+                if sch is None and (type(v) in _SCALARS or v is None):
+                    result[k] = v  # what the loop below would make of it, without the trip
+                    continue
                 result[k] = None  # placeholder: keep the stored key order
                 child_schema = schemas.at_path(sch, (k,)) if sch is not None else None
                 stack.append((result, k, v, sp, eid, (*p, k), child_schema, False, hops))
             continue
         if t is list:
-            lst: list[Any] = [None] * len(value)
+            if sch is None:
+                lst: list[Any] = list(value)  # scalars stay; containers and links are replaced
+                holder[key] = lst
+                for i, v in enumerate(value):
+                    if type(v) not in _SCALARS and v is not None:
+                        stack.append((lst, i, v, sp, eid, (*p, i), None, False, hops))
+                continue
+            lst = [None] * len(value)
             holder[key] = lst
             for i, v in enumerate(value):
-                child_schema = schemas.at_path(sch, (i,)) if sch is not None else None
+                child_schema = schemas.at_path(sch, (i,))
                 stack.append((lst, i, v, sp, eid, (*p, i), child_schema, False, hops))
             continue
         holder[key] = value
