@@ -30,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "CauseError": "errors",
     "UnknownImplementationError": "errors",
     "NodeError": "errors",
+    "InstanceStoppedError": "runner",
     # builder
     "pattern": "builder",
     "recipe": "builder",
@@ -54,7 +55,47 @@ _EXPORTS: dict[str, str] = {
     "SnapshotDiff": "snapshot",
 }
 
-__all__ = [*_EXPORTS, "load_ipython_extension", "unload_ipython_extension"]
+# spelled out (not computed from _EXPORTS) so type checkers and linters see the exports;
+# tests/test_init.py checks that the two lists agree
+__all__ = [
+    "NAME",
+    "SELF",
+    "CapabilityError",
+    "CauseError",
+    "Cell",
+    "CellkernelError",
+    "ConflictError",
+    "Default",
+    "GraphSnapshot",
+    "InstanceStoppedError",
+    "IterationLimitError",
+    "LinkCycleError",
+    "NodeError",
+    "Pattern",
+    "Reference",
+    "Runtime",
+    "SnapshotDiff",
+    "Stream",
+    "UnknownImplementationError",
+    "WriteIsolationError",
+    "computed",
+    "create_ref",
+    "derive",
+    "fmt",
+    "handler",
+    "if_else",
+    "instantiate",
+    "lift",
+    "load_ipython_extension",
+    "materialize",
+    "pattern",
+    "recipe",
+    "refer",
+    "unless",
+    "unload_ipython_extension",
+    "when",
+    "wish",
+]
 
 if TYPE_CHECKING:
     from .builder import (
@@ -84,6 +125,7 @@ if TYPE_CHECKING:
     )
     from .factories import materialize
     from .identity import Reference, create_ref, refer
+    from .runner import InstanceStoppedError
     from .runtime import Runtime
     from .snapshot import GraphSnapshot, SnapshotDiff
 
