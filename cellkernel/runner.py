@@ -70,6 +70,12 @@ def collector_paused() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
+            # What the start allocated would otherwise all be walked by the very next
+            # young collection; hand it to the oldest generation instead (freeze, then
+            # unfreeze, moves objects there without a walk), where it is collected in
+            # the normal course of full collections.
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()
 
 
