@@ -465,8 +465,16 @@ def _argument_reader(rt: Runtime, binding: Any, space: str, out_id: str, mark: s
     if mark == "cell":
         return lambda tx: Cell(rt, link.space, link.id, link.path, None, None if is_async else tx)
     link_space, link_id, link_path, link_schema = link.space, link.id, link.path, link.schema
+    one_hop = len(link_path) <= 1 and link_schema is None
 
     def read(tx: Transaction) -> Any:
+        if one_hop:
+            # the usual binding: one key of a plain document (the instance's argument)
+            document = tx.read(link_space, link_id, (), track=False)
+            if not is_link(document):
+                value = tx.read(link_space, link_id, link_path)  # tracked, as resolve does
+                if type(value) in _SCALARS:
+                    return value
         sp, eid, p, seen_schema = resolve(tx, link_space, link_id, link_path)
         value = tx.read(sp, eid, p, track=False)
         schema = link_schema if link_schema is not None else seen_schema

@@ -391,11 +391,14 @@ class Scheduler:
             return
         try:
             changes = tx.commit()
-        except ConflictError:
+        except ConflictError as exc:
             action.retries += 1
             self._set_reads(action, reads)
             if action.retries < REACTIVE_RETRIES:
                 self._schedule(action)
+            else:  # give up for now, visibly: the next change of an input runs it again
+                action.retries = 0
+                self._record(action, exc, "")
             return
         action.retries = 0
         self._set_reads(action, reads)

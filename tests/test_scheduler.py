@@ -406,8 +406,12 @@ def test_reactive_retries_on_conflict(rt: Runtime) -> None:
     rt.idle()
     assert runs[0] == 10
     assert out.get() is None
-    a.set(1)  # an input change schedules it again
-    assert runs[0] == 11
+    # given up visibly: one ConflictError on the node, not a silently dropped write
+    assert [type(e.error) for e in rt.errors] == [ConflictError]
+    assert rt.errors[0].name == "conflicting"
+    a.set(1)  # an input change runs it again, with a fresh set of retries
+    assert runs[0] == 20
+    assert [type(e.error) for e in rt.errors] == [ConflictError, ConflictError]
 
 
 def test_async_action_with_idle_and_aidle(rt: Runtime) -> None:
