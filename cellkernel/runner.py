@@ -328,11 +328,22 @@ class RuntimeFrame:
         digest = pattern.hash if hasattr(pattern, "hash") else str(pattern)
         result_id = derive_id({"parent": self.cause, "instantiate": digest, "n": self.counter})
         self.created.add(result_id)
+        is_new = (self.instance.space, result_id) not in self.runner.instances
         child = self.runner._run(pattern, argument, result_id=result_id, tx=self.tx,
                                  parent=self.instance, owner=self.node)
+        if is_new:
+            # if this run's transaction never lands (an exception, or a commit conflict
+            # that is then retried), the child it started must not keep running
+            self.tx.on_abort.append(functools.partial(_stop_unlanded_child, self.node, result_id))
         if self.kind == "handler":  # SPEC §8: it survives rt.resume with its parent
             self.runner._remember_child(self.tx, self.instance, self.node, result_id)
         return child.result
+
+
+def _stop_unlanded_child(node: RunningNode, child_id: str, _tx: Transaction) -> None:
+    child = node.children.pop(child_id, None)
+    if child is not None:
+        child.stop()
 
 
 class PendingCell(Cell[Any]):
@@ -996,14 +1007,7 @@ class Runner:
             frame = RuntimeFrame(self, instance, node, tx, {"event": uuid.uuid4().hex, "node": record["id"]}, "handler")
             token = runtime_frame.set(frame)
             try:
-                return call(*args, **state)
-            except BaseException:
-                # nothing of this event lands, so children it started must not keep running
-                for child_id in frame.created:
-                    child = node.children.pop(child_id, None)
-                    if child is not None:
-                        child.stop()
-                raise
+                return call(*args, **state)  # children stop if tx never lands (instantiate)
             finally:
                 runtime_frame.reset(token)
 

@@ -18,6 +18,7 @@ import pytest
 from cellkernel import (
     SELF,
     Cell,
+    ConflictError,
     Pattern,
     Runtime,
     UnknownImplementationError,
@@ -599,16 +600,44 @@ def test_handlers_create_live_children(rt: Runtime) -> None:
 
 def test_a_failing_handler_leaves_no_half_made_child(rt: Runtime) -> None:
     s = rt.run(m.Spawner, {"template": m.Counter}, cause="spawner-fail")
-    everything = rt.get_cell({"instances": rt.space})  # the space's instance list
-    before_list = everything.get_raw()
+    before_list = rt.runner.listed_instances()  # the space's instance log
+    assert before_list  # (the spawner itself is listed)
     before_running = set(rt.runner.instances)
+    before_actions = set(rt.scheduler._known)
     s.spawn_then_fail.send({})
     assert s.items.get() == []
-    assert everything.get_raw() == before_list
+    assert rt.runner.listed_instances() == before_list
     assert set(rt.runner.instances) == before_running
+    assert set(rt.scheduler._known) <= before_actions
     assert [type(e.error) for e in rt.errors] == [RuntimeError]
     s.spawn.send({"count": 1})  # later events still run
     assert len(s.items.get()) == 1
+
+
+def test_a_handler_whose_commit_keeps_conflicting_leaves_no_running_child(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = rt.run(m.Spawner, {"template": m.Counter}, cause="spawner-conflict")
+    before_list = rt.runner.listed_instances()
+    before_running = set(rt.runner.instances)
+    real_commit = rt.store.commit
+    attempts = [0]
+
+    def always_stale(space: str, writes: Any, basis: Any) -> Any:
+        attempts[0] += 1
+        raise ConflictError("stale basis (forced by the test)")
+
+    monkeypatch.setattr(rt.store, "commit", always_stale)
+    s.spawn.send({"count": 2})  # every attempt starts a child; none of them lands
+    monkeypatch.setattr(rt.store, "commit", real_commit)
+    assert attempts[0] > 1  # retried
+    assert [type(e.error) for e in rt.errors] == [ConflictError]
+    assert set(rt.runner.instances) == before_running
+    assert rt.runner.listed_instances() == before_list
+    assert s.items.get() == []
+    s.spawn.send({"count": 3})  # and the next event works
+    assert [v["count"] for v in s.items.get()] == [3]
+    assert len(rt.runner.instances) == len(before_running) + 1
 
 
 # --------------------------------------------------------------------------- SELF.factory
