@@ -993,6 +993,7 @@ class Runner:
             return materialize(rt, read_tx, binding, space, out_id, (), None, False, False)
 
         def on_event(tx: Transaction, event: Any) -> Any:
+            tx.claim(space)  # a handler writes its own instance's space, never only another
             bound_tx = None if is_async else tx
             state = {k: as_state(bound_tx, b, marks.get(k, "any")) for k, b in state_b.items() if k in marks}
             call = fn

@@ -102,6 +102,14 @@ class Transaction:
 
     # -- writing -----------------------------------------------------------
 
+    def claim(self, space: str) -> None:
+        """Fix the one space this transaction may write before anything is written.
+
+        A handler's transaction claims its instance's space, so a handler that
+        writes only a cell of another space is refused like any second space.
+        """
+        self._claim(space)
+
     def _claim(self, space: str) -> None:
         if self.status != "open":
             raise TransactionClosedError(f"cannot write: transaction is {self.status}")

@@ -603,6 +603,12 @@ def test_a_handler_cannot_write_outside_its_instance_space(rt: Runtime) -> None:
     assert len(rt.runner.instances) == instances
     assert rt.scheduler.stats()["triggers"] == stats["triggers"]
 
+    with Unchanged(rt):  # a handler that writes nothing but another space's cell
+        result.only_escape.send({})
+        rt.idle()
+    assert [type(e.error) for e in rt.errors] == [WriteIsolationError] * 2
+    assert foreign.get() == 10
+
 
 # =========================================================================== 6. load
 
