@@ -81,20 +81,39 @@ class BuilderFrame:
         self.argument = BCell("argument", "argument", connected=True)
         self.self_cell = BCell("self", "self", connected=True)
         self.captured: dict[int, tuple[str, OpaqueRef]] = {}
-        self._signatures: dict[str, int] = {}
+        # keyed by a (helper, impl, inputs) tuple when the signature is all strings and
+        # has no config (no json.dumps per node), else by the JSON text of the signature
+        self._signatures: dict[Any, int] = {}
+        self._owned: set[int] = set()  # ids of self.cells (kept alive by it): O(1) owns()
+        # indices of nodes whose binding did not come from bind(): the hash checks those
+        self.loose: list[int] = []
 
     def new_cell(self, helper: str, impl: str | None, inputs: list[str], config: JSON,
                  schema: Any = None, stream: bool = False) -> BCell:
-        signature = json.dumps([helper, impl, sorted(inputs), config], sort_keys=True, default=str)
+        ordered = sorted(inputs)
+        signature: Any = None
+        if config is None and isinstance(helper, str) and (impl is None or isinstance(impl, str)):
+            # equal tuples of strings <=> equal JSON texts, and a tuple never equals a text
+            signature = (helper, impl, *ordered)
+            for i in ordered:
+                if not isinstance(i, str):
+                    signature = None
+                    break
+        if signature is None:
+            signature = json.dumps([helper, impl, ordered, config], sort_keys=True, default=str)
         index = self._signatures.get(signature, 0)
         self._signatures[signature] = index + 1
-        cell = BCell(f"c{len(self.cells)}", helper, impl, sorted(inputs), config, index,
-                     schema=schema, stream=stream)
+        cell = BCell(f"c{len(self.cells)}", helper, impl, ordered, config, index)
+        if schema is not None:  # set after: keywords make the dataclass call twice as slow
+            cell.schema = schema
+        if stream:
+            cell.stream = True
         self.cells.append(cell)
+        self._owned.add(id(cell))
         return cell
 
     def owns(self, bcell: BCell) -> bool:
-        return bcell is self.argument or bcell is self.self_cell or bcell in self.cells
+        return bcell is self.argument or bcell is self.self_cell or id(bcell) in self._owned
 
     def capture(self, ref: OpaqueRef) -> OpaqueRef:
         """A ref of an outer frame used here becomes part of this frame's argument."""
@@ -207,27 +226,108 @@ class OpaqueRef(Cell[T]):
 
 def bind(frame: BuilderFrame, value: Any, inputs: list[str]) -> Any:
     """Turn a helper argument into binding JSON; collect input keys for the cause."""
+    mark = len(inputs)
+    bound = _bind_plain(frame, value, inputs)
+    if bound is NotImplemented:
+        del inputs[mark:]  # the walk calls the hook on the same refs again, in the same order
+        bound = to_json_value(value, hook=lambda v: _bind_hook(frame, inputs, v))
+    return bound
 
-    def hook(v: Any) -> Any:
-        if isinstance(v, OpaqueRef):
-            ref = v if v._frame is frame or frame.owns(v._bcell) else frame.capture(v)
-            ref._bcell.connected = True
-            if ref._bcell is not v._bcell:
-                v._bcell.connected = True
-            path = list(ref._path)
-            inputs.append(ref._bcell.key + ("/" + "/".join(str(p) for p in path) if path else ""))
-            return {"$alias": {"cell": ref._bcell.key, "path": path}}
-        if isinstance(v, Cell):
-            if v._id is None:
-                raise CauseError(
-                    "a Cell.of(...) created outside the pattern cannot be an input: create it "
-                    "inside the pattern body, or give it an identity with rt.get_cell(cause)"
-                )
-            inputs.append(v._id + ("/" + "/".join(map(str, v._path)) if v._path else ""))
-            return v.get_as_link()
-        return NotImplemented
 
-    return to_json_value(value, hook=hook)
+def _bind_hook(frame: BuilderFrame, inputs: list[str], v: Any) -> Any:
+    """The ``to_json_value`` hook of ``bind``: refs become aliases, cells links."""
+    if isinstance(v, OpaqueRef):
+        return _alias(frame, inputs, v)
+    if isinstance(v, Cell):
+        if v._id is None:
+            raise CauseError(
+                "a Cell.of(...) created outside the pattern cannot be an input: create it "
+                "inside the pattern body, or give it an identity with rt.get_cell(cause)"
+            )
+        inputs.append(v._id + ("/" + "/".join(map(str, v._path)) if v._path else ""))
+        return v.get_as_link()
+    return NotImplemented
+
+
+def _alias(frame: BuilderFrame, inputs: list[str], v: OpaqueRef[Any]) -> dict[str, Any]:
+    """A ref as a binding: an alias to its cell (captured first if of an outer frame)."""
+    ref = v if v._frame is frame or frame.owns(v._bcell) else frame.capture(v)
+    ref._bcell.connected = True
+    v._bcell.connected = True
+    key = ref._bcell.key
+    path = list(ref._path)
+    inputs.append(key + "/" + "/".join(map(str, path)) if path else key)
+    return {"$alias": {"cell": key, "path": path}}
+
+
+def _plain_ref(v: Any) -> bool:
+    """A ref whose alias ``to_json_value`` would leave as is (a path of str/int)."""
+    if type(v) is not OpaqueRef:
+        return False
+    path = v._path
+    return not path or all(type(p) is str or type(p) is int for p in path)
+
+
+def _bind_plain(frame: BuilderFrame, value: Any, inputs: list[str]) -> Any:
+    """``bind`` for the usual helper argument without the generic walk, or ``NotImplemented``.
+
+    Handles plain containers (exact dict with string keys, list, tuple), plain
+    scalars and refs with a plain path, which is what a lift's arguments and a
+    body's result are; ``to_json_value`` normalising and checking every value was
+    most of the cost per node.  The stack visits items in the generic walk's
+    order, so captures and input keys come in the same order.  Anything else,
+    and a container met twice, is left to the generic walk.
+    """
+    t = type(value)
+    if t is list or t is tuple:  # a lift's args: scalars and refs, checked before any alias
+        for item in value:
+            ti = type(item)
+            if not (ti is str or ti is int or ti is bool or item is None or _plain_ref(item)):
+                break
+        else:
+            items = list(value)
+            for i in range(len(items) - 1, -1, -1):
+                if type(items[i]) is OpaqueRef:
+                    items[i] = _alias(frame, inputs, items[i])
+            return items
+    elif t is dict and not value:
+        return {}
+    root: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any]] = [(root, 0, value)]
+    seen: set[int] = set()
+    while stack:
+        parent, key, item = stack.pop()
+        t = type(item)
+        if t is str or t is int or t is bool or item is None:
+            parent[key] = item
+        elif t is OpaqueRef:
+            if not _plain_ref(item):
+                return NotImplemented
+            parent[key] = _alias(frame, inputs, item)
+        elif t is dict or t is list or t is tuple:
+            ident = id(item)
+            if ident in seen:
+                return NotImplemented
+            seen.add(ident)
+            if t is dict:
+                out: dict[str, Any] = {}
+                parent[key] = out
+                for k, v in item.items():
+                    if type(k) is not str:
+                        return NotImplemented
+                    out[k] = None  # placeholder: keep the key order of the input
+                    stack.append((out, k, v))
+            else:
+                lst: list[Any] = [None] * len(item)
+                parent[key] = lst
+                for i, v in enumerate(item):
+                    stack.append((lst, i, v))
+        elif t is float and item - item == 0.0:  # finite: as to_json_value normalises it
+            integral = item.is_integer() and abs(item) < 2**53
+            parent[key] = 0 if item == 0.0 else int(item) if integral else item
+        else:
+            return NotImplemented
+    return root[0]
 
 
 # ---------------------------------------------------------------------------
@@ -379,6 +479,67 @@ def parameters(fn: Callable[..., Any], skip: int = 0) -> list[Param]:
     return out
 
 
+#: Signature-derived state of factories, per function shape (see ``_shape_key``).
+_shapes: dict[tuple[Any, ...], Any] = {}
+_SHAPES_MAX = 4096
+
+
+def _shape_key(fn: Callable[..., Any], kind: str) -> tuple[Any, ...] | None:
+    """A key under which ``fn``'s parameters and schemas are those of every function with it.
+
+    A body calling ``derive(x, lambda v: ...)``, ``computed(...)`` or
+    ``x.map(lambda e: ...)`` in a loop makes a new function per call, all with one
+    code object; inspecting the signature and building pydantic schemas for each
+    was most of the cost of such a node.  Only plain functions qualify whose
+    signature and hints follow from the code, the defaults (plain scalars, keyed
+    with their types: ``True`` is not ``1``) and annotations that are classes (a
+    string or generic annotation may resolve differently each time): ``None`` for
+    anything else.
+    """
+    if type(fn) is not types.FunctionType or fn.__dict__:  # no __wrapped__, __signature__
+        return None
+    for hint in fn.__annotations__.values():
+        if hint is not None and not isinstance(hint, type):
+            return None
+    defaults: list[Any] = []
+    for value in fn.__defaults__ or ():
+        if not _plain_default(value):
+            return None
+        defaults.append((type(value), value))
+    for name, value in (fn.__kwdefaults__ or {}).items():
+        if not _plain_default(value):
+            return None
+        defaults.append((name, type(value), value))
+    return (kind, fn.__code__, tuple(fn.__annotations__.items()), tuple(defaults))
+
+
+def _plain_default(value: Any) -> bool:
+    t = type(value)
+    return t is str or t is int or t is bool or value is None
+
+
+def _shaped(fn: Callable[..., Any], kind: str, make: Callable[[], T]) -> T:
+    """``make()``, cached under ``_shape_key(fn, kind)`` when there is one.
+
+    The cached objects (parameters, schemas) are shared by the factories of one
+    shape, as the nodes of one factory already share them; nothing mutates them.
+    """
+    key = _shape_key(fn, kind)
+    if key is None:
+        return make()
+    found = _shapes.get(key)
+    if found is None:
+        if len(_shapes) >= _SHAPES_MAX:  # re-executed notebook cells keep making code objects
+            _shapes.clear()
+        found = _shapes[key] = make()
+    return found
+
+
+def _arity(fn: Callable[..., Any]) -> int:
+    """``len(inspect.signature(fn).parameters)``, once per function shape."""
+    return _shaped(fn, "arity", lambda: len(inspect.signature(fn).parameters))
+
+
 # ---------------------------------------------------------------------------
 # closures
 
@@ -482,20 +643,13 @@ class LiftFactory(Factory):
         self.fn = fn
         self.helper = helper
         self.builtin = builtin
-        self.params = parameters(fn)
-        hints = _resolve_hints(fn)
-        ret = hints.get("return", inspect.Parameter.empty)
-        self.result_schema: dict[str, Any] | None = (
-            schema_for(ret)[0] if ret is not inspect.Parameter.empty and ret is not None else None
-        )
-        self.is_async = inspect.iscoroutinefunction(fn)
+        self.params: list[Param]
+        self.result_schema: dict[str, Any] | None
+        self.argument_schema: dict[str, Any]
+        self.params, self.result_schema, self.argument_schema, self.is_async = _shaped(
+            fn, "lift", lambda: _lift_shape(fn))
         self.curried = ()
         self._module: dict[str, Any] | None = None
-        types_ = {p.name: p.schema for p in self.params}
-        defs = _hoist_defs(types_)
-        self.argument_schema: dict[str, Any] = {"type": "object", "properties": types_}
-        if defs:
-            self.argument_schema["$defs"] = defs
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__name__ = getattr(fn, "__name__", "lift")
         self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
@@ -538,7 +692,24 @@ class LiftFactory(Factory):
             binding["closure"] = bind(frame, refs, inputs)
         impl = module.get("hash") or module["ref"]
         return add_node(frame, self.helper, module, binding, inputs, impl, None, self.result_schema,
-                        name=self.__name__)
+                        name=self.__name__, normalized=True)
+
+
+def _lift_shape(fn: Callable[..., Any]
+                ) -> tuple[list[Param], dict[str, Any] | None, dict[str, Any], bool]:
+    """Parameters, result schema, argument schema and async-ness of a lift's function."""
+    params = parameters(fn)
+    hints = _resolve_hints(fn)
+    ret = hints.get("return", inspect.Parameter.empty)
+    result_schema = (
+        schema_for(ret)[0] if ret is not inspect.Parameter.empty and ret is not None else None
+    )
+    types_ = {p.name: p.schema for p in params}
+    defs = _hoist_defs(types_)
+    argument_schema: dict[str, Any] = {"type": "object", "properties": types_}
+    if defs:
+        argument_schema["$defs"] = defs
+    return params, result_schema, argument_schema, inspect.iscoroutinefunction(fn)
 
 
 def _python_module(fn: Callable[..., Any], constants: dict[str, Any] | None) -> dict[str, Any]:
@@ -567,8 +738,13 @@ def add_node(
     stream: bool = False,
     name: str | None = None,
     initial: Any = MISSING,
+    normalized: bool = False,
 ) -> OpaqueRef[Any]:
-    """Record a node and its output cell; return a ref to the output."""
+    """Record a node and its output cell; return a ref to the output.
+
+    ``normalized``: ``binding`` is made of ``bind`` results (plain JSON already), so
+    the pattern hash need not check it (see ``_graph_digest``).
+    """
     out = frame.new_cell(helper, impl, inputs, config, schema, stream)
     if stream:
         out.initial = {"$stream": True}
@@ -579,6 +755,8 @@ def add_node(
         node["config"] = config
     if name:
         node["name"] = name
+    if not normalized:
+        frame.loose.append(len(frame.nodes))
     frame.nodes.append(node)
     return OpaqueRef(out, (), schema, frame)
 
@@ -607,17 +785,14 @@ class HandlerFactory(Factory):
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
-        params = parameters(fn)
-        self.event_param = params[0] if params else None
-        self.params = params[1:]
+        self.event_param: Param | None
+        self.params: list[Param]
+        self.event_schema: dict[str, Any]
+        self.state_schema: dict[str, Any]
+        self.event_param, self.params, self.event_schema, self.state_schema = _shaped(
+            fn, "handler", lambda: _handler_shape(fn))
         self.curried = ()
         self._module: dict[str, Any] | None = None
-        self.event_schema = self.event_param.schema if self.event_param else {}
-        state = {p.name: p.schema for p in self.params}
-        defs = _hoist_defs(state)
-        self.state_schema: dict[str, Any] = {"type": "object", "properties": state}
-        if defs:
-            self.state_schema["$defs"] = defs
         self.__name__ = getattr(fn, "__name__", "handler")
         self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
         self.__module__ = getattr(fn, "__module__", "__main__")
@@ -653,7 +828,21 @@ class HandlerFactory(Factory):
         if curried_event:
             binding["curried"] = bind(frame, curried_event, inputs)
         return add_node(frame, "handler", module, binding, inputs, module["hash"], None,
-                        {"asStream": True}, stream=True, name=self.__name__)
+                        {"asStream": True}, stream=True, name=self.__name__, normalized=True)
+
+
+def _handler_shape(fn: Callable[..., Any]
+                   ) -> tuple[Param | None, list[Param], dict[str, Any], dict[str, Any]]:
+    """Event parameter, state parameters, event schema and state schema of a handler."""
+    params = parameters(fn)
+    event_param = params[0] if params else None
+    event_schema = event_param.schema if event_param else {}
+    state = {p.name: p.schema for p in params[1:]}
+    defs = _hoist_defs(state)
+    state_schema: dict[str, Any] = {"type": "object", "properties": state}
+    if defs:
+        state_schema["$defs"] = defs
+    return event_param, params[1:], event_schema, state_schema
 
 
 def handler(fn: Callable[..., Any]) -> HandlerFactory:
@@ -696,7 +885,8 @@ class Pattern(Factory):
 
     kind = "pattern"
 
-    def __init__(self, fn: Callable[..., Any] | None, graph: dict[str, Any], name: str) -> None:
+    def __init__(self, fn: Callable[..., Any] | None, graph: dict[str, Any], name: str,
+                 digest: str | None = None) -> None:
         self.fn = fn
         self.graph = graph
         self.name = name
@@ -704,7 +894,7 @@ class Pattern(Factory):
         self.__qualname__ = getattr(fn, "__qualname__", name) if fn else name
         self.__module__ = getattr(fn, "__module__", "__main__") if fn else "__main__"
         self.curried = ()
-        self._hash: str | None = None
+        self._hash: str | None = digest  # given by the builder, which hashes as it traces
 
     @property
     def argument_schema(self) -> Any:
@@ -717,9 +907,7 @@ class Pattern(Factory):
     @property
     def hash(self) -> str:
         if self._hash is None:
-            # over the graph as stored (2.0 -> 2), so a graph read back hashes the same
-            text = json.dumps(to_json_value(self.graph), sort_keys=True, separators=(",", ":"))
-            self._hash = hashlib.sha256(text.encode()).hexdigest()
+            self._hash = _digest(self.graph)
         return self._hash
 
     def module(self) -> dict[str, Any]:
@@ -766,7 +954,7 @@ class Pattern(Factory):
         binding = bind(frame, argument, inputs)
         module = self.module()
         return add_node(frame, helper, module, binding, inputs, module["hash"], None,
-                        self.graph.get("resultSchema"), name=self.name)
+                        self.graph.get("resultSchema"), name=self.name, normalized=True)
 
     def __repr__(self) -> str:
         return f"<Pattern {self.name} nodes={len(self.graph['nodes'])}>"
@@ -809,13 +997,15 @@ def pattern(fn: Callable[..., Any] | None = None, *, name: str | None = None,
         call_kwargs = {p.name: root.key(p.name) for p in params if p.kind == inspect.Parameter.KEYWORD_ONLY}
         return fn(*call_args, **call_kwargs)
 
-    graph, captures = trace(body, getattr(fn, "__name__", "pattern"), argument_schema, result_schema)
+    graph, captures, loose = _trace(body, getattr(fn, "__name__", "pattern"), argument_schema,
+                                    result_schema)
     if captures:
         raise CapabilityError(
             "capture", "outer", f"pattern {fn.__name__}: a pattern defined inside another body "
             "cannot use that body's refs; pass them as its argument"
         )
-    made = Pattern(fn, graph, name or getattr(fn, "__name__", "pattern"))
+    digest = _graph_digest(graph, loose)
+    made = Pattern(fn, graph, name or getattr(fn, "__name__", "pattern"), digest)
     from .runner import register_pattern
 
     register_pattern(made)
@@ -840,27 +1030,172 @@ def trace(body: Callable[[BuilderFrame], Any], name: str, argument_schema: Any,
           result_schema: Any, parent: BuilderFrame | None = None
           ) -> tuple[dict[str, Any], list[tuple[str, OpaqueRef[Any]]]]:
     """Run ``body`` in a new builder frame: the graph JSON and the outer refs it captured."""
-    frame = BuilderFrame(parent if parent is not None else current_frame(), name)
-    token = _frames.set(frame)
-    try:
-        returned = body(frame)
-        if isinstance(returned, Pattern):
-            returned = returned._node(frame, {})
-        result = bind(frame, returned, [])
-        _name_result_cells(frame, returned)
-    finally:
-        _frames.reset(token)
-    initial = {c.key: c.initial for c in frame.cells if c.initial is not MISSING}
-    graph: dict[str, Any] = {
-        "name": name,
-        "argumentSchema": argument_schema,
-        "resultSchema": result_schema,
-        "initial": initial,
-        "result": result,
-        "nodes": frame.nodes,
-        "cells": [c.to_json() for c in frame.cells],
-    }
-    return graph, [(local, ref) for local, ref in frame.captured.values()]
+    graph, captures, _ = _trace(body, name, argument_schema, result_schema, parent)
+    return graph, captures
+
+
+def _trace(body: Callable[[BuilderFrame], Any], name: str, argument_schema: Any,
+           result_schema: Any, parent: BuilderFrame | None = None
+           ) -> tuple[dict[str, Any], list[tuple[str, OpaqueRef[Any]]], list[int]]:
+    """``trace``, plus the nodes whose binding ``bind`` did not make (for ``_graph_digest``)."""
+    from .runner import collector_paused
+
+    with collector_paused():  # the graph's objects all survive: no collections meanwhile
+        frame = BuilderFrame(parent if parent is not None else current_frame(), name)
+        token = _frames.set(frame)
+        try:
+            returned = body(frame)
+            if isinstance(returned, Pattern):
+                returned = returned._node(frame, {})
+            result = bind(frame, returned, [])
+            _name_result_cells(frame, returned)
+        finally:
+            _frames.reset(token)
+        initial = {c.key: c.initial for c in frame.cells if c.initial is not MISSING}
+        graph: dict[str, Any] = {
+            "name": name,
+            "argumentSchema": argument_schema,
+            "resultSchema": result_schema,
+            "initial": initial,
+            "result": result,
+            "nodes": frame.nodes,
+            "cells": [c.to_json() for c in frame.cells],
+        }
+    return graph, [(local, ref) for local, ref in frame.captured.values()], frame.loose
+
+
+# ---------------------------------------------------------------------------
+# pattern hashes
+
+
+def _digest(graph: Any) -> str:
+    """SHA-256 over the graph as stored (2.0 -> 2), so a graph read back hashes the same."""
+    text = json.dumps(to_json_value(graph), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _graph_digest(graph: dict[str, Any], loose: Sequence[int]) -> str:
+    """``_digest(graph)`` for a graph ``_trace`` just built, without the normalised copy.
+
+    Copying the whole graph through ``to_json_value`` was most of the cost of
+    defining a large pattern.  The bindings (the bulk) come from ``bind`` and are
+    plain JSON already; when the other parts that may hold non-canonical values
+    (schemas, modules, configs, causes, initial values) are plain too, the graph
+    dumps to the same text as its normalised copy.  Otherwise: the generic path.
+    """
+    if _graph_is_plain(graph, loose):
+        return _plain_digest(graph)
+    return _digest(graph)
+
+
+# no cycles to look for: bind makes fresh trees, and _walk_plain refuses a container met twice
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False).encode
+_CHUNK = 100
+
+
+def _plain_digest(graph: dict[str, Any]) -> str:
+    """SHA-256 of ``json.dumps(graph, sort_keys=True, separators=(",", ":"))``, in pieces.
+
+    One ``json.dumps`` of a 100 000-node graph builds a 50 MB text out of
+    millions of small strings, and took twice as long as encoding the node and
+    cell lists a hundred at a time and feeding each piece to the hash.
+    """
+    digest = hashlib.sha256()
+    opening = "{"
+    for key in sorted(graph):
+        value = graph[key]
+        digest.update(f"{opening}{_encode(key)}:".encode())
+        opening = ","
+        if type(value) is list and len(value) > _CHUNK:
+            digest.update(b"[")
+            for start in range(0, len(value), _CHUNK):
+                if start:
+                    digest.update(b",")
+                # the items of one piece, without its brackets
+                digest.update(memoryview(_encode(value[start:start + _CHUNK]).encode())[1:-1])
+            digest.update(b"]")
+        else:
+            digest.update(_encode(value).encode())
+    digest.update(b"}")
+    return digest.hexdigest()
+
+
+def _graph_is_plain(graph: dict[str, Any], loose: Sequence[int]) -> bool:
+    """Whether ``to_json_value(graph)`` equals ``graph`` (trusting the bindings ``bind`` made)."""
+    ok: set[int] = set()  # containers found plain: the 10 000 nodes of a lift share one module
+    for key in ("name", "argumentSchema", "resultSchema", "initial"):
+        if not _is_plain(graph[key], ok):
+            return False
+    unchecked = set(loose)
+    for i, node in enumerate(graph["nodes"]):
+        trusted = node["inputs"] if i not in unchecked else None
+        for value in node.values():
+            if type(value) is str or value is trusted or id(value) in ok:
+                continue
+            if not _is_plain(value, ok):
+                return False
+    for cell in graph["cells"]:
+        for value in cell.values():
+            t = type(value)
+            if t is str or t is int or value is None or id(value) in ok:
+                continue
+            if t is list:  # the input keys
+                for item in value:
+                    if type(item) is not str:
+                        break
+                else:
+                    continue
+            if not _is_plain(value, ok):
+                return False
+    return True
+
+
+def _is_plain(value: Any, ok: set[int]) -> bool:
+    """Whether ``to_json_value(value)`` equals ``value``; ``ok`` holds containers found plain."""
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return True
+    if t is float:
+        return _plain_float(value)
+    if t is not dict and t is not list:
+        return False
+    if id(value) in ok:
+        return True
+    if not _walk_plain(value):
+        return False
+    ok.add(id(value))  # the graph keeps it alive (and its id unique) while the hash is made
+    return True
+
+
+def _walk_plain(value: dict[str, Any] | list[Any]) -> bool:
+    stack: list[Any] = [value]
+    visited: set[int] = set()
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is dict or t is list:
+            ident = id(v)
+            if ident in visited:  # shared or cyclic: leave it to the generic walk
+                return False
+            visited.add(ident)
+            if t is dict:
+                for k in v:
+                    if type(k) is not str:
+                        return False
+                stack.extend(v.values())
+            else:
+                stack.extend(v)
+        elif t is float:
+            if not _plain_float(v):
+                return False
+        elif not (t is str or t is int or t is bool or v is None):
+            return False
+    return True
+
+
+def _plain_float(x: float) -> bool:
+    """``to_json_value`` refuses non-finite floats and turns 0.0 and integral ones into ints."""
+    return x - x == 0.0 and x != 0.0 and not (x.is_integer() and abs(x) < 2**53)
 
 
 def _name_result_cells(frame: BuilderFrame, returned: Any) -> None:
@@ -896,15 +1231,16 @@ def _collection_node(kind: str, source: Cell[Any], fn: Callable[..., Any]) -> Op
     frame = current_frame()
     if frame is None:
         raise CapabilityError(kind, "live", "a cell outside a pattern body (use it in a pattern)")
-    n = len(inspect.signature(fn).parameters)
+    n = _arity(fn)
 
     def body(sub: BuilderFrame) -> Any:
         arg = OpaqueRef(sub.argument, (), None, sub)
         call = [arg.key("element"), arg.key("index"), arg.key("array")][: max(n, 1)]
         return fn(*call)
 
-    graph, captures = trace(body, f"{kind}:{getattr(fn, '__name__', 'fn')}", None, None, parent=frame)
-    op = Pattern(None, graph, graph["name"])
+    graph, captures, loose = _trace(body, f"{kind}:{getattr(fn, '__name__', 'fn')}", None, None,
+                                    parent=frame)
+    op = Pattern(None, graph, graph["name"], _graph_digest(graph, loose))
     from .runner import register_pattern
 
     register_pattern(op)
@@ -915,7 +1251,8 @@ def _collection_node(kind: str, source: Cell[Any], fn: Callable[..., Any]) -> Op
     }
     config = {"op": op.hash}
     module = {"type": "builtin", "ref": kind}
-    return add_node(frame, kind, module, binding, inputs, kind, config, {"type": "array"}, name=kind)
+    return add_node(frame, kind, module, binding, inputs, kind, config, {"type": "array"},
+                    name=kind, normalized=True)
 
 
 def _cell_map_hook(cell: Cell[Any], fn: Callable[..., Any]) -> Any:

@@ -26,6 +26,9 @@ from .errors import UnknownImplementationError
 
 _registry: dict[str, Callable[..., Any]] = {}
 _fingerprints: dict[tuple[types.CodeType, str], tuple[str, str | None]] = {}
+#: ``_normalised`` per code object: a closure capturing a loop variable has new
+#: constants (so a new fingerprint) on every call, but the same source to parse
+_normalised_by_code: dict[types.CodeType, tuple[str, str | None]] = {}
 
 
 def _function_node(fn: types.FunctionType, source: str) -> ast.AST | None:
@@ -108,7 +111,10 @@ def fingerprint_function(
     cached = _fingerprints.get(key)
     if cached is not None:
         return cached
-    normalised, source = _normalised(fn)
+    found = _normalised_by_code.get(fn.__code__)
+    if found is None:
+        found = _normalised_by_code[fn.__code__] = _normalised(fn)
+    normalised, source = found
     digest = hashlib.sha256(f"{normalised}\0{key_consts}".encode()).hexdigest()
     _fingerprints[key] = (digest, source)
     return digest, source

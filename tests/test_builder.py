@@ -619,3 +619,248 @@ def test_cell_of_in_a_body_is_internal_state(rt: Runtime) -> None:
     assert r.n.get() == 3
     r.bump.send({})
     assert r.n.get() == 4
+
+
+# ---------------------------------------------------------------------------
+# defining large patterns: the fast paths give exactly the generic results
+
+
+def _generic_bind(frame: Any, value: Any, inputs: list[str]) -> Any:
+    from cellkernel import builder
+    from cellkernel.values import to_json_value
+
+    return to_json_value(value, hook=lambda v: builder._bind_hook(frame, inputs, v))
+
+
+def _bind_fixture() -> tuple[Any, Any, list[Any]]:
+    """An outer and an inner frame, and refs of both (outer ones get captured)."""
+    from cellkernel.builder import BuilderFrame
+
+    outer = BuilderFrame(None, "outer")
+    inner = BuilderFrame(outer, "inner")
+    out_a = OpaqueRef(outer.argument, ("a",), None, outer)
+    out_b = OpaqueRef(outer.argument, ("b", 0), None, outer)
+    cell = inner.new_cell("lift", "h", [], None)
+    own = OpaqueRef(cell, (), None, inner)
+    arg = OpaqueRef(inner.argument, ("x",), None, inner)
+    return outer, inner, [out_a, out_b, own, arg]
+
+
+def _bind_values(refs: list[Any]) -> list[Any]:
+    out_a, out_b, own, arg = refs
+    return [
+        [arg, 5],
+        (arg, own, "s", None, True),
+        [out_b, arg, out_a, out_b],  # captures named in the walk's order
+        {"b": own, "a": [out_a, {"deep": (arg.key("y", 2), 1.5)}]},
+        {"n": 1.0, "z": -0.0, "h": 0.5, "big": 2.0**60},
+        [own.key(1.0)],  # a float path element is normalised by the walk
+        [[arg], [arg]],
+        {},
+        [],
+        (),
+        "text",
+        3.0,
+        {1: arg},  # not JSON: both refuse
+        [float("nan"), out_a],  # refused after the ref was bound
+        [double, out_a, arg],  # a factory sigil: the walk takes over after the refs
+    ]
+
+
+def test_bind_fast_path_matches_the_generic_walk() -> None:
+    from cellkernel.builder import bind
+
+    for i in range(len(_bind_values(_bind_fixture()[2]))):
+        results = []
+        for fast in (True, False):
+            _, inner, refs = _bind_fixture()
+            value = _bind_values(refs)[i]
+            inputs: list[str] = []
+            try:
+                bound: Any = (bind if fast else _generic_bind)(inner, value, inputs)
+            except ValueError as exc:
+                bound = f"error: {exc}"
+            captured = [(local, ref._path) for local, ref in inner.captured.values()]
+            connected = [r._bcell.connected for r in refs]
+            results.append((bound, type(bound), inputs, captured, connected))
+        assert results[0] == results[1], i
+
+
+def test_cell_indices_match_the_json_signature() -> None:
+    """Cells with equal cause components get the next index (tuple keys or JSON text)."""
+    import json
+
+    from cellkernel.builder import BuilderFrame
+
+    calls: list[tuple[Any, ...]] = [
+        ("lift", "h", ["b", "a"], None), ("lift", "h", ["a", "b"], None),
+        ("lift", "h", ["a"], None), ("lift", None, ["a"], None), ("lift", "h", [], None),
+        ("lift", "h", ["a"], {"k": 1}), ("lift", "h", ["a"], {"k": 1.0}),
+        ("lift", "h", ["a"], "x"), ("cell", None, [], 0), ("cell", None, [], None),
+        ("cell", None, [], [1, 2]), ("cell", None, [], (1, 2)), ("lift", "h", ["a", "b"], None),
+    ]
+    frame = BuilderFrame(None, "f")
+    seen: dict[str, int] = {}
+    for helper, impl, inputs, config in calls:
+        text = json.dumps([helper, impl, sorted(inputs), config], sort_keys=True, default=str)
+        expected = seen.get(text, 0)
+        seen[text] = expected + 1
+        assert frame.new_cell(helper, impl, inputs, config).index == expected
+
+
+def test_pattern_hash_is_the_hash_of_the_normalised_graph() -> None:
+    """The builder hashes as it traces; every graph still hashes as ``Pattern.hash`` always did."""
+    from pydantic import Field
+
+    from cellkernel import builder
+
+    class Bounded(BaseModel):
+        v: float = Field(1.0, ge=1.0)  # integral floats in the schema: the generic path
+
+    @lift
+    def pair(a: int, b: Any = None, *, c: float = 0.5) -> dict[str, Any]:
+        return {"a": a, "b": b, "c": c}
+
+    scale = 2.0
+
+    @pattern
+    def Mixed(x: int = 1, items: list[int] | None = None):
+        nested = pair(x, (x, 1.0, {"k": -0.0}), c=2.0)
+        doubled = items.map(lambda e: lift(lambda v: v * scale)(e))
+        flag = Cell.of(1.0)
+        return {"nested": nested, "doubled": doubled, "flag": flag, "raw": [x, 3.0]}
+
+    @pattern
+    def WithModel(m: Bounded, n: int = 0):
+        return {"m": m, "n": double(n)}
+
+    @pattern
+    def Chain(x: int = 0):
+        v = x
+        for _ in range(200):
+            v = double(v)
+        return {"out": v}
+
+    for made in (Mixed, WithModel, Chain, Counter):
+        assert made.hash == builder._digest(made.graph)
+        assert Pattern(made.fn, made.graph, made.name).hash == made.hash
+
+
+def test_large_graph_hash_skips_the_normalising_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import Field
+
+    from cellkernel import builder
+
+    class Bounded(BaseModel):
+        v: float = Field(1.0, ge=1.0)
+
+    generic: list[str] = []
+    original = builder._digest
+
+    def counting(graph: Any) -> str:
+        generic.append(graph["name"])
+        return original(graph)
+
+    monkeypatch.setattr(builder, "_digest", counting)
+
+    @pattern
+    def FanOut(x: int = 0):
+        return {"leaves": [double(x) for _ in range(300)], "c": Cell.of({"f": 2.5})}
+
+    @pattern
+    def Odd(x: float = 1.0):  # to_json_value already made the schema default 1
+        return {"y": double(x)}
+
+    assert generic == []  # plain graphs: hashed from their own JSON text
+    assert Odd.to_json()["argumentSchema"]["properties"]["x"]["default"] == 1
+
+    @pattern
+    def WithModel(m: Bounded):  # 1.0 in the schema: hashed as 1, through the copy
+        return {"m": m}
+
+    assert generic == ["WithModel"]
+    assert WithModel.to_json()["argumentSchema"]["properties"]["v"]["minimum"] == 1.0
+    assert FanOut.hash == original(FanOut.graph) and WithModel.hash == original(WithModel.graph)
+
+
+def test_graph_digest_in_pieces_is_the_digest_of_the_whole_text() -> None:
+    import hashlib
+    import json
+
+    from cellkernel import builder
+
+    def whole(graph: dict[str, Any]) -> str:
+        text = json.dumps(graph, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    n = builder._CHUNK
+    for size in (0, 1, n - 1, n, n + 1, 2 * n, 3 * n + 7):
+        graph = {
+            "nodes": [{"i": i, "s": "é\n", "z": [i, {"b": 1, "a": None}]} for i in range(size)],
+            "cells": [[i] for i in range(size)],
+            "name": "g", "initial": {}, "result": list(range(size)), "Z": [], "a": [[]] * size,
+        }
+        assert builder._plain_digest(graph) == whole(graph), size
+
+
+def test_defining_a_pattern_restores_the_garbage_collector() -> None:
+    import gc
+
+    seen: list[bool] = []
+
+    def body_raises() -> None:
+        @pattern
+        def Broken(x: int = 0):
+            seen.append(gc.isenabled())
+            raise RuntimeError("in the body")
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        body_raises()
+    assert gc.isenabled() and seen == [False]
+    gc.disable()
+    try:
+        body_raises()
+    except RuntimeError:
+        pass
+    finally:
+        still_off = not gc.isenabled()
+        gc.enable()
+    assert still_off
+
+
+def test_factories_made_in_a_loop_share_a_shape_only_when_it_cannot_differ() -> None:
+    from cellkernel import builder
+
+    made = [lift(lambda v, flag=flag: v) for flag in (True, 1, True, "1")]
+    defaults = [f.argument_schema["properties"]["flag"]["default"] for f in made]
+    assert defaults == [True, 1, True, "1"]
+    assert [type(d) for d in defaults] == [bool, int, bool, str]
+    assert made[0].argument_schema is made[2].argument_schema  # one shape: computed once
+
+    def typed(kind: type) -> Any:
+        def fn(v: kind) -> kind:  # type: ignore[valid-type]
+            return v
+
+        return lift(fn)
+
+    assert typed(int).result_schema == {"type": "integer"}
+    assert typed(str).result_schema == {"type": "string"}
+
+    def forward(v: "int") -> "int":
+        return v
+
+    def listed(v: list[int]) -> list[int]:
+        return v
+
+    assert builder._shape_key(forward, "lift") is None  # a string resolves at each call
+    assert builder._shape_key(listed, "lift") is None
+    assert builder._shape_key(lambda v=[]: v, "lift") is None
+    assert lift(listed).argument_schema["properties"]["v"] == {
+        "type": "array", "items": {"type": "integer"}}
+
+    @handler
+    def on(event: dict[str, Any], count: Cell[int]) -> None:
+        count.set(count.get() + 1)
+
+    assert on.state_schema["properties"]["count"] == {"type": "integer", "asCell": True}
