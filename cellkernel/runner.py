@@ -486,6 +486,14 @@ def _argument_reader(rt: Runtime, binding: Any, space: str, out_id: str, mark: s
                 value = tx.read(link_space, link_id, link_path)  # tracked, as resolve does
                 if type(value) in _SCALARS:
                     return value
+                if type(value) is dict and is_link(value):  # e.g. a map element's document
+                    inner = parse_link(value, link_space)
+                    sp, eid, p, seen_schema = resolve(tx, inner.space, inner.id, inner.path)
+                    schema = seen_schema if seen_schema is not None else inner.schema
+                    value = tx.read(sp, eid, p, track=False)
+                    if schema is None and type(value) in _SCALARS:
+                        return value
+                    return materialize(rt, tx, value, sp, eid, p, schema, True, True)
         sp, eid, p, seen_schema = resolve(tx, link_space, link_id, link_path)
         value = tx.read(sp, eid, p, track=False)
         schema = link_schema if link_schema is not None else seen_schema
