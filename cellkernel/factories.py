@@ -56,12 +56,13 @@ Dynamic instances (the runner, SPEC §8):
 * A child made in a handler (``instantiate`` or calling a pattern) is noted in
   the parent result's metadata (``children``: child id -> handler node id) and
   is resumed with its parent by ``rt.resume`` (or a fresh ``rt.run``), in any
-  process.  If the handler raises, its children are stopped and nothing of
-  the event lands.
-* ``wish("#all")`` links to the space's instance list with the schema
-  ``{"type": "array", "items": {"asCell": True}}``: its entries read as result
-  ``Cell``s (the list contains the reader's own result, so copies would go
-  round in circles).  ``wish("/a/b")`` reads ``a/b`` of the space's root
+  process.  If the handler raises, or its commit keeps conflicting, its
+  children are stopped and nothing of the event lands.
+* ``wish("#all")`` is a list kept from the space's append-only instance log
+  (one entry document per instance plus a counter, so starting an instance
+  writes a constant amount) with the schema ``{"type": "array", "items":
+  {"asCell": True}}``: its entries read as result ``Cell``s (the list contains
+  the reader's own result, so copies would go round in circles).  ``wish("/a/b")`` reads ``a/b`` of the space's root
   document, which is ``rt.get_cell(space)``.
 """
 

@@ -1049,6 +1049,7 @@ class Runner:
         captured_b = record["bindings"].get("captured") or {}
         keys_of: dict[str, int] = {}
         arg_ids: dict[str, str] = {}
+        id_of_key: dict[str, str] = {}  # element key -> child id, so a push hashes one id
 
         def run(tx: Transaction) -> None:
             op = self.pattern_by_hash(op_hash, space)
@@ -1075,8 +1076,12 @@ class Runner:
                 n = seen.get(base, 0)
                 seen[base] = n + 1
                 key = f"{base}#{n}"
-                child_id = derive_id({"parent": out_id, "helper": mode, "key": key})
+                child_id = id_of_key.get(key)
+                if child_id is None:
+                    child_id = derive_id({"parent": out_id, "helper": mode, "key": key})
                 order.append((key, child_id, element, index))
+            id_of_key.clear()
+            id_of_key.update((key, child_id) for key, child_id, _e, _i in order)
             live = {child_id for _k, child_id, _e, _i in order}
             for child_id in [c for c in node.children if c not in live]:
                 node.children.pop(child_id).stop()
