@@ -511,6 +511,8 @@ class Runner:
         self.rt = rt
         self.instances: dict[tuple[str, str], Instance] = {}
         self._stopped_streams: set[tuple[str, str, tuple[str | int, ...]]] = set()
+        #: the output of the map/filter/instantiate node whose run is creating children now
+        self._creator: tuple[str, str, tuple[str | int, ...]] | None = None
 
     # -- public ---------------------------------------------------------------
 
@@ -843,10 +845,10 @@ class Runner:
                    extra_writes: tuple[tuple[str, str, tuple[str | int, ...]], ...] = ()) -> None:
         """Start a node's reactive action; it writes the node's output cell.
 
-        A node started by a running lift (a child instance it creates) is also
-        ordered as a writer of that lift's output: whoever reads the lift's
-        result reads through to the child's outputs, so it must run after the
-        child has computed them, not once before with the child's cells empty.
+        A node started by a running lift, map, filter or instantiate (a child
+        instance it creates) is also ordered as a writer of that node's output:
+        whoever reads it reads through to the child's outputs, so it must run
+        after the child has computed them, not once before with them empty.
         """
         from .builder import runtime_frame
 
@@ -854,13 +856,25 @@ class Runner:
         space = instance.space
         writes: list[tuple[str, str, tuple[str | int, ...]]] = [(space, record["outputs"][0], ())]
         writes.extend(extra_writes)
-        creator = runtime_frame.get()
-        if isinstance(creator, RuntimeFrame) and creator.kind == "lift":
-            writes.append((creator.instance.space, creator.node.record["outputs"][0], ()))
+        if self._creator is not None:
+            writes.append(self._creator)
+        else:
+            frame = runtime_frame.get()
+            if isinstance(frame, RuntimeFrame) and frame.kind == "lift":
+                writes.append((frame.instance.space, frame.node.record["outputs"][0], ()))
         action = Action(run, name=name, node=record["id"], pattern=instance.pattern_hash,
                         space=space, writes=writes, reads=reads or (), frame=record["id"])
         node.actions.append(action)
         self.rt.scheduler.subscribe(action)
+
+    @contextlib.contextmanager
+    def _creating(self, space: str, out_id: str) -> Iterator[None]:
+        """Children started meanwhile are ordered before the readers of ``out_id``."""
+        previous, self._creator = self._creator, (space, out_id, ())
+        try:
+            yield
+        finally:
+            self._creator = previous
 
     def _start(self, instance: Instance, records: list[dict[str, Any]], tx: Transaction,
                resume: bool = False) -> None:
@@ -1093,8 +1107,9 @@ class Runner:
                         tx.write(space, arg_ids[child_id], ("index",), index)
                     continue
                 argument = {"element": element, "index": index, "array": array_link, "$captured": captured_b}
-                child = self._run(op, argument, result_id=child_id, tx=tx, parent=instance,
-                                  owner=node, space=space)
+                with self._creating(space, out_id):
+                    child = self._run(op, argument, result_id=child_id, tx=tx, parent=instance,
+                                      owner=node, space=space)
                 keys_of[child_id] = index
                 arg_ids[child_id] = derive_id({"parent": child.result_id, "helper": "argument"})
             if mode == "map":
@@ -1158,8 +1173,9 @@ class Runner:
                 state["hash"] = key
             child_id = derive_id({"parent": out_id, "instantiate": key})
             if child_id not in node.children:
-                self._run(pattern, b.get("inputs") or {}, result_id=child_id, tx=tx, parent=instance,
-                          owner=node, space=space)
+                with self._creating(space, out_id):
+                    self._run(pattern, b.get("inputs") or {}, result_id=child_id, tx=tx,
+                              parent=instance, owner=node, space=space)
             link = make_link(space, child_id, ())
             current = tx.read(space, out_id, (), track=False)
             if current is MISSING or not json_equal(current, link):

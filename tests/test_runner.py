@@ -887,6 +887,33 @@ def test_dynamic_children_run_before_their_outputs_are_read(rt: Runtime) -> None
     assert rt.errors == []
 
 
+def test_a_reader_of_a_map_runs_after_the_children_it_reads(rt: Runtime) -> None:
+    seen: list[Any] = []
+
+    @lift
+    def double(x: int) -> int:
+        return x * 2
+
+    @lift
+    def total(values: list) -> int:
+        seen.append(list(values))
+        return sum(values)
+
+    @pattern
+    def Totalled(items: list):
+        doubled = items.map(lambda x: double(x))
+        return {"doubled": doubled, "total": total(doubled)}
+
+    items = rt.get_cell("map reader items")
+    items.set([1, 2, 3])
+    r = rt.run(Totalled, {"items": items}, cause="totalled")
+    assert seen == [[2, 4, 6]]  # once, with every child's output (never with None)
+    items.push(4)  # one new child: the reader runs once more, after it
+    assert seen == [[2, 4, 6], [2, 4, 6, 8]]
+    assert r.key("total").get() == 20
+    assert rt.errors == []
+
+
 # ---------------------------------------------------------------------------
 # async
 
