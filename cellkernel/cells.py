@@ -20,7 +20,15 @@ from . import schema as schemas
 from .errors import CapabilityError, CauseError, LinkCycleError
 from .identity import create_ref
 from .links import MAX_HOPS, is_link, is_sigil, make_link, parse_link
-from .values import MISSING, Path, format_path, get_path, json_equal, to_json_value
+from .values import (
+    MISSING,
+    SCALAR_TYPES,
+    Path,
+    format_path,
+    get_path,
+    json_equal,
+    to_json_value,
+)
 
 if TYPE_CHECKING:
     from .transactions import Transaction
@@ -703,9 +711,6 @@ def _load_factory_hook() -> Callable[..., Any] | None:
     return _hooks.get("materialize_factory")
 
 
-_SCALARS = (int, float, str, bool)
-
-
 def materialize(
     runtime: Any,
     tx: Transaction,
@@ -779,7 +784,7 @@ def materialize(
                 result = {}
             holder[key] = result
             for k, v in value.items():
-                if sch is None and (type(v) in _SCALARS or v is None):
+                if sch is None and (type(v) in SCALAR_TYPES or v is None):
                     result[k] = v  # what the loop below would make of it, without the trip
                     continue
                 result[k] = None  # placeholder: keep the stored key order
@@ -791,7 +796,7 @@ def materialize(
                 lst: list[Any] = list(value)  # scalars stay; containers and links are replaced
                 holder[key] = lst
                 for i, v in enumerate(value):
-                    if type(v) not in _SCALARS and v is not None:
+                    if type(v) not in SCALAR_TYPES and v is not None:
                         stack.append((lst, i, v, sp, eid, (*p, i), None, False, hops))
                 continue
             lst = [None] * len(value)

@@ -34,7 +34,7 @@ from .errors import CapabilityError, CellkernelError, UnknownImplementationError
 from .identity import create_ref
 from .links import is_link, is_sigil, make_link, parse_link
 from .scheduler import Action, EventHandler
-from .values import MISSING, json_equal, to_json_value
+from .values import MISSING, SCALAR_TYPES, json_equal, to_json_value
 
 if TYPE_CHECKING:
     from .builder import Pattern
@@ -456,9 +456,6 @@ def _fn_checkers(fn: Callable[..., Any]) -> dict[str, Callable[[Any], bool]]:
     return _checkers(_fn_validators(fn))
 
 
-_SCALARS = (int, float, str, bool)
-
-
 def _argument_reader(rt: Runtime, binding: Any, space: str, out_id: str, mark: str,
                      is_async: bool) -> Callable[[Transaction], Any]:
     """A function that reads one lift argument in a run's transaction.
@@ -469,7 +466,7 @@ def _argument_reader(rt: Runtime, binding: Any, space: str, out_id: str, mark: s
     ``materialize``.  ``Cell[T]`` parameters get a Cell on the link.
     """
     if not is_link(binding):
-        if type(binding) in _SCALARS:
+        if type(binding) in SCALAR_TYPES:
             return lambda _tx: binding
         return lambda tx: materialize(rt, tx, binding, space, out_id, (), None, True, False)
     link = parse_link(binding, space)
@@ -484,20 +481,20 @@ def _argument_reader(rt: Runtime, binding: Any, space: str, out_id: str, mark: s
             document = tx.read(link_space, link_id, (), track=False)
             if not is_link(document):
                 value = tx.read(link_space, link_id, link_path)  # tracked, as resolve does
-                if type(value) in _SCALARS:
+                if type(value) in SCALAR_TYPES:
                     return value
                 if type(value) is dict and is_link(value):  # e.g. a map element's document
                     inner = parse_link(value, link_space)
                     sp, eid, p, seen_schema = resolve(tx, inner.space, inner.id, inner.path)
                     schema = seen_schema if seen_schema is not None else inner.schema
                     value = tx.read(sp, eid, p, track=False)
-                    if schema is None and type(value) in _SCALARS:
+                    if schema is None and type(value) in SCALAR_TYPES:
                         return value
                     return materialize(rt, tx, value, sp, eid, p, schema, True, True)
         sp, eid, p, seen_schema = resolve(tx, link_space, link_id, link_path)
         value = tx.read(sp, eid, p, track=False)
         schema = link_schema if link_schema is not None else seen_schema
-        if schema is None and type(value) in _SCALARS:
+        if schema is None and type(value) in SCALAR_TYPES:
             return value
         return materialize(rt, tx, value, sp, eid, p, schema, True, True)
 

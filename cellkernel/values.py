@@ -15,6 +15,8 @@ JSON: TypeAlias = None | bool | int | float | str | list[Any] | dict[str, Any]
 Path: TypeAlias = tuple[str | int, ...]
 
 _SCALARS: Final = (str, int, bool, type(None))
+#: Exact types of JSON scalars other than null, for ``type(v) in SCALAR_TYPES`` hot-path tests.
+SCALAR_TYPES: Final = (int, float, str, bool)
 
 
 class _Missing:
