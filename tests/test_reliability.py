@@ -21,7 +21,6 @@ import random
 import signal
 import sqlite3
 import time
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -52,17 +51,6 @@ from cellkernel.scheduler import MAX_ITERATIONS, Scheduler
 from cellkernel.storage import Document, MemoryStore, Store
 
 OTHER = "did:test:elsewhere"
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def rt(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
-    runtime = (
-        Runtime() if request.param == "memory" else Runtime(store=f"sqlite:///{tmp_path}/rel.db")
-    )
-    try:
-        yield runtime
-    finally:
-        runtime.close()
 
 
 class Unchanged:
