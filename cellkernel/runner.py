@@ -328,9 +328,15 @@ class RuntimeFrame:
         digest = pattern.hash if hasattr(pattern, "hash") else str(pattern)
         result_id = derive_id({"parent": self.cause, "instantiate": digest, "n": self.counter})
         self.created.add(result_id)
-        is_new = (self.instance.space, result_id) not in self.runner.instances
-        child = self.runner._run(pattern, argument, result_id=result_id, tx=self.tx,
-                                 parent=self.instance, owner=self.node)
+        runner = self.runner
+        is_new = (self.instance.space, result_id) not in runner.instances
+        if self.kind == "lift":  # readers of the lift's output read through to the child
+            with runner._creating(self.instance.space, self.node.record["outputs"][0]):
+                child = runner._run(pattern, argument, result_id=result_id, tx=self.tx,
+                                    parent=self.instance, owner=self.node)
+        else:
+            child = runner._run(pattern, argument, result_id=result_id, tx=self.tx,
+                                parent=self.instance, owner=self.node)
         if is_new:
             # if this run's transaction never lands (an exception, or a commit conflict
             # that is then retried), the child it started must not keep running
@@ -491,6 +497,8 @@ def _argument_reader(rt: Runtime, binding: Any, space: str, out_id: str, mark: s
                     if schema is None and type(value) in SCALAR_TYPES:
                         return value
                     return materialize(rt, tx, value, sp, eid, p, schema, True, True)
+                # no link on the way: what resolve would find, without reading it again
+                return materialize(rt, tx, value, link_space, link_id, link_path, None, True, True)
         sp, eid, p, seen_schema = resolve(tx, link_space, link_id, link_path)
         value = tx.read(sp, eid, p, track=False)
         schema = link_schema if link_schema is not None else seen_schema
@@ -847,18 +855,12 @@ class Runner:
         whoever reads it reads through to the child's outputs, so it must run
         after the child has computed them, not once before with them empty.
         """
-        from .builder import runtime_frame
-
         record = node.record
         space = instance.space
         writes: list[tuple[str, str, tuple[str | int, ...]]] = [(space, record["outputs"][0], ())]
         writes.extend(extra_writes)
-        if self._creator is not None:
+        if self._creator is not None:  # see ``_creating``
             writes.append(self._creator)
-        else:
-            frame = runtime_frame.get()
-            if isinstance(frame, RuntimeFrame) and frame.kind == "lift":
-                writes.append((frame.instance.space, frame.node.record["outputs"][0], ()))
         action = Action(run, name=name, node=record["id"], pattern=instance.pattern_hash,
                         space=space, writes=writes, reads=reads or (), frame=record["id"])
         node.actions.append(action)
