@@ -104,14 +104,21 @@ def resolve(
     while True:
         node = tx.read(space, entity_id, (), track=False)
         found = -1
-        if is_link(node):
+        if type(node) is dict and "/" in node and is_link(node):
             found = 0
         else:
             for depth, key in enumerate(path):
-                node = get_path(node, (key,))
+                # one step of ``get_path`` inline for the usual dict key and list index
+                t = type(node)
+                if t is dict:
+                    node = node.get(key, MISSING)
+                elif t is list and type(key) is int and 0 <= key < len(node):
+                    node = node[key]
+                else:
+                    node = get_path(node, (key,))
                 if node is MISSING:
                     break
-                if type(node) is dict and is_link(node):
+                if type(node) is dict and "/" in node and is_link(node):
                     found = depth + 1
                     break
         if found < 0:
@@ -437,6 +444,14 @@ class Cell(Generic[T]):
             tx, self._space, self._id, self._path, for_write=True, track=False  # type: ignore[arg-type]
         )
         current = tx.read(space, entity_id, path, track=False)
+        t = type(value)
+        if (t is int or t is str or t is bool or value is None) and type(current) is not dict:
+            # a scalar over a scalar, list or nothing: no stream, links or documents involved
+            if self._schema:
+                schemas.validate(self._schema, value, self._where())
+            if type(current) is not t or current != value:  # json_equal, for a scalar
+                tx.write(space, entity_id, path, value)
+            return
         if is_stream_value(current):
             to_json_value(value, hook=_event_hook)  # reject what could not be stored
             if not _queue_with(tx, self._rt, (space, entity_id, path), value):

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import implementations as impls
 from . import schema as schemas
-from .cells import Cell, materialize, resolve
+from .cells import Cell, DocDict, materialize, resolve
 from .errors import CapabilityError, CellkernelError, UnknownImplementationError
 from .identity import create_ref
 from .links import is_link, is_sigil, make_link, parse_link
@@ -39,7 +39,6 @@ from .values import MISSING, SCALAR_TYPES, json_equal, to_json_value
 if TYPE_CHECKING:
     from .builder import Pattern
     from .runtime import Runtime
-    from .storage import Change
     from .transactions import Transaction
 
 cause_log = logging.getLogger("cellkernel.causes")
@@ -480,6 +479,7 @@ def _argument_reader(rt: Runtime, binding: Any, space: str, out_id: str, mark: s
         return lambda tx: Cell(rt, link.space, link.id, link.path, None, None if is_async else tx)
     link_space, link_id, link_path, link_schema = link.space, link.id, link.path, link.schema
     one_hop = len(link_path) <= 1 and link_schema is None
+    parsed: list[Any] = [None, None]  # the last inner link met, and its parse
 
     def read(tx: Transaction) -> Any:
         if one_hop:
@@ -490,7 +490,20 @@ def _argument_reader(rt: Runtime, binding: Any, space: str, out_id: str, mark: s
                 if type(value) in SCALAR_TYPES:
                     return value
                 if type(value) is dict and is_link(value):  # e.g. a map element's document
-                    inner = parse_link(value, link_space)
+                    if value is parsed[0]:
+                        inner = parsed[1]
+                    else:
+                        inner = parse_link(value, link_space)
+                        parsed[0], parsed[1] = value, inner
+                    if not inner.path and inner.schema is None:
+                        # a whole document of scalars: what materialize makes of it, directly
+                        target = tx.read(inner.space, inner.id, ())  # tracked, as resolve does
+                        if type(target) is dict and "/" not in target and "$stream" not in target:
+                            for field in target.values():
+                                if type(field) not in SCALAR_TYPES and field is not None:
+                                    break
+                            else:
+                                return DocDict(target, Cell(rt, inner.space, inner.id, (), None))
                     sp, eid, p, seen_schema = resolve(tx, inner.space, inner.id, inner.path)
                     schema = seen_schema if seen_schema is not None else inner.schema
                     value = tx.read(sp, eid, p, track=False)
@@ -596,9 +609,6 @@ class Runner:
         if graph is None:
             raise LookupError(f"no graph snapshot stored on {result.entity_id}")
         return GraphSnapshot.model_validate(graph)
-
-    def after_commit(self, changes: list[Change]) -> None:
-        """Hook for observers (GraphView); the runner itself needs nothing here."""
 
     def unhandled_event(self, stream: tuple[str, str, tuple[str | int, ...]], event: Any) -> None:
         if stream in self._stopped_streams:
@@ -977,7 +987,7 @@ class Runner:
             # the common case, without the general write path: a scalar over a scalar
             current = tx.read(space, out_id, (), track=False)
             if type(current) is not dict:  # not a link, a stream or a document
-                if current is MISSING or not json_equal(current, result):
+                if type(current) is not t or current != result:  # json_equal, for a scalar
                     tx.write(space, out_id, (), result)
                 return
         Cell(self.rt, space, out_id, (), None, tx)._set_in(tx, result)

@@ -53,6 +53,9 @@ class Runtime:
         self._runner: Runner | None = None
         self._lock = threading.RLock()
         self._closed = False
+        #: whether another process may write the store (SQLite): then every write and
+        #: ``idle`` polls it first; a MemoryStore (``external_writes = False``) never needs it
+        self._polls = bool(getattr(self.store, "external_writes", True))
 
     # -- cells -------------------------------------------------------------------
 
@@ -98,7 +101,8 @@ class Runtime:
         """Run ``fn(tx)`` and commit, retrying on ``ConflictError`` up to ``retries`` times."""
         attempt = 0
         while True:
-            self._poll()
+            if self._polls:
+                self._poll()
             tx = self._begin()
             try:
                 result = fn(tx)
@@ -124,21 +128,16 @@ class Runtime:
             if self._batch_depth == 0:
                 self.scheduler.settle()
 
-    def _write(self, fn: Callable[[Transaction], Any]) -> Any:
-        """A write outside any transaction: its own commit, then settle.
-
-        Retried on ``ConflictError`` like ``edit_with_retry``: another runtime on
-        the same SQLite file may have committed since this one last looked.
-        """
-        return self.edit_with_retry(fn)
+    #: A write outside any transaction: its own commit, then settle.  Retried on
+    #: ``ConflictError``: another runtime on the same SQLite file may have committed
+    #: since this one last looked.  (An alias, not a wrapper: it is on every write.)
+    _write = edit_with_retry
 
     def _after_commit(self, changes: list[Change], source: Action | None) -> None:
         self.scheduler.notify(changes, source)
-        if self._runner is not None:
-            self._runner.after_commit(changes)
 
     def _settle_if_free(self) -> None:
-        if self._batch_depth == 0 and not self.scheduler.busy and current_tx.get() is None:
+        if self._batch_depth == 0 and not self.scheduler._settling and current_tx.get() is None:
             self.scheduler.settle()
 
     def _settle_after_send(self) -> None:
@@ -164,7 +163,8 @@ class Runtime:
         Also picks up commits made by other processes on the same store.  When no
         event loop is running, async nodes are driven to completion too.
         """
-        self._poll()
+        if self._polls:
+            self._poll()
         self.scheduler.settle()
         if self.scheduler._async:
             try:

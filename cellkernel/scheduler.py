@@ -33,9 +33,10 @@ from .cells import Cell, current_tx
 from .errors import ConflictError, IterationLimitError, NodeError
 from .values import Path, get_path, json_equal, paths_overlap
 
+from .transactions import Transaction
+
 if TYPE_CHECKING:
     from .storage import Change
-    from .transactions import Transaction
 
 log = logging.getLogger("cellkernel.scheduler")
 
@@ -258,6 +259,8 @@ class Scheduler:
     def notify(self, changes: Iterable[Change], source: Action | None = None) -> None:
         """Schedule the actions whose read values changed (not ``source`` itself)."""
         triggers_map = self._triggers
+        heap = self._heap
+        heappush = heapq.heappush
         for change in changes:
             triggers = triggers_map.get((change.space, change.entity_id))
             if not triggers:
@@ -286,7 +289,9 @@ class Scheduler:
                     else:
                         differs = not json_equal(get_path(before, path), get_path(after, path))
                     if differs:
-                        self._schedule(action)
+                        if action.active:  # ``_schedule``, inline: it runs per trigger
+                            pending.add(action)
+                            heappush(heap, (action.height, action.seq, action))
                         break
 
     # -- events ---------------------------------------------------------------------
@@ -322,8 +327,8 @@ class Scheduler:
 
     def settle(self) -> None:
         """Run until nothing is pending and the event queue is empty."""
-        if self._settling:
-            return
+        if self._settling or (not self._heap and not self._events):
+            return  # busy already, or nothing to do (a busy period leaves nothing to clear)
         self._settling = True
         try:
             while True:
@@ -367,7 +372,7 @@ class Scheduler:
     def run_action(self, action: Action) -> None:
         """Run one action now, commit, re-subscribe, and notify readers."""
         rt = self._rt
-        tx = rt._begin(frame=action.frame)
+        tx = Transaction(rt.store, frame=action.frame)
         token = current_tx.set(tx)
         previous = self._running
         self._running = action

@@ -340,6 +340,7 @@ def _memory_commit_docs(
             _check_basis(basis)
             break
     owned: list[tuple[str, Any, Any, Any]] = []
+    limit = _INT_LIMIT
     for entity_id, doc in writes.items():
         if type(entity_id) is not str or type(space) is not str:
             _check_key(space, entity_id)
@@ -352,14 +353,22 @@ def _memory_commit_docs(
             where = f"{entity_id!r} in space {space!r}"
             raise ValueError(f"document meta of {where} is not a mapping: {meta!r}")
         prev = docs.get((space, entity_id))
+        value = doc.value
+        source = doc.source
+        # the usual commit writes a scalar (or the stored object itself) and keeps the
+        # stored source and meta: nothing to copy, so no call for it
         if prev is None:
-            value = _owned("value", doc.value, None, space, entity_id)
-            source = _owned("source", doc.source, None, space, entity_id)
+            value = _owned("value", value, None, space, entity_id)
+            source = _owned("source", source, None, space, entity_id)
             meta_copy = _owned_meta(meta, None, space, entity_id)
         else:
-            value = _owned("value", doc.value, prev.value, space, entity_id)
-            source = _owned("source", doc.source, prev.source, space, entity_id)
-            meta_copy = _owned_meta(meta, prev.meta, space, entity_id)
+            t = type(value)
+            if not (t is str or t is bool or value is None or value is prev.value
+                    or (t is int and -limit < value < limit)):
+                value = _owned("value", value, prev.value, space, entity_id)
+            if source is not prev.source:
+                source = _owned("source", source, prev.source, space, entity_id)
+            meta_copy = prev.meta if meta is prev.meta else _owned_meta(meta, prev.meta, space, entity_id)
         owned.append((entity_id, value, source, meta_copy))
     return owned
 
@@ -369,6 +378,9 @@ def _memory_commit_docs(
 
 class MemoryStore:
     """Process-local store; same CAS contract as SQLite, no persistence, nothing to poll."""
+
+    #: nothing outside this process writes it, so a runtime never needs to ``poll`` it
+    external_writes = False
 
     def __init__(self) -> None:
         self.url = "memory:"

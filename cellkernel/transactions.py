@@ -84,7 +84,9 @@ class Transaction:
         """The raw stored value at ``path`` (links not followed), or ``MISSING``."""
         working = self._docs.get((space, entity_id))  # hot path: inlined ``_working``
         if working is None:
-            working = self._working(space, entity_id)
+            if self.status != "open":
+                raise TransactionClosedError(f"transaction is {self.status}")
+            working = self._docs[(space, entity_id)] = _Working(self._store.load(space, entity_id))
         if track and self.track:
             self.reads.append((space, entity_id, path))
         value = working.value
@@ -128,7 +130,7 @@ class Transaction:
         working = self._docs.get((space, entity_id))
         if working is None:
             working = self._working(space, entity_id)
-        working.value = set_path(working.value, path, value)
+        working.value = set_path(working.value, path, value) if path else value
         working.dirty = True
         self.writes.append((space, entity_id, path))
 
@@ -156,11 +158,13 @@ class Transaction:
         if self.status != "open":
             raise TransactionClosedError(f"cannot commit: transaction is {self.status}")
         writes: dict[str, Document] = {}
+        basis: dict[tuple[str, str], int] = {}
         space = self.write_space
-        for (doc_space, entity_id), working in self._docs.items():
+        for key, working in self._docs.items():
+            base = working.base
+            basis[key] = base.version if base is not None else 0
             if not working.dirty:
                 continue
-            base = working.base
             if (
                 base is not None
                 and json_equal(base.value, working.value)
@@ -168,15 +172,13 @@ class Transaction:
                 and (working.meta is base.meta or json_equal(dict(base.meta), dict(working.meta)))
             ):
                 continue
-            writes[entity_id] = _new_document(working.value, working.source, dict(working.meta), 0)
+            # meta untouched is the stored mapping itself (the store keeps it); set_meta made a new dict
+            writes[key[1]] = _new_document(working.value, working.source, working.meta, 0)
         if not writes or space is None:
             self.status = "committed"
             for callback in self.on_commit:
                 callback(self)
             return []
-        basis = {
-            key: (w.base.version if w.base is not None else 0) for key, w in self._docs.items()
-        }
         try:
             changes = self._store.commit(space, writes, basis)
         except Exception:

@@ -262,9 +262,15 @@ def json_equal(a: Any, b: Any) -> bool:
                 return False
             for k, v in x.items():
                 w = y.get(k, MISSING)
-                if w is MISSING:
+                if v is w:
+                    continue
+                tv = type(v)
+                if tv is not type(w):  # also a missing key (MISSING is never stored)
                     return False
-                stack.append((v, w))
+                if tv is dict or tv is list:
+                    stack.append((v, w))
+                elif v != w:  # scalars compared here, not pushed
+                    return False
         elif t is list:
             if len(x) != len(y):
                 return False
