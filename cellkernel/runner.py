@@ -478,15 +478,15 @@ def _argument_reader(rt: Runtime, binding: Any, space: str, out_id: str, mark: s
     if mark == "cell":
         return lambda tx: Cell(rt, link.space, link.id, link.path, None, None if is_async else tx)
     link_space, link_id, link_path, link_schema = link.space, link.id, link.path, link.schema
-    one_hop = len(link_path) <= 1 and link_schema is None
+    # One key (not "/") of a document: a stored link at the root would make it MISSING.
+    one_hop = link_schema is None and (not link_path or (len(link_path) == 1 and link_path[0] != "/"))
     parsed: list[Any] = [None, None]  # the last inner link met, and its parse
 
     def read(tx: Transaction) -> Any:
         if one_hop:
             # the usual binding: one key of a plain document (the instance's argument)
-            document = tx.read(link_space, link_id, (), track=False)
-            if not is_link(document):
-                value = tx.read(link_space, link_id, link_path)  # tracked, as resolve does
+            value = tx.read(link_space, link_id, link_path)  # tracked, as resolve does
+            if value is not MISSING:
                 if type(value) in SCALAR_TYPES:
                     return value
                 if type(value) is dict and is_link(value):  # e.g. a map element's document

@@ -339,11 +339,9 @@ def _memory_commit_docs(
         ):
             _check_basis(basis)
             break
-    owned: list[tuple[str, Any, Any, Any]] = []
-    limit = _INT_LIMIT
     for entity_id, doc in writes.items():
         if type(entity_id) is not str or type(space) is not str:
-            _check_key(space, entity_id)
+            _check_key(space, entity_id)  # per write: key, then document, then meta
         if type(doc) is not Document and not isinstance(doc, Document):
             raise TypeError(
                 f"write of {entity_id!r} in space {space!r} is {type(doc).__name__}, not Document"
@@ -352,9 +350,21 @@ def _memory_commit_docs(
         if type(meta) is not dict and not isinstance(meta, Mapping):
             where = f"{entity_id!r} in space {space!r}"
             raise ValueError(f"document meta of {where} is not a mapping: {meta!r}")
+    return _owned_parts(
+        space, [(entity_id, doc.value, doc.source, doc.meta) for entity_id, doc in writes.items()], docs
+    )
+
+
+def _owned_parts(
+    space: str, parts: list[tuple[str, Any, Any, Any]], docs: Mapping[Key, Document]
+) -> list[tuple[str, Any, Any, Any]]:
+    """Store-owned copies of ``(entity_id, value, source, meta)`` writes (see ``_plain``)."""
+    owned: list[tuple[str, Any, Any, Any]] = []
+    limit = _INT_LIMIT
+    for entity_id, value, source, meta in parts:
+        if type(entity_id) is not str or type(space) is not str:
+            _check_key(space, entity_id)
         prev = docs.get((space, entity_id))
-        value = doc.value
-        source = doc.source
         # the usual commit writes a scalar (or the stored object itself) and keeps the
         # stored source and meta: nothing to copy, so no call for it
         if prev is None:
@@ -399,7 +409,28 @@ class MemoryStore:
         writes: Mapping[str, Document],
         basis: Mapping[tuple[str, str], int],
     ) -> list[Change]:
-        encoded = _memory_commit_docs(space, writes, basis, self._docs)
+        return self._land(space, _memory_commit_docs(space, writes, basis, self._docs), basis)
+
+    def commit_parts(
+        self,
+        space: str,
+        parts: list[tuple[str, Any, Any, Any]],
+        basis: dict[tuple[str, str], int],
+    ) -> list[Change]:
+        """``commit`` for a transaction: writes as ``(entity_id, value, source, meta)``.
+
+        The transaction builds its basis from stored versions and its meta as
+        mappings, so only what a caller could get wrong (keys, values) is checked;
+        no ``Document`` is made just to be taken apart again.
+        """
+        return self._land(space, _owned_parts(space, parts, self._docs), basis)
+
+    def _land(
+        self,
+        space: str,
+        encoded: list[tuple[str, Any, Any, Any]],
+        basis: Mapping[tuple[str, str], int],
+    ) -> list[Change]:
         docs = self._docs
         with self._lock:
             conflicts: list[tuple[Key, int, int]] | None = None

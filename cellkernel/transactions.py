@@ -157,7 +157,7 @@ class Transaction:
         """Land every write atomically, or raise ``ConflictError`` and land nothing."""
         if self.status != "open":
             raise TransactionClosedError(f"cannot commit: transaction is {self.status}")
-        writes: dict[str, Document] = {}
+        parts: list[tuple[str, Any, Any, Any]] = []
         basis: dict[tuple[str, str], int] = {}
         space = self.write_space
         for key, working in self._docs.items():
@@ -173,14 +173,20 @@ class Transaction:
             ):
                 continue
             # meta untouched is the stored mapping itself (the store keeps it); set_meta made a new dict
-            writes[key[1]] = _new_document(working.value, working.source, working.meta, 0)
-        if not writes or space is None:
+            parts.append((key[1], working.value, working.source, working.meta))
+        if not parts or space is None:
             self.status = "committed"
             for callback in self.on_commit:
                 callback(self)
             return []
         try:
-            changes = self._store.commit(space, writes, basis)
+            store = self._store
+            commit_parts = getattr(store, "commit_parts", None)  # MemoryStore: no Documents
+            if commit_parts is not None:
+                changes = commit_parts(space, parts, basis)
+            else:
+                writes = {eid: _new_document(v, src, m, 0) for eid, v, src, m in parts}
+                changes = store.commit(space, writes, basis)
         except Exception:
             self._aborted()
             raise

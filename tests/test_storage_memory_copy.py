@@ -132,3 +132,30 @@ def test_a_value_that_contains_itself_is_refused_as_before() -> None:
     loop.append(loop)
     with pytest.raises(ValueError, match="not JSON"):
         MemoryStore().commit("sp", {"e": Document(loop)}, {})
+
+
+# --------------------------------------------------------------------------- commit_parts
+
+
+def test_commit_parts_lands_what_commit_lands() -> None:
+    """The transaction's lane (tuples, no Documents) stores the same documents and changes."""
+    by_docs, by_parts = MemoryStore(), MemoryStore()
+    value = {"a": [1, {"b": 2}], "s": "x"}
+    one = by_docs.commit("sp", {"e": Document(value, {"src": 1}, {"m": [1]})}, {("sp", "e"): 0})
+    two = by_parts.commit_parts("sp", [("e", value, {"src": 1}, {"m": [1]})], {("sp", "e"): 0})
+    assert [(c.entity_id, c.before, c.after) for c in one] == [
+        (c.entity_id, c.before, c.after) for c in two
+    ]
+    value["a"][1]["b"] = 99  # type: ignore[index]  (the caller's object is not the stored one)
+    assert by_parts.load("sp", "e").value == {"a": [1, {"b": 2}], "s": "x"}  # type: ignore[union-attr]
+
+
+def test_commit_parts_refuses_bad_input_and_stores_nothing() -> None:
+    store = MemoryStore()
+    store.commit_parts("sp", [("e", 1, None, {})], {})
+    before = dict(store._docs)
+    with pytest.raises(ValueError, match="not JSON"):
+        store.commit_parts("sp", [("e", float("nan"), None, {})], {("sp", "e"): 1})
+    with pytest.raises(TypeError, match="entity id must be str"):
+        store.commit_parts("sp", [(7, 2, None, {})], {})  # type: ignore[list-item]
+    assert store._docs == before
