@@ -94,7 +94,7 @@ class Runtime:
             return
         changes = tx.commit()
         if changes:
-            self._after_commit(changes, None)
+            self.scheduler.notify(changes, None)
         self._settle_if_free()
 
     def edit_with_retry(self, fn: Callable[[Transaction], Any], retries: int = 5) -> Any:
@@ -103,7 +103,7 @@ class Runtime:
         while True:
             if self._polls:
                 self._poll()
-            tx = self._begin()
+            tx = Transaction(self.store)
             try:
                 result = fn(tx)
             except BaseException:
@@ -133,9 +133,6 @@ class Runtime:
     #: since this one last looked.  (An alias, not a wrapper: it is on every write.)
     _write = edit_with_retry
 
-    def _after_commit(self, changes: list[Change], source: Action | None) -> None:
-        self.scheduler.notify(changes, source)
-
     def _settle_if_free(self) -> None:
         if self._batch_depth == 0 and not self.scheduler._settling and current_tx.get() is None:
             self.scheduler.settle()
@@ -155,7 +152,7 @@ class Runtime:
     def _poll(self) -> None:
         changes = self.store.poll()
         if changes:
-            self._after_commit(changes, None)
+            self.scheduler.notify(changes, None)
 
     def idle(self) -> None:
         """Run the scheduler until nothing is pending and the event queue is empty.

@@ -406,7 +406,8 @@ class Scheduler:
                 self._record(action, exc, "")
             return
         action.retries = 0
-        self._set_reads(action, reads)
+        if reads != action.reads or not reads:  # the usual run reads what it read last time
+            self._set_reads(action, reads)
         learned = False
         all_writers = self._writers
         for space, entity_id, path in tx.writes:
@@ -426,7 +427,7 @@ class Scheduler:
         for callback in self.on_run:
             callback(action)
         if changes:
-            rt._after_commit(changes, action)
+            self.notify(changes, action)
 
     def _run_event(self, handler: EventHandler, event: Any, retries: int, _cb: Any) -> None:
         if not handler.active:
@@ -453,7 +454,7 @@ class Scheduler:
                 self._record(handler, exc, "")
             return
         if changes:
-            rt._after_commit(changes, None)
+            self.notify(changes, None)
 
     def _record(self, action: Action | EventHandler, exc: BaseException, tb: str) -> None:
         error = NodeError(

@@ -70,7 +70,39 @@ def checker(schema: Schema) -> Callable[[Any], bool] | None:
             return False
         return True
 
-    return check
+    sure = _sure_types(schema)
+    if sure is None:
+        return check
+    if sure == (dict,):
+        return lambda value: isinstance(value, dict) or check(value)
+    return lambda value: type(value) in sure or check(value)
+
+
+#: JSON types whose values of these exact Python types always pass ``{"type": t}``.
+_SURE_TYPES: dict[str, tuple[type, ...]] = {
+    "integer": (int,), "number": (int, float), "string": (str,), "boolean": (bool,),
+    "object": (dict,), "array": (list,), "null": (type(None),),
+}
+_INERT_KEYS = frozenset({"type", "title", "description", "default", "additionalProperties", "items"})
+
+
+def _sure_types(schema: Schema) -> tuple[type, ...] | None:
+    """For a bare ``{"type": t}`` schema: the types that pass without running the validator.
+
+    Only a fast *yes*: any other value still goes to the compiled validator, so
+    answers (and edge cases such as ``True`` for integers) are unchanged.
+    """
+    if type(schema) is not dict or not set(schema) <= _INERT_KEYS:
+        return None
+    kind = schema.get("type")
+    sure = _SURE_TYPES.get(kind) if type(kind) is str else None
+    if sure is None:
+        return None
+    extra = schema.get("additionalProperties", True)
+    items = schema.get("items", True)
+    if (extra is not True and extra != {}) or (items is not True and items != {}):
+        return None
+    return sure
 
 
 def is_valid(schema: Schema, value: Any) -> bool:

@@ -92,7 +92,11 @@ class Transaction:
         value = working.value
         if value is None and working.base is None:
             return MISSING
-        return get_path(value, path) if path else value
+        if not path:
+            return value
+        if len(path) == 1 and type(value) is dict:  # ``get_path`` for one key, inline
+            return value.get(path[0], MISSING)
+        return get_path(value, path)
 
     def document(self, space: str, entity_id: str) -> _Working:
         """The working document (for metadata reads); not tracked."""
@@ -126,7 +130,10 @@ class Transaction:
     def write(self, space: str, entity_id: str, path: Path, value: Any) -> None:
         """Write ``value`` at ``path``; copy-on-write so stored documents stay shared."""
         if self.write_space != space or self.status != "open":
-            self._claim(space)
+            if self.write_space is None and self.status == "open":
+                self.write_space = space  # the first write claims its space (``_claim``)
+            else:
+                self._claim(space)
         working = self._docs.get((space, entity_id))
         if working is None:
             working = self._working(space, entity_id)

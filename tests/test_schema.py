@@ -257,3 +257,27 @@ def test_a_valid_write_lands(rt: Runtime) -> None:
     assert profile.get()["name"] == "Ada"
     assert profile.get()["tags"] == ["x"]
     assert version(rt, profile) == start + 2
+
+
+# --------------------------------------------------------------------------- checker
+
+
+_CHECKER_SCHEMAS = [
+    {"type": t} for t in ("integer", "number", "string", "boolean", "object", "array", "null")
+] + [
+    {"type": "object", "additionalProperties": True},
+    {"type": "array", "items": {}},
+    {"type": "integer", "minimum": 3},
+    {"type": "array", "items": {"type": "integer"}},
+    {"type": ["integer", "null"]},
+]
+_CHECKER_VALUES = [0, 5, -1, True, False, 1.0, 2.5, "x", "", None, {}, {"a": 1}, [], [1, "a"]]
+
+
+@pytest.mark.parametrize("schema", _CHECKER_SCHEMAS, ids=lambda s: str(s))
+def test_checker_answers_as_validate_does(schema: Any) -> None:
+    """The compiled checker (with its exact-type fast yes) never disagrees with ``validate``."""
+    check = schemas.checker(schema)
+    assert check is not None
+    for value in _CHECKER_VALUES:
+        assert check(value) is schemas.is_valid(schema, value), (schema, value)
