@@ -131,12 +131,19 @@ def resolve(
         if track:
             tx.read(space, entity_id, path[:found])
         hops += 1
-        if seen is None:
-            seen = set()
-        seen.add((space, entity_id, path))
+        here = (space, entity_id, path)
         space, entity_id, path = link.space, link.id, link.path + tuple(path[found:])
         if link.schema is not None:
             link_schema = link.schema
+        if hops == 1:  # one hop (the usual case) is a cycle only if it comes straight back
+            first = here
+            if (space, entity_id, path) != here:
+                continue
+            seen = {here}
+        else:
+            if seen is None:
+                seen = {first}
+            seen.add(here)
         if (space, entity_id, path) in seen or hops > MAX_HOPS:
             reason = "a cycle" if (space, entity_id, path) in seen else f"more than {MAX_HOPS} hops"
             raise LinkCycleError(

@@ -64,6 +64,10 @@ def make_link(
     return {"/": {LINK_TAG: body}}
 
 
+_plain_links: dict[tuple[str, str], Link] = {}
+_PLAIN_LINKS_MAX: Final = 65_536
+
+
 def parse_link(value: Any, base_space: str) -> Link:
     """Parse a sigil, raising ``ValueError`` that says what is malformed."""
     if not is_link(value):
@@ -75,8 +79,15 @@ def parse_link(value: Any, base_space: str) -> Link:
     if type(entity_id) is not str or not entity_id:
         raise ValueError(f"malformed link: 'id' must be a non-empty string, got {entity_id!r}")
     path = body.get("path", [])
-    if len(body) == 2 and type(path) is list and not path and "path" in body:  # common case: {"id": ..., "path": []}
-        return Link(base_space, entity_id, ())
+    if len(body) == 2 and type(path) is list and not path and "path" in body:
+        # the common case, {"id": ..., "path": []}: Links are immutable, so one per target
+        key = (base_space, entity_id)
+        link = _plain_links.get(key)
+        if link is None:
+            if len(_plain_links) >= _PLAIN_LINKS_MAX:
+                _plain_links.clear()
+            link = _plain_links[key] = Link(base_space, entity_id, ())
+        return link
     if type(path) is not list or not all(type(p) in (str, int) for p in path):
         raise ValueError(f"malformed link: 'path' must be a list of keys, got {path!r}")
     space = body.get("space", base_space)
