@@ -872,9 +872,21 @@ class _SelfRef:
         return _SelfFactoryMarker()
 
 
+#: how many ``SELF.factory`` markers were written into graphs so far: a trace that wrote
+#: none made a graph with none, so the runner need not look for them (see ``_self_free``)
+_self_markers = [0]
+
+
 class _SelfFactoryMarker:
     def __ck_to_json__(self) -> Any:
+        _self_markers[0] += 1
         return {"$self": "factory"}
+
+
+def _self_free(made: Pattern, markers_before: int) -> Pattern:
+    """Mark ``made`` as holding no ``SELF.factory`` marker if its trace wrote none."""
+    made.self_free = _self_markers[0] == markers_before
+    return made
 
 
 SELF = _SelfRef()
@@ -895,6 +907,8 @@ class Pattern(Factory):
         self.__module__ = getattr(fn, "__module__", "__main__") if fn else "__main__"
         self.curried = ()
         self._hash: str | None = digest  # given by the builder, which hashes as it traces
+        #: known to hold no ``SELF.factory`` marker (set by the builder; else looked for)
+        self.self_free = False
 
     @property
     def argument_schema(self) -> Any:
@@ -997,6 +1011,7 @@ def pattern(fn: Callable[..., Any] | None = None, *, name: str | None = None,
         call_kwargs = {p.name: root.key(p.name) for p in params if p.kind == inspect.Parameter.KEYWORD_ONLY}
         return fn(*call_args, **call_kwargs)
 
+    markers = _self_markers[0]
     graph, captures, loose = _trace(body, getattr(fn, "__name__", "pattern"), argument_schema,
                                     result_schema)
     if captures:
@@ -1005,7 +1020,8 @@ def pattern(fn: Callable[..., Any] | None = None, *, name: str | None = None,
             "cannot use that body's refs; pass them as its argument"
         )
     digest = _graph_digest(graph, loose)
-    made = Pattern(fn, graph, name or getattr(fn, "__name__", "pattern"), digest)
+    made = _self_free(Pattern(fn, graph, name or getattr(fn, "__name__", "pattern"), digest),
+                      markers)
     from .runner import register_pattern
 
     register_pattern(made)
@@ -1238,9 +1254,10 @@ def _collection_node(kind: str, source: Cell[Any], fn: Callable[..., Any]) -> Op
         call = [arg.key("element"), arg.key("index"), arg.key("array")][: max(n, 1)]
         return fn(*call)
 
+    markers = _self_markers[0]
     graph, captures, loose = _trace(body, f"{kind}:{getattr(fn, '__name__', 'fn')}", None, None,
                                     parent=frame)
-    op = Pattern(None, graph, graph["name"], _graph_digest(graph, loose))
+    op = _self_free(Pattern(None, graph, graph["name"], _graph_digest(graph, loose)), markers)
     from .runner import register_pattern
 
     register_pattern(op)

@@ -441,6 +441,8 @@ _self_free: set[str] = set()
 
 def _mentions_self(pattern: Pattern) -> bool:
     """Whether the pattern's graph holds any ``SELF.factory`` marker (once per pattern)."""
+    if pattern.self_free:  # the builder saw no marker written while tracing it
+        return False
     digest = pattern.hash
     if digest in _self_free:
         return False

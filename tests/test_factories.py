@@ -657,6 +657,23 @@ def test_self_factory_is_the_pattern_as_a_value(rt: Runtime) -> None:
     assert again.n.get() == 2
 
 
+def test_only_a_trace_that_wrote_a_self_marker_is_searched_for_one(rt: Runtime) -> None:
+    """The builder notes which graphs hold no SELF.factory, so large ones are not walked."""
+
+    @pattern
+    def Plain(n: int = 0):
+        return {"n": n}
+
+    @pattern
+    def InMap(items: list[int]):
+        return {"out": items.map(lambda item: {"v": item, "maker": SELF.factory})}
+
+    assert Plain.self_free
+    assert not InMap.self_free  # the marker was written by the map's sub-trace
+    r = rt.run(InMap, {"items": [1]}, cause="self-in-map")
+    assert isinstance(r.out.get()[0]["maker"], Pattern)  # the marker was replaced
+
+
 # --------------------------------------------------------------------------- persistence
 
 
