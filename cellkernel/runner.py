@@ -680,12 +680,13 @@ class Runner:
         if isinstance(current, dict) and isinstance(result_value, dict) and "$NAME" in current and "$NAME" in result_value:
             result_value["$NAME"] = current["$NAME"]
         if current is MISSING or not json_equal(current, result_value):
-            tx.write(space, result_id, (), result_value)
+            tx.write(space, result_id, (), tx.hand_over(result_value))  # built for this write
         instance.generation += 1
         previous = instance.pattern_hash
         instance.pattern_hash = pattern.hash
         snapshot = self._snapshot_json(instance, pattern, records, snap_cells, ids, graph, tx, previous)
-        tx.set_meta(space, result_id, "graph", snapshot)
+        # the snapshot is built for this write (its records are never changed in place)
+        tx.set_meta(space, result_id, "graph", tx.hand_over(snapshot))
         tx.set_source(space, result_id, {"pattern": pattern.hash, "name": pattern.name})
         self._start(instance, records, tx)
         if fresh:
@@ -745,7 +746,8 @@ class Runner:
             seen.add(p.hash)
             doc_id = derive_id(pattern_doc_cause(p.hash))
             if not tx.exists(space, doc_id):
-                tx.write(space, doc_id, (), {"name": p.name, "graph": p.graph})
+                # a pattern's graph is never changed once built
+                tx.write(space, doc_id, (), tx.hand_over({"name": p.name, "graph": p.graph}))
             for node in p.graph["nodes"]:
                 sub = None
                 if node["helper"] == "pattern":

@@ -356,9 +356,16 @@ def _memory_commit_docs(
 
 
 def _owned_parts(
-    space: str, parts: list[tuple[str, Any, Any, Any]], docs: Mapping[Key, Document]
+    space: str,
+    parts: list[tuple[str, Any, Any, Any]],
+    docs: Mapping[Key, Document],
+    handed: set[int] | None = None,
 ) -> list[tuple[str, Any, Any, Any]]:
-    """Store-owned copies of ``(entity_id, value, source, meta)`` writes (see ``_plain``)."""
+    """Store-owned copies of ``(entity_id, value, source, meta)`` writes (see ``_plain``).
+
+    ``handed`` holds the ids of values handed over by their maker (see
+    ``Transaction.hand_over``): fresh plain JSON nobody changes again, kept as is.
+    """
     owned: list[tuple[str, Any, Any, Any]] = []
     limit = _INT_LIMIT
     for entity_id, value, source, meta in parts:
@@ -367,20 +374,46 @@ def _owned_parts(
         prev = docs.get((space, entity_id))
         # the usual commit writes a scalar (or the stored object itself) and keeps the
         # stored source and meta: nothing to copy, so no call for it
+        pv = prev.value if prev is not None else None
+        t = type(value)
+        if not (t is str or t is bool or value is None or (t is int and -limit < value < limit)
+                or (prev is not None and value is pv) or (handed and id(value) in handed)):
+            value = _owned("value", value, pv, space, entity_id)
         if prev is None:
-            value = _owned("value", value, None, space, entity_id)
             source = _owned("source", source, None, space, entity_id)
-            meta_copy = _owned_meta(meta, None, space, entity_id)
+        elif source is not prev.source:
+            source = _owned("source", source, prev.source, space, entity_id)
+        pm = prev.meta if prev is not None else None
+        if prev is not None and meta is pm:
+            meta_copy = pm
+        elif handed and (kept := _handed_meta(meta, pm, handed)) is not None:
+            meta_copy = kept
         else:
-            t = type(value)
-            if not (t is str or t is bool or value is None or value is prev.value
-                    or (t is int and -limit < value < limit)):
-                value = _owned("value", value, prev.value, space, entity_id)
-            if source is not prev.source:
-                source = _owned("source", source, prev.source, space, entity_id)
-            meta_copy = prev.meta if meta is prev.meta else _owned_meta(meta, prev.meta, space, entity_id)
+            meta_copy = _owned_meta(meta, pm, space, entity_id)
         owned.append((entity_id, value, source, meta_copy))
     return owned
+
+
+def _handed_meta(meta: Any, prev: Mapping[str, Any] | None, handed: set[int]) -> Any:
+    """A copy of ``meta`` if every entry is handed over, stored already or a small scalar.
+
+    Otherwise None: the usual path copies (and checks) the whole meta.
+    """
+    if type(meta) is not dict:
+        return None
+    limit = _INT_LIMIT
+    for key, entry in meta.items():
+        t = type(entry)
+        if type(key) is not str:
+            return None
+        if (
+            id(entry) in handed
+            or t is str or t is bool or entry is None or (t is int and -limit < entry < limit)
+            or (prev is not None and prev.get(key, _Declined) is entry)
+        ):
+            continue
+        return None
+    return dict(meta)
 
 
 # --------------------------------------------------------------------------- memory
@@ -416,14 +449,16 @@ class MemoryStore:
         space: str,
         parts: list[tuple[str, Any, Any, Any]],
         basis: dict[tuple[str, str], int],
+        handed: set[int] | None = None,
     ) -> list[Change]:
         """``commit`` for a transaction: writes as ``(entity_id, value, source, meta)``.
 
         The transaction builds its basis from stored versions and its meta as
         mappings, so only what a caller could get wrong (keys, values) is checked;
-        no ``Document`` is made just to be taken apart again.
+        no ``Document`` is made just to be taken apart again.  Values whose ids are
+        in ``handed`` were handed over (``Transaction.hand_over``) and are kept as is.
         """
-        return self._land(space, _owned_parts(space, parts, self._docs), basis)
+        return self._land(space, _owned_parts(space, parts, self._docs, handed), basis)
 
     def _land(
         self,

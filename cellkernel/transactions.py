@@ -44,6 +44,7 @@ class Transaction:
 
     __slots__ = (
         "_docs",
+        "_handed",
         "_store",
         "frame",
         "on_abort",
@@ -58,6 +59,7 @@ class Transaction:
     def __init__(self, store: Store, *, track: bool = True, frame: Any = None) -> None:
         self._store = store
         self._docs: dict[tuple[str, str], _Working] = {}
+        self._handed: list[Any] | None = None
         self.reads: list[Address] = []
         self.writes: list[Address] = []
         self.write_space: str | None = None
@@ -158,6 +160,20 @@ class Transaction:
         working.meta = meta
         working.dirty = True
 
+    def hand_over(self, value: Any) -> Any:
+        """Declare ``value`` fresh plain JSON that its maker will never change again.
+
+        A store that keeps decoded copies (``MemoryStore``) may then keep it as is
+        instead of copying it: the runner hands over the graph snapshots and
+        pattern graphs it writes, which are large and built for this write alone.
+        Only for plain JSON (dict, list, str, int, finite float, bool, None):
+        such a value is not checked again.  Returns ``value``.
+        """
+        if self._handed is None:
+            self._handed = []
+        self._handed.append(value)
+        return value
+
     # -- ending ------------------------------------------------------------
 
     def commit(self) -> list[Change]:
@@ -190,7 +206,8 @@ class Transaction:
             store = self._store
             commit_parts = getattr(store, "commit_parts", None)  # MemoryStore: no Documents
             if commit_parts is not None:
-                changes = commit_parts(space, parts, basis)
+                handed = {id(v) for v in self._handed} if self._handed else None
+                changes = commit_parts(space, parts, basis, handed)
             else:
                 writes = {eid: _new_document(v, src, m, 0) for eid, v, src, m in parts}
                 changes = store.commit(space, writes, basis)

@@ -622,7 +622,7 @@ def test_a_handler_whose_commit_keeps_conflicting_leaves_no_running_child(
     before_running = set(rt.runner.instances)
     attempts = [0]
 
-    def always_stale(space: str, writes: Any, basis: Any) -> Any:
+    def always_stale(space: str, writes: Any, basis: Any, *handed: Any) -> Any:
         attempts[0] += 1
         raise ConflictError("stale basis (forced by the test)")
 

@@ -642,3 +642,21 @@ def test_diff_drawing_takes_extra_highlights() -> None:
     assert 'class="ck-error"' in line
     assert 'class="ck-changed"' in dot and 'class="ck-kept"' in dot
     assert "class " in d.to_mermaid(highlight={squared: "ran"})
+
+
+def test_stored_snapshots_are_plain_json_on_every_store(rt: Runtime) -> None:
+    """The runner hands its snapshot to the store uncopied: it must be exactly plain JSON."""
+
+    @pattern
+    def Plain(x: int = 1) -> Any:
+        return {"x": x, "y": add_one(x), "s": describe(add_one(x))}
+
+    result = rt.run(Plain, {"x": 2}, cause="plain-json-snapshot")
+    stored = rt.read_tx().document(rt.space, result.entity_id or "")
+    for part in (stored.meta["graph"], stored.value):
+        assert json.loads(json.dumps(part)) == part
+        stack: list[Any] = [part]
+        while stack:  # only JSON's own types, no tuples or subclasses
+            item = stack.pop()
+            assert type(item) in (dict, list, str, int, float, bool, type(None)), type(item)
+            stack.extend(item.values() if type(item) is dict else item if type(item) is list else [])

@@ -264,3 +264,37 @@ def test_on_abort_callbacks_run_once_when_nothing_lands(rt: Runtime) -> None:
     landed.write(rt.space, "of:c", (), 1)
     landed.commit()
     assert seen == ["abort", "conflict aborted"]
+
+
+# --------------------------------------------------------------------------- hand_over
+
+
+def test_a_handed_over_value_is_kept_without_a_copy() -> None:
+    """MemoryStore keeps what its maker handed over; anything else it copies."""
+    rt = Runtime()
+    handed = {"big": [{"x": i} for i in range(3)]}
+    kept = {"big": [{"x": 1}]}
+    tx = rt._begin()
+    tx.write(rt.space, "of:handed", (), tx.hand_over(handed))
+    tx.write(rt.space, "of:copied", (), kept)
+    tx.set_meta(rt.space, "of:handed", "graph", tx.hand_over({"nodes": [1, 2]}))
+    rt._commit(tx)
+    stored = rt.store.load(rt.space, "of:handed")
+    assert stored is not None and stored.value is handed
+    assert stored.meta["graph"] == {"nodes": [1, 2]}
+    copied = rt.store.load(rt.space, "of:copied")
+    assert copied is not None and copied.value == kept and copied.value is not kept
+
+
+def test_a_meta_with_an_entry_not_handed_over_is_copied_whole() -> None:
+    rt = Runtime()
+    graph = {"nodes": [1]}
+    other = {"mine": [1]}
+    tx = rt._begin()
+    tx.set_meta(rt.space, "of:doc", "graph", tx.hand_over(graph))
+    tx.set_meta(rt.space, "of:doc", "other", other)
+    tx.write(rt.space, "of:doc", (), 1)
+    rt._commit(tx)
+    stored = rt.store.load(rt.space, "of:doc")
+    assert stored is not None and dict(stored.meta) == {"graph": graph, "other": other}
+    assert stored.meta["other"] is not other  # the caller may still change its own dict
