@@ -391,9 +391,71 @@ def _replacement(v: object) -> object:
     raise _type_error(v)
 
 
+#: digest of a map entry by its key and value digests (see ``_digest``)
+_entry_cache: dict[bytes, bytes] = {}
+
 _PASS: Final = 0  # a frame of one value hashed as itself (the root, replacements)
 _LIST: Final = 1
 _MAP: Final = 2
+
+
+def _flat_map_digest(v: dict[Any, Any]) -> bytes | None:
+    """Digest of a small map of scalars and lists of strings (a cause), or None.
+
+    Same bytes as the general walk in ``_digest``, without its frames: causes
+    are hashed once per cell, thousands per start.  None for anything else
+    (nested maps, other lists, non-ASCII or non-string keys, unusual types).
+    """
+    try:
+        joined = "".join(v)
+    except TypeError:
+        return None
+    if not joined.isascii():
+        return None
+    sc = _str_cache
+    ic = _int_cache
+    pc = _entry_cache
+    h = _sha256
+    entries = []
+    for k in sorted(v):
+        value = v[k]
+        t = type(value)
+        if t is str:
+            d = sc.get(value)
+            if d is None:
+                d = _str_leaf(value)
+        elif t is int:
+            d = ic.get(value)
+            if d is None:
+                d = _int_leaf(value)
+        elif value is None:
+            d = _NULL
+        elif t is bool:
+            d = _TRUE if value else _FALSE
+        elif t is list:
+            if not value:
+                d = _EMPTY_LIST
+            else:
+                leaves = []
+                for item in value:
+                    if type(item) is not str:
+                        return None
+                    leaf = sc.get(item)
+                    leaves.append(leaf if leaf is not None else _str_leaf(item))
+                d = h(_TAG_LIST + (leaves[0] if len(leaves) == 1 else _fold(leaves))).digest()
+        else:
+            return None
+        kd = sc.get(k)
+        pair = (kd if kd is not None else _str_leaf(k)) + d
+        e = pc.get(pair)
+        if e is None:
+            if len(pc) >= _CACHE_MAX:
+                pc.clear()
+            e = pc[pair] = h(pair).digest()
+        entries.append(e)
+    if not entries:
+        return _EMPTY_MAP
+    return h(_TAG_MAP + (entries[0] if len(entries) == 1 else _fold(entries))).digest()
 
 
 def _digest(value: object) -> bytes:
@@ -407,6 +469,7 @@ def _digest(value: object) -> bytes:
     sc = _str_cache
     ic = _int_cache
     fc = _float_cache
+    pc = _entry_cache
     h = _sha256
     frames: list[tuple[Iterator[Any], list[bytes], int, object]] = []
     active: set[int] = set()  # ids of containers on the current path: a cycle never ends
@@ -429,6 +492,11 @@ def _digest(value: object) -> bytes:
                     link = _link_digest(v)
                     if link is not None:
                         acc.append(link)
+                        continue
+                if len(v) <= 8:
+                    flat = _flat_map_digest(v)
+                    if flat is not None:
+                        acc.append(flat)
                         continue
                 i = id(v)
                 if i in active:
@@ -475,11 +543,18 @@ def _digest(value: object) -> bytes:
         else:
             # the current container is exhausted: fold it into its parent
             if kind == _MAP:
-                n = len(acc)
-                if n == 2:
-                    root = h(acc[0] + acc[1]).digest()
-                else:
-                    root = _fold([h(acc[j] + acc[j + 1]).digest() for j in range(0, n, 2)])
+                # entry digests: the same key and value recur across many maps (every
+                # cause names its parent, helper and implementation), so they are cached
+                entries = []
+                for j in range(0, len(acc), 2):
+                    pair = acc[j] + acc[j + 1]
+                    e = pc.get(pair)
+                    if e is None:
+                        if len(pc) >= _CACHE_MAX:
+                            pc.clear()
+                        e = pc[pair] = h(pair).digest()
+                    entries.append(e)
+                root = entries[0] if len(entries) == 1 else _fold(entries)
                 d = h(_TAG_MAP + root).digest()
             elif kind == _LIST:
                 d = h(_TAG_LIST + (acc[0] if len(acc) == 1 else _fold(acc))).digest()

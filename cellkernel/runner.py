@@ -122,11 +122,15 @@ def concretize(binding: Any, ids: dict[str, str], space: str) -> Any:
                 continue
             copy = dict(value)
             holder[key] = copy
-            stack.extend((copy, k) for k in copy)
+            for k, v in copy.items():  # scalars stay as they are: only containers are visited
+                if type(v) is dict or type(v) is list:
+                    stack.append((copy, k))
         elif type(value) is list:
             copy_l = list(value)
             holder[key] = copy_l
-            stack.extend((copy_l, i) for i in range(len(copy_l)))
+            for i, v in enumerate(copy_l):
+                if type(v) is dict or type(v) is list:
+                    stack.append((copy_l, i))
     return root[0]
 
 
@@ -461,23 +465,34 @@ def _fn_checkers(fn: Callable[..., Any]) -> dict[str, Callable[[Any], bool]]:
     return _checkers(_fn_validators(fn))
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn)
+
+
 def _argument_reader(rt: Runtime, binding: Any, space: str, out_id: str, mark: str,
-                     is_async: bool) -> Callable[[Transaction], Any]:
+                     is_async: bool, reads: list[Any]) -> Callable[[Transaction], Any]:
     """A function that reads one lift argument in a run's transaction.
 
     Built once per node: the binding's link is parsed here, so a run resolves
     and reads it; a scalar read through a schema-less link is returned as is
     (what ``materialize`` would return), anything else goes through
     ``materialize``.  ``Cell[T]`` parameters get a Cell on the link.
+
+    Appends to ``reads`` the address a run reads first for this argument (a
+    plain link's target), or None when that is not known before the run.
     """
     if not is_link(binding):
-        if type(binding) in SCALAR_TYPES:
+        if binding is None or type(binding) in SCALAR_TYPES:
             return lambda _tx: binding
+        reads.append(None)  # materialize reads what the value links to: not known here
         return lambda tx: materialize(rt, tx, binding, space, out_id, (), None, True, False)
     link = parse_link(binding, space)
     if mark == "cell":
+        reads.append(None)  # the lift reads the cell itself, if at all
         return lambda tx: Cell(rt, link.space, link.id, link.path, None, None if is_async else tx)
     link_space, link_id, link_path, link_schema = link.space, link.id, link.path, link.schema
+    reads.append((link_space, link_id, link_path))
     # One key (not "/") of a document: a stored link at the root would make it MISSING.
     one_hop = link_schema is None and (not link_path or (len(link_path) == 1 and link_path[0] != "/"))
     parsed: list[Any] = [None, None]  # the last inner link met, and its parse
@@ -916,16 +931,18 @@ class Runner:
             _checkers(_param_validators(record["argumentSchema"])) if record.get("argumentSchema")
             else _fn_checkers(fn)
         )
-        is_async = inspect.iscoroutinefunction(fn)
+        is_async = _is_async(fn)
         # Everything that depends only on the record is worked out once here, not per run:
         # links parsed, scalar constants kept, validators compiled (see ``_argument_reader``).
+        reads: list[Any] = []  # in the order a run reads them: args, kwargs, closure
         args_r = [
-            _argument_reader(rt, b, space, out_id, marks.get(names[i], "any") if i < len(names) else "any", is_async)
+            _argument_reader(rt, b, space, out_id, marks.get(names[i], "any") if i < len(names) else "any",
+                             is_async, reads)
             for i, b in enumerate(bindings.get("args", []))
         ]
-        kwargs_r = [(k, _argument_reader(rt, b, space, out_id, marks.get(k, "any"), is_async))
+        kwargs_r = [(k, _argument_reader(rt, b, space, out_id, marks.get(k, "any"), is_async, reads))
                     for k, b in bindings.get("kwargs", {}).items()]
-        closure_r = [(k, _argument_reader(rt, b, space, out_id, "any", is_async))
+        closure_r = [(k, _argument_reader(rt, b, space, out_id, "any", is_async, reads))
                      for k, b in (closure_b or {}).items()]
         positions = list(range(len(args_r) + len(curried)))
         arg_checks = [(i, checkers[name]) for i, name in zip(positions, names) if name in checkers]
@@ -966,8 +983,11 @@ class Runner:
                 self._release_children(node, frame)
             return None
 
+        # Declared exactly (plain links only), the first run's reads are the declared ones
+        # and the scheduler keeps the subscription it made here; else whole input documents.
+        unknown = None in reads
         self._subscribe(instance, node, run, record.get("name") or "lift",
-                        self._declared_reads(record, space))
+                        self._declared_reads(record, space) if unknown else reads)
 
     def _declared_reads(self, record: dict[str, Any], space: str) -> list[tuple[str, str, tuple[str | int, ...]]]:
         return [(space, i, ()) for i in record.get("inputs", [])]
