@@ -146,6 +146,14 @@ def plan(rt: Runtime, graph: dict[str, Any], result_id: str, space: str) -> tupl
     if debug:
         cause_log.debug("cause argument argument -> %s %s", ids["argument"], arg_components,
                         extra={"cell_id": ids["argument"], "components": arg_components})
+    concrete: dict[str, str] = {}  # input token -> concrete id (thousands of cells share a few)
+
+    def concrete_input(token: str) -> str:
+        found = concrete.get(token)
+        if found is None:
+            found = concrete[token] = _concrete_input(token, ids)
+        return found
+
     for cell in graph["cells"]:
         if "cause" in cell:
             components: dict[str, Any] = {"parent": result_id, "cause": cell["cause"]}
@@ -154,7 +162,7 @@ def plan(rt: Runtime, graph: dict[str, Any], result_id: str, space: str) -> tupl
                 "parent": result_id,
                 "helper": cell["helper"],
                 "impl": cell["impl"],
-                "inputs": sorted(_concrete_input(i, ids) for i in cell["inputs"]),
+                "inputs": sorted([concrete_input(i) for i in cell["inputs"]]),
                 "index": cell["index"],
                 "config": cell["config"],
             }
@@ -183,7 +191,7 @@ def plan(rt: Runtime, graph: dict[str, Any], result_id: str, space: str) -> tupl
             "helper": node["helper"],
             "name": node.get("name"),
             "module": node["module"],
-            "inputs": sorted({_concrete_input(i, ids).split("/", 1)[0] for i in cell.get("inputs", [])}),
+            "inputs": sorted({concrete_input(i).split("/", 1)[0] for i in cell.get("inputs", [])}),
             "outputs": [out_id],
             "bindings": concretize(node["inputs"], ids, space),
         }

@@ -197,6 +197,12 @@ class Scheduler:
         if reads == action.reads and action.reads:
             return
         self._known.add(action)
+        if not action.reads and len(reads) == 1:  # a new action reading one path (most lifts)
+            space, entity_id, path = reads[0]
+            self._triggers.setdefault((space, entity_id), {})[action] = [path]
+            action.reads = [reads[0]]
+            self._adjust_height(action)
+            return
         self._clear_reads(action)
         compact: dict[DocKey, list[Path]] = {}
         for space, entity_id, path in reads:
