@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cellkernel import identity
 from cellkernel.identity import (
@@ -366,3 +368,20 @@ def test_entity_ids() -> None:
 def test_parse_entity_id_rejects_malformed(bad: Any) -> None:
     with pytest.raises(ValueError):
         parse_entity_id(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(cause=st.dictionaries(
+    st.text(max_size=6),
+    st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.text(max_size=8),
+              st.lists(st.text(max_size=5), max_size=4), st.floats(allow_nan=False, allow_infinity=False),
+              st.dictionaries(st.text(max_size=2), st.integers(), max_size=2)),
+    max_size=8,
+))
+def test_flat_cause_shortcuts_hash_as_the_general_walk(cause: dict[str, Any]) -> None:
+    """create_ref's and _digest's shortcuts for flat causes give the walk's exact bytes."""
+    from cellkernel import identity
+
+    walked = identity._digest({"causal": cause}, flat=False)
+    assert identity.create_ref({}, cause)._digest == walked
+    assert identity._digest({"causal": cause}) == walked
