@@ -232,12 +232,28 @@ class Scheduler:
                 if reader is not action and any(paths_overlap(path, p) for p in paths):
                     yield reader
 
+    def _unlinked(self, action: Action) -> bool:
+        """No other action writes a document ``action`` reads or reads one it writes."""
+        writers = self._writers
+        for space, entity_id, _path in action.reads:
+            found = writers.get((space, entity_id))
+            if found and (len(found) > 1 or action not in found):
+                return False
+        triggers = self._triggers
+        for space, entity_id, _path in action.writes:
+            found = triggers.get((space, entity_id))
+            if found and (len(found) > 1 or action not in found):
+                return False
+        return True
+
     def _adjust_height(self, action: Action) -> None:
         """Raise heights so readers stay above writers (iterative; stops on cycles)."""
         # In an acyclic graph no height exceeds the number of actions; past that bound
         # (plus slack) raising must be going round a cycle.  Counting only this busy
         # period's runs and pending actions undercounts a deep graph wired while quiet
         # (a 12 000-deep chain then capped heights near 10 000 and ran readers early).
+        if action.height == 0 and self._unlinked(action):
+            return  # nothing writes what it reads, nothing reads what it writes: height 0 holds
         limit = max(len(self._runs) + len(self._pending), len(self._known)) + 10_000
         work = [action]
         while work:
