@@ -416,9 +416,8 @@ def _flat_map_digest(v: dict[Any, Any]) -> bytes | None:
         return None
     sc = _str_cache
     ic = _int_cache
-    pc = _entry_cache
     h = _sha256
-    entries = []
+    pairs = []
     for k in sorted(v):
         value = v[k]
         t = type(value)
@@ -448,15 +447,26 @@ def _flat_map_digest(v: dict[Any, Any]) -> bytes | None:
         else:
             return None
         kd = sc.get(k)
-        pair = (kd if kd is not None else _str_leaf(k)) + d
+        pairs.append((kd if kd is not None else _str_leaf(k)) + d)
+    return _map_digest(pairs) if pairs else _EMPTY_MAP
+
+
+def _map_digest(pairs: list[bytes]) -> bytes:
+    """A non-empty map's digest from its entries' key + value digests, in key order.
+
+    Entry digests are cached: the same key and value recur across many maps (every
+    cause names its parent, helper and implementation).
+    """
+    pc = _entry_cache
+    h = _sha256
+    entries = []
+    for pair in pairs:
         e = pc.get(pair)
         if e is None:
             if len(pc) >= _CACHE_MAX:
                 pc.clear()
             e = pc[pair] = h(pair).digest()
         entries.append(e)
-    if not entries:
-        return _EMPTY_MAP
     return h(_TAG_MAP + (entries[0] if len(entries) == 1 else _fold(entries))).digest()
 
 
@@ -471,7 +481,6 @@ def _digest(value: object, flat: bool = True) -> bytes:
     sc = _str_cache
     ic = _int_cache
     fc = _float_cache
-    pc = _entry_cache
     h = _sha256
     frames: list[tuple[Iterator[Any], list[bytes], int, object]] = []
     active: set[int] = set()  # ids of containers on the current path: a cycle never ends
@@ -545,19 +554,7 @@ def _digest(value: object, flat: bool = True) -> bytes:
         else:
             # the current container is exhausted: fold it into its parent
             if kind == _MAP:
-                # entry digests: the same key and value recur across many maps (every
-                # cause names its parent, helper and implementation), so they are cached
-                entries = []
-                for j in range(0, len(acc), 2):
-                    pair = acc[j] + acc[j + 1]
-                    e = pc.get(pair)
-                    if e is None:
-                        if len(pc) >= _CACHE_MAX:
-                            pc.clear()
-                        e = pc[pair] = h(pair).digest()
-                    entries.append(e)
-                root = entries[0] if len(entries) == 1 else _fold(entries)
-                d = h(_TAG_MAP + root).digest()
+                d = _map_digest([acc[j] + acc[j + 1] for j in range(0, len(acc), 2)])
             elif kind == _LIST:
                 d = h(_TAG_LIST + (acc[0] if len(acc) == 1 else _fold(acc))).digest()
             else:
