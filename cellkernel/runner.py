@@ -502,7 +502,9 @@ def _argument_reader(rt: Runtime, binding: Any, space: str, out_id: str, mark: s
     link_space, link_id, link_path, link_schema = link.space, link.id, link.path, link.schema
     reads.append((link_space, link_id, link_path))
     # One key (not "/") of a document: a stored link at the root would make it MISSING.
-    one_hop = link_schema is None and (not link_path or (len(link_path) == 1 and link_path[0] != "/"))
+    one_hop = link_schema is None and (
+        not link_path or (len(link_path) == 1 and link_path[0] != "/")
+    )
     parsed: list[Any] = [None, None]  # the last inner link met, and its parse
 
     def read(tx: Transaction) -> Any:
@@ -944,12 +946,15 @@ class Runner:
         # links parsed, scalar constants kept, validators compiled (see ``_argument_reader``).
         reads: list[Any] = []  # in the order a run reads them: args, kwargs, closure
         args_r = [
-            _argument_reader(rt, b, space, out_id, marks.get(names[i], "any") if i < len(names) else "any",
+            _argument_reader(rt, b, space, out_id,
+                             marks.get(names[i], "any") if i < len(names) else "any",
                              is_async, reads)
             for i, b in enumerate(bindings.get("args", []))
         ]
-        kwargs_r = [(k, _argument_reader(rt, b, space, out_id, marks.get(k, "any"), is_async, reads))
-                    for k, b in bindings.get("kwargs", {}).items()]
+        kwargs_r = [
+            (k, _argument_reader(rt, b, space, out_id, marks.get(k, "any"), is_async, reads))
+            for k, b in bindings.get("kwargs", {}).items()
+        ]
         closure_r = [(k, _argument_reader(rt, b, space, out_id, "any", is_async, reads))
                      for k, b in (closure_b or {}).items()]
         positions = list(range(len(args_r) + len(curried)))

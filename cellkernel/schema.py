@@ -83,7 +83,9 @@ _SURE_TYPES: dict[str, tuple[type, ...]] = {
     "integer": (int,), "number": (int, float), "string": (str,), "boolean": (bool,),
     "object": (dict,), "array": (list,), "null": (type(None),),
 }
-_INERT_KEYS = frozenset({"type", "title", "description", "default", "additionalProperties", "items"})
+_INERT_KEYS = frozenset(
+    {"type", "title", "description", "default", "additionalProperties", "items"}
+)
 
 
 def _sure_types(schema: Schema) -> tuple[type, ...] | None:

@@ -350,9 +350,8 @@ def _memory_commit_docs(
         if type(meta) is not dict and not isinstance(meta, Mapping):
             where = f"{entity_id!r} in space {space!r}"
             raise ValueError(f"document meta of {where} is not a mapping: {meta!r}")
-    return _owned_parts(
-        space, [(entity_id, doc.value, doc.source, doc.meta) for entity_id, doc in writes.items()], docs
-    )
+    parts = [(entity_id, doc.value, doc.source, doc.meta) for entity_id, doc in writes.items()]
+    return _owned_parts(space, parts, docs)
 
 
 def _owned_parts(

@@ -195,7 +195,8 @@ class Transaction:
                 and (working.meta is base.meta or json_equal(dict(base.meta), dict(working.meta)))
             ):
                 continue
-            # meta untouched is the stored mapping itself (the store keeps it); set_meta made a new dict
+            # meta untouched is the stored mapping itself (the store keeps it);
+            # set_meta made a new dict
             parts.append((key[1], working.value, working.source, working.meta))
         if not parts or space is None:
             self.status = "committed"
