@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 from .cells import Cell, current_tx
 from .errors import ConflictError, NodeError
 from .identity import create_ref
-from .scheduler import Action, Scheduler
-from .storage import Change, Store, open_store
+from .scheduler import Scheduler
+from .storage import Store, open_store
 from .transactions import Transaction
 
 if TYPE_CHECKING:
