@@ -350,24 +350,27 @@ def _memory_commit_docs(
         if type(meta) is not dict and not isinstance(meta, Mapping):
             where = f"{entity_id!r} in space {space!r}"
             raise ValueError(f"document meta of {where} is not a mapping: {meta!r}")
-    parts = [(entity_id, doc.value, doc.source, doc.meta) for entity_id, doc in writes.items()]
+    parts = [
+        (entity_id, doc.value, doc.source, doc.meta, False) for entity_id, doc in writes.items()
+    ]
     return _owned_parts(space, parts, docs)
 
 
 def _owned_parts(
     space: str,
-    parts: list[tuple[str, Any, Any, Any]],
+    parts: list[tuple[str, Any, Any, Any, bool]],
     docs: Mapping[Key, Document],
     handed: set[int] | None = None,
 ) -> list[tuple[str, Any, Any, Any]]:
-    """Store-owned copies of ``(entity_id, value, source, meta)`` writes (see ``_plain``).
+    """Store-owned copies of ``(entity_id, value, source, meta, owned)`` writes (see ``_plain``).
 
+    A value marked ``owned`` is store-owned already (see ``commit_working``).
     ``handed`` holds the ids of values handed over by their maker (see
     ``Transaction.hand_over``): fresh plain JSON nobody changes again, kept as is.
     """
     owned: list[tuple[str, Any, Any, Any]] = []
     limit = _INT_LIMIT
-    for entity_id, value, source, meta in parts:
+    for entity_id, value, source, meta, is_owned in parts:
         if type(entity_id) is not str or type(space) is not str:
             _check_key(space, entity_id)
         prev = docs.get((space, entity_id))
@@ -375,7 +378,8 @@ def _owned_parts(
         # stored source and meta: nothing to copy, so no call for it
         pv = prev.value if prev is not None else None
         t = type(value)
-        if not (t is str or t is bool or value is None or (t is int and -limit < value < limit)
+        if not (is_owned or t is str or t is bool or value is None
+                or (t is int and -limit < value < limit)
                 or (prev is not None and value is pv) or (handed and id(value) in handed)):
             value = _owned("value", value, pv, space, entity_id)
         if prev is None:
@@ -443,21 +447,38 @@ class MemoryStore:
     ) -> list[Change]:
         return self._land(space, _memory_commit_docs(space, writes, basis, self._docs), basis)
 
-    def commit_parts(
+    def commit_working(
         self,
         space: str,
-        parts: list[tuple[str, Any, Any, Any]],
-        basis: dict[tuple[str, str], int],
+        dirty: list[tuple[str, Any, Any, Any, bool]],
+        working: Mapping[Key, Any],
         handed: set[int] | None = None,
     ) -> list[Change]:
-        """``commit`` for a transaction: writes as ``(entity_id, value, source, meta)``.
+        """``commit`` for a transaction: its changed documents and what it read them at.
 
-        The transaction builds its basis from stored versions and its meta as
-        mappings, so only what a caller could get wrong (keys, values) is checked;
-        no ``Document`` is made just to be taken apart again.  Values whose ids are
-        in ``handed`` were handed over (``Transaction.hand_over``) and are kept as is.
+        ``dirty`` holds ``(entity_id, value, source, meta, owned)`` per write, where
+        ``owned`` says the value is already store-owned plain JSON (stored parts,
+        a spine the transaction copied, scalars).  ``working`` maps every key the
+        transaction touched to its view, whose ``base`` is the document it read
+        (None if absent): a stored document is replaced on every commit, so the
+        compare-and-swap is an identity check.  Values in ``handed`` were handed
+        over (``Transaction.hand_over``) and are kept as is.
         """
-        return self._land(space, _owned_parts(space, parts, self._docs, handed), basis)
+        docs = self._docs
+        owned = _owned_parts(space, dirty, docs, handed)
+        with self._lock:
+            conflicts: list[tuple[Key, int, int]] | None = None
+            for key, read in working.items():
+                base = read.base
+                current = docs.get(key)
+                if current is not base:
+                    if conflicts is None:
+                        conflicts = []
+                    conflicts.append((key, base.version if base is not None else 0,
+                                      current.version if current is not None else 0))
+            if conflicts:
+                raise _conflict(space, conflicts)
+            return self._land_owned(space, owned)
 
     def _land(
         self,
@@ -477,21 +498,23 @@ class MemoryStore:
                     conflicts.append((key, read, current_version))
             if conflicts:
                 raise _conflict(space, conflicts)
-            changes: list[Change] = []
-            for entity_id, value, source, meta in encoded:
-                key = (space, entity_id)
-                before = docs.get(key)
-                after = _new_document(
-                    value,
-                    source,
-                    meta,
-                    (before.version if before is not None else 0) + 1,
-                )
-                if before is None:
-                    self._ids.setdefault(space, []).append(entity_id)
-                docs[key] = after
-                changes.append(_new_change(space, entity_id, before, after))
-            return changes
+            return self._land_owned(space, encoded)
+
+    def _land_owned(self, space: str, owned: list[tuple[str, Any, Any, Any]]) -> list[Change]:
+        """Store checked, store-owned writes (the caller holds the lock, basis checked)."""
+        docs = self._docs
+        changes: list[Change] = []
+        for entity_id, value, source, meta in owned:
+            key = (space, entity_id)
+            before = docs.get(key)
+            after = _new_document(
+                value, source, meta, (before.version if before is not None else 0) + 1
+            )
+            if before is None:
+                self._ids.setdefault(space, []).append(entity_id)
+            docs[key] = after
+            changes.append(_new_change(space, entity_id, before, after))
+        return changes
 
     def poll(self) -> list[Change]:
         """Nothing else can write a MemoryStore, so there is never anything to report."""

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import TransactionClosedError, WriteIsolationError
-from .storage import Change, Document, _new_document
+from .storage import _FAST_DEPTH, _INT_LIMIT, Change, Document, _new_document
 from .values import MISSING, Path, get_path, json_equal, set_path
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ Address = tuple[str, str, Path]
 class _Working:
     """A document as this transaction sees it: basis plus its own writes."""
 
-    __slots__ = ("base", "dirty", "meta", "source", "value")
+    __slots__ = ("base", "dirty", "meta", "owned", "source", "value")
 
     def __init__(self, base: Document | None) -> None:
         self.base = base
@@ -33,6 +33,9 @@ class _Working:
         self.source: Any = base.source if base is not None else None
         self.meta: Mapping[str, Any] = base.meta if base is not None else {}
         self.dirty = False
+        #: ``value`` is stored parts, spines copied by ``write`` and plain scalars only:
+        #: a store that keeps decoded copies need not copy it again
+        self.owned = True
 
     @property
     def version(self) -> int:
@@ -139,7 +142,18 @@ class Transaction:
         working = self._docs.get((space, entity_id))
         if working is None:
             working = self._working(space, entity_id)
-        working.value = set_path(working.value, path, value) if path else value
+        t = type(value)
+        scalar = (
+            (t is int and -_INT_LIMIT < value < _INT_LIMIT)
+            or t is str or t is bool or value is None
+        )
+        if path:
+            working.value = set_path(working.value, path, value)
+            if not scalar or len(path) >= _FAST_DEPTH:  # a caller's container, or a deep spine
+                working.owned = False
+        else:
+            working.value = value
+            working.owned = scalar
         working.dirty = True
         self.writes.append((space, entity_id, path))
 
@@ -180,14 +194,12 @@ class Transaction:
         """Land every write atomically, or raise ``ConflictError`` and land nothing."""
         if self.status != "open":
             raise TransactionClosedError(f"cannot commit: transaction is {self.status}")
-        parts: list[tuple[str, Any, Any, Any]] = []
-        basis: dict[tuple[str, str], int] = {}
+        parts: list[tuple[str, Any, Any, Any, bool]] = []
         space = self.write_space
         for key, working in self._docs.items():
-            base = working.base
-            basis[key] = base.version if base is not None else 0
             if not working.dirty:
                 continue
+            base = working.base
             if (
                 base is not None
                 and json_equal(base.value, working.value)
@@ -197,7 +209,7 @@ class Transaction:
                 continue
             # meta untouched is the stored mapping itself (the store keeps it);
             # set_meta made a new dict
-            parts.append((key[1], working.value, working.source, working.meta))
+            parts.append((key[1], working.value, working.source, working.meta, working.owned))
         if not parts or space is None:
             self.status = "committed"
             for callback in self.on_commit:
@@ -205,12 +217,16 @@ class Transaction:
             return []
         try:
             store = self._store
-            commit_parts = getattr(store, "commit_parts", None)  # MemoryStore: no Documents
-            if commit_parts is not None:
+            commit_working = getattr(store, "commit_working", None)  # MemoryStore: no Documents
+            if commit_working is not None:
                 handed = {id(v) for v in self._handed} if self._handed else None
-                changes = commit_parts(space, parts, basis, handed)
+                changes = commit_working(space, parts, self._docs, handed)
             else:
-                writes = {eid: _new_document(v, src, m, 0) for eid, v, src, m in parts}
+                basis = {
+                    key: working.base.version if working.base is not None else 0
+                    for key, working in self._docs.items()
+                }
+                writes = {eid: _new_document(v, src, m, 0) for eid, v, src, m, _o in parts}
                 changes = store.commit(space, writes, basis)
         except Exception:
             self._aborted()

@@ -9,12 +9,14 @@ and every error and its message, must be exactly what the round trip gave.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cellkernel.errors import ConflictError
 from cellkernel.storage import (
     Document,
     MemoryStore,
@@ -134,15 +136,22 @@ def test_a_value_that_contains_itself_is_refused_as_before() -> None:
         MemoryStore().commit("sp", {"e": Document(loop)}, {})
 
 
-# --------------------------------------------------------------------------- commit_parts
+# --------------------------------------------------------------------------- commit_working
 
 
-def test_commit_parts_lands_what_commit_lands() -> None:
+def _read_at(*docs: tuple[str, str, Document | None]) -> dict[tuple[str, str], Any]:
+    """What ``commit_working`` takes for the documents a transaction touched: views with a base."""
+    return {(space, eid): SimpleNamespace(base=base) for space, eid, base in docs}
+
+
+def test_commit_working_lands_what_commit_lands() -> None:
     """The transaction's lane (tuples, no Documents) stores the same documents and changes."""
     by_docs, by_parts = MemoryStore(), MemoryStore()
     value = {"a": [1, {"b": 2}], "s": "x"}
     one = by_docs.commit("sp", {"e": Document(value, {"src": 1}, {"m": [1]})}, {("sp", "e"): 0})
-    two = by_parts.commit_parts("sp", [("e", value, {"src": 1}, {"m": [1]})], {("sp", "e"): 0})
+    two = by_parts.commit_working(
+        "sp", [("e", value, {"src": 1}, {"m": [1]}, False)], _read_at(("sp", "e", None))
+    )
     assert [(c.entity_id, c.before, c.after) for c in one] == [
         (c.entity_id, c.before, c.after) for c in two
     ]
@@ -150,12 +159,30 @@ def test_commit_parts_lands_what_commit_lands() -> None:
     assert by_parts.load("sp", "e").value == {"a": [1, {"b": 2}], "s": "x"}  # type: ignore[union-attr]
 
 
-def test_commit_parts_refuses_bad_input_and_stores_nothing() -> None:
+def test_commit_working_refuses_bad_input_and_stores_nothing() -> None:
     store = MemoryStore()
-    store.commit_parts("sp", [("e", 1, None, {})], {})
+    store.commit_working("sp", [("e", 1, None, {}, True)], {})
     before = dict(store._docs)
+    current = store.load("sp", "e")
     with pytest.raises(ValueError, match="not JSON"):
-        store.commit_parts("sp", [("e", float("nan"), None, {})], {("sp", "e"): 1})
+        store.commit_working(
+            "sp", [("e", float("nan"), None, {}, False)], _read_at(("sp", "e", current))
+        )
     with pytest.raises(TypeError, match="entity id must be str"):
-        store.commit_parts("sp", [(7, 2, None, {})], {})  # type: ignore[list-item]
+        store.commit_working("sp", [(7, 2, None, {}, True)], {})  # type: ignore[list-item]
+    assert store._docs == before
+
+
+def test_commit_working_refuses_a_stale_read_by_identity_and_stores_nothing() -> None:
+    store = MemoryStore()
+    store.commit("sp", {"e": Document({"n": 1})}, {})
+    first = store.load("sp", "e")
+    store.commit("sp", {"e": Document({"n": 2})}, {("sp", "e"): 1})
+    before = dict(store._docs)
+    stale = _read_at(("sp", "e", first))
+    expected = "'e' in space 'sp' is at version 2, transaction read 1"
+    with pytest.raises(ConflictError, match=expected):
+        store.commit_working("sp", [("e", 3, None, {}, True)], stale)
+    with pytest.raises(ConflictError, match="is at version 2, transaction read 0"):
+        store.commit_working("sp", [("f", 3, None, {}, True)], _read_at(("sp", "e", None)))
     assert store._docs == before

@@ -298,3 +298,63 @@ def test_a_meta_with_an_entry_not_handed_over_is_copied_whole() -> None:
     stored = rt.store.load(rt.space, "of:doc")
     assert stored is not None and dict(stored.meta) == {"graph": graph, "other": other}
     assert stored.meta["other"] is not other  # the caller may still change its own dict
+
+
+# --------------------------------------------------------------------------- owned values
+
+
+def test_a_scalar_written_into_a_stored_document_is_stored_without_a_copy() -> None:
+    """Only the spine is new: the untouched sibling is still the stored object itself."""
+    rt = Runtime()
+    _seed(rt, rt.space, "of:doc", {"a": {"deep": [1, 2]}, "b": {"n": 1}})
+    old = rt.store.load(rt.space, "of:doc")
+    tx = Transaction(rt.store)
+    tx.write(rt.space, "of:doc", ("b", "n"), 2)
+    tx.commit()
+    new = rt.store.load(rt.space, "of:doc")
+    assert old is not None and new is not None
+    assert new.value == {"a": {"deep": [1, 2]}, "b": {"n": 2}}
+    assert new.value["a"] is old.value["a"]
+    assert old.value == {"a": {"deep": [1, 2]}, "b": {"n": 1}}  # the old version is untouched
+
+
+@pytest.mark.parametrize("then", ["scalar at a path", "nothing"])
+def test_a_callers_container_is_copied_even_after_later_scalar_writes(then: str) -> None:
+    """A container the caller still holds never becomes the stored object."""
+    rt = Runtime()
+    _seed(rt, rt.space, "of:doc", {"n": 1})
+    mine = {"list": [1, 2]}
+    tx = Transaction(rt.store)
+    tx.write(rt.space, "of:doc", ("mine",), mine)
+    if then == "scalar at a path":
+        tx.write(rt.space, "of:doc", ("n",), 2)
+    tx.commit()
+    mine["list"].append(3)
+    stored = rt.store.load(rt.space, "of:doc")
+    assert stored is not None and stored.value["mine"] == {"list": [1, 2]}
+
+
+def test_a_whole_document_written_then_edited_is_copied() -> None:
+    rt = Runtime()
+    mine = {"list": [1, 2], "n": 1}
+    tx = Transaction(rt.store)
+    tx.write(rt.space, "of:doc", (), mine)
+    tx.write(rt.space, "of:doc", ("n",), 2)
+    tx.commit()
+    mine["list"].append(3)
+    stored = rt.store.load(rt.space, "of:doc")
+    assert stored is not None and stored.value == {"list": [1, 2], "n": 2}
+
+
+def test_a_bad_scalar_at_a_path_is_refused_and_nothing_lands() -> None:
+    """A non-finite float or an oversized int is not a plain scalar: the store still checks it."""
+    rt = Runtime()
+    _seed(rt, rt.space, "of:doc", {"n": 1})
+    before = store_state(rt)
+    for bad in (float("nan"), 10 ** 20_000):
+        tx = Transaction(rt.store)
+        tx.write(rt.space, "of:doc", ("n",), bad)
+        with pytest.raises(ValueError):
+            tx.commit()
+        assert tx.status == "aborted"
+    assert store_state(rt) == before
