@@ -443,7 +443,20 @@ class Cell(Generic[T]):
 
     def set(self, value: Any) -> Cell[T]:
         """Write ``value``; cells inside become links; on a stream this sends."""
-        self._in_write_tx("write", lambda tx: self._set_in(tx, value))
+        # ``_in_write_tx`` inline: ``set`` is the write a user makes most
+        if self._cap != "cell" or self._id is None:
+            self._check("write")
+        tx = self._tx
+        if tx is None:
+            running = current_tx.get()
+            if running is not None and running.status == "open" and (
+                running._store is self._rt.store
+            ):
+                tx = running
+        if tx is not None:
+            self._set_in(tx, value)
+        else:
+            self._rt.edit_with_retry(self._set_in, value)
         return self
 
     def _set_in(self, tx: Transaction, value: Any) -> None:

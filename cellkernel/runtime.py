@@ -97,25 +97,32 @@ class Runtime:
             self.scheduler.notify(changes, None)
         self._settle_if_free()
 
-    def edit_with_retry(self, fn: Callable[[Transaction], Any], retries: int = 5) -> Any:
-        """Run ``fn(tx)`` and commit, retrying on ``ConflictError`` up to ``retries`` times."""
+    def edit_with_retry(self, fn: Callable[..., Any], *args: Any, retries: int = 5) -> Any:
+        """Run ``fn(tx, *args)`` and commit; retry on ``ConflictError`` up to ``retries`` times."""
         attempt = 0
         while True:
             if self._polls:
                 self._poll()
             tx = Transaction(self.store)
             try:
-                result = fn(tx)
+                result = fn(tx, *args)
             except BaseException:
                 tx.abort()
                 raise
-            try:
-                self._commit(tx)
+            if tx.status != "open":  # ``fn`` ended it itself
                 return result
+            try:
+                changes = tx.commit()  # ``_commit``, inline: every write outside a run lands here
             except ConflictError:
                 attempt += 1
                 if attempt > retries:
                     raise
+                continue
+            if changes:
+                self.scheduler.notify(changes, None)
+            if self._batch_depth == 0 and not self.scheduler._settling and current_tx.get() is None:
+                self.scheduler.settle()  # ``_settle_if_free``
+            return result
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:

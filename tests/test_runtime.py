@@ -148,6 +148,19 @@ def test_edit_with_retry_does_not_retry_other_errors(rt: Runtime) -> None:
     assert rt.get_cell("c").get() is None
 
 
+@pytest.mark.parametrize("ending", ["abort", "commit"])
+def test_edit_with_retry_accepts_a_transaction_its_function_ended(rt: Runtime, ending: str) -> None:
+    """``fn`` may end the transaction itself: its result comes back, nothing is committed twice."""
+
+    def ends_it(tx: Transaction, value: int) -> str:
+        rt.get_cell("c").with_tx(tx).set(value)
+        getattr(tx, ending)()
+        return ending
+
+    assert rt.edit_with_retry(ends_it, 5) == ending
+    assert rt.get_cell("c").get() == (5 if ending == "commit" else None)
+
+
 def test_edit_with_retry_across_two_runtimes_on_one_file(sqlite_url: str) -> None:
     with Runtime(store=sqlite_url) as first, Runtime(store=sqlite_url) as second:
         first.get_cell("counter").set(0)
