@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from . import implementations as impls
 from .cells import Cell, Stream, set_hook
 from .errors import CapabilityError, CauseError
+from .runner import runtime_frame
 from .values import JSON, MISSING, to_json_value
 
 T = TypeVar("T")
@@ -132,8 +133,6 @@ def current_frame() -> BuilderFrame | None:
     return _frames.get()
 
 
-#: Set by the runner while a lift or handler runs (a "runtime frame").
-runtime_frame: ContextVar[Any] = ContextVar("cellkernel_runtime_frame", default=None)
 
 
 # ---------------------------------------------------------------------------
@@ -578,18 +577,6 @@ def _holds_refs(value: Any) -> bool:
             elif isinstance(v, list | tuple):
                 stack.extend(v)
     return False
-
-
-def rebind(fn: Callable[..., Any], values: dict[str, Any]) -> Callable[..., Any]:
-    """A copy of ``fn`` whose closure cells hold ``values`` instead of refs."""
-    if not values or not isinstance(fn, types.FunctionType):
-        return fn
-    cells = []
-    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=True):
-        cells.append(types.CellType(values[name]) if name in values else cell)
-    clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, tuple(cells))
-    clone.__kwdefaults__ = fn.__kwdefaults__
-    return clone
 
 
 # ---------------------------------------------------------------------------

@@ -65,8 +65,8 @@ def instantiate(pattern: Any, inputs: Any = None) -> Any:
     """
     frame = current_frame()
     if frame is None:
-        from .builder import runtime_frame
         from .factories import as_pattern
+        from .runner import runtime_frame
 
         rframe = runtime_frame.get()
         if rframe is None:

@@ -22,9 +22,11 @@ import functools
 import gc
 import inspect
 import logging
+import types
 import typing
 import uuid
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from . import implementations as impls
@@ -106,8 +108,14 @@ def _concrete_input(token: str, ids: dict[str, str]) -> str:
     return f"{base}/{rest}" if rest else base
 
 
-def concretize(binding: Any, ids: dict[str, str], space: str) -> Any:
-    """Replace ``$alias`` bindings by write-redirect links to concrete cells (iterative)."""
+def concretize(binding: Any, ids: dict[str, str], space: str,
+               links: dict[tuple[str, ...], dict[str, Any]] | None = None) -> Any:
+    """Replace ``$alias`` bindings by write-redirect links to concrete cells (iterative).
+
+    With ``links``, an alias to one key of a cell (the usual binding) becomes one
+    shared link object per target: thousands of nodes of an instance bind the
+    same few inputs, and the records are stored as they are, never edited.
+    """
     root: list[Any] = [binding]
     stack: list[tuple[Any, Any]] = [(root, 0)]
     while stack:
@@ -116,7 +124,15 @@ def concretize(binding: Any, ids: dict[str, str], space: str) -> Any:
         if type(value) is dict:
             alias = value.get("$alias") if len(value) == 1 else None
             if alias is not None:
-                holder[key] = make_link(space, ids[alias["cell"]], alias["path"], None, True)
+                path = alias["path"]
+                if links is not None and len(path) == 1 and type(path[0]) is str:
+                    target = (alias["cell"], path[0])
+                    link = links.get(target)
+                    if link is None:
+                        link = links[target] = make_link(space, ids[target[0]], path, None, True)
+                    holder[key] = link
+                else:
+                    holder[key] = make_link(space, ids[alias["cell"]], path, None, True)
                 continue
             if is_sigil(value):  # links, and factory sigils whose graphs are data (SPEC §8)
                 continue
@@ -182,6 +198,7 @@ def plan(rt: Runtime, graph: dict[str, Any], result_id: str, space: str) -> tupl
             entry["schemaHash"] = _schema_hash(cell["schema"])
         snap_cells.append(entry)
     records: list[dict[str, Any]] = []
+    shared_links: dict[tuple[str, ...], dict[str, Any]] = {}
     by_key = {c["key"]: c for c in graph["cells"]}
     for node in graph["nodes"]:
         out_id = ids[node["outputs"]]
@@ -193,7 +210,7 @@ def plan(rt: Runtime, graph: dict[str, Any], result_id: str, space: str) -> tupl
             "module": node["module"],
             "inputs": sorted({concrete_input(i).split("/", 1)[0] for i in cell.get("inputs", [])}),
             "outputs": [out_id],
-            "bindings": concretize(node["inputs"], ids, space),
+            "bindings": concretize(node["inputs"], ids, space, shared_links),
         }
         if node.get("config") is not None:
             record["config"] = node["config"]
@@ -308,6 +325,23 @@ class Instance:
             child.stop()
         self.children.clear()
         self.runner.instances.pop((self.space, self.result_id), None)
+
+
+#: Set while a lift or handler runs (a "runtime frame"); the builder reads it to know
+#: whether a factory is called at definition time or inside a running node.
+runtime_frame: ContextVar[Any] = ContextVar("cellkernel_runtime_frame", default=None)
+
+
+def rebind(fn: Callable[..., Any], values: dict[str, Any]) -> Callable[..., Any]:
+    """A copy of ``fn`` whose closure cells hold ``values`` instead of refs."""
+    if not values or not isinstance(fn, types.FunctionType):
+        return fn
+    cells = []
+    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=True):
+        cells.append(types.CellType(values[name]) if name in values else cell)
+    clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, tuple(cells))
+    clone.__kwdefaults__ = fn.__kwdefaults__
+    return clone
 
 
 class RuntimeFrame:
@@ -478,6 +512,10 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn)
 
 
+#: the binding ``_argument_reader`` parsed last, its space and its Link (see ``concretize``)
+_last_parsed: tuple[Any, str, Any] = (None, "", None)
+
+
 def _argument_reader(rt: Runtime, binding: Any, space: str, out_id: str, mark: str,
                      is_async: bool, reads: list[Any]) -> Callable[[Transaction], Any]:
     """A function that reads one lift argument in a run's transaction.
@@ -495,7 +533,13 @@ def _argument_reader(rt: Runtime, binding: Any, space: str, out_id: str, mark: s
             return lambda _tx: binding
         reads.append(None)  # materialize reads what the value links to: not known here
         return lambda tx: materialize(rt, tx, binding, space, out_id, (), None, True, False)
-    link = parse_link(binding, space)
+    global _last_parsed
+    last = _last_parsed
+    if last[0] is binding and last[1] == space:  # nodes of one start share their links
+        link = last[2]
+    else:
+        link = parse_link(binding, space)
+        _last_parsed = (binding, space, link)
     if mark == "cell":
         reads.append(None)  # the lift reads the cell itself, if at all
         return lambda tx: Cell(rt, link.space, link.id, link.path, None, None if is_async else tx)
@@ -960,8 +1004,6 @@ class Runner:
         positions = list(range(len(args_r) + len(curried)))
         arg_checks = [(i, checkers[name]) for i, name in zip(positions, names) if name in checkers]
         kwarg_checks = {k: checkers[k] for k, _r in kwargs_r if k in checkers}
-        from .builder import rebind, runtime_frame
-
         set_frame = runtime_frame.set
         reset_frame = runtime_frame.reset
         write_output = self._write_output
@@ -1044,7 +1086,6 @@ class Runner:
         marks = _marks(fn)
         names = list(marks)
         is_async = inspect.iscoroutinefunction(fn)
-        from .builder import rebind, runtime_frame
 
         def as_state(tx: Transaction | None, binding: Any, mark: str) -> Any:
             if is_link(binding):

@@ -1013,3 +1013,50 @@ def test_failing_async_lift_records_an_error(rt: Runtime) -> None:
     asyncio.run(rt.aidle())
     assert r.get() == {"y": None}
     assert len(rt.errors) == 1 and isinstance(rt.errors[0].error, ValueError)
+
+
+# ---------------------------------------------------------------------------
+# shared bindings (one link object per target in an instance's records)
+
+
+def test_concretize_shares_one_link_per_target_and_equals_the_unshared_form() -> None:
+    from cellkernel.runner import concretize
+
+    ids = {"argument": "of:arg", "c1": "of:one"}
+    bindings = [
+        {"args": [{"$alias": {"cell": "argument", "path": ["x"]}}, i],
+         "kwargs": {"deep": {"$alias": {"cell": "c1", "path": ["a", 0]}}}}
+        for i in range(3)
+    ]
+    shared: dict[tuple[str, ...], dict[str, Any]] = {}
+    memo = [concretize(b, ids, "sp", shared) for b in bindings]
+    plain = [concretize(b, ids, "sp") for b in bindings]
+    assert memo == plain
+    assert memo[0]["args"][0] is memo[2]["args"][0]  # one key of one cell: shared
+    assert memo[0]["kwargs"]["deep"] is not memo[1]["kwargs"]["deep"]  # a longer path: not
+    assert plain[0]["args"][0] is not plain[1]["args"][0]
+    assert bindings[0]["args"][0] == {"$alias": {"cell": "argument", "path": ["x"]}}  # untouched
+
+
+def test_lifts_sharing_one_binding_read_their_own_instance() -> None:
+    """The shared, parsed binding of one instance is never another instance's."""
+    rt = Runtime()
+
+    @lift
+    def bump(x: int, i: int) -> int:
+        return x + i
+
+    @pattern
+    def Fan(x: int = 0) -> Any:
+        return {"out": [bump(x, i) for i in range(3)]}
+
+    x_here, x_there = _cell(rt, "x-here", 1), _cell(rt, "x-there", 10)
+    here = rt.run(Fan, {"x": x_here}, cause="fan-here")
+    there = rt.run(Fan, {"x": x_there}, cause="fan-there")
+    assert here.out.get() == [1, 2, 3] and there.out.get() == [10, 11, 12]
+    x_here.set(5)
+    rt.idle()
+    assert here.out.get() == [5, 6, 7] and there.out.get() == [10, 11, 12]
+    x_there.set(20)
+    rt.idle()
+    assert here.out.get() == [5, 6, 7] and there.out.get() == [20, 21, 22]
