@@ -310,6 +310,16 @@ def _fold(layer: list[bytes]) -> bytes:
         return h(h(layer[0] + layer[1]).digest() + layer[2]).digest()
     if n == 4:
         return h(h(layer[0] + layer[1]).digest() + h(layer[2] + layer[3]).digest()).digest()
+    if n <= 8:  # a cause has 6 entries: its levels spelled out, no list per level
+        a = h(h(layer[0] + layer[1]).digest() + h(layer[2] + layer[3]).digest()).digest()
+        if n == 5:
+            return h(a + layer[4]).digest()
+        if n == 6:
+            return h(a + h(layer[4] + layer[5]).digest()).digest()
+        if n == 7:
+            return h(a + h(h(layer[4] + layer[5]).digest() + layer[6]).digest()).digest()
+        b = h(h(layer[4] + layer[5]).digest() + h(layer[6] + layer[7]).digest()).digest()
+        return h(a + b).digest()
     while n > 1:
         nxt = [h(layer[j] + layer[j + 1]).digest() for j in range(0, n - 1, 2)]
         if n & 1:

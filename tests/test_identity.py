@@ -385,3 +385,18 @@ def test_flat_cause_shortcuts_hash_as_the_general_walk(cause: dict[str, Any]) ->
     walked = identity._digest({"causal": cause}, flat=False)
     assert identity.create_ref({}, cause)._digest == walked
     assert identity._digest({"causal": cause}) == walked
+
+
+@pytest.mark.parametrize("n", range(2, 21))
+def test_the_merkle_fold_matches_the_level_by_level_definition(n: int) -> None:
+    """Pairs hashed level by level, an odd last node raised as is (the spelled-out cases too)."""
+    from cellkernel.identity import _fold
+
+    layer = [hashlib.sha256(bytes([i])).digest() for i in range(n)]
+    level = list(layer)
+    while len(level) > 1:
+        paired = [
+            hashlib.sha256(level[j] + level[j + 1]).digest() for j in range(0, len(level) - 1, 2)
+        ]
+        level = paired + ([level[-1]] if len(level) % 2 else [])
+    assert _fold(layer) == level[0]
