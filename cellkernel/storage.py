@@ -383,12 +383,15 @@ def _owned_parts(
                 or (prev is not None and value is pv) or (handed and id(value) in handed)):
             value = _owned("value", value, pv, space, entity_id)
         if prev is None:
-            source = _owned("source", source, None, space, entity_id)
+            if source is not None:
+                source = _owned("source", source, None, space, entity_id)
         elif source is not prev.source:
             source = _owned("source", source, prev.source, space, entity_id)
         pm = prev.meta if prev is not None else None
         if prev is not None and meta is pm:
             meta_copy = pm
+        elif not meta and type(meta) is dict:
+            meta_copy = {}  # a new document's (the usual case): nothing to check
         elif handed and (kept := _handed_meta(meta, pm, handed)) is not None:
             meta_copy = kept
         else:
