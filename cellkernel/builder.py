@@ -133,8 +133,6 @@ def current_frame() -> BuilderFrame | None:
     return _frames.get()
 
 
-
-
 # ---------------------------------------------------------------------------
 # opaque references
 

@@ -31,9 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from .cells import Cell, current_tx
 from .errors import ConflictError, IterationLimitError, NodeError
-from .values import Path, get_path, json_equal, paths_overlap
-
 from .transactions import Transaction
+from .values import Path, get_path, json_equal, paths_overlap
 
 if TYPE_CHECKING:
     from .storage import Change
