@@ -220,7 +220,7 @@ class Transaction:
             commit_working = getattr(store, "commit_working", None)  # MemoryStore: no Documents
             if commit_working is not None:
                 handed = {id(v) for v in self._handed} if self._handed else None
-                changes = commit_working(space, parts, self._docs, handed)
+                changes: list[Change] = commit_working(space, parts, self._docs, handed)
             else:
                 basis = {
                     key: working.base.version if working.base is not None else 0
