@@ -430,22 +430,10 @@ class Cell(Generic[T]):
 
     # -- writing ---------------------------------------------------------------
 
-    def _in_write_tx(self, operation: str, fn: Callable[[Transaction], Any]) -> Any:
-        self._check("send" if operation == "send" else "write")
-        tx = self._tx
-        if tx is None:
-            running = current_tx.get()
-            if running is not None and running.status == "open" and running._store is self._rt.store:
-                tx = running
-        if tx is not None:
-            return fn(tx)
-        return self._rt._write(fn)
-
-    def set(self, value: Any) -> Cell[T]:
-        """Write ``value``; cells inside become links; on a stream this sends."""
-        # ``_in_write_tx`` inline: ``set`` is the write a user makes most
-        if self._cap != "cell" or self._id is None:
-            self._check("write")
+    def _in_write_tx(self, operation: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(tx, *args)`` in this store's running transaction, else in a write of its own."""
+        if self._cap != "cell" or self._id is None:  # a connected cell passes every check
+            self._check("send" if operation == "send" else "write")
         tx = self._tx
         if tx is None:
             running = current_tx.get()
@@ -454,9 +442,12 @@ class Cell(Generic[T]):
             ):
                 tx = running
         if tx is not None:
-            self._set_in(tx, value)
-        else:
-            self._rt.edit_with_retry(self._set_in, value)
+            return fn(tx, *args)
+        return self._rt._write(fn, *args)
+
+    def set(self, value: Any) -> Cell[T]:
+        """Write ``value``; cells inside become links; on a stream this sends."""
+        self._in_write_tx("write", self._set_in, value)
         return self
 
     def _set_in(self, tx: Transaction, value: Any) -> None:
