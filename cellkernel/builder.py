@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 from . import implementations as impls
+from . import registry
 from .cells import Cell, Stream, set_hook
 from .errors import CapabilityError, CauseError
 from .runner import runtime_frame
@@ -640,6 +641,8 @@ class LiftFactory(Factory):
         self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
         self.__module__ = getattr(fn, "__module__", "__main__")
         self.__wrapped__ = fn
+        if builtin is None and "<" not in self.__qualname__:
+            registry.define_factory(self)  # findable by module:qualname (SPEC §8)
 
     def module(self, constants: dict[str, Any] | None = None) -> dict[str, Any]:
         if self.builtin is not None:
@@ -701,7 +704,7 @@ def _python_module(fn: Callable[..., Any], constants: dict[str, Any] | None) -> 
     digest, source = impls.fingerprint_function(fn, constants)
     # the latest definition wins: a re-defined function with the same fingerprint (a
     # re-executed notebook cell, a second test) must run with its own closure and globals
-    impls._registry[digest] = fn
+    registry.register_function(digest, fn)
     module: dict[str, Any] = {"type": "python", "ref": impls.ref_of(fn), "hash": digest}
     if source is not None:
         module["source"] = source
@@ -783,6 +786,8 @@ class HandlerFactory(Factory):
         self.__module__ = getattr(fn, "__module__", "__main__")
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__wrapped__ = fn
+        if "<" not in self.__qualname__:
+            registry.define_factory(self)  # findable by module:qualname (SPEC §8)
 
     def module(self, constants: dict[str, Any] | None = None) -> dict[str, Any]:
         if constants:
@@ -942,13 +947,11 @@ class Pattern(Factory):
         )
 
     def _node(self, frame: BuilderFrame, argument: Any, helper: str = "pattern") -> OpaqueRef[Any]:
-        from .runner import register_pattern
-
         if self.curried:  # SPEC §8: curried values merge into the argument object
             from .factories import merge_argument
 
             argument = merge_argument(self, argument)
-        register_pattern(self)
+        registry.register_pattern(self)
         inputs: list[str] = []
         binding = bind(frame, argument, inputs)
         module = self.module()
@@ -1007,9 +1010,7 @@ def pattern(fn: Callable[..., Any] | None = None, *, name: str | None = None,
     digest = _graph_digest(graph, loose)
     made = _self_free(Pattern(fn, graph, name or getattr(fn, "__name__", "pattern"), digest),
                       markers)
-    from .runner import register_pattern
-
-    register_pattern(made)
+    registry.register_pattern(made)
     return made
 
 
@@ -1243,9 +1244,7 @@ def _collection_node(kind: str, source: Cell[Any], fn: Callable[..., Any]) -> Op
     graph, captures, loose = _trace(body, f"{kind}:{getattr(fn, '__name__', 'fn')}", None, None,
                                     parent=frame)
     op = _self_free(Pattern(None, graph, graph["name"], _graph_digest(graph, loose)), markers)
-    from .runner import register_pattern
-
-    register_pattern(op)
+    registry.register_pattern(op)
     inputs: list[str] = []
     binding = {
         "list": bind(frame, source, inputs),
@@ -1268,4 +1267,4 @@ def _cell_filter_hook(cell: Cell[Any], fn: Callable[..., Any]) -> Any:
 set_hook("cell_of", _cell_of_hook)
 set_hook("map", _cell_map_hook)
 set_hook("filter", _cell_filter_hook)
-impls.provide_trusted_names(lift=lift, handler=handler, pattern=pattern, Default=Default)
+registry.provide_trusted_names(Cell=Cell, Stream=Stream, lift=lift, handler=handler, pattern=pattern, Default=Default)

@@ -10,7 +10,7 @@ from typing import Any
 
 from .builder import LiftFactory, OpaqueRef, add_node, bind, current_frame
 from .errors import CapabilityError
-from .runner import register_builtin_lift
+from . import registry
 
 
 def _frame(name: str) -> Any:
@@ -47,7 +47,7 @@ def _format(template: str, **values: Any) -> str:
     return template.format(**values)
 
 
-register_builtin_lift("fmt", _format)
+registry.register_builtin("fmt", _format)
 _fmt = LiftFactory(_format, helper="fmt", builtin="fmt")
 
 
@@ -79,9 +79,7 @@ def instantiate(pattern: Any, inputs: Any = None) -> Any:
         raise TypeError(f"instantiate() needs a pattern factory, got the {pattern.kind} factory "
                         f"{getattr(pattern, '__name__', '?')}")
     if isinstance(pattern, Pattern):
-        from .runner import register_pattern
-
-        register_pattern(pattern)
+        registry.register_pattern(pattern)
     inputs_list: list[str] = []
     binding = bind(frame, {"pattern": pattern, "inputs": inputs or {}}, inputs_list)
     return add_node(frame, "instantiate", {"type": "builtin", "ref": "instantiate"}, binding,

@@ -20,9 +20,10 @@ Choices where SPEC §8 is silent (this docstring is their documentation):
   document.  A graph is data: the Python code its nodes name is still resolved
   by hash under the trust rules below, when the pattern is materialized.  The
   graph must hash to ``module.hash`` or the sigil is rejected.  Resolution of
-  a pattern: the process registry, then importing ``module:qualname`` when the
-  imported pattern has that hash, then the inline graph, then (given a
-  runtime) the pattern document stored in the runtime's default space.
+  a pattern: the process registry (and a module under a trusted prefix,
+  ``registry.resolve_pattern``), then the inline graph, then (given a runtime)
+  the pattern document stored in the runtime's default space, whose graph must
+  hash to the name it is stored under.
 * **What an index means.**  Lifts: the Nth named parameter of the function
   (``*args``/``**kwargs`` are not indexable); keyword-only parameters can be
   curried too.  Handlers: 0 is the event, N the Nth parameter of the function
@@ -77,7 +78,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from . import implementations as impls
+from . import registry
 from .builder import (
     Factory,
     HandlerFactory,
@@ -233,8 +234,6 @@ def _python_module_of(factory: Any) -> dict[str, Any]:
 
 def _subpatterns(pattern: Pattern) -> dict[str, dict[str, Any]]:
     """The graphs of every pattern ``pattern`` references by hash (nested, map ops)."""
-    from .runner import _patterns
-
     out: dict[str, dict[str, Any]] = {}
     work = [pattern.graph]
     while work:
@@ -248,7 +247,7 @@ def _subpatterns(pattern: Pattern) -> dict[str, dict[str, Any]]:
                 digest = config["op"]
             if not digest or digest == pattern.hash or digest in out:
                 continue
-            sub = _patterns.get(digest)
+            sub = registry.registered_pattern(digest)
             if sub is not None:
                 out[digest] = {"name": sub.name, "graph": sub.graph}
                 work.append(sub.graph)
@@ -479,41 +478,43 @@ def resolve_self(value: Any, pattern: Pattern) -> Any:
 # ---------------------------------------------------------------------------
 # JSON -> factory
 
-_cache: OrderedDict[tuple[str, bool], Any] = OrderedDict()
+_cache: OrderedDict[tuple[str, registry.TrustPolicy], Any] = OrderedDict()
 _CACHE_SIZE = 256
-_checked: set[tuple[str, bool]] = set()
+_checked: set[tuple[str, registry.TrustPolicy]] = set()
 
 
-def _graph_pattern(graph: dict[str, Any], name: str, digest: str | None) -> Pattern:
-    from .runner import _patterns, register_pattern
-
+def _graph_pattern(graph: Any, name: str, digest: str | None) -> Pattern:
+    """A pattern from a carried graph (data: named by its content hash, checked)."""
+    if not isinstance(graph, dict):
+        raise ValueError(f"the graph carried for pattern {name!r} is not an object")
+    PatternGraph.model_validate(graph)
     made = Pattern(None, graph, name)
     if digest is not None and made.hash != digest:
         raise ValueError(
             f"the graph carried for pattern {name!r} does not match its hash {digest[:12]}…"
         )
-    existing = _patterns.get(made.hash)
+    existing = registry.registered_pattern(made.hash)
     if existing is not None:
-        return existing
-    register_pattern(made)
+        return existing  # type: ignore[no-any-return]
+    registry.register_pattern(made)
     return made
 
 
 def _resolve_pattern(body: NodeFactory, raw: dict[str, Any], rt: Any) -> Pattern:
-    from .runner import _patterns
-
     module = body.module
     assert isinstance(module, PatternModule)
     digest = module.hash
-    for sub_hash, stored in (raw.get("patterns") or {}).items():
-        if sub_hash not in _patterns:
-            _graph_pattern(stored["graph"], stored.get("name", "pattern"), sub_hash)
-    found = _patterns.get(digest)
-    if found is not None:
+    subs = raw.get("patterns") or {}
+    if not isinstance(subs, dict):
+        raise ValueError("a pattern sigil's 'patterns' must map hashes to graphs")
+    for sub_hash, stored in subs.items():
+        if registry.registered_pattern(sub_hash) is None:
+            if not isinstance(stored, dict):
+                raise ValueError(f"sub-pattern {str(sub_hash)[:12]}… is not an object")
+            _graph_pattern(stored.get("graph"), str(stored.get("name") or "pattern"), sub_hash)
+    found = registry.resolve_pattern(digest, module.ref, registry.policy_of(rt))
+    if isinstance(found, Pattern):
         return found
-    imported = impls._import(module.ref)
-    if isinstance(imported, Pattern) and imported.hash == digest:
-        return imported
     graph = raw.get("graph")
     if isinstance(graph, dict):
         name = module.ref.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
@@ -523,18 +524,17 @@ def _resolve_pattern(body: NodeFactory, raw: dict[str, Any], rt: Any) -> Pattern
             return rt.runner.pattern_by_hash(digest, rt.space)  # type: ignore[no-any-return]
         except UnknownImplementationError:
             pass
+    module_name = module.ref.split(":", 1)[0]
     raise UnknownImplementationError(
-        f"cannot resolve pattern {module.ref!r} (hash {digest[:12]}…): module "
-        f"{module.ref.split(':', 1)[0]!r} does not define it with that hash, and the sigil "
-        "carries no graph"
+        f"cannot resolve pattern {module.ref!r} (hash {digest[:12]}…): no pattern with that "
+        f"hash is defined in this process and the sigil carries no graph; import "
+        f"{module_name!r} first, or trust it with Runtime(trusted_modules=[{module_name!r}])"
     )
 
 
-def check_resolvable(pattern: Pattern, trust_source: bool) -> None:
+def check_resolvable(pattern: Pattern, policy: registry.TrustPolicy) -> None:
     """Resolve every Python node of ``pattern`` (and its sub-patterns) before it runs."""
-    from .runner import _patterns
-
-    key = (pattern.hash, trust_source)
+    key = (pattern.hash, policy)
     if key in _checked:
         return
     seen: set[str] = set()
@@ -546,14 +546,14 @@ def check_resolvable(pattern: Pattern, trust_source: bool) -> None:
             config = node.get("config")
             sub_hash = None
             if module.get("type") == "python":
-                impls.resolve(module, trust_source=trust_source)
+                registry.resolve_function(module, policy)
             elif node.get("helper") == "pattern":
                 sub_hash = module.get("hash")
             elif isinstance(config, dict) and isinstance(config.get("op"), str):
                 sub_hash = config["op"]
             if sub_hash and sub_hash not in seen:
                 seen.add(sub_hash)
-                sub = _patterns.get(sub_hash)
+                sub = registry.registered_pattern(sub_hash)
                 if sub is not None:
                     work.append(sub.graph)
     _checked.add(key)
@@ -561,9 +561,8 @@ def check_resolvable(pattern: Pattern, trust_source: bool) -> None:
 
 def _builtin_factory(name: str) -> LiftFactory:
     from . import builtins  # noqa: F401  (registers the builtin lifts)
-    from .runner import _builtin_lifts
 
-    fn = _builtin_lifts.get(name)
+    fn = registry.builtin(name)
     if fn is None:
         raise UnknownImplementationError(f"no builtin factory named {name!r}")
     return LiftFactory(fn, helper=name, builtin=name)
@@ -574,15 +573,17 @@ def _still_current(factory: Any) -> bool:
     if isinstance(factory, Pattern) or getattr(factory, "builtin", None) is not None:
         return True
     digest = (factory._module or {}).get("hash")
-    current = impls.registered(digest) if isinstance(digest, str) else None
+    current = registry.registered_function(digest) if isinstance(digest, str) else None
     return current is None or current is factory.fn
 
 
-def materialize(json_value: Any, rt: Any = None, *, trust_source: bool | None = None) -> Any:
+def materialize(json_value: Any, rt: Any = None, *, trust_source: bool | None = None,
+                trusted_modules: list[str] | tuple[str, ...] | None = None) -> Any:
     """A callable factory from its JSON (a ``nodeFactory@1`` sigil or a pattern graph).
 
-    ``rt`` supplies the trust setting (``Runtime(trust_source=True)``) and, for a
-    pattern sigil without a graph, the stored pattern documents.  A malformed
+    ``rt`` supplies the trust policy (``Runtime(trusted_modules=..., trust_source=...)``,
+    see ``registry``) and, for a pattern sigil without a graph, the stored pattern
+    documents; ``trust_source`` and ``trusted_modules`` override the runtime's.  A malformed
     sigil raises ``pydantic.ValidationError`` (a ``ValueError``); an
     implementation that cannot be resolved raises ``UnknownImplementationError``
     and runs nothing.
@@ -590,13 +591,16 @@ def materialize(json_value: Any, rt: Any = None, *, trust_source: bool | None = 
     if isinstance(json_value, Factory):
         return json_value
     if isinstance(json_value, Cell):
-        return materialize(json_value.get(), rt, trust_source=trust_source)
+        return materialize(json_value.get(), rt, trust_source=trust_source,
+                           trusted_modules=trusted_modules)
     if isinstance(json_value, DocDict):
         json_value = dict(json_value)
-    trust = bool(trust_source if trust_source is not None else getattr(rt, "trust_source", False))
+    base = registry.policy_of(rt)
+    trust = registry.TrustPolicy.of(
+        base.trusted_modules if trusted_modules is None else trusted_modules,
+        base.trust_source if trust_source is None else trust_source)
     if isinstance(json_value, dict) and "/" not in json_value and "nodes" in json_value:
-        PatternGraph.model_validate(json_value)
-        made = _graph_pattern(json_value, json_value.get("name") or "pattern", None)
+        made = _graph_pattern(json_value, str(json_value.get("name") or "pattern"), None)
         check_resolvable(made, trust)
         return made
     if not is_factory_sigil(json_value):
@@ -620,7 +624,7 @@ def materialize(json_value: Any, rt: Any = None, *, trust_source: bool | None = 
     elif isinstance(module, BuiltinModule):
         factory = _builtin_factory(module.ref)
     else:
-        fn = impls.resolve(dict(raw["module"]), trust_source=trust)
+        fn = registry.resolve_function(raw["module"], trust)
         factory = HandlerFactory(fn) if body.kind == "handler" else LiftFactory(fn)
         factory._module = copy.deepcopy(raw["module"])
         ref_module, _, qualname = module.ref.partition(":")
@@ -651,7 +655,7 @@ def as_pattern(value: Any, rt: Any) -> Pattern:
         value = materialize(value, rt)
         if not isinstance(value, Pattern):
             raise TypeError(f"instantiate() needs a pattern factory, got a {value.kind} factory")
-    check_resolvable(value, bool(getattr(rt, "trust_source", False)))
+    check_resolvable(value, registry.policy_of(rt))
     return value
 
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from . import implementations as impls
+from . import registry
 from . import schema as schemas
 from .cells import Cell, DocDict, materialize, resolve
 from .errors import CapabilityError, CellkernelError, UnknownImplementationError
@@ -46,10 +46,6 @@ if TYPE_CHECKING:
 cause_log = logging.getLogger("cellkernel.causes")
 
 GRAPH_VERSION = 1
-
-_patterns: dict[str, Pattern] = {}
-_builtin_lifts: dict[str, Callable[..., Any]] = {}
-
 
 class InstanceStoppedError(CellkernelError):
     """An event was sent to a stream of a stopped instance."""
@@ -78,14 +74,6 @@ def collector_paused() -> Iterator[None]:
             gc.freeze()
             gc.unfreeze()
             gc.enable()
-
-
-def register_pattern(pattern: Pattern) -> None:
-    _patterns.setdefault(pattern.hash, pattern)
-
-
-def register_builtin_lift(name: str, fn: Callable[..., Any]) -> None:
-    _builtin_lifts[name] = fn
 
 
 def derive_id(components: Any) -> str:
@@ -710,7 +698,7 @@ class Runner:
             pattern = self._as_pattern(pattern)
         space = space or (parent.space if parent is not None else self.rt.space)
         graph = pattern.graph
-        register_pattern(pattern)
+        registry.register_pattern(pattern)
         from .factories import merge_argument, resolve_self
 
         argument = merge_argument(pattern, argument)  # curried arguments (SPEC §8)
@@ -820,26 +808,31 @@ class Runner:
             for node in p.graph["nodes"]:
                 sub = None
                 if node["helper"] == "pattern":
-                    sub = _patterns.get(node["module"].get("hash", ""))
+                    sub = registry.registered_pattern(node["module"].get("hash", ""))
                 elif node.get("config") and isinstance(node["config"], dict) and "op" in node["config"]:
-                    sub = _patterns.get(node["config"]["op"])
+                    sub = registry.registered_pattern(node["config"]["op"])
                 if sub is not None:
                     work.append(sub)
 
     def pattern_by_hash(self, digest: str, space: str) -> Pattern:
         from .builder import Pattern
 
-        found = _patterns.get(digest)
+        found = registry.registered_pattern(digest)
         if found is not None:
             return found
         tx = self.rt.read_tx()
         stored = tx.read(space, derive_id(pattern_doc_cause(digest)), (), track=False)
         if stored is MISSING or not isinstance(stored, dict):
             raise UnknownImplementationError(f"pattern {digest[:12]}… is neither defined in this process nor stored in {space}")
-        made = Pattern(None, stored["graph"], stored.get("name", "pattern"))
-        made._hash = digest
-        _patterns[digest] = made
-        return made
+        graph = stored.get("graph")
+        if not isinstance(graph, dict):
+            raise UnknownImplementationError(f"the pattern document for {digest[:12]}… in {space} holds no graph")
+        made = Pattern(None, graph, str(stored.get("name") or "pattern"))
+        if made.hash != digest:  # stored data is untrusted: it is named by its content
+            raise UnknownImplementationError(
+                f"the pattern document for {digest[:12]}… in {space} holds a graph with another hash")
+        registry.register_pattern(made)
+        return found if (found := registry.registered_pattern(digest)) is not None else made
 
     def _snapshot_json(self, instance: Instance, pattern: Pattern, records: list[dict[str, Any]],
                        cells: list[dict[str, Any]], ids: dict[str, str], graph: dict[str, Any],
@@ -911,11 +904,11 @@ class Runner:
         module = record["module"]
         kind = module.get("type")
         if kind == "python":
-            return impls.resolve(module, trust_source=self.rt.trust_source)
+            return registry.resolve_function(module, self.rt.trust)
         if kind == "builtin":
-            if module["ref"] in ("fmt",) and module["ref"] not in _builtin_lifts:
+            if module["ref"] in ("fmt",) and registry.builtin(module["ref"]) is None:
                 from . import builtins  # noqa: F401  (registers its lifts)
-            return _builtin_lifts.get(module["ref"])
+            return registry.builtin(module["ref"])
         return None
 
     def _require_implementation(self, record: dict[str, Any]) -> Callable[..., Any]:

@@ -14,12 +14,13 @@ import contextlib
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .cells import Cell, current_tx
 from .errors import ConflictError, NodeError
 from .identity import create_ref
+from .registry import TrustPolicy
 from .scheduler import Scheduler
 from .storage import Store, open_store
 from .transactions import Transaction
@@ -41,11 +42,13 @@ class Runtime:
         space: str = DEFAULT_SPACE,
         debug: bool = False,
         trust_source: bool = False,
+        trusted_modules: Iterable[str] | None = None,
     ) -> None:
+        #: which code stored refs may reach beyond this process's registry (SPEC §8)
+        self.trust = TrustPolicy.of(trusted_modules, trust_source)
         self.store: Store = open_store(store) if store is None or isinstance(store, str) else store
         self.space = space
         self.debug = debug
-        self.trust_source = trust_source
         self.scheduler = Scheduler(self)
         self.errors: list[NodeError] = []
         self._error_callbacks: list[Callable[[NodeError], Any]] = []
@@ -56,6 +59,11 @@ class Runtime:
         #: whether another process may write the store (SQLite): then every write and
         #: ``idle`` polls it first; a MemoryStore (``external_writes = False``) never needs it
         self._polls = bool(getattr(self.store, "external_writes", True))
+
+    @property
+    def trust_source(self) -> bool:
+        """Whether carried source may be compiled (after its hash is checked)."""
+        return self.trust.trust_source
 
     # -- cells -------------------------------------------------------------------
 

@@ -28,9 +28,39 @@ def canonical(schema: Any) -> str:
     return json.dumps(schema, sort_keys=True, separators=(",", ":"))
 
 
+#: keywords whose values are data, not schemas (a default may hold a link with an ``id``)
+_VALUE_KEYWORDS = frozenset({"default", "const", "enum", "examples"})
+
+
+def _refuse_remote_refs(schema: Any) -> None:
+    """Raise ``ValueError`` for a ``$ref`` that leaves the schema (``file:``, ``http:``, ...).
+
+    Schemas come from stored data; ``fastjsonschema`` would fetch such a
+    reference with ``urlopen`` (reading local files or the network) and compile
+    what it found.  Only references inside the schema (``#...``) are followed.
+    """
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if ref is not None and not (isinstance(ref, str) and ref.startswith("#")):
+                raise ValueError(
+                    f"schema $ref {ref!r} is not allowed: only references inside the schema "
+                    "('#/...') are followed"
+                )
+            if isinstance(node.get("$id"), str) or isinstance(node.get("id"), str):
+                # an id changes what a relative '#...' reference resolves against
+                raise ValueError("schema '$id' / 'id' is not supported: references stay local")
+            stack.extend(v for k, v in node.items() if k not in _VALUE_KEYWORDS)
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 @lru_cache(maxsize=1024)
 def _compiled(text: str) -> Callable[[Any], Any]:
     schema = json.loads(text)
+    _refuse_remote_refs(schema)
     try:
         return fastjsonschema.compile(schema, use_default=False)  # type: ignore[no-any-return]
     except fastjsonschema.JsonSchemaDefinitionException as exc:  # pragma: no cover - author bug

@@ -382,6 +382,15 @@ s = rt.run(again, {"x": 7}, cause="from-json")
 s.y.get()
 """),
     md("""
+Where the code comes from: `materialize` finds each implementation by its
+hash among the factories this process defined (here `scale`, above). Stored
+data never picks code. In a new process, import the module that defines your
+factories first, or name it in `Runtime(trusted_modules=["myapp.patterns"])`
+so that resolution may import it. Source carried in a sigil compiles only
+under `Runtime(trust_source=True)`, and only after its hash is checked.
+Anything else is an `UnknownImplementationError`, and nothing runs.
+"""),
+    md("""
 A factory stored in a cell, instantiated later from inside a handler (the
 same mechanism `Members` uses in tutorial 04):
 """),
@@ -449,6 +458,13 @@ c1.count.get(), c1.doubled.get()
 rt2 = Runtime(url)
 c2 = rt2.resume("counter")
 c2.count.get(), c2.doubled.get()
+"""),
+    md("""
+Resuming needs the code but not the author function: each lift and handler
+is found by its hash among the factories defined in this process (here, the
+ones defined above). In a new process or kernel, first import the module (or
+re-run the cell) that defines them. Or let the runtime import a module you
+trust: `Runtime(url, trusted_modules=["myapp.patterns"])`.
 """),
     md("""
 The resumed instance is live: its handler runs and its lift recomputes.

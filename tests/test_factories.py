@@ -30,6 +30,7 @@ from cellkernel import (
     wish,
 )
 from cellkernel import implementations as impls
+from cellkernel import registry
 from cellkernel.builder import HandlerFactory, LiftFactory
 from cellkernel.builtins import _fmt
 from cellkernel.factories import NodeFactorySigil, validate_sigil
@@ -373,7 +374,7 @@ def _evil_sigil(tmp_path: Path, marker: Path, ref: str) -> dict[str, Any]:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # defines evil(); nothing calls it
     digest, _ = impls.fingerprint_function(module.evil)
-    assert impls.registered(digest) is None
+    assert registry.registered_function(digest) is None
     return {"/": {"nodeFactory@1": {
         "module": {"type": "python", "ref": ref, "hash": digest, "source": source},
         "kind": "lift", "argumentSchema": {}, "resultSchema": None, "curried": []}}}
@@ -418,9 +419,7 @@ def test_untrusted_source_inside_a_pattern_sigil_never_runs(tmp_path: Path) -> N
     lift_node["module"] = module
     made = Pattern(None, graph, "EvilCounter")
     sigil = json.loads(json.dumps(made.sigil()))
-    from cellkernel.runner import _patterns
-
-    _patterns.pop(made.hash, None)  # as if it came from elsewhere
+    registry.forget_pattern(made.hash)  # as if it came from elsewhere
     with pytest.raises(UnknownImplementationError):
         materialize(sigil)
     rt = Runtime()
@@ -473,15 +472,15 @@ def _run_worker(code: str, *args: str) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def test_a_new_process_resolves_by_importing_module_qualname(tmp_path: Path) -> None:
+def test_a_new_process_resolves_a_trusted_module_by_hash(tmp_path: Path) -> None:
     sigils = {"lift": m.add.curry(2).to_json(), "pattern": m.Counter.sigil()}
     out = _run_worker("""
         import json, sys
         from cellkernel import materialize, Runtime
         sigils = json.loads(sys.argv[1])
         before = "factory_mod" in sys.modules
-        f = materialize(sigils["lift"])
-        p = materialize(sigils["pattern"])
+        f = materialize(sigils["lift"], trusted_modules=["factory_mod"])
+        p = materialize(sigils["pattern"], trusted_modules=["factory_mod"])
         rt = Runtime()
         r = rt.run(p, {"count": 4}, cause="c")
         r.increment.send({"amount": 1})
@@ -697,7 +696,7 @@ PHASE_A = """
 PHASE_B = """
     import json, sys
     from cellkernel import Runtime
-    rt = Runtime(store="sqlite:///" + sys.argv[1])
+    rt = Runtime(store="sqlite:///" + sys.argv[1], trusted_modules=["factory_mod"])
     h = rt.resume("host")
     s = rt.resume("spawner")
     out = {"imported_before_resume": False}
@@ -823,9 +822,7 @@ def test_pattern_graphs_with_float_schemas_round_trip_through_storage(rt: Runtim
     made = Pattern(None, graph, "FloatCounter")
     cell = rt.get_cell("float-pattern")
     cell.set(made)
-    from cellkernel.runner import _patterns
-
-    _patterns.pop(made.hash, None)
+    registry.forget_pattern(made.hash)
     back = cell.get()
     assert back.hash == made.hash and back == made
 
@@ -840,7 +837,7 @@ def test_reading_a_stored_sigil_in_a_fresh_process_needs_no_import(tmp_path: Pat
     out = _run_worker("""
         import json, sys
         from cellkernel import Runtime
-        rt = Runtime(store="sqlite:///" + sys.argv[1])
+        rt = Runtime(store="sqlite:///" + sys.argv[1], trusted_modules=["factory_mod"])
         before = "cellkernel.factories" in sys.modules
         value = rt.get_cell("f").get()
         print(json.dumps({"before": before, "call": value["f"](2, 3),

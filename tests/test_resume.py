@@ -4,7 +4,8 @@ Process A runs a pattern from ``tests/fixtures/reliability_mod.py`` on a SQLite
 file; process B (a subprocess) opens a new Runtime on the same file and calls
 ``rt.resume(cause)``.  The fixture builds its patterns only inside functions
 and records every trace, so B can prove the author function never ran: B
-imports the module only to resolve the lifts by ``module:qualname`` + hash.
+trusts the module (``Runtime(trusted_modules=["reliability_mod"])``), so
+resolution imports it to find the lifts its decorators define, by hash.
 """
 
 from __future__ import annotations
