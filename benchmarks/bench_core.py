@@ -37,8 +37,8 @@ from benchmarks import (
     raised_recursion_limit,
 )
 from cellkernel import Cell, Runtime
-from cellkernel.scheduler import Action
-from cellkernel.transactions import Transaction
+from cellkernel.reactive.scheduler import Action
+from cellkernel.store.transactions import Transaction
 
 N = 1000
 #: reaktiv evaluates a chain by recursion (several Python frames per node).

@@ -76,7 +76,7 @@ def run(repeat: int = 9) -> list[dict[str, Any]]:
     """Time the %%pattern cell (first run and re-run, with and without widgets) and a click."""
     from IPython.testing.globalipapp import get_ipython
 
-    from cellkernel import jupyter
+    from cellkernel.notebook import magics as jupyter
     from cellkernel.widgets import GraphView, PatternUI
 
     ip = get_ipython()

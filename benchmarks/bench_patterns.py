@@ -46,7 +46,7 @@ from benchmarks.bench_core import (
     rk_items,
 )
 from cellkernel import Cell, Runtime, lift, pattern
-from cellkernel.links import is_link
+from cellkernel.data.links import is_link
 
 N = 1000
 MAP_SIZES = (1_000, 10_000)

@@ -1,4 +1,4 @@
-"""Throughput of ``cellkernel.identity.refer`` against npm ``merkle-reference`` on cause objects.
+"""Throughput of ``cellkernel.data.identity.refer`` against npm ``merkle-reference`` on cause objects.
 
 Every derived cell id hashes a cause, so this is a hot path. The same cause objects
 are hashed by Python here and by ``benchmarks/js/bench_refer.mjs`` under node in the
@@ -22,8 +22,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cellkernel import identity
-from cellkernel.identity import refer
+from cellkernel.data import identity
+from cellkernel.data.identity import refer
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 CAUSE_COUNT = 2000

@@ -21,10 +21,10 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cellkernel import runner as runner_module
-from cellkernel.builder import Pattern, lift, pattern
+from cellkernel.patterns import runner as runner_module
+from cellkernel.patterns.builder import Pattern, lift, pattern
 from cellkernel.runtime import Runtime
-from cellkernel.snapshot import GraphSnapshot
+from cellkernel.patterns.snapshot import GraphSnapshot
 
 SIZE = 10_000
 CAUSE = "bench-snapshot"

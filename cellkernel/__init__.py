@@ -13,13 +13,13 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     # identity
-    "refer": "identity",
-    "Reference": "identity",
-    "create_ref": "identity",
+    "refer": "data.identity",
+    "Reference": "data.identity",
+    "create_ref": "data.identity",
     # runtime and cells
     "Runtime": "runtime",
-    "Cell": "cells",
-    "Stream": "cells",
+    "Cell": "reactive.cells",
+    "Stream": "reactive.cells",
     # errors
     "CellkernelError": "errors",
     "CapabilityError": "errors",
@@ -30,29 +30,29 @@ _EXPORTS: dict[str, str] = {
     "CauseError": "errors",
     "UnknownImplementationError": "errors",
     "NodeError": "errors",
-    "InstanceStoppedError": "runner",
+    "InstanceStoppedError": "patterns.runner",
     # builder
-    "pattern": "builder",
-    "recipe": "builder",
-    "Pattern": "builder",
-    "lift": "builder",
-    "derive": "builder",
-    "computed": "builder",
-    "handler": "builder",
-    "Default": "builder",
-    "SELF": "builder",
-    "NAME": "builder",
+    "pattern": "patterns.builder",
+    "recipe": "patterns.builder",
+    "Pattern": "patterns.builder",
+    "lift": "patterns.builder",
+    "derive": "patterns.builder",
+    "computed": "patterns.builder",
+    "handler": "patterns.builder",
+    "Default": "patterns.builder",
+    "SELF": "patterns.builder",
+    "NAME": "patterns.builder",
     # builtins
-    "if_else": "builtins",
-    "when": "builtins",
-    "unless": "builtins",
-    "fmt": "builtins",
-    "instantiate": "builtins",
-    "wish": "builtins",
+    "if_else": "patterns.builtins",
+    "when": "patterns.builtins",
+    "unless": "patterns.builtins",
+    "fmt": "patterns.builtins",
+    "instantiate": "patterns.builtins",
+    "wish": "patterns.builtins",
     # factories and snapshots
-    "materialize": "factories",
-    "GraphSnapshot": "snapshot",
-    "SnapshotDiff": "snapshot",
+    "materialize": "patterns.factories",
+    "GraphSnapshot": "patterns.snapshot",
+    "SnapshotDiff": "patterns.snapshot",
 }
 
 # spelled out (not computed from _EXPORTS) so type checkers and linters see the exports;
@@ -98,7 +98,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .builder import (
+    from cellkernel.patterns.builder import (
         NAME,
         SELF,
         Default,
@@ -110,9 +110,9 @@ if TYPE_CHECKING:
         pattern,
         recipe,
     )
-    from .builtins import fmt, if_else, instantiate, unless, when, wish
-    from .cells import Cell, Stream
-    from .errors import (
+    from cellkernel.patterns.builtins import fmt, if_else, instantiate, unless, when, wish
+    from cellkernel.reactive.cells import Cell, Stream
+    from cellkernel.errors import (
         CapabilityError,
         CauseError,
         CellkernelError,
@@ -123,11 +123,11 @@ if TYPE_CHECKING:
         UnknownImplementationError,
         WriteIsolationError,
     )
-    from .factories import materialize
-    from .identity import Reference, create_ref, refer
-    from .runner import InstanceStoppedError
-    from .runtime import Runtime
-    from .snapshot import GraphSnapshot, SnapshotDiff
+    from cellkernel.patterns.factories import materialize
+    from cellkernel.data.identity import Reference, create_ref, refer
+    from cellkernel.patterns.runner import InstanceStoppedError
+    from cellkernel.runtime import Runtime
+    from cellkernel.patterns.snapshot import GraphSnapshot, SnapshotDiff
 
 
 def __getattr__(name: str) -> Any:
@@ -144,14 +144,14 @@ def __dir__() -> list[str]:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Register ``%%pattern`` (idempotent, silent).  See ``cellkernel.jupyter``."""
-    from .jupyter import load
+    """Register ``%%pattern`` (idempotent, silent).  See ``cellkernel.notebook.magics``."""
+    from cellkernel.notebook.magics import load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Remove the magics and every event hook the extension registered."""
-    from .jupyter import unload
+    from cellkernel.notebook.magics import unload
 
     unload(ipython)

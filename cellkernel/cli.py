@@ -25,11 +25,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from . import __version__
+from cellkernel import __version__
 
 if TYPE_CHECKING:
-    from .builder import Pattern
-    from .snapshot import GraphSnapshot, SnapshotDiff
+    from cellkernel.patterns.builder import Pattern
+    from cellkernel.patterns.snapshot import GraphSnapshot, SnapshotDiff
 
 #: The fixed run cause of ``inspect-causes``: both sides of ``--against`` get the
 #: same result id, so every difference comes from the pattern itself.
@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def demo(steps: int = 5, delay: float = 0.3, out: TextIO | None = None) -> int:
     """A Counter pattern: send increments and print what reacts (``make demo``)."""
-    from .builder import handler, lift, pattern
-    from .runtime import Runtime
+    from cellkernel.patterns.builder import handler, lift, pattern
+    from cellkernel.runtime import Runtime
 
     stream = out or sys.stdout
 
@@ -217,7 +217,7 @@ def load_module(path: Path) -> ModuleType:
 
 def find_pattern(module: ModuleType, target: Target) -> Pattern:
     """The pattern named ``target.pattern``, else the first one defined in the file."""
-    from .builder import Pattern
+    from cellkernel.patterns.builder import Pattern
 
     found = [(k, v) for k, v in vars(module).items() if isinstance(v, Pattern)]
     if target.pattern is not None:
@@ -243,7 +243,7 @@ def find_pattern(module: ModuleType, target: Target) -> Pattern:
 
 def snapshot_of(target: Target, debug: bool = False) -> GraphSnapshot:
     """Run the target pattern in a fresh in-memory runtime; its graph snapshot."""
-    from .runtime import Runtime
+    from cellkernel.runtime import Runtime
 
     pattern = find_pattern(load_module(target.path), target)
     with Runtime(debug=debug) as rt:
@@ -292,7 +292,7 @@ def inspect_causes(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _plain_rows(snapshot: GraphSnapshot, nodes: bool) -> list[dict[str, Any]]:
-    from .snapshot import module_short_name
+    from cellkernel.patterns.snapshot import module_short_name
 
     labels = snapshot.cell_labels()
     rows: list[dict[str, Any]] = [
@@ -315,7 +315,7 @@ def _diff_rows(diff: SnapshotDiff, nodes: bool) -> list[dict[str, Any]]:
 
 def format_rows(rows: list[dict[str, Any]], color: bool, with_status: bool) -> list[str]:
     """An aligned table; ANSI colours only touch the status column."""
-    from .snapshot import short_id
+    from cellkernel.patterns.snapshot import short_id
 
     header = (["status"] if with_status else []) + ["name", "helper", "id"]
     with_kind = any(r["kind"] == "node" for r in rows)

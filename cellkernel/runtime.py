@@ -17,16 +17,16 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .cells import Cell, current_tx
-from .errors import ConflictError, NodeError
-from .identity import create_ref
-from .registry import TrustPolicy
-from .scheduler import Scheduler
-from .storage import Store, open_store
-from .transactions import Transaction
+from cellkernel.reactive.cells import Cell, current_tx
+from cellkernel.errors import ConflictError, NodeError
+from cellkernel.data.identity import create_ref
+from cellkernel.patterns.registry import TrustPolicy
+from cellkernel.reactive.scheduler import Scheduler
+from cellkernel.store.storage import Store, open_store
+from cellkernel.store.transactions import Transaction
 
 if TYPE_CHECKING:
-    from .runner import Runner
+    from cellkernel.patterns.runner import Runner
 
 DEFAULT_SPACE = "did:local:default"
 log = logging.getLogger("cellkernel.runtime")
@@ -221,7 +221,7 @@ class Runtime:
     @property
     def runner(self) -> Runner:
         if self._runner is None:
-            from .runner import Runner
+            from cellkernel.patterns.runner import Runner
 
             self._runner = Runner(self)
         return self._runner

@@ -28,7 +28,7 @@ from cellkernel import (
     pattern,
     recipe,
 )
-from cellkernel.builder import OpaqueRef
+from cellkernel.patterns.builder import OpaqueRef
 
 # ``rt`` (tests/conftest.py): a fresh runtime on the memory store, then on SQLite.
 
@@ -626,15 +626,15 @@ def test_cell_of_in_a_body_is_internal_state(rt: Runtime) -> None:
 
 
 def _generic_bind(frame: Any, value: Any, inputs: list[str]) -> Any:
-    from cellkernel import builder
-    from cellkernel.values import to_json_value
+    from cellkernel.patterns import builder
+    from cellkernel.data.values import to_json_value
 
     return to_json_value(value, hook=lambda v: builder._bind_hook(frame, inputs, v))
 
 
 def _bind_fixture() -> tuple[Any, Any, list[Any]]:
     """An outer and an inner frame, and refs of both (outer ones get captured)."""
-    from cellkernel.builder import BuilderFrame
+    from cellkernel.patterns.builder import BuilderFrame
 
     outer = BuilderFrame(None, "outer")
     inner = BuilderFrame(outer, "inner")
@@ -668,7 +668,7 @@ def _bind_values(refs: list[Any]) -> list[Any]:
 
 
 def test_bind_fast_path_matches_the_generic_walk() -> None:
-    from cellkernel.builder import bind
+    from cellkernel.patterns.builder import bind
 
     for i in range(len(_bind_values(_bind_fixture()[2]))):
         results = []
@@ -690,7 +690,7 @@ def test_cell_indices_match_the_json_signature() -> None:
     """Cells with equal cause components get the next index (tuple keys or JSON text)."""
     import json
 
-    from cellkernel.builder import BuilderFrame
+    from cellkernel.patterns.builder import BuilderFrame
 
     calls: list[tuple[Any, ...]] = [
         ("lift", "h", ["b", "a"], None), ("lift", "h", ["a", "b"], None),
@@ -712,7 +712,7 @@ def test_pattern_hash_is_the_hash_of_the_normalised_graph() -> None:
     """The builder hashes as it traces; every graph still hashes as ``Pattern.hash`` always did."""
     from pydantic import Field
 
-    from cellkernel import builder
+    from cellkernel.patterns import builder
 
     class Bounded(BaseModel):
         v: float = Field(1.0, ge=1.0)  # integral floats in the schema: the generic path
@@ -749,7 +749,7 @@ def test_pattern_hash_is_the_hash_of_the_normalised_graph() -> None:
 def test_large_graph_hash_skips_the_normalising_copy(monkeypatch: pytest.MonkeyPatch) -> None:
     from pydantic import Field
 
-    from cellkernel import builder
+    from cellkernel.patterns import builder
 
     class Bounded(BaseModel):
         v: float = Field(1.0, ge=1.0)
@@ -787,7 +787,7 @@ def test_graph_digest_in_pieces_is_the_digest_of_the_whole_text() -> None:
     import hashlib
     import json
 
-    from cellkernel import builder
+    from cellkernel.patterns import builder
 
     def whole(graph: dict[str, Any]) -> str:
         text = json.dumps(graph, sort_keys=True, separators=(",", ":"))
@@ -830,7 +830,7 @@ def test_defining_a_pattern_restores_the_garbage_collector() -> None:
 
 
 def test_factories_made_in_a_loop_share_a_shape_only_when_it_cannot_differ() -> None:
-    from cellkernel import builder
+    from cellkernel.patterns import builder
 
     made = [lift(lambda v, flag=flag: v) for flag in (True, 1, True, "1")]
     defaults = [f.argument_schema["properties"]["flag"]["default"] for f in made]

@@ -1,4 +1,4 @@
-"""cellkernel.cells: the Cell API of SPEC §3, on the memory and the SQLite store."""
+"""cellkernel.reactive.cells: the Cell API of SPEC §3, on the memory and the SQLite store."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from helpers.core import (
     version,
 )
 
-from cellkernel.cells import Cell, Stream
+from cellkernel.reactive.cells import Cell, Stream
 from cellkernel.errors import CapabilityError, CauseError
-from cellkernel.identity import create_ref
-from cellkernel.links import is_link, make_link
+from cellkernel.data.identity import create_ref
+from cellkernel.data.links import is_link, make_link
 from cellkernel.runtime import Runtime
-from cellkernel.transactions import Transaction
+from cellkernel.store.transactions import Transaction
 
 SPEC_METHODS = [
     "get",

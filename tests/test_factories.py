@@ -29,12 +29,12 @@ from cellkernel import (
     pattern,
     wish,
 )
-from cellkernel import implementations as impls
-from cellkernel import registry
-from cellkernel.builder import HandlerFactory, LiftFactory
-from cellkernel.builtins import _fmt
-from cellkernel.factories import NodeFactorySigil, validate_sigil
-from cellkernel.runner import InstanceStoppedError
+from cellkernel.patterns import fingerprints as impls
+from cellkernel.patterns import registry
+from cellkernel.patterns.builder import HandlerFactory, LiftFactory
+from cellkernel.patterns.builtins import _fmt
+from cellkernel.patterns.factories import NodeFactorySigil, validate_sigil
+from cellkernel.patterns.runner import InstanceStoppedError
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -489,7 +489,7 @@ def test_a_new_process_resolves_a_trusted_module_by_hash(tmp_path: Path) -> None
                           "imported": type(p).__module__ + ":" + str(p.fn is not None)}))
         """, json.dumps(sigils))
     assert out == {"before": False, "call": 9, "doubled": 10, "same": True,
-                   "imported": "cellkernel.builder:True"}
+                   "imported": "cellkernel.patterns.builder:True"}
 
 
 # --------------------------------------------------------------------------- instantiate in bodies
@@ -792,7 +792,7 @@ def test_wish_path_reads_the_space_root_document(rt: Runtime) -> None:
 
 
 def test_instantiate_returns_a_ref_while_building_and_a_cell_in_a_handler(rt: Runtime) -> None:
-    from cellkernel.builder import OpaqueRef
+    from cellkernel.patterns.builder import OpaqueRef
 
     seen: dict[str, Any] = {}
 
@@ -838,7 +838,7 @@ def test_reading_a_stored_sigil_in_a_fresh_process_needs_no_import(tmp_path: Pat
         import json, sys
         from cellkernel import Runtime
         rt = Runtime(store="sqlite:///" + sys.argv[1], trusted_modules=["factory_mod"])
-        before = "cellkernel.factories" in sys.modules
+        before = "cellkernel.patterns.factories" in sys.modules
         value = rt.get_cell("f").get()
         print(json.dumps({"before": before, "call": value["f"](2, 3),
                           "pattern": type(value["p"]).__name__}))

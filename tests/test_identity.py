@@ -1,4 +1,4 @@
-"""cellkernel.identity: byte-compatibility with npm merkle-reference and the Python-side rules.
+"""cellkernel.data.identity: byte-compatibility with npm merkle-reference and the Python-side rules.
 
 The vectors in tests/vectors/refer_vectors.json come from the JavaScript package
 (tests/vectors/make_vectors.mjs); node is not needed to run these tests.
@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cellkernel import identity
-from cellkernel.identity import (
+from cellkernel.data import identity
+from cellkernel.data.identity import (
     Reference,
     SupportsRefJSON,
     create_ref,
@@ -380,7 +380,7 @@ def test_parse_entity_id_rejects_malformed(bad: Any) -> None:
 ))
 def test_flat_cause_shortcuts_hash_as_the_general_walk(cause: dict[str, Any]) -> None:
     """create_ref's and _digest's shortcuts for flat causes give the walk's exact bytes."""
-    from cellkernel import identity
+    from cellkernel.data import identity
 
     walked = identity._digest({"causal": cause}, flat=False)
     assert identity.create_ref({}, cause)._digest == walked
@@ -390,7 +390,7 @@ def test_flat_cause_shortcuts_hash_as_the_general_walk(cause: dict[str, Any]) ->
 @pytest.mark.parametrize("n", range(2, 21))
 def test_the_merkle_fold_matches_the_level_by_level_definition(n: int) -> None:
     """Pairs hashed level by level, an odd last node raised as is (the spelled-out cases too)."""
-    from cellkernel.identity import _fold
+    from cellkernel.data.identity import _fold
 
     layer = [hashlib.sha256(bytes([i])).digest() for i in range(n)]
     level = list(layer)

@@ -34,7 +34,7 @@ def test_importing_the_package_loads_nothing_heavy() -> None:
     code = (
         "import sys, cellkernel\n"
         "heavy = [m for m in ('pydantic', 'IPython', 'ipywidgets', 'pygraphviz', "
-        "'cellkernel.runner', 'cellkernel.builder') if m in sys.modules]\n"
+        "'cellkernel.patterns.runner', 'cellkernel.patterns.builder') if m in sys.modules]\n"
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from IPython.testing.globalipapp import get_ipython
 
-from cellkernel import jupyter
-from cellkernel.jupyter import PatternDisplay, PatternMagics
+from cellkernel.notebook import magics as jupyter
+from cellkernel.notebook.magics import PatternDisplay, PatternMagics
 
 ip = get_ipython()
 assert ip is not None
@@ -54,7 +54,7 @@ def run(name_and_flags: str, body: str) -> Any:
 
 def our_hooks() -> list[Any]:
     return [cb for cb in ip.events.callbacks["post_run_cell"]
-            if getattr(cb, "__module__", "") == "cellkernel.jupyter"]
+            if getattr(cb, "__module__", "") == "cellkernel.notebook.magics"]
 
 
 def pattern_magic() -> Any:

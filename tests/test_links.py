@@ -1,4 +1,4 @@
-"""cellkernel.links: the link@1 sigil, and link resolution through cells (SPEC §3)."""
+"""cellkernel.data.links: the link@1 sigil, and link resolution through cells (SPEC §3)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from helpers.core import OTHER_SPACE, doc, raw, store_state, version, write_raw
 
 from cellkernel.errors import LinkCycleError
-from cellkernel.links import MAX_HOPS, Link, is_link, is_sigil, make_link, parse_link
+from cellkernel.data.links import MAX_HOPS, Link, is_link, is_sigil, make_link, parse_link
 from cellkernel.runtime import Runtime
 
 SPACE = "did:test:a"

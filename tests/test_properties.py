@@ -32,8 +32,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from cellkernel import GraphSnapshot, Reference, refer
-from cellkernel.links import Link, parse_link
-from cellkernel.values import json_equal, to_json_value
+from cellkernel.data.links import Link, parse_link
+from cellkernel.data.values import json_equal, to_json_value
 
 SETTINGS = settings(
     max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -216,7 +216,7 @@ def _in_child(code: str, timeout: float) -> str:
     prelude = (
         "import resource\n"
         "resource.setrlimit(resource.RLIMIT_AS, (600 * 2**20, 600 * 2**20))\n"
-        "from cellkernel.values import to_json_value\n"
+        "from cellkernel.data.values import to_json_value\n"
     )
     try:
         done = subprocess.run(

@@ -44,11 +44,11 @@ from cellkernel import (
     lift,
     pattern,
 )
-from cellkernel import scheduler as scheduler_module
-from cellkernel.links import make_link
-from cellkernel.runner import InstanceStoppedError, Runner
-from cellkernel.scheduler import MAX_ITERATIONS, Scheduler
-from cellkernel.storage import Document, MemoryStore, Store
+from cellkernel.reactive import scheduler as scheduler_module
+from cellkernel.data.links import make_link
+from cellkernel.patterns.runner import InstanceStoppedError, Runner
+from cellkernel.reactive.scheduler import MAX_ITERATIONS, Scheduler
+from cellkernel.store.storage import Document, MemoryStore, Store
 
 OTHER = "did:test:elsewhere"
 

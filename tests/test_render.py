@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from cellkernel import Cell, Runtime, handler, lift, pattern, render
+from cellkernel import Cell, Runtime, handler, lift, pattern
+from cellkernel.patterns import render
 
 SIMPLE = 'digraph { "of:a" [label="a"]; "of:a" -> "node:b"; }'
 

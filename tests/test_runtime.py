@@ -21,7 +21,7 @@ from helpers.core import (
     write_raw,
 )
 
-from cellkernel.cells import Cell
+from cellkernel.reactive.cells import Cell
 from cellkernel.errors import (
     CapabilityError,
     CauseError,
@@ -30,8 +30,8 @@ from cellkernel.errors import (
     WriteIsolationError,
 )
 from cellkernel.runtime import Runtime
-from cellkernel.storage import MemoryStore, SqliteStore
-from cellkernel.transactions import Transaction
+from cellkernel.store.storage import MemoryStore, SqliteStore
+from cellkernel.store.transactions import Transaction
 
 
 def test_stores_and_default_space(rt: Runtime, sqlite_url: str) -> None:

@@ -1,4 +1,4 @@
-"""cellkernel.scheduler through its action API (SPEC §5).
+"""cellkernel.reactive.scheduler through its action API (SPEC §5).
 
 Ports the reference runtime's scheduler tests (labs packages/runner
 test/scheduler.test.ts) with their expected values; runs are counted, never timed.
@@ -16,8 +16,8 @@ from helpers.core import addr, lift, make_stream, on_event, raw
 
 from cellkernel.errors import ConflictError, IterationLimitError, NodeError
 from cellkernel.runtime import Runtime
-from cellkernel.scheduler import MAX_ITERATIONS, Action
-from cellkernel.transactions import Transaction
+from cellkernel.reactive.scheduler import MAX_ITERATIONS, Action
+from cellkernel.store.transactions import Transaction
 
 
 def names(log: list[Any]) -> list[str]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from cellkernel.runtime import Runtime
-from cellkernel.scheduler import Action
-from cellkernel.transactions import Transaction
+from cellkernel.reactive.scheduler import Action
+from cellkernel.store.transactions import Transaction
 
 DEPTH = 10_500
 

@@ -1,4 +1,4 @@
-"""cellkernel.schema: narrowing, defaults, validation; and schemas applied by cells (SPEC §3)."""
+"""cellkernel.data.schema: narrowing, defaults, validation; and schemas applied by cells (SPEC §3)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from helpers.core import raw, store_state, version
 
-from cellkernel import schema as schemas
-from cellkernel.cells import Cell
+from cellkernel.data import schema as schemas
+from cellkernel.reactive.cells import Cell
 from cellkernel.runtime import Runtime
 
 NUMBER = {"type": "number"}

@@ -17,8 +17,8 @@ import fastjsonschema
 import pytest
 
 from cellkernel import Cell, Pattern, Runtime, handler, lift, pattern
-from cellkernel import snapshot as snapshots
-from cellkernel.snapshot import GraphSnapshot, SnapshotDiff, short_id
+from cellkernel.patterns import snapshot as snapshots
+from cellkernel.patterns.snapshot import GraphSnapshot, SnapshotDiff, short_id
 
 CAUSE = "snapshot-test"
 
@@ -174,7 +174,7 @@ def test_short_id() -> None:
 def test_schema_file_is_the_models_schema() -> None:
     committed = snapshots.SCHEMA_PATH.read_text(encoding="utf-8")
     assert json.loads(committed) == GraphSnapshot.model_json_schema()
-    assert committed == snapshots.schema_text(), "run: python -m cellkernel.snapshot --schema"
+    assert committed == snapshots.schema_text(), "run: python -m cellkernel.patterns.snapshot --schema"
     assert snapshots._main(["--check"]) == 0
 
 
@@ -388,7 +388,7 @@ def test_mimebundle() -> None:
 
 
 def test_mimebundle_without_graphviz_or_over_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cellkernel import render
+    from cellkernel.patterns import render
 
     s = snap(make_graph(double_v1()))
     monkeypatch.setattr(snapshots, "SVG_LIMIT", 3)

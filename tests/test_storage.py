@@ -1,4 +1,4 @@
-"""Tests for cellkernel.storage: CAS commits, change feed, multi-process safety."""
+"""Tests for cellkernel.store.storage: CAS commits, change feed, multi-process safety."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from cellkernel.errors import ConflictError
-from cellkernel.storage import (
+from cellkernel.store.storage import (
     Change,
     Document,
     MemoryStore,

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cellkernel.errors import ConflictError
-from cellkernel.storage import (
+from cellkernel.store.storage import (
     Document,
     MemoryStore,
     _memory_commit_docs,

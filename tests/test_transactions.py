@@ -1,4 +1,4 @@
-"""cellkernel.transactions: read journal, working copies, one write space, CAS commit (SPEC §2)."""
+"""cellkernel.store.transactions: read journal, working copies, one write space, CAS commit (SPEC §2)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from helpers.core import OTHER_SPACE, store_state
 
 from cellkernel.errors import ConflictError, TransactionClosedError, WriteIsolationError
 from cellkernel.runtime import Runtime
-from cellkernel.storage import Document
-from cellkernel.transactions import Transaction
-from cellkernel.values import MISSING
+from cellkernel.store.storage import Document
+from cellkernel.store.transactions import Transaction
+from cellkernel.data.values import MISSING
 
 
 def _seed(rt: Runtime, space: str, entity_id: str, value: object) -> None:

@@ -27,8 +27,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cellkernel import Runtime, UnknownImplementationError, materialize, registry
-from cellkernel import implementations as impls
+from cellkernel import Runtime, UnknownImplementationError, materialize
+from cellkernel.patterns import registry
+from cellkernel.patterns import fingerprints as impls
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -36,7 +37,7 @@ FIXTURES = TESTS / "fixtures"
 
 #: functions an attacker would like stored data to reach
 EVIL_REFS = ["os:system", "posix:system", "os:popen", "subprocess:getoutput",
-             "cellkernel.registry:_compile_checked"]
+             "cellkernel.patterns.registry:_compile_checked"]
 
 
 def _python(code: str, *args: str, path: list[Path] | None = None) -> dict[str, Any]:
@@ -314,7 +315,7 @@ def marker_module(tmp_path: Path) -> dict[str, Any]:
         import json
         import ck_marker_mod as mod
         from cellkernel import lift
-        from cellkernel import implementations as impls
+        from cellkernel.patterns import fingerprints as impls
         print(json.dumps({"shout": mod.shout.to_json(),
                           "plain": lift(mod.plain).to_json(),
                           "plain_hash": impls.fingerprint_function(mod.plain)[0]}))
@@ -409,7 +410,7 @@ def test_trusted_source_whose_hash_differs_runs_nothing(tmp_path: Path) -> None:
         import json, sys, importlib.util
         spec = importlib.util.spec_from_file_location("honest_src", sys.argv[1])
         mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-        from cellkernel import implementations as impls
+        from cellkernel.patterns import fingerprints as impls
         print(json.dumps({"hash": impls.fingerprint_function(mod.f)[0]}))
         """, str(src))["hash"]
     # the honest source compiles and runs
@@ -440,8 +441,8 @@ def test_trusted_source_whose_hash_differs_runs_nothing(tmp_path: Path) -> None:
 
 _ATTACK_MODULES = ["os", "posix", "subprocess", "shutil", "builtins", "pickle", "marshal",
                    "importlib", "ctypes", "runpy", "code", "pty", "webbrowser",
-                   "cellkernel.registry", "cellkernel.implementations", "cellkernel.cells",
-                   "cellkernel.runner", "cellkernel.factories", "cellkernel.storage"]
+                   "cellkernel.patterns.registry", "cellkernel.patterns.fingerprints", "cellkernel.reactive.cells",
+                   "cellkernel.patterns.runner", "cellkernel.patterns.factories", "cellkernel.store.storage"]
 
 
 def _callables() -> list[tuple[str, Any]]:

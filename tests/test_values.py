@@ -1,4 +1,4 @@
-"""cellkernel.values: JSON normalisation (SPEC §2), path helpers, strict equality."""
+"""cellkernel.data.values: JSON normalisation (SPEC §2), path helpers, strict equality."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from cellkernel.values import (
+from cellkernel.data.values import (
     MISSING,
     delete_path,
     format_path,

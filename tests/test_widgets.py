@@ -232,7 +232,7 @@ def test_ui_close_releases_bindings(rt: Runtime) -> None:
 
 
 def test_graph_view_ships_plain_files() -> None:
-    from cellkernel import widgets
+    from cellkernel.notebook import widgets
 
     esm, css = widgets.STATIC / "graph_view.js", widgets.STATIC / "graph_view.css"
     assert esm.is_file() and css.is_file()
@@ -373,7 +373,7 @@ def test_graph_view_front_end_marks_errors_and_flashes(rt: Runtime) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     if not pathlib.Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed")
-    from cellkernel import widgets
+    from cellkernel.notebook import widgets
 
     result = rt.run(Kitchen, {"count": 1}, cause="browser")
     graph = GraphView(result)

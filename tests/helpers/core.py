@@ -11,11 +11,11 @@ from collections.abc import Callable, Sequence
 from contextlib import closing
 from typing import Any
 
-from cellkernel.cells import Cell
+from cellkernel.reactive.cells import Cell
 from cellkernel.runtime import Runtime
-from cellkernel.scheduler import Action, EventHandler
-from cellkernel.storage import Document, SqliteStore
-from cellkernel.transactions import Transaction
+from cellkernel.reactive.scheduler import Action, EventHandler
+from cellkernel.store.storage import Document, SqliteStore
+from cellkernel.store.transactions import Transaction
 
 OTHER_SPACE = "did:test:other"
 

@@ -20,7 +20,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from cellkernel.storage import MemoryStore, SqliteStore
+from cellkernel.store.storage import MemoryStore, SqliteStore
 
 TESTS = Path(__file__).resolve().parent.parent
 REPO = TESTS.parent

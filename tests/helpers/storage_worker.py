@@ -14,7 +14,7 @@ import sys
 import time
 
 from cellkernel.errors import ConflictError
-from cellkernel.storage import Document, SqliteStore
+from cellkernel.store.storage import Document, SqliteStore
 
 SPACE = "test"
 COUNTER = "counter"

@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from . import schema as schemas
-from .errors import CapabilityError, CauseError, LinkCycleError
-from .identity import create_ref
-from .links import MAX_HOPS, is_link, is_sigil, make_link, parse_link
-from .values import (
+from cellkernel.data import schema as schemas
+from cellkernel.errors import CapabilityError, CauseError, LinkCycleError
+from cellkernel.data.identity import create_ref
+from cellkernel.data.links import MAX_HOPS, is_link, is_sigil, make_link, parse_link
+from cellkernel.data.values import (
     MISSING,
     SCALAR_TYPES,
     Path,
@@ -31,7 +31,7 @@ from .values import (
 )
 
 if TYPE_CHECKING:
-    from .transactions import Transaction
+    from cellkernel.store.transactions import Transaction
 
 T = TypeVar("T")
 
@@ -730,10 +730,10 @@ def _link_address(tx: Transaction, link_value: Any, base_space: str) -> tuple[st
 
 
 def _load_factory_hook() -> Callable[..., Any] | None:
-    """Factory sigils need ``cellkernel.factories`` (an upper layer): load it on first use."""
+    """Factory sigils need ``cellkernel.patterns.factories`` (an upper layer): load it on first use."""
     import importlib
 
-    importlib.import_module("cellkernel.factories")  # registers "materialize_factory"
+    importlib.import_module("cellkernel.patterns.factories")  # registers "materialize_factory"
     return _hooks.get("materialize_factory")
 
 

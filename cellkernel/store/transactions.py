@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import TransactionClosedError, WriteIsolationError
-from .storage import _FAST_DEPTH, _INT_LIMIT, Change, Document, _new_document
-from .values import MISSING, Path, get_path, json_equal, set_path
+from cellkernel.errors import TransactionClosedError, WriteIsolationError
+from cellkernel.store.storage import _FAST_DEPTH, _INT_LIMIT, Change, Document, _new_document
+from cellkernel.data.values import MISSING, Path, get_path, json_equal, set_path
 
 if TYPE_CHECKING:
-    from .storage import Store
+    from cellkernel.store.storage import Store
 
 Address = tuple[str, str, Path]
 

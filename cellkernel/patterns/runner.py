@@ -29,19 +29,19 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from . import registry
-from . import schema as schemas
-from .cells import Cell, DocDict, materialize, resolve
-from .errors import CapabilityError, CellkernelError, UnknownImplementationError
-from .identity import create_ref
-from .links import is_link, is_sigil, make_link, parse_link
-from .scheduler import Action, EventHandler
-from .values import MISSING, SCALAR_TYPES, json_equal, to_json_value
+from cellkernel.patterns import registry
+from cellkernel.data import schema as schemas
+from cellkernel.reactive.cells import Cell, DocDict, materialize, resolve
+from cellkernel.errors import CapabilityError, CellkernelError, UnknownImplementationError
+from cellkernel.data.identity import create_ref
+from cellkernel.data.links import is_link, is_sigil, make_link, parse_link
+from cellkernel.reactive.scheduler import Action, EventHandler
+from cellkernel.data.values import MISSING, SCALAR_TYPES, json_equal, to_json_value
 
 if TYPE_CHECKING:
-    from .builder import Pattern
-    from .runtime import Runtime
-    from .transactions import Transaction
+    from cellkernel.patterns.builder import Pattern
+    from cellkernel.runtime import Runtime
+    from cellkernel.store.transactions import Transaction
 
 cause_log = logging.getLogger("cellkernel.causes")
 
@@ -470,7 +470,7 @@ def _param_validators(schema: Any) -> dict[str, Any]:
 
 def _fn_argument_schema(fn: Callable[..., Any]) -> Any:
     """The argument schema a lift's annotations imply (records carry none)."""
-    from .builder import _hoist_defs, parameters
+    from cellkernel.patterns.builder import _hoist_defs, parameters
 
     try:
         props = {p.name: p.schema for p in parameters(fn)}
@@ -592,7 +592,7 @@ class Runner:
     # -- public ---------------------------------------------------------------
 
     def run(self, pattern: Any, argument: Any = None, cause: Any = None) -> Cell[Any]:
-        from .builder import Pattern
+        from cellkernel.patterns.builder import Pattern
 
         if not isinstance(pattern, Pattern):
             pattern = self._as_pattern(pattern)
@@ -611,7 +611,7 @@ class Runner:
         return Cell(self.rt, instance.space, result_id, (), pattern.result_schema or None)
 
     def _as_pattern(self, value: Any) -> Pattern:
-        from .builder import Pattern
+        from cellkernel.patterns.builder import Pattern
 
         if isinstance(value, Pattern):
             return value
@@ -658,7 +658,7 @@ class Runner:
         return self.instances.get((result.space or self.rt.space, result.entity_id or ""))
 
     def snapshot(self, result: Cell[Any]) -> Any:
-        from .snapshot import GraphSnapshot
+        from cellkernel.patterns.snapshot import GraphSnapshot
 
         tx = self.rt.read_tx()
         doc = tx.document(result.space or self.rt.space, result.entity_id or "")
@@ -692,14 +692,14 @@ class Runner:
     def _run(self, pattern: Any, argument: Any, *, result_id: str, tx: Transaction,
              parent: Instance | None, owner: RunningNode | None = None,
              space: str | None = None) -> Instance:
-        from .builder import Pattern
+        from cellkernel.patterns.builder import Pattern
 
         if not isinstance(pattern, Pattern):
             pattern = self._as_pattern(pattern)
         space = space or (parent.space if parent is not None else self.rt.space)
         graph = pattern.graph
         registry.register_pattern(pattern)
-        from .factories import merge_argument, resolve_self
+        from cellkernel.patterns.factories import merge_argument, resolve_self
 
         argument = merge_argument(pattern, argument)  # curried arguments (SPEC §8)
         ids, records, snap_cells = plan(self.rt, graph, result_id, space)
@@ -815,7 +815,7 @@ class Runner:
                     work.append(sub)
 
     def pattern_by_hash(self, digest: str, space: str) -> Pattern:
-        from .builder import Pattern
+        from cellkernel.patterns.builder import Pattern
 
         found = registry.registered_pattern(digest)
         if found is not None:
@@ -877,7 +877,7 @@ class Runner:
 
     def _resume(self, result_id: str, space: str, tx: Transaction, parent: Instance | None,
                 owner: RunningNode | None = None) -> Instance:
-        from .snapshot import GraphSnapshot
+        from cellkernel.patterns.snapshot import GraphSnapshot
 
         doc = tx.document(space, result_id)
         graph = doc.meta.get("graph") if doc.meta else None
@@ -907,7 +907,7 @@ class Runner:
             return registry.resolve_function(module, self.rt.trust)
         if kind == "builtin":
             if module["ref"] in ("fmt",) and registry.builtin(module["ref"]) is None:
-                from . import builtins  # noqa: F401  (registers its lifts)
+                from cellkernel.patterns import builtins  # noqa: F401  (registers its lifts)
             return registry.builtin(module["ref"])
         return None
 
@@ -1147,7 +1147,7 @@ class Runner:
             op = self.pattern_by_hash(op_hash, space)
             if is_link(list_b):
                 link = parse_link(list_b, space)
-                from .cells import resolve
+                from cellkernel.reactive.cells import resolve
 
                 sp, eid, path, _s = resolve(tx, link.space, link.id, link.path)
                 raw = tx.read(sp, eid, path, track=False)
@@ -1238,7 +1238,7 @@ class Runner:
         state: dict[str, Any] = {"hash": None}
 
         def run(tx: Transaction) -> None:
-            from .factories import as_pattern, identity
+            from cellkernel.patterns.factories import as_pattern, identity
 
             value = materialize(rt, tx, b["pattern"], space, out_id, (), None, True, False)
             if value is None:

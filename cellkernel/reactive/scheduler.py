@@ -29,15 +29,15 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .cells import Cell, current_tx
-from .errors import ConflictError, IterationLimitError, NodeError
-from .transactions import Transaction
-from .values import Path, get_path, json_equal, paths_overlap
+from cellkernel.reactive.cells import Cell, current_tx
+from cellkernel.errors import ConflictError, IterationLimitError, NodeError
+from cellkernel.store.transactions import Transaction
+from cellkernel.data.values import Path, get_path, json_equal, paths_overlap
 
 if TYPE_CHECKING:
-    from .storage import Change
+    from cellkernel.store.storage import Change
 
-log = logging.getLogger("cellkernel.scheduler")
+log = logging.getLogger("cellkernel.reactive.scheduler")
 
 MAX_ITERATIONS = 100
 EVENT_RETRIES = 5

@@ -4,7 +4,7 @@ Stored in the result document's metadata in the same transaction as every
 run, so a new process can resume the instance from storage alone.  The
 pydantic model validates what is read back; its JSON schema is published as
 ``cellkernel/schemas/graph-snapshot.schema.json`` (regenerate it with
-``python -m cellkernel.snapshot --schema``; a test keeps it in sync).
+``python -m cellkernel.patterns.snapshot --schema``; a test keeps it in sync).
 
 Besides validation the model is what tools look at: ``diff`` answers "which
 ids survived an edit" (the cause-stability report, ``cellkernel
@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-log = logging.getLogger("cellkernel.snapshot")
+log = logging.getLogger("cellkernel.patterns.snapshot")
 
 #: Where the published JSON schema lives (package data).
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "graph-snapshot.schema.json"
@@ -647,7 +647,7 @@ def _mimebundle(
     if asked("text/plain"):
         bundle["text/plain"] = text()
     if dot is not None and asked("image/svg+xml") and size <= SVG_LIMIT:
-        from .render import GraphvizUnavailableError, dot_to_svg
+        from cellkernel.patterns.render import GraphvizUnavailableError, dot_to_svg
 
         try:
             bundle["image/svg+xml"] = dot_to_svg(dot())
@@ -677,7 +677,7 @@ def write_schema(path: Path | str | None = None) -> Path:
 
 def _main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m cellkernel.snapshot",
+        prog="python -m cellkernel.patterns.snapshot",
         description="Publish the GraphSnapshot JSON schema.",
     )
     parser.add_argument("--schema", action="store_true", help="rewrite the schema file")
@@ -689,7 +689,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         current = target.read_text(encoding="utf-8") if target.exists() else ""
         if current != schema_text():
-            print(f"{target} is out of date: run python -m cellkernel.snapshot --schema",
+            print(f"{target} is out of date: run python -m cellkernel.patterns.snapshot --schema",
                   file=sys.stderr)
             return 1
         return 0

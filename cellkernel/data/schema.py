@@ -16,7 +16,7 @@ from typing import Any
 
 import fastjsonschema
 
-from .values import JSON
+from cellkernel.data.values import JSON
 
 Schema = dict[str, Any] | bool | None
 

@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .errors import UnknownImplementationError
-from .implementations import fingerprint_function, node_text, text_digest
+from cellkernel.errors import UnknownImplementationError
+from cellkernel.patterns.fingerprints import fingerprint_function, node_text, text_digest
 
 # ---------------------------------------------------------------------------
 # the trust policy
@@ -119,7 +119,7 @@ _functions: dict[str, Callable[..., Any]] = {}
 _defined: dict[tuple[str, str], weakref.WeakSet[Any]] = {}
 #: pattern graph hash -> pattern
 _patterns: dict[str, Any] = {}
-#: builtin name -> its lift function (filled by ``cellkernel.builtins`` only)
+#: builtin name -> its lift function (filled by ``cellkernel.patterns.builtins`` only)
 _builtins: dict[str, Callable[..., Any]] = {}
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .builder import LiftFactory, OpaqueRef, add_node, bind, current_frame
-from .errors import CapabilityError
-from . import registry
+from cellkernel.patterns.builder import LiftFactory, OpaqueRef, add_node, bind, current_frame
+from cellkernel.errors import CapabilityError
+from cellkernel.patterns import registry
 
 
 def _frame(name: str) -> Any:
@@ -65,15 +65,15 @@ def instantiate(pattern: Any, inputs: Any = None) -> Any:
     """
     frame = current_frame()
     if frame is None:
-        from .factories import as_pattern
-        from .runner import runtime_frame
+        from cellkernel.patterns.factories import as_pattern
+        from cellkernel.patterns.runner import runtime_frame
 
         rframe = runtime_frame.get()
         if rframe is None:
             raise CapabilityError("call", "instantiate", "outside a pattern body or handler")
         # as_pattern reads a cell holding a factory; a plain dict is a sigil (dict.get is no read)
         return rframe.instantiate(as_pattern(pattern, rframe.runner.rt), inputs or {})
-    from .builder import Factory, Pattern
+    from cellkernel.patterns.builder import Factory, Pattern
 
     if isinstance(pattern, Factory) and not isinstance(pattern, Pattern):
         raise TypeError(f"instantiate() needs a pattern factory, got the {pattern.kind} factory "

@@ -44,7 +44,7 @@ Choices where SPEC §8 is silent (this docstring is their documentation):
   ``UnknownImplementationError`` when the value is read, before anything runs.
   For a pattern every Python node of its graph (and of its sub-patterns) is
   resolved first.  Reading a sigil from a cell (``get()``, a lift input, handler
-  state) goes through the same function; ``cellkernel.cells`` loads this module
+  state) goes through the same function; ``cellkernel.reactive.cells`` loads this module
   on the first factory sigil it meets.
 * ``SELF.factory`` in a body is replaced, when an instance starts, by the
   running pattern's sigil: a pattern can hand itself to a pattern it uses
@@ -78,8 +78,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from . import registry
-from .builder import (
+from cellkernel.patterns import registry
+from cellkernel.patterns.builder import (
     Factory,
     HandlerFactory,
     LiftFactory,
@@ -87,10 +87,10 @@ from .builder import (
     _holds_refs,
     closure_inputs,
 )
-from .cells import Cell, DocDict, set_hook
-from .errors import CapabilityError, UnknownImplementationError
-from .links import is_link, is_sigil
-from .values import to_json_value
+from cellkernel.reactive.cells import Cell, DocDict, set_hook
+from cellkernel.errors import CapabilityError, UnknownImplementationError
+from cellkernel.data.links import is_link, is_sigil
+from cellkernel.data.values import to_json_value
 
 SIGIL_KEY = "nodeFactory@1"
 
@@ -560,7 +560,7 @@ def check_resolvable(pattern: Pattern, policy: registry.TrustPolicy) -> None:
 
 
 def _builtin_factory(name: str) -> LiftFactory:
-    from . import builtins  # noqa: F401  (registers the builtin lifts)
+    from cellkernel.patterns import builtins  # noqa: F401  (registers the builtin lifts)
 
     fn = registry.builtin(name)
     if fn is None:

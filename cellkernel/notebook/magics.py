@@ -57,18 +57,18 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class, output_can_be_silenced
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from .builder import OpaqueRef, Pattern, trace
-from .cells import Cell, Stream
-from .identity import create_ref
-from .snapshot import short_id
+from cellkernel.patterns.builder import OpaqueRef, Pattern, trace
+from cellkernel.reactive.cells import Cell, Stream
+from cellkernel.data.identity import create_ref
+from cellkernel.patterns.snapshot import short_id
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
-    from .runtime import Runtime
-    from .snapshot import GraphSnapshot, SnapshotDiff
+    from cellkernel.runtime import Runtime
+    from cellkernel.patterns.snapshot import GraphSnapshot, SnapshotDiff
 
-log = logging.getLogger("cellkernel.jupyter")
+log = logging.getLogger("cellkernel.notebook.magics")
 
 _BODY = "__ck_body__"
 _LOCALS = "__ck_locals__"
@@ -97,7 +97,7 @@ class Session:
 
     def runtime(self, space: str | None = None) -> Runtime:
         """The runtime serving ``space`` (the default space when None)."""
-        from .runtime import Runtime
+        from cellkernel.runtime import Runtime
 
         url = os.environ.get("CELLKERNEL_STORE") or None
         default = self.runtimes.get(None)
@@ -508,12 +508,12 @@ def graph_svg(snapshot: GraphSnapshot, highlight: dict[str, str] | None = None,
     diff: the removed cells are drawn too, dashed. Otherwise ``highlight``
     colours cells and nodes by status (kept/new/changed/error/...).
     """
-    from .snapshot import SVG_LIMIT
+    from cellkernel.patterns.snapshot import SVG_LIMIT
 
     if len(snapshot.cells) + len(snapshot.nodes) > SVG_LIMIT:
         return None  # unreadable, and the layout would take minutes
     try:
-        from .render import dot_to_svg
+        from cellkernel.patterns.render import dot_to_svg
 
         shown = drawable(snapshot)
         if previous is not None and not highlight:
@@ -672,7 +672,7 @@ def run_pattern_cell(shell: Any, name: str, cell: str, *, space: str | None = No
                else graph_svg(snapshot, highlight))
     widget = None
     if ui:
-        from .widgets import pattern_view
+        from cellkernel.notebook.widgets import pattern_view
 
         widget = pattern_view(name, result, snapshot, graph=graph, highlight=highlight, svg=svg,
                               report=report_html(rows, snapshot.generation) if rows else None)

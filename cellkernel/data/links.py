@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .values import JSON, Path
+from cellkernel.data.values import JSON, Path
 
 LINK_TAG: Final = "link@1"
 MAX_HOPS: Final = 100

@@ -24,12 +24,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
-from . import implementations as impls
-from . import registry
-from .cells import Cell, Stream, set_hook
-from .errors import CapabilityError, CauseError
-from .runner import runtime_frame
-from .values import JSON, MISSING, to_json_value
+from cellkernel.patterns import fingerprints as impls
+from cellkernel.patterns import registry
+from cellkernel.reactive.cells import Cell, Stream, set_hook
+from cellkernel.errors import CapabilityError, CauseError
+from cellkernel.patterns.runner import runtime_frame
+from cellkernel.data.values import JSON, MISSING, to_json_value
 
 T = TypeVar("T")
 
@@ -156,7 +156,7 @@ class OpaqueRef(Cell[T]):
     def key(self, *path: str | int) -> OpaqueRef[Any]:
         if not path:
             return self
-        from . import schema as schemas
+        from cellkernel.data import schema as schemas
 
         child = schemas.at_path(self._schema, path) if self._schema else None
         return OpaqueRef(self._bcell, self._path + tuple(path), child, self._frame)
@@ -595,7 +595,7 @@ class Factory:
         return str(self.module().get("hash"))
 
     def to_json(self) -> dict[str, Any]:
-        from .factories import factory_sigil
+        from cellkernel.patterns.factories import factory_sigil
 
         return factory_sigil(self)
 
@@ -606,7 +606,7 @@ class Factory:
         return self.module().get("hash")
 
     def curry(self, value: Any, arg_index: int | None = None) -> Factory:
-        from .factories import curry
+        from cellkernel.patterns.factories import curry
 
         return curry(self, value, arg_index)
 
@@ -655,7 +655,7 @@ class LiftFactory(Factory):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.curried:  # SPEC §8: curried arguments take their places first
-            from .factories import apply_curried_call
+            from cellkernel.patterns.factories import apply_curried_call
 
             merged, kwargs = apply_curried_call(self, args, kwargs)
             args = tuple(merged)
@@ -806,7 +806,7 @@ class HandlerFactory(Factory):
             raise CapabilityError("bind", "handler", "outside a pattern body")
         curried_event: list[list[Any]] = []
         if self.curried:  # SPEC §8: curried state merges by name; index 0 is the event
-            from .factories import apply_curried_state
+            from cellkernel.patterns.factories import apply_curried_state
 
             state, curried_event = apply_curried_state(self, state)
         refs, constants = closure_inputs(self.fn)
@@ -948,7 +948,7 @@ class Pattern(Factory):
 
     def _node(self, frame: BuilderFrame, argument: Any, helper: str = "pattern") -> OpaqueRef[Any]:
         if self.curried:  # SPEC §8: curried values merge into the argument object
-            from .factories import merge_argument
+            from cellkernel.patterns.factories import merge_argument
 
             argument = merge_argument(self, argument)
         registry.register_pattern(self)
@@ -1040,7 +1040,7 @@ def _trace(body: Callable[[BuilderFrame], Any], name: str, argument_schema: Any,
            result_schema: Any, parent: BuilderFrame | None = None
            ) -> tuple[dict[str, Any], list[tuple[str, OpaqueRef[Any]]], list[int]]:
     """``trace``, plus the nodes whose binding ``bind`` did not make (for ``_graph_digest``)."""
-    from .runner import collector_paused
+    from cellkernel.patterns.runner import collector_paused
 
     with collector_paused():  # the graph's objects all survive: no collections meanwhile
         frame = BuilderFrame(parent if parent is not None else current_frame(), name)

@@ -1,0 +1,1 @@
+"""Values, identity, links and schemas: pure functions over JSON."""

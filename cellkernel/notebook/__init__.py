@@ -1,0 +1,1 @@
+"""Jupyter: the %%pattern magic, displays and widgets."""

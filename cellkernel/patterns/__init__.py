@@ -1,0 +1,1 @@
+"""Patterns: the builder, factories as values, the registry and the runner."""

@@ -1,0 +1,1 @@
+"""Cells and the scheduler: reactive reads and writes over a store."""

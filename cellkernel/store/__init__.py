@@ -1,0 +1,1 @@
+"""Documents, the Store contract (memory, SQLite) and transactions."""
