@@ -23,8 +23,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from cellkernel.patterns import runner as runner_module
 from cellkernel.patterns.builder import Pattern, lift, pattern
-from cellkernel.runtime import Runtime
 from cellkernel.patterns.snapshot import GraphSnapshot
+from cellkernel.runtime import Runtime
 
 SIZE = 10_000
 CAUSE = "bench-snapshot"

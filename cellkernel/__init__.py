@@ -98,6 +98,18 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from cellkernel.data.identity import Reference, create_ref, refer
+    from cellkernel.errors import (
+        CapabilityError,
+        CauseError,
+        CellkernelError,
+        ConflictError,
+        IterationLimitError,
+        LinkCycleError,
+        NodeError,
+        UnknownImplementationError,
+        WriteIsolationError,
+    )
     from cellkernel.patterns.builder import (
         NAME,
         SELF,
@@ -111,23 +123,11 @@ if TYPE_CHECKING:
         recipe,
     )
     from cellkernel.patterns.builtins import fmt, if_else, instantiate, unless, when, wish
-    from cellkernel.reactive.cells import Cell, Stream
-    from cellkernel.errors import (
-        CapabilityError,
-        CauseError,
-        CellkernelError,
-        ConflictError,
-        IterationLimitError,
-        LinkCycleError,
-        NodeError,
-        UnknownImplementationError,
-        WriteIsolationError,
-    )
     from cellkernel.patterns.factories import materialize
-    from cellkernel.data.identity import Reference, create_ref, refer
     from cellkernel.patterns.runner import InstanceStoppedError
-    from cellkernel.runtime import Runtime
     from cellkernel.patterns.snapshot import GraphSnapshot, SnapshotDiff
+    from cellkernel.reactive.cells import Cell, Stream
+    from cellkernel.runtime import Runtime
 
 
 def __getattr__(name: str) -> Any:

@@ -17,13 +17,14 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from cellkernel.reactive.cells import Cell, current_tx
-from cellkernel.errors import ConflictError, NodeError
 from cellkernel.data.identity import create_ref
+from cellkernel.errors import ConflictError, NodeError
 from cellkernel.patterns.registry import TrustPolicy
+from cellkernel.reactive.cells import Cell, current_tx
 from cellkernel.reactive.scheduler import Scheduler
-from cellkernel.store.storage import Store, open_store
+from cellkernel.store.documents import Store
 from cellkernel.store.transactions import Transaction
+from cellkernel.store.urls import open_store
 
 if TYPE_CHECKING:
     from cellkernel.patterns.runner import Runner

@@ -626,8 +626,8 @@ def test_cell_of_in_a_body_is_internal_state(rt: Runtime) -> None:
 
 
 def _generic_bind(frame: Any, value: Any, inputs: list[str]) -> Any:
-    from cellkernel.patterns import builder
     from cellkernel.data.values import to_json_value
+    from cellkernel.patterns import builder
 
     return to_json_value(value, hook=lambda v: builder._bind_hook(frame, inputs, v))
 

@@ -15,10 +15,10 @@ from helpers.core import (
     version,
 )
 
-from cellkernel.reactive.cells import Cell, Stream
-from cellkernel.errors import CapabilityError, CauseError
 from cellkernel.data.identity import create_ref
 from cellkernel.data.links import is_link, make_link
+from cellkernel.errors import CapabilityError, CauseError
+from cellkernel.reactive.cells import Cell, Stream
 from cellkernel.runtime import Runtime
 from cellkernel.store.transactions import Transaction
 

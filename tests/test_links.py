@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from helpers.core import OTHER_SPACE, doc, raw, store_state, version, write_raw
 
-from cellkernel.errors import LinkCycleError
 from cellkernel.data.links import MAX_HOPS, Link, is_link, is_sigil, make_link, parse_link
+from cellkernel.errors import LinkCycleError
 from cellkernel.runtime import Runtime
 
 SPACE = "did:test:a"

@@ -44,11 +44,12 @@ from cellkernel import (
     lift,
     pattern,
 )
-from cellkernel.reactive import scheduler as scheduler_module
 from cellkernel.data.links import make_link
 from cellkernel.patterns.runner import InstanceStoppedError, Runner
+from cellkernel.reactive import scheduler as scheduler_module
 from cellkernel.reactive.scheduler import MAX_ITERATIONS, Scheduler
-from cellkernel.store.storage import Document, MemoryStore, Store
+from cellkernel.store.documents import Document, Store
+from cellkernel.store.memory import MemoryStore
 
 OTHER = "did:test:elsewhere"
 

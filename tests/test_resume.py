@@ -20,7 +20,7 @@ from helpers.reliability import FIXTURES, dump_store, plain, worker, worker_env
 from helpers.reliability import fixture_mod as m
 
 from cellkernel import Runtime, UnknownImplementationError, pattern
-from cellkernel.store.storage import Document
+from cellkernel.store.documents import Document
 
 
 def _url(path: Path) -> str:

@@ -21,7 +21,6 @@ from helpers.core import (
     write_raw,
 )
 
-from cellkernel.reactive.cells import Cell
 from cellkernel.errors import (
     CapabilityError,
     CauseError,
@@ -29,8 +28,10 @@ from cellkernel.errors import (
     LinkCycleError,
     WriteIsolationError,
 )
+from cellkernel.reactive.cells import Cell
 from cellkernel.runtime import Runtime
-from cellkernel.store.storage import MemoryStore, SqliteStore
+from cellkernel.store.memory import MemoryStore
+from cellkernel.store.sqlite import SqliteStore
 from cellkernel.store.transactions import Transaction
 
 

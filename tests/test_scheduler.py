@@ -15,8 +15,8 @@ import pytest
 from helpers.core import addr, lift, make_stream, on_event, raw
 
 from cellkernel.errors import ConflictError, IterationLimitError, NodeError
-from cellkernel.runtime import Runtime
 from cellkernel.reactive.scheduler import MAX_ITERATIONS, Action
+from cellkernel.runtime import Runtime
 from cellkernel.store.transactions import Transaction
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cellkernel.runtime import Runtime
 from cellkernel.reactive.scheduler import Action
+from cellkernel.runtime import Runtime
 from cellkernel.store.transactions import Transaction
 
 DEPTH = 10_500

@@ -1,4 +1,4 @@
-"""Tests for cellkernel.store.storage: CAS commits, change feed, multi-process safety."""
+"""Tests for cellkernel.store (memory, sqlite, urls): CAS commits, change feed, multi-process safety."""
 
 from __future__ import annotations
 
@@ -17,14 +17,10 @@ from typing import Any
 import pytest
 
 from cellkernel.errors import ConflictError
-from cellkernel.store.storage import (
-    Change,
-    Document,
-    MemoryStore,
-    SqliteStore,
-    Store,
-    open_store,
-)
+from cellkernel.store.documents import Change, Document, Store
+from cellkernel.store.memory import MemoryStore
+from cellkernel.store.sqlite import SqliteStore
+from cellkernel.store.urls import open_store
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "helpers" / "storage_worker.py"

@@ -1,8 +1,8 @@
 """MemoryStore's direct copy of plain JSON agrees with the JSON round trip it replaced.
 
 ``MemoryStore.commit`` keeps a store-owned copy of every document.  It used to get
-it from ``json.dumps`` + ``json.loads`` (``storage._dumps``); it now copies plain
-JSON directly and falls back to ``_dumps`` for anything else, so the stored value,
+it from ``json.dumps`` + ``json.loads`` (``storage.encode_part``); it now copies plain
+JSON directly and falls back to ``encode_part`` for anything else, so the stored value,
 and every error and its message, must be exactly what the round trip gave.
 """
 
@@ -17,12 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cellkernel.errors import ConflictError
-from cellkernel.store.storage import (
-    Document,
-    MemoryStore,
-    _memory_commit_docs,
-    _validate_commit_args,
-)
+from cellkernel.store.documents import Document, encode_commit
+from cellkernel.store.memory import MemoryStore, _memory_commit_docs
 
 
 class _Str(str):
@@ -68,7 +64,7 @@ def _outcome(fn: Any) -> tuple[str, Any]:
 @given(value=_values, meta_value=_values, prev=st.one_of(st.none(), _values))
 def test_direct_copy_matches_json_round_trip(value: Any, meta_value: Any, prev: Any) -> None:
     doc = Document(value, None, {"m": meta_value})
-    slow = _outcome(lambda: _validate_commit_args("sp", {"e": doc}, {("sp", "e"): 0})["e"].doc)
+    slow = _outcome(lambda: encode_commit("sp", {"e": doc}, {("sp", "e"): 0})["e"].doc)
     store = MemoryStore()  # the previous version, as the store really holds it
     landed = _outcome(lambda: store.commit("sp", {"e": Document(prev)}, {}))[0] == "ok"
     if prev is not None and landed:
@@ -78,7 +74,7 @@ def test_direct_copy_matches_json_round_trip(value: Any, meta_value: Any, prev: 
             value = {**stored.value, **value}  # share stored sub-values, as a transaction does
             doc = Document(value, None, {"m": meta_value})
             slow = _outcome(
-                lambda: _validate_commit_args("sp", {"e": doc}, {("sp", "e"): 0})["e"].doc
+                lambda: encode_commit("sp", {"e": doc}, {("sp", "e"): 0})["e"].doc
             )
     fast = _outcome(
         lambda: _memory_commit_docs("sp", {"e": doc}, {("sp", "e"): 0}, store._docs)[0]
@@ -123,7 +119,7 @@ def test_unchanged_sub_values_are_shared_with_the_previous_version() -> None:
 def test_errors_are_the_round_trip_errors(bad: Any) -> None:
     doc = Document(bad)
     with pytest.raises(ValueError) as slow:
-        _validate_commit_args("sp", {"e": doc}, {})
+        encode_commit("sp", {"e": doc}, {})
     with pytest.raises(ValueError) as fast:
         MemoryStore().commit("sp", {"e": doc}, {})
     assert str(slow.value) == str(fast.value)

@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from helpers.core import OTHER_SPACE, store_state
 
+from cellkernel.data.values import MISSING
 from cellkernel.errors import ConflictError, TransactionClosedError, WriteIsolationError
 from cellkernel.runtime import Runtime
-from cellkernel.store.storage import Document
+from cellkernel.store.documents import Document
 from cellkernel.store.transactions import Transaction
-from cellkernel.data.values import MISSING
 
 
 def _seed(rt: Runtime, space: str, entity_id: str, value: object) -> None:

@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cellkernel import Runtime, UnknownImplementationError, materialize
-from cellkernel.patterns import registry
 from cellkernel.patterns import fingerprints as impls
+from cellkernel.patterns import registry
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -441,8 +441,9 @@ def test_trusted_source_whose_hash_differs_runs_nothing(tmp_path: Path) -> None:
 
 _ATTACK_MODULES = ["os", "posix", "subprocess", "shutil", "builtins", "pickle", "marshal",
                    "importlib", "ctypes", "runpy", "code", "pty", "webbrowser",
-                   "cellkernel.patterns.registry", "cellkernel.patterns.fingerprints", "cellkernel.reactive.cells",
-                   "cellkernel.patterns.runner", "cellkernel.patterns.factories", "cellkernel.store.storage"]
+                   "cellkernel.patterns.registry", "cellkernel.patterns.fingerprints",
+                   "cellkernel.reactive.cells", "cellkernel.patterns.runner",
+                   "cellkernel.patterns.factories", "cellkernel.store.sqlite"]
 
 
 def _callables() -> list[tuple[str, Any]]:

@@ -57,16 +57,16 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class, output_can_be_silenced
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from cellkernel.patterns.builder import OpaqueRef, Pattern, trace
-from cellkernel.reactive.cells import Cell, Stream
 from cellkernel.data.identity import create_ref
+from cellkernel.patterns.builder import OpaqueRef, Pattern, trace
 from cellkernel.patterns.snapshot import short_id
+from cellkernel.reactive.cells import Cell, Stream
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
-    from cellkernel.runtime import Runtime
     from cellkernel.patterns.snapshot import GraphSnapshot, SnapshotDiff
+    from cellkernel.runtime import Runtime
 
 log = logging.getLogger("cellkernel.notebook.magics")
 

@@ -21,13 +21,13 @@ import anywidget
 import ipywidgets as w  # type: ignore[import-untyped]
 import traitlets
 
-from cellkernel.reactive.cells import Cell, Stream
 from cellkernel.errors import NodeError
 from cellkernel.notebook.magics import STATE_HELPERS, graph_svg, preview
+from cellkernel.reactive.cells import Cell, Stream
 
 if TYPE_CHECKING:
-    from cellkernel.runtime import Runtime
     from cellkernel.patterns.snapshot import GraphSnapshot
+    from cellkernel.runtime import Runtime
 
 log = logging.getLogger("cellkernel.notebook.widgets")
 

@@ -24,12 +24,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
+from cellkernel.data.values import JSON, MISSING, to_json_value
+from cellkernel.errors import CapabilityError, CauseError
 from cellkernel.patterns import fingerprints as impls
 from cellkernel.patterns import registry
-from cellkernel.reactive.cells import Cell, Stream, set_hook
-from cellkernel.errors import CapabilityError, CauseError
 from cellkernel.patterns.runner import runtime_frame
-from cellkernel.data.values import JSON, MISSING, to_json_value
+from cellkernel.reactive.cells import Cell, Stream, set_hook
 
 T = TypeVar("T")
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cellkernel.patterns.builder import LiftFactory, OpaqueRef, add_node, bind, current_frame
 from cellkernel.errors import CapabilityError
 from cellkernel.patterns import registry
+from cellkernel.patterns.builder import LiftFactory, OpaqueRef, add_node, bind, current_frame
 
 
 def _frame(name: str) -> Any:

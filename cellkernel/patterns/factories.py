@@ -78,6 +78,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from cellkernel.data.links import is_link, is_sigil
+from cellkernel.data.values import to_json_value
+from cellkernel.errors import CapabilityError, UnknownImplementationError
 from cellkernel.patterns import registry
 from cellkernel.patterns.builder import (
     Factory,
@@ -88,9 +91,6 @@ from cellkernel.patterns.builder import (
     closure_inputs,
 )
 from cellkernel.reactive.cells import Cell, DocDict, set_hook
-from cellkernel.errors import CapabilityError, UnknownImplementationError
-from cellkernel.data.links import is_link, is_sigil
-from cellkernel.data.values import to_json_value
 
 SIGIL_KEY = "nodeFactory@1"
 

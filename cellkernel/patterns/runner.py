@@ -29,14 +29,14 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from cellkernel.patterns import registry
 from cellkernel.data import schema as schemas
-from cellkernel.reactive.cells import Cell, DocDict, materialize, resolve
-from cellkernel.errors import CapabilityError, CellkernelError, UnknownImplementationError
 from cellkernel.data.identity import create_ref
 from cellkernel.data.links import is_link, is_sigil, make_link, parse_link
-from cellkernel.reactive.scheduler import Action, EventHandler
 from cellkernel.data.values import MISSING, SCALAR_TYPES, json_equal, to_json_value
+from cellkernel.errors import CapabilityError, CellkernelError, UnknownImplementationError
+from cellkernel.patterns import registry
+from cellkernel.reactive.cells import Cell, DocDict, materialize, resolve
+from cellkernel.reactive.scheduler import Action, EventHandler
 
 if TYPE_CHECKING:
     from cellkernel.patterns.builder import Pattern

@@ -17,7 +17,6 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from cellkernel.data import schema as schemas
-from cellkernel.errors import CapabilityError, CauseError, LinkCycleError
 from cellkernel.data.identity import create_ref
 from cellkernel.data.links import MAX_HOPS, is_link, is_sigil, make_link, parse_link
 from cellkernel.data.values import (
@@ -29,6 +28,7 @@ from cellkernel.data.values import (
     json_equal,
     to_json_value,
 )
+from cellkernel.errors import CapabilityError, CauseError, LinkCycleError
 
 if TYPE_CHECKING:
     from cellkernel.store.transactions import Transaction

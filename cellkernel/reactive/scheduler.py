@@ -29,13 +29,13 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from cellkernel.reactive.cells import Cell, current_tx
-from cellkernel.errors import ConflictError, IterationLimitError, NodeError
-from cellkernel.store.transactions import Transaction
 from cellkernel.data.values import Path, get_path, json_equal, paths_overlap
+from cellkernel.errors import ConflictError, IterationLimitError, NodeError
+from cellkernel.reactive.cells import Cell, current_tx
+from cellkernel.store.transactions import Transaction
 
 if TYPE_CHECKING:
-    from cellkernel.store.storage import Change
+    from cellkernel.store.documents import Change
 
 log = logging.getLogger("cellkernel.reactive.scheduler")
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from cellkernel.errors import TransactionClosedError, WriteIsolationError
-from cellkernel.store.storage import _FAST_DEPTH, _INT_LIMIT, Change, Document, _new_document
 from cellkernel.data.values import MISSING, Path, get_path, json_equal, set_path
+from cellkernel.errors import TransactionClosedError, WriteIsolationError
+from cellkernel.store.documents import FAST_DEPTH, INT_LIMIT, Change, Document, new_document
 
 if TYPE_CHECKING:
-    from cellkernel.store.storage import Store
+    from cellkernel.store.documents import Store
 
 Address = tuple[str, str, Path]
 
@@ -144,12 +144,12 @@ class Transaction:
             working = self._working(space, entity_id)
         t = type(value)
         scalar = (
-            (t is int and -_INT_LIMIT < value < _INT_LIMIT)
+            (t is int and -INT_LIMIT < value < INT_LIMIT)
             or t is str or t is bool or value is None
         )
         if path:
             working.value = set_path(working.value, path, value)
-            if not scalar or len(path) >= _FAST_DEPTH:  # a caller's container, or a deep spine
+            if not scalar or len(path) >= FAST_DEPTH:  # a caller's container, or a deep spine
                 working.owned = False
         else:
             working.value = value
@@ -226,7 +226,7 @@ class Transaction:
                     key: working.base.version if working.base is not None else 0
                     for key, working in self._docs.items()
                 }
-                writes = {eid: _new_document(v, src, m, 0) for eid, v, src, m, _o in parts}
+                writes = {eid: new_document(v, src, m, 0) for eid, v, src, m, _o in parts}
                 changes = store.commit(space, writes, basis)
         except Exception:
             self._aborted()

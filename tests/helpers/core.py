@@ -12,9 +12,10 @@ from contextlib import closing
 from typing import Any
 
 from cellkernel.reactive.cells import Cell
-from cellkernel.runtime import Runtime
 from cellkernel.reactive.scheduler import Action, EventHandler
-from cellkernel.store.storage import Document, SqliteStore
+from cellkernel.runtime import Runtime
+from cellkernel.store.documents import Document
+from cellkernel.store.sqlite import SqliteStore
 from cellkernel.store.transactions import Transaction
 
 OTHER_SPACE = "did:test:other"

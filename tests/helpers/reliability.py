@@ -20,7 +20,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from cellkernel.store.storage import MemoryStore, SqliteStore
+from cellkernel.store.memory import MemoryStore
+from cellkernel.store.sqlite import SqliteStore
 
 TESTS = Path(__file__).resolve().parent.parent
 REPO = TESTS.parent

@@ -14,7 +14,8 @@ import sys
 import time
 
 from cellkernel.errors import ConflictError
-from cellkernel.store.storage import Document, SqliteStore
+from cellkernel.store.documents import Document
+from cellkernel.store.sqlite import SqliteStore
 
 SPACE = "test"
 COUNTER = "counter"

@@ -1,0 +1,188 @@
+"""Documents, changes and the ``Store`` contract every store keeps (SPEC §2).
+
+A store holds documents keyed by ``(space, entity_id)``. Every commit is a
+compare-and-swap over every document the transaction touched (read or written),
+so two writers — threads, ``Store`` objects or processes — can never silently
+lose each other's updates: the loser gets a ``ConflictError`` and retries.
+
+Returned ``Document`` objects are shared with the store's cache: treat their
+``value``/``source``/``meta`` as immutable (copy before editing).  This module
+also holds what every store uses to check and encode a commit before it
+touches storage.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeAlias, runtime_checkable
+
+from cellkernel.errors import ConflictError
+
+JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
+
+Key: TypeAlias = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One stored document; ``version`` lets a transaction prove what it read."""
+
+    value: JSON
+    source: JSON = None
+    meta: Mapping[str, JSON] = field(default_factory=dict)
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A committed write, with both sides so subscribers can diff at their path."""
+
+    space: str
+    entity_id: str
+    before: Document | None
+    after: Document
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the transaction layer needs from durable storage."""
+
+    url: str
+
+    def load(self, space: str, entity_id: str) -> Document | None: ...
+
+    def commit(
+        self,
+        space: str,
+        writes: Mapping[str, Document],
+        basis: Mapping[tuple[str, str], int],
+    ) -> list[Change]: ...
+
+    def poll(self) -> list[Change]: ...
+
+    def entity_ids(self, space: str) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encode_part(part: str, value: Any) -> tuple[str, Any]:
+    """Encode one part and return (text, decoded copy).
+
+    The decoded copy is what gets cached, so later mutation of the caller's
+    object cannot leak into the store. Comparing it with the input catches what
+    ``json.dumps`` would silently coerce (non-string keys, tuples, duplicate keys
+    after coercion) — a store that rewrote data on the way in would be lying.
+    """
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"document {part} is not JSON: {exc}") from None
+    decoded = json.loads(text)
+    if decoded != value:
+        raise ValueError(
+            f"document {part} is not normalised JSON (tuples, non-string keys or "
+            f"JSON-like subclasses are not allowed): {value!r}"
+        )
+    return text, decoded
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    value: str
+    source: str
+    meta: str
+    doc: Document  # decoded copy, version still unassigned
+
+
+def encode_document(space: str, entity_id: str, doc: object) -> Encoded:
+    if not isinstance(doc, Document):
+        raise TypeError(
+            f"write of {entity_id!r} in space {space!r} is {type(doc).__name__}, not Document"
+        )
+    where = f"{entity_id!r} in space {space!r}"
+    if not isinstance(doc.meta, Mapping):
+        raise ValueError(f"document meta of {where} is not a mapping: {doc.meta!r}")
+    value_text, value = encode_part(f"value of {where}", doc.value)
+    source_text, source = encode_part(f"source of {where}", doc.source)
+    meta_text, meta = encode_part(f"meta of {where}", dict(doc.meta))
+    return Encoded(value_text, source_text, meta_text, Document(value, source, meta, 0))
+
+
+def check_key(space: object, entity_id: object) -> None:
+    if not isinstance(space, str) or not isinstance(entity_id, str):
+        raise TypeError(f"space and entity id must be str, got {space!r}, {entity_id!r}")
+
+
+def conflict_error(space: str, conflicts: list[tuple[Key, int, int]]) -> ConflictError:
+    details = ", ".join(
+        f"{cid!r} in space {cspace!r} is at version {current}, transaction read {read}"
+        for (cspace, cid), read, current in conflicts
+    )
+    return ConflictError(
+        f"commit to space {space!r} conflicts: {details}",
+        conflicts=[key for key, _, _ in conflicts],
+    )
+
+
+def encode_commit(
+    space: str, writes: Mapping[str, Document], basis: Mapping[tuple[str, str], int]
+) -> dict[str, Encoded]:
+    """Encode everything before touching storage, so bad input writes nothing."""
+    for space_id, entity_id in basis:
+        check_key(space_id, entity_id)
+    for version in basis.values():
+        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+            raise ValueError(f"basis versions must be ints >= 0, got {version!r}")
+    encoded: dict[str, Encoded] = {}
+    for entity_id, doc in writes.items():
+        check_key(space, entity_id)
+        encoded[entity_id] = encode_document(space, entity_id, doc)
+    return encoded
+
+
+# --------------------------------------------------------------------------- shared fast paths
+
+#: ``json.dumps`` refuses ints past 4300 digits (``sys.int_info.str_digits_check_threshold``).
+INT_LIMIT = 1 << 14_000
+#: Deeper values (and cycles) take the ``encode_part`` path, which reports them exactly as before.
+FAST_DEPTH = 100
+
+
+def fast_constructor(cls: type, names: tuple[str, ...]) -> Any:
+    """``cls(*values)`` for a frozen, slotted dataclass without its ``__init__`` detour.
+
+    A frozen dataclass's ``__init__`` sets every field through
+    ``object.__setattr__``; on the per-commit path that is about a third of a
+    microsecond per object.  Setting the slots directly builds the same object.
+    Used only while the class is exactly that (slots, no ``__post_init__``, the
+    expected fields); otherwise the plain constructor is returned.
+    """
+    fields = getattr(cls, "__dataclass_fields__", {})
+    if (
+        len(names) != 4
+        or tuple(fields) != names
+        or tuple(getattr(cls, "__slots__", ())) != names
+        or hasattr(cls, "__post_init__")
+    ):  # pragma: no cover - a changed Document or Change: keep its real constructor
+        return cls
+    new = object.__new__
+    s0, s1, s2, s3 = (cls.__dict__[name].__set__ for name in names)
+
+    def make(a: Any, b: Any, c: Any, d: Any) -> Any:
+        obj: Any = new(cls)
+        s0(obj, a)
+        s1(obj, b)
+        s2(obj, c)
+        s3(obj, d)
+        return obj
+
+    return make
+
+
+new_document = fast_constructor(Document, ("value", "source", "meta", "version"))
+new_change = fast_constructor(Change, ("space", "entity_id", "before", "after"))
