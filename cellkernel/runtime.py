@@ -60,6 +60,7 @@ class Runtime:
         #: whether another process may write the store (SQLite): then every write and
         #: ``idle`` polls it first; a MemoryStore (``external_writes = False``) never needs it
         self._polls = bool(getattr(self.store, "external_writes", True))
+        self._attach_live_changes()  # issue 22: other runtimes' commits, live
 
     @property
     def trust_source(self) -> bool:
@@ -254,6 +255,78 @@ class Runtime:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- live changes (issue 22) -------------------------------------------------------
+    # One block, used only by stores that announce commits (``PostgresStore.subscribe``);
+    # ``__init__`` calls ``_attach_live_changes`` last and nothing else here depends on it.
+
+    def _attach_live_changes(self) -> None:
+        """Apply other runtimes' commits as they arrive, when the store announces them.
+
+        The store calls back on its listener thread; with an asyncio loop running
+        here (an IPython kernel, ``asyncio.run``) the changes are polled and settled
+        on that loop, so sinks run and lifts recompute with no call from the user.
+        Reads outside a transaction poll first, so they see every commit that landed
+        before them, loop or not.
+        """
+        subscribe = getattr(self.store, "subscribe", None)
+        if subscribe is None or not self._polls:
+            return
+        self._live_thread = threading.get_ident()
+        self._live_queued = False
+        self.read_tx = self._fresh_read_tx  # type: ignore[method-assign]
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop: the next call into the runtime polls
+        self._live_loop = loop
+
+        def arrived() -> None:  # on the store's listener thread: hand off, never touch state
+            if self._live_queued or self._closed:
+                return
+            self._live_queued = True
+            try:
+                loop.call_soon_threadsafe(self._apply_live_changes)
+            except RuntimeError:  # the loop is closed: nobody is left to tell
+                self._live_queued = False
+
+        subscribe(arrived)
+
+    def _live_free(self) -> bool:
+        """Whether foreign changes may be applied now (not inside a settle, batch or tx)."""
+        return (
+            not self._closed
+            and not self.scheduler._settling
+            and self._batch_depth == 0
+            and current_tx.get() is None
+        )
+
+    def _apply_live_changes(self) -> None:
+        """On the loop: poll the store and settle, like ``idle()`` does."""
+        self._live_queued = False
+        if self._closed:
+            return
+        if not self._live_free():  # the loop got control mid-batch (an ``await`` inside it)
+            self._live_queued = True
+            self._live_loop.call_later(0.01, self._apply_live_changes)
+            return
+        try:
+            self._poll()
+        except Exception:  # an outage: the store's listener wakes us again when it is back
+            log.warning("could not read other runtimes' commits", exc_info=True)
+            return
+        self._settle_if_free()
+
+    def _fresh_read_tx(self) -> Transaction:
+        """``read_tx``, after applying every commit that landed before this read."""
+        if threading.get_ident() == self._live_thread and self._live_free():
+            changes = self.store.poll()
+            if changes:
+                self.scheduler.notify(changes, None)
+                self.scheduler.settle()
+        return Transaction(self.store, track=False)
+
+    # -- end of live changes -----------------------------------------------------------
 
     def __repr__(self) -> str:
         return f"<Runtime {self.store.url} space={self.space!r}>"

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from cellkernel.store.documents import Store
 from cellkernel.store.memory import MemoryStore
+from cellkernel.store.postgres import PostgresStore
 from cellkernel.store.sqlite import SqliteStore
 
 
 def open_store(url: str | None) -> Store:
-    """Pick the store for a URL: ``None``/``"memory:"`` or ``"sqlite://<path>"``."""
+    """Pick the store for a URL: ``None``/``"memory:"``, ``"sqlite://<path>"`` or
+    ``"postgresql://user@host:port/db"`` (also ``postgres://``; needs ``cellkernel[postgres]``,
+    which ``PostgresStore`` imports only when opened)."""
     if url is None or url == "memory:":
         return MemoryStore()
     if isinstance(url, str) and url.startswith("sqlite://"):
         return SqliteStore(url)
-    raise ValueError(f"unsupported store url {url!r} (use 'memory:' or 'sqlite:///path/to.db')")
+    if isinstance(url, str) and url.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(url)
+    raise ValueError(
+        f"unsupported store url {url!r} "
+        "(use 'memory:', 'sqlite:///path/to.db' or 'postgresql://user@host:port/db')"
+    )
