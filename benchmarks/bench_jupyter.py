@@ -76,8 +76,8 @@ def run(repeat: int = 9) -> list[dict[str, Any]]:
     """Time the %%pattern cell (first run and re-run, with and without widgets) and a click."""
     from IPython.testing.globalipapp import get_ipython
 
-    from cellkernel.notebook import magics as jupyter
-    from cellkernel.widgets import GraphView, PatternUI
+    from cellkernel.notebook import session
+    from cellkernel.notebook.widgets import GraphView, PatternUI
 
     ip = get_ipython()
     if "cellkernel" not in ip.extension_manager.loaded:
@@ -92,20 +92,20 @@ def run(repeat: int = 9) -> list[dict[str, Any]]:
     def cell(flags: str) -> Callable[[], Any]:
         return lambda: ip.run_cell_magic("pattern", f"Chain {flags}", body)
 
-    jupyter.reset()
+    session.reset()
     cell("")()  # warm up: imports, fingerprints, fonts
     # a first run in a fresh session (the instance is new)
     for label, flags in (("no SVG, no widgets", "--no-ui --no-graph"),
                          ("SVG, no widgets", "--no-ui"),
                          ("SVG + widgets", "")):
         row(f"%%pattern {NODES} nodes, {label} (first run)",
-            _median_ms(cell(flags), repeat, before=jupyter.reset))
+            _median_ms(cell(flags), repeat, before=session.reset))
     # a re-run of the same cell: diff, report, state carried, previous view closed
-    jupyter.reset()
+    session.reset()
     cell("")()
     row(f"%%pattern {NODES} nodes, SVG + widgets + report (re-run)", _median_ms(cell(""), repeat))
 
-    jupyter.reset()
+    session.reset()
     display = ip.run_cell_magic("pattern", "Clicker", COUNTER)
     view = display.widget
     ui = next(c for c in view.children if isinstance(c, PatternUI))
@@ -124,7 +124,7 @@ def run(repeat: int = 9) -> list[dict[str, Any]]:
     row("button click -> widgets updated (controls only)", _median_ms(click, 200))
 
     # the same click at the head of the 50-node chain: 49 lifts recompute, one table redraws
-    jupyter.reset()
+    session.reset()
     display = ip.run_cell_magic("pattern", "Long", body + "bump = increment(count=x0)\n")
     view = display.widget
     ui = next(c for c in view.children if isinstance(c, PatternUI))
@@ -155,7 +155,7 @@ def run(repeat: int = 9) -> list[dict[str, Any]]:
     graph.close()
     row(f"button click -> {NODES}-node chain and widgets updated (controls only)",
         _median_ms(click_chain, 50))
-    jupyter.reset()
+    session.reset()
     return rows
 
 

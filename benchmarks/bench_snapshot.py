@@ -21,7 +21,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cellkernel.patterns import runner as runner_module
+from cellkernel.patterns import plan as plan_module
 from cellkernel.patterns.builder import Pattern, lift, pattern
 from cellkernel.patterns.snapshot import GraphSnapshot
 from cellkernel.runtime import Runtime
@@ -89,13 +89,13 @@ def run(size: int = SIZE, repeat: int = 3) -> list[dict[str, Any]]:
     row(f"build pattern ({size} lifts)", seconds)
 
     rt = Runtime()
-    result_id = runner_module.derive_id(CAUSE)
+    result_id = plan_module.derive_id(CAUSE)
     graph = p.graph
-    seconds, planned = _best(lambda: runner_module.plan(rt, graph, result_id, rt.space), repeat)
+    seconds, planned = _best(lambda: plan_module.plan(rt, graph, result_id, rt.space), repeat)
     row(f"plan: ids + node records ({size} nodes)", seconds)
     ids, records, cells = planned
     components = [c["cause"] for c in cells]
-    seconds, _ = _best(lambda: [runner_module.derive_id(c) for c in components], repeat)
+    seconds, _ = _best(lambda: [plan_module.derive_id(c) for c in components], repeat)
     row(f"id derivation only ({len(components)} causes)", seconds)
     row("id derivation per cell", seconds / len(components) * 1e6, "us")
 

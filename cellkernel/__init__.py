@@ -30,7 +30,7 @@ _EXPORTS: dict[str, str] = {
     "CauseError": "errors",
     "UnknownImplementationError": "errors",
     "NodeError": "errors",
-    "InstanceStoppedError": "patterns.runner",
+    "InstanceStoppedError": "errors",
     # builder
     "pattern": "patterns.builder",
     "recipe": "patterns.builder",
@@ -39,9 +39,9 @@ _EXPORTS: dict[str, str] = {
     "derive": "patterns.builder",
     "computed": "patterns.builder",
     "handler": "patterns.builder",
-    "Default": "patterns.builder",
+    "Default": "patterns.signatures",
     "SELF": "patterns.builder",
-    "NAME": "patterns.builder",
+    "NAME": "patterns.tracing",
     # builtins
     "if_else": "patterns.builtins",
     "when": "patterns.builtins",
@@ -50,7 +50,7 @@ _EXPORTS: dict[str, str] = {
     "instantiate": "patterns.builtins",
     "wish": "patterns.builtins",
     # factories and snapshots
-    "materialize": "patterns.factories",
+    "materialize": "patterns.materialize",
     "GraphSnapshot": "patterns.snapshot",
     "SnapshotDiff": "patterns.snapshot",
 }
@@ -104,6 +104,7 @@ if TYPE_CHECKING:
         CauseError,
         CellkernelError,
         ConflictError,
+        InstanceStoppedError,
         IterationLimitError,
         LinkCycleError,
         NodeError,
@@ -111,9 +112,7 @@ if TYPE_CHECKING:
         WriteIsolationError,
     )
     from cellkernel.patterns.builder import (
-        NAME,
         SELF,
-        Default,
         Pattern,
         computed,
         derive,
@@ -123,9 +122,10 @@ if TYPE_CHECKING:
         recipe,
     )
     from cellkernel.patterns.builtins import fmt, if_else, instantiate, unless, when, wish
-    from cellkernel.patterns.factories import materialize
-    from cellkernel.patterns.runner import InstanceStoppedError
+    from cellkernel.patterns.materialize import materialize
+    from cellkernel.patterns.signatures import Default
     from cellkernel.patterns.snapshot import GraphSnapshot, SnapshotDiff
+    from cellkernel.patterns.tracing import NAME
     from cellkernel.reactive.cells import Cell, Stream
     from cellkernel.runtime import Runtime
 

@@ -89,3 +89,7 @@ class NodeError(CellkernelError):
 
 class TransactionClosedError(CellkernelError):
     """A read or write on a transaction that already committed or aborted."""
+
+
+class InstanceStoppedError(CellkernelError):
+    """An event was sent to a stream of a stopped instance."""

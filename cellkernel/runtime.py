@@ -15,19 +15,18 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cellkernel.data.identity import create_ref
 from cellkernel.errors import ConflictError, NodeError
+from cellkernel.patterns.materialize import materialize
 from cellkernel.patterns.registry import TrustPolicy
+from cellkernel.patterns.runner import Runner
 from cellkernel.reactive.cells import Cell, current_tx
 from cellkernel.reactive.scheduler import Scheduler
 from cellkernel.store.documents import Store
 from cellkernel.store.transactions import Transaction
 from cellkernel.store.urls import open_store
-
-if TYPE_CHECKING:
-    from cellkernel.patterns.runner import Runner
 
 DEFAULT_SPACE = "did:local:default"
 log = logging.getLogger("cellkernel.runtime")
@@ -223,10 +222,12 @@ class Runtime:
     @property
     def runner(self) -> Runner:
         if self._runner is None:
-            from cellkernel.patterns.runner import Runner
-
             self._runner = Runner(self)
         return self._runner
+
+    def read_factory(self, sigil: Any) -> Any:
+        """A stored ``nodeFactory@1`` value as a callable factory, under this runtime's trust rule."""
+        return materialize(sigil, self)
 
     def run(self, pattern: Any, argument: Any = None, cause: Any = None) -> Cell[Any]:
         """Run ``pattern`` into a result cell; the same cause updates the same instance."""

@@ -95,7 +95,7 @@ The graph: the instance's stored snapshot, printed as text here (the SVG is
 shown by `%%pattern` and by the snapshot's own rich display).
 """),
     code("""
-from cellkernel.notebook.magics import runtime
+from cellkernel.notebook.session import runtime
 
 print(runtime().snapshot(counter).summary())
 """),
@@ -505,7 +505,7 @@ down the nodes that are gone.
     code("""
 %load_ext cellkernel
 from cellkernel import Cell, derive
-from cellkernel.notebook.magics import runtime
+from cellkernel.notebook.session import runtime
 rt = runtime()
 """),
     code("""

@@ -28,7 +28,7 @@ from cellkernel import (
     pattern,
     recipe,
 )
-from cellkernel.patterns.builder import OpaqueRef
+from cellkernel.patterns.tracing import OpaqueRef
 
 # ``rt`` (tests/conftest.py): a fresh runtime on the memory store, then on SQLite.
 
@@ -627,14 +627,14 @@ def test_cell_of_in_a_body_is_internal_state(rt: Runtime) -> None:
 
 def _generic_bind(frame: Any, value: Any, inputs: list[str]) -> Any:
     from cellkernel.data.values import to_json_value
-    from cellkernel.patterns import builder
+    from cellkernel.patterns import tracing
 
-    return to_json_value(value, hook=lambda v: builder._bind_hook(frame, inputs, v))
+    return to_json_value(value, hook=lambda v: tracing._bind_hook(frame, inputs, v))
 
 
 def _bind_fixture() -> tuple[Any, Any, list[Any]]:
     """An outer and an inner frame, and refs of both (outer ones get captured)."""
-    from cellkernel.patterns.builder import BuilderFrame
+    from cellkernel.patterns.tracing import BuilderFrame
 
     outer = BuilderFrame(None, "outer")
     inner = BuilderFrame(outer, "inner")
@@ -690,7 +690,7 @@ def test_cell_indices_match_the_json_signature() -> None:
     """Cells with equal cause components get the next index (tuple keys or JSON text)."""
     import json
 
-    from cellkernel.patterns.builder import BuilderFrame
+    from cellkernel.patterns.tracing import BuilderFrame
 
     calls: list[tuple[Any, ...]] = [
         ("lift", "h", ["b", "a"], None), ("lift", "h", ["a", "b"], None),
@@ -712,7 +712,7 @@ def test_pattern_hash_is_the_hash_of_the_normalised_graph() -> None:
     """The builder hashes as it traces; every graph still hashes as ``Pattern.hash`` always did."""
     from pydantic import Field
 
-    from cellkernel.patterns import builder
+    from cellkernel.patterns import graph_digest
 
     class Bounded(BaseModel):
         v: float = Field(1.0, ge=1.0)  # integral floats in the schema: the generic path
@@ -742,26 +742,26 @@ def test_pattern_hash_is_the_hash_of_the_normalised_graph() -> None:
         return {"out": v}
 
     for made in (Mixed, WithModel, Chain, Counter):
-        assert made.hash == builder._digest(made.graph)
+        assert made.hash == graph_digest._digest(made.graph)
         assert Pattern(made.fn, made.graph, made.name).hash == made.hash
 
 
 def test_large_graph_hash_skips_the_normalising_copy(monkeypatch: pytest.MonkeyPatch) -> None:
     from pydantic import Field
 
-    from cellkernel.patterns import builder
+    from cellkernel.patterns import graph_digest
 
     class Bounded(BaseModel):
         v: float = Field(1.0, ge=1.0)
 
     generic: list[str] = []
-    original = builder._digest
+    original = graph_digest._digest
 
     def counting(graph: Any) -> str:
         generic.append(graph["name"])
         return original(graph)
 
-    monkeypatch.setattr(builder, "_digest", counting)
+    monkeypatch.setattr(graph_digest, "_digest", counting)
 
     @pattern
     def FanOut(x: int = 0):
@@ -787,20 +787,20 @@ def test_graph_digest_in_pieces_is_the_digest_of_the_whole_text() -> None:
     import hashlib
     import json
 
-    from cellkernel.patterns import builder
+    from cellkernel.patterns import graph_digest
 
     def whole(graph: dict[str, Any]) -> str:
         text = json.dumps(graph, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
-    n = builder._CHUNK
+    n = graph_digest._CHUNK
     for size in (0, 1, n - 1, n, n + 1, 2 * n, 3 * n + 7):
         graph = {
             "nodes": [{"i": i, "s": "é\n", "z": [i, {"b": 1, "a": None}]} for i in range(size)],
             "cells": [[i] for i in range(size)],
             "name": "g", "initial": {}, "result": list(range(size)), "Z": [], "a": [[]] * size,
         }
-        assert builder._plain_digest(graph) == whole(graph), size
+        assert graph_digest._plain_digest(graph) == whole(graph), size
 
 
 def test_defining_a_pattern_restores_the_garbage_collector() -> None:
@@ -830,7 +830,7 @@ def test_defining_a_pattern_restores_the_garbage_collector() -> None:
 
 
 def test_factories_made_in_a_loop_share_a_shape_only_when_it_cannot_differ() -> None:
-    from cellkernel.patterns import builder
+    from cellkernel.patterns import signatures
 
     made = [lift(lambda v, flag=flag: v) for flag in (True, 1, True, "1")]
     defaults = [f.argument_schema["properties"]["flag"]["default"] for f in made]
@@ -853,9 +853,9 @@ def test_factories_made_in_a_loop_share_a_shape_only_when_it_cannot_differ() -> 
     def listed(v: list[int]) -> list[int]:
         return v
 
-    assert builder._shape_key(forward, "lift") is None  # a string resolves at each call
-    assert builder._shape_key(listed, "lift") is None
-    assert builder._shape_key(lambda v=[]: v, "lift") is None
+    assert signatures._shape_key(forward, "lift") is None  # a string resolves at each call
+    assert signatures._shape_key(listed, "lift") is None
+    assert signatures._shape_key(lambda v=[]: v, "lift") is None
     assert lift(listed).argument_schema["properties"]["v"] == {
         "type": "array", "items": {"type": "integer"}}
 

@@ -23,7 +23,7 @@ from cellkernel import (
     unless,
     when,
 )
-from cellkernel.patterns.builder import OpaqueRef
+from cellkernel.patterns.tracing import OpaqueRef
 
 # ``rt`` (tests/conftest.py): a fresh runtime on the memory store, then on SQLite.
 

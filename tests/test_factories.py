@@ -29,12 +29,12 @@ from cellkernel import (
     pattern,
     wish,
 )
+from cellkernel.errors import InstanceStoppedError
 from cellkernel.patterns import fingerprints as impls
 from cellkernel.patterns import registry
 from cellkernel.patterns.builder import HandlerFactory, LiftFactory
 from cellkernel.patterns.builtins import _fmt
-from cellkernel.patterns.factories import NodeFactorySigil, validate_sigil
-from cellkernel.patterns.runner import InstanceStoppedError
+from cellkernel.patterns.sigils import NodeFactorySigil, validate_sigil
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -792,7 +792,7 @@ def test_wish_path_reads_the_space_root_document(rt: Runtime) -> None:
 
 
 def test_instantiate_returns_a_ref_while_building_and_a_cell_in_a_handler(rt: Runtime) -> None:
-    from cellkernel.patterns.builder import OpaqueRef
+    from cellkernel.patterns.tracing import OpaqueRef
 
     seen: dict[str, Any] = {}
 
@@ -838,7 +838,7 @@ def test_reading_a_stored_sigil_in_a_fresh_process_needs_no_import(tmp_path: Pat
         import json, sys
         from cellkernel import Runtime
         rt = Runtime(store="sqlite:///" + sys.argv[1], trusted_modules=["factory_mod"])
-        before = "cellkernel.patterns.factories" in sys.modules
+        before = "factory_mod" in sys.modules
         value = rt.get_cell("f").get()
         print(json.dumps({"before": before, "call": value["f"](2, 3),
                           "pattern": type(value["p"]).__name__}))

@@ -13,7 +13,9 @@ import pytest
 from IPython.testing.globalipapp import get_ipython
 
 from cellkernel.notebook import magics as jupyter
-from cellkernel.notebook.magics import PatternDisplay, PatternMagics
+from cellkernel.notebook import session
+from cellkernel.notebook.magics import PatternMagics
+from cellkernel.notebook.output import PatternDisplay
 
 ip = get_ipython()
 assert ip is not None
@@ -40,12 +42,12 @@ doubled = double(count)
 @pytest.fixture(autouse=True)
 def fresh() -> Iterator[None]:
     """Every test starts with the extension loaded and no runtime."""
-    jupyter.reset()
+    session.reset()
     if "cellkernel" not in ip.extension_manager.loaded:
         ip.run_line_magic("load_ext", "cellkernel")
     ip.run_cell(LIFTS)
     yield
-    jupyter.reset()
+    session.reset()
 
 
 def run(name_and_flags: str, body: str) -> Any:
@@ -193,7 +195,7 @@ def test_rerun_of_an_edited_cell_keeps_the_instance_and_its_state() -> None:
 
 
 def test_rerun_releases_the_previous_widgets() -> None:
-    rt = jupyter.runtime()
+    rt = session.runtime()
     first = run("Counter", COUNTER)
     callbacks = (len(rt.scheduler.on_run), len(rt._error_callbacks))
     for _ in range(3):
@@ -216,7 +218,7 @@ def test_state_takes_its_variable_name_as_cause() -> None:
     out = run("S --no-ui --no-graph", "n = Cell.of(2)\n{'n': n}")  # a new initial value
     assert ip.user_ns["S"].n.get() == 41
     assert [(r.name, r.status) for r in out.rows] == [("n", "kept")]
-    snapshot = jupyter.runtime().snapshot(ip.user_ns["S"])
+    snapshot = session.runtime().snapshot(ip.user_ns["S"])
     cause = next(c.cause for c in snapshot.cells if c.name == "n")
     assert cause["cause"] == "n"
 
@@ -285,8 +287,8 @@ def test_space_flag_runs_in_that_space() -> None:
     run("Here --no-ui --no-graph", COUNTER)
     run("There --space did:local:other --no-ui --no-graph", COUNTER)
     assert ip.user_ns["There"].space == "did:local:other"
-    assert ip.user_ns["Here"].space == jupyter.runtime().space
-    assert jupyter.runtime("did:local:other").space == "did:local:other"
+    assert ip.user_ns["Here"].space == session.runtime().space
+    assert session.runtime("did:local:other").space == "did:local:other"
     ip.user_ns["There"].increment.send({})
     assert ip.user_ns["There"].count.get() == 6 and ip.user_ns["Here"].count.get() == 5
 
@@ -332,7 +334,7 @@ def test_trailing_semicolon_silences_the_output() -> None:
 
 def test_text_plain_is_deterministic() -> None:
     first = run("Det --no-ui", COUNTER)._repr_mimebundle_()
-    jupyter.reset()
+    session.reset()
     second = run("Det --no-ui", COUNTER)._repr_mimebundle_()
     assert first["text/plain"] == second["text/plain"]
     assert first["image/svg+xml"] == second["image/svg+xml"]
@@ -368,7 +370,7 @@ def test_sqlite_store_from_the_environment(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("CELLKERNEL_STORE", url)
     run("Kept --no-ui --no-graph", COUNTER)
     ip.user_ns["Kept"].count.set(12)
-    jupyter.reset()  # a new kernel on the same file
+    session.reset()  # a new kernel on the same file
     out = run("Kept --no-ui --no-graph", COUNTER)
     assert ip.user_ns["Kept"].count.get() == 12
     assert out.rows is not None and {r.status for r in out.rows} == {"kept"}

@@ -45,7 +45,8 @@ from cellkernel import (
     pattern,
 )
 from cellkernel.data.links import make_link
-from cellkernel.patterns.runner import InstanceStoppedError, Runner
+from cellkernel.errors import InstanceStoppedError
+from cellkernel.patterns.runner import Runner
 from cellkernel.reactive import scheduler as scheduler_module
 from cellkernel.reactive.scheduler import MAX_ITERATIONS, Scheduler
 from cellkernel.store.documents import Document, Store

@@ -25,7 +25,7 @@ from cellkernel import (
     lift,
     pattern,
 )
-from cellkernel.patterns.runner import InstanceStoppedError
+from cellkernel.errors import InstanceStoppedError
 
 # ``rt`` (tests/conftest.py): a fresh runtime on the memory store, then on SQLite.
 
@@ -1020,7 +1020,7 @@ def test_failing_async_lift_records_an_error(rt: Runtime) -> None:
 
 
 def test_concretize_shares_one_link_per_target_and_equals_the_unshared_form() -> None:
-    from cellkernel.patterns.runner import concretize
+    from cellkernel.patterns.plan import concretize
 
     ids = {"argument": "of:arg", "c1": "of:one"}
     bindings = [

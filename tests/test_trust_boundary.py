@@ -443,7 +443,7 @@ _ATTACK_MODULES = ["os", "posix", "subprocess", "shutil", "builtins", "pickle", 
                    "importlib", "ctypes", "runpy", "code", "pty", "webbrowser",
                    "cellkernel.patterns.registry", "cellkernel.patterns.fingerprints",
                    "cellkernel.reactive.cells", "cellkernel.patterns.runner",
-                   "cellkernel.patterns.factories", "cellkernel.store.sqlite"]
+                   "cellkernel.patterns.materialize", "cellkernel.store.sqlite"]
 
 
 def _callables() -> list[tuple[str, Any]]:

@@ -11,7 +11,8 @@ import ipywidgets as w
 import pytest
 
 from cellkernel import Cell, Runtime, handler, lift, pattern
-from cellkernel.widgets import GraphView, PatternUI, bind, ui
+from cellkernel.notebook.widgets import GraphView, PatternUI, ui
+from cellkernel.widgets import bind
 
 
 @lift

@@ -37,8 +37,9 @@ from __future__ import annotations
 from typing import Any
 
 from cellkernel.data.links import is_link
-from cellkernel.patterns.builder import SELF, Default, Pattern, handler, lift, pattern
+from cellkernel.patterns.builder import SELF, Pattern, handler, lift, pattern
 from cellkernel.patterns.builtins import instantiate, wish
+from cellkernel.patterns.signatures import Default
 from cellkernel.reactive.cells import Cell
 
 __all__ = ["Members", "Record", "describe", "member_titles", "rename", "set_notes", "submit"]

@@ -22,7 +22,7 @@ import ipywidgets as w  # type: ignore[import-untyped]
 import traitlets
 
 from cellkernel.errors import NodeError
-from cellkernel.notebook.magics import STATE_HELPERS, graph_svg, preview
+from cellkernel.notebook.display import STATE_HELPERS, graph_svg, preview
 from cellkernel.reactive.cells import Cell, Stream
 
 if TYPE_CHECKING:

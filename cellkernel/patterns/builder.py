@@ -14,568 +14,108 @@ nested pattern) are captured into that body's argument automatically.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
-import types
 import typing
 from collections.abc import Callable, Sequence
-from contextvars import ContextVar
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar
 
-from cellkernel.data.values import JSON, MISSING, to_json_value
-from cellkernel.errors import CapabilityError, CauseError
+from cellkernel.data.values import MISSING, to_json_value
+from cellkernel.errors import CapabilityError
 from cellkernel.patterns import fingerprints as impls
 from cellkernel.patterns import registry
-from cellkernel.patterns.runner import runtime_frame
+from cellkernel.patterns.curry import apply_curried_call, apply_curried_state, curry, merge_argument
+from cellkernel.patterns.gc_pause import collector_paused
+from cellkernel.patterns.graph_digest import _digest, _graph_digest
+from cellkernel.patterns.run_context import runtime_frame
+from cellkernel.patterns.sigils import factory_sigil
+from cellkernel.patterns.signatures import (
+    Default,
+    Param,
+    _arity,
+    _hoist_defs,
+    _resolve_hints,
+    _shaped,
+    parameters,
+    schema_for,
+)
+from cellkernel.patterns.tracing import (
+    BuilderFrame,
+    OpaqueRef,
+    _frames,
+    add_node,
+    bind,
+    closure_inputs,
+    current_frame,
+)
 from cellkernel.reactive.cells import Cell, Stream, set_hook
-
-T = TypeVar("T")
-
-NAME = "$NAME"
-
 
 # ---------------------------------------------------------------------------
 # frames
 
 
-@dataclass(eq=False)
-class BCell:
-    """An internal cell of a pattern being built: the components of its cause."""
-
-    key: str
-    helper: str
-    impl: str | None = None
-    inputs: list[str] = field(default_factory=list)
-    config: JSON = None
-    index: int = 0
-    cause: Any = None
-    name: str | None = None
-    initial: Any = MISSING
-    schema: Any = None
-    stream: bool = False
-    connected: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"key": self.key, "helper": self.helper}
-        if self.cause is not None:
-            out["cause"] = self.cause
-        else:
-            out.update(impl=self.impl, inputs=self.inputs, index=self.index, config=self.config)
-        if self.name is not None:
-            out["name"] = self.name
-        if self.schema is not None:
-            out["schema"] = self.schema
-        if self.stream:
-            out["stream"] = True
-        return out
 
 
-class BuilderFrame:
-    """The graph being recorded by one running author function."""
-
-    def __init__(self, parent: BuilderFrame | None, name: str) -> None:
-        self.parent = parent
-        self.name = name
-        self.cells: list[BCell] = []
-        self.nodes: list[dict[str, Any]] = []
-        self.argument = BCell("argument", "argument", connected=True)
-        self.self_cell = BCell("self", "self", connected=True)
-        self.captured: dict[int, tuple[str, OpaqueRef]] = {}
-        # keyed by a (helper, impl, inputs) tuple when the signature is all strings and
-        # has no config (no json.dumps per node), else by the JSON text of the signature
-        self._signatures: dict[Any, int] = {}
-        self._owned: set[int] = set()  # ids of self.cells (kept alive by it): O(1) owns()
-        # indices of nodes whose binding did not come from bind(): the hash checks those
-        self.loose: list[int] = []
-
-    def new_cell(self, helper: str, impl: str | None, inputs: list[str], config: JSON,
-                 schema: Any = None, stream: bool = False) -> BCell:
-        ordered = sorted(inputs)
-        signature: Any = None
-        if config is None and isinstance(helper, str) and (impl is None or isinstance(impl, str)):
-            # equal tuples of strings <=> equal JSON texts, and a tuple never equals a text
-            signature = (helper, impl, *ordered)
-            for i in ordered:
-                if not isinstance(i, str):
-                    signature = None
-                    break
-        if signature is None:
-            signature = json.dumps([helper, impl, ordered, config], sort_keys=True, default=str)
-        index = self._signatures.get(signature, 0)
-        self._signatures[signature] = index + 1
-        cell = BCell(f"c{len(self.cells)}", helper, impl, ordered, config, index)
-        if schema is not None:  # set after: keywords make the dataclass call twice as slow
-            cell.schema = schema
-        if stream:
-            cell.stream = True
-        self.cells.append(cell)
-        self._owned.add(id(cell))
-        return cell
-
-    def owns(self, bcell: BCell) -> bool:
-        return bcell is self.argument or bcell is self.self_cell or id(bcell) in self._owned
-
-    def capture(self, ref: OpaqueRef) -> OpaqueRef:
-        """A ref of an outer frame used here becomes part of this frame's argument."""
-        key = id(ref._bcell), tuple(ref._path)
-        ident = hash(key)
-        if ident not in self.captured:
-            self.captured[ident] = (f"k{len(self.captured)}", ref)
-        local = self.captured[ident][0]
-        return OpaqueRef(self.argument, ("$captured", local), ref._schema, self)
 
 
-_frames: ContextVar[BuilderFrame | None] = ContextVar("cellkernel_builder_frame", default=None)
 
 
-def current_frame() -> BuilderFrame | None:
-    return _frames.get()
 
 
 # ---------------------------------------------------------------------------
 # opaque references
 
 
-class OpaqueRef(Cell[T]):
-    """A builder-time reference to a cell of the pattern being defined.
-
-    It cannot be read (``CapabilityError``): values exist only at run time.
-    Keys, ``map``, ``filter`` and ``.for_()`` work as on cells.
-    """
-
-    __slots__ = ("_bcell", "_frame")
-
-    def __init__(self, bcell: BCell, path: tuple[str | int, ...], schema: Any,
-                 frame: BuilderFrame) -> None:
-        super().__init__(None, None, None, path, schema, None, "opaque")
-        self._bcell = bcell
-        self._frame = frame
-
-    def key(self, *path: str | int) -> OpaqueRef[Any]:
-        if not path:
-            return self
-        from cellkernel.data import schema as schemas
-
-        child = schemas.at_path(self._schema, path) if self._schema else None
-        return OpaqueRef(self._bcell, self._path + tuple(path), child, self._frame)
-
-    def for_(self, cause: Any, flexible: bool = False) -> OpaqueRef[T]:
-        bcell = self._bcell
-        if bcell.connected or self._path:
-            if flexible:
-                return self
-            raise CauseError(
-                f".for_({cause!r}) must come before the cell is used as an input or exposed; "
-                "this reference is already connected"
-            )
-        if bcell.cause is not None:
-            if flexible:
-                bcell.cause = [bcell.cause, cause]
-                return self
-            raise CauseError(f"this cell already has the cause {bcell.cause!r}")
-        bcell.cause = to_json_value(cause)
-        if bcell.name is None and isinstance(cause, str):
-            bcell.name = cause
-        return self
-
-    @property
-    def is_stream(self) -> bool:
-        return self._bcell.stream and not self._path
-
-    def __ck_to_json__(self) -> Any:
-        raise CapabilityError("store", "opaque", "a builder reference outside its pattern")
-
-    def __bool__(self) -> bool:
-        raise CapabilityError(
-            "test the truth of", "opaque", "a builder reference (use if_else/when/unless)"
-        )
-
-    def __format__(self, spec: str) -> str:
-        raise CapabilityError("format", "opaque", "a builder reference (use fmt(...))")
-
-    def __iter__(self) -> Any:
-        raise CapabilityError("iterate", "opaque", "a builder reference (use .map(...))")
-
-    def _arith(self, *_: Any) -> Any:
-        raise CapabilityError(
-            "compute with", "opaque", "a builder reference (wrap the computation in a lift)"
-        )
-
-    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _arith
-    __truediv__ = __floordiv__ = __mod__ = __lt__ = __le__ = __gt__ = __ge__ = _arith
-    __int__ = __float__ = __len__ = _arith  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        label = self._bcell.name or self._bcell.key
-        path = "/".join(str(p) for p in self._path)
-        return f"<OpaqueRef {label}{'/' + path if path else ''}>"
-
-    def send(self, event: Any = None) -> None:
-        raise CapabilityError("send to", "opaque", "a builder reference")
-
-    def map(self, fn: Callable[..., Any]) -> OpaqueRef[Any]:
-        return _collection_node("map", self, fn)
-
-    def filter(self, fn: Callable[..., Any]) -> OpaqueRef[Any]:
-        return _collection_node("filter", self, fn)
 
 
-def bind(frame: BuilderFrame, value: Any, inputs: list[str]) -> Any:
-    """Turn a helper argument into binding JSON; collect input keys for the cause."""
-    mark = len(inputs)
-    bound = _bind_plain(frame, value, inputs)
-    if bound is NotImplemented:
-        del inputs[mark:]  # the walk calls the hook on the same refs again, in the same order
-        bound = to_json_value(value, hook=lambda v: _bind_hook(frame, inputs, v))
-    return bound
 
 
-def _bind_hook(frame: BuilderFrame, inputs: list[str], v: Any) -> Any:
-    """The ``to_json_value`` hook of ``bind``: refs become aliases, cells links."""
-    if isinstance(v, OpaqueRef):
-        return _alias(frame, inputs, v)
-    if isinstance(v, Cell):
-        if v._id is None:
-            raise CauseError(
-                "a Cell.of(...) created outside the pattern cannot be an input: create it "
-                "inside the pattern body, or give it an identity with rt.get_cell(cause)"
-            )
-        inputs.append(v._id + ("/" + "/".join(map(str, v._path)) if v._path else ""))
-        return v.get_as_link()
-    return NotImplemented
 
 
-def _alias(frame: BuilderFrame, inputs: list[str], v: OpaqueRef[Any]) -> dict[str, Any]:
-    """A ref as a binding: an alias to its cell (captured first if of an outer frame)."""
-    ref = v if v._frame is frame or frame.owns(v._bcell) else frame.capture(v)
-    ref._bcell.connected = True
-    v._bcell.connected = True
-    key = ref._bcell.key
-    path = list(ref._path)
-    inputs.append(key + "/" + "/".join(map(str, path)) if path else key)
-    return {"$alias": {"cell": key, "path": path}}
 
 
-def _plain_ref(v: Any) -> bool:
-    """A ref whose alias ``to_json_value`` would leave as is (a path of str/int)."""
-    if type(v) is not OpaqueRef:
-        return False
-    path = v._path
-    return not path or all(type(p) is str or type(p) is int for p in path)
 
 
-def _bind_plain(frame: BuilderFrame, value: Any, inputs: list[str]) -> Any:
-    """``bind`` for the usual helper argument without the generic walk, or ``NotImplemented``.
-
-    Handles plain containers (exact dict with string keys, list, tuple), plain
-    scalars and refs with a plain path, which is what a lift's arguments and a
-    body's result are; ``to_json_value`` normalising and checking every value was
-    most of the cost per node.  The stack visits items in the generic walk's
-    order, so captures and input keys come in the same order.  Anything else,
-    and a container met twice, is left to the generic walk.
-    """
-    t = type(value)
-    if t is list or t is tuple:  # a lift's args: scalars and refs, checked before any alias
-        for item in value:
-            ti = type(item)
-            if not (ti is str or ti is int or ti is bool or item is None or _plain_ref(item)):
-                break
-        else:
-            items = list(value)
-            for i in range(len(items) - 1, -1, -1):
-                if type(items[i]) is OpaqueRef:
-                    items[i] = _alias(frame, inputs, items[i])
-            return items
-    elif t is dict and not value:
-        return {}
-    root: list[Any] = [None]
-    stack: list[tuple[Any, Any, Any]] = [(root, 0, value)]
-    seen: set[int] = set()
-    while stack:
-        parent, key, item = stack.pop()
-        t = type(item)
-        if t is str or t is int or t is bool or item is None:
-            parent[key] = item
-        elif t is OpaqueRef:
-            if not _plain_ref(item):
-                return NotImplemented
-            parent[key] = _alias(frame, inputs, item)
-        elif t is dict or t is list or t is tuple:
-            ident = id(item)
-            if ident in seen:
-                return NotImplemented
-            seen.add(ident)
-            if t is dict:
-                out: dict[str, Any] = {}
-                parent[key] = out
-                for k, v in item.items():
-                    if type(k) is not str:
-                        return NotImplemented
-                    out[k] = None  # placeholder: keep the key order of the input
-                    stack.append((out, k, v))
-            else:
-                lst: list[Any] = [None] * len(item)
-                parent[key] = lst
-                for i, v in enumerate(item):
-                    stack.append((lst, i, v))
-        elif t is float and item - item == 0.0:  # finite: as to_json_value normalises it
-            integral = item.is_integer() and abs(item) < 2**53
-            parent[key] = 0 if item == 0.0 else int(item) if integral else item
-        else:
-            return NotImplemented
-    return root[0]
 
 
 # ---------------------------------------------------------------------------
 # schemas from annotations
 
 
-class _DefaultMarker:
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
 
 
-class Default(Generic[T]):
-    """``Default[T, v]``: a parameter of type ``T`` whose schema default is ``v``."""
-
-    def __class_getitem__(cls, params: Any) -> Any:
-        if not isinstance(params, tuple) or len(params) != 2:
-            raise TypeError("use Default[T, value]")
-        kind, value = params
-        return typing.Annotated[kind, _DefaultMarker(value)]
 
 
-def _unwrap(annotation: Any) -> tuple[Any, Any, str | None]:
-    """(type, default or MISSING, marker 'cell'/'stream'/None)."""
-    default: Any = MISSING
-    mark: str | None = None
-    if typing.get_origin(annotation) is typing.Annotated:
-        args = typing.get_args(annotation)
-        annotation = args[0]
-        for extra in args[1:]:
-            if isinstance(extra, _DefaultMarker):
-                default = extra.value
-    origin = typing.get_origin(annotation)
-    if origin is not None and isinstance(origin, type) and issubclass(origin, Cell):
-        mark = "stream" if issubclass(origin, Stream) else "cell"
-        args = typing.get_args(annotation)
-        annotation = args[0] if args else Any
-        inner_type, inner_default, _ = _unwrap(annotation)
-        annotation = inner_type
-        if default is MISSING:
-            default = inner_default
-    elif isinstance(annotation, type) and issubclass(annotation, Cell):
-        mark = "stream" if issubclass(annotation, Stream) else "cell"
-        annotation = Any
-    return annotation, default, mark
 
 
-def schema_for(annotation: Any) -> tuple[dict[str, Any], Any, str | None]:
-    """JSON schema (through pydantic), default and Cell/Stream marker of an annotation."""
-    kind, default, mark = _unwrap(annotation)
-    schema: dict[str, Any] = {}
-    if kind is not Any and kind is not inspect.Parameter.empty:
-        try:
-            from pydantic import TypeAdapter
-
-            try:
-                schema = TypeAdapter(kind).json_schema(mode="serialization")
-            except Exception:
-                # pydantic refuses typing.TypedDict before Python 3.12, also nested
-                schema = TypeAdapter(_typeddict_compat(kind)).json_schema(mode="serialization")
-        except Exception:
-            schema = {}
-    schema.pop("title", None)
-    if mark == "cell":
-        schema["asCell"] = True
-    elif mark == "stream":
-        schema["asStream"] = True
-    if default is not MISSING:
-        schema["default"] = to_json_value(default)
-    return schema, default, mark
 
 
-def _typeddict_compat(tp: Any) -> Any:
-    """``tp`` with every ``typing.TypedDict`` in it rebuilt as a ``typing_extensions`` one.
-
-    pydantic refuses ``typing.TypedDict`` before Python 3.12, also nested
-    (``list[Item]``, ``Item | None``).
-    """
-    import typing_extensions
-
-    if typing.is_typeddict(tp) and type(tp).__module__ == "typing":
-        required = getattr(tp, "__required_keys__", frozenset())
-        fields: dict[str, Any] = {}
-        for name, hint in _resolve_hints(tp).items():
-            if typing.get_origin(hint) in (typing.Required, typing.NotRequired):
-                hint = typing.get_args(hint)[0]
-            hint = _typeddict_compat(hint)
-            wrap = typing_extensions.Required if name in required else typing_extensions.NotRequired
-            fields[name] = wrap[hint]
-        made = typing_extensions.TypedDict(tp.__name__, fields)  # type: ignore[operator]
-        made.__module__ = tp.__module__
-        return made
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is None or not args:
-        return tp
-    if origin is typing.Annotated:
-        return typing.Annotated[(_typeddict_compat(args[0]), *args[1:])]
-    new = tuple(_typeddict_compat(a) for a in args)
-    if new == args:
-        return tp
-    if origin in (typing.Union, types.UnionType):
-        return typing.Union[new]
-    try:
-        return origin[new if len(new) > 1 else new[0]]
-    except TypeError:
-        return tp
 
 
-def _hoist_defs(properties: dict[str, Any]) -> dict[str, Any]:
-    defs: dict[str, Any] = {}
-    for prop in properties.values():
-        if isinstance(prop, dict) and "$defs" in prop:
-            defs.update(prop.pop("$defs"))
-    return defs
 
 
-def _resolve_hints(fn: Callable[..., Any]) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(fn, include_extras=True)
-    except Exception:
-        return dict(getattr(fn, "__annotations__", {}))
 
 
-@dataclass
-class Param:
-    name: str
-    kind: inspect._ParameterKind
-    schema: dict[str, Any]
-    mark: str | None
-    plain: bool  # annotated with a plain (non-Cell) type
 
 
-def parameters(fn: Callable[..., Any], skip: int = 0) -> list[Param]:
-    hints = _resolve_hints(fn)
-    out: list[Param] = []
-    for i, (name, param) in enumerate(inspect.signature(fn).parameters.items()):
-        if i < skip:
-            continue
-        annotation = hints.get(name, inspect.Parameter.empty)
-        schema, default, mark = schema_for(annotation)
-        if default is MISSING and param.default is not inspect.Parameter.empty:
-            try:
-                schema["default"] = to_json_value(param.default)
-            except ValueError:
-                pass
-        plain = annotation is not inspect.Parameter.empty and mark is None
-        out.append(Param(name, param.kind, schema, mark, plain))
-    return out
 
 
-#: Signature-derived state of factories, per function shape (see ``_shape_key``).
-_shapes: dict[tuple[Any, ...], Any] = {}
-_SHAPES_MAX = 4096
 
 
-def _shape_key(fn: Callable[..., Any], kind: str) -> tuple[Any, ...] | None:
-    """A key under which ``fn``'s parameters and schemas are those of every function with it.
-
-    A body calling ``derive(x, lambda v: ...)``, ``computed(...)`` or
-    ``x.map(lambda e: ...)`` in a loop makes a new function per call, all with one
-    code object; inspecting the signature and building pydantic schemas for each
-    was most of the cost of such a node.  Only plain functions qualify whose
-    signature and hints follow from the code, the defaults (plain scalars, keyed
-    with their types: ``True`` is not ``1``) and annotations that are classes (a
-    string or generic annotation may resolve differently each time): ``None`` for
-    anything else.
-    """
-    if type(fn) is not types.FunctionType or fn.__dict__:  # no __wrapped__, __signature__
-        return None
-    for hint in fn.__annotations__.values():
-        if hint is not None and not isinstance(hint, type):
-            return None
-    defaults: list[Any] = []
-    for value in fn.__defaults__ or ():
-        if not _plain_default(value):
-            return None
-        defaults.append((type(value), value))
-    for name, value in (fn.__kwdefaults__ or {}).items():
-        if not _plain_default(value):
-            return None
-        defaults.append((name, type(value), value))
-    return (kind, fn.__code__, tuple(fn.__annotations__.items()), tuple(defaults))
 
 
-def _plain_default(value: Any) -> bool:
-    t = type(value)
-    return t is str or t is int or t is bool or value is None
 
 
-def _shaped(fn: Callable[..., Any], kind: str, make: Callable[[], T]) -> T:
-    """``make()``, cached under ``_shape_key(fn, kind)`` when there is one.
-
-    The cached objects (parameters, schemas) are shared by the factories of one
-    shape, as the nodes of one factory already share them; nothing mutates them.
-    """
-    key = _shape_key(fn, kind)
-    if key is None:
-        return make()
-    found = _shapes.get(key)
-    if found is None:
-        if len(_shapes) >= _SHAPES_MAX:  # re-executed notebook cells keep making code objects
-            _shapes.clear()
-        found = _shapes[key] = make()
-    return found
 
 
-def _arity(fn: Callable[..., Any]) -> int:
-    """``len(inspect.signature(fn).parameters)``, once per function shape."""
-    return _shaped(fn, "arity", lambda: len(inspect.signature(fn).parameters))
 
 
 # ---------------------------------------------------------------------------
 # closures
 
 
-def closure_inputs(fn: Callable[..., Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split a function's closure into captured refs/cells and constants."""
-    refs: dict[str, Any] = {}
-    constants: dict[str, Any] = {}
-    code = getattr(fn, "__code__", None)
-    closure = getattr(fn, "__closure__", None)
-    if code is None or not closure:
-        return refs, constants
-    for name, cell in zip(code.co_freevars, closure, strict=True):
-        try:
-            value = cell.cell_contents
-        except ValueError:
-            continue
-        if isinstance(value, Cell) and (isinstance(value, OpaqueRef) or value._id is not None):
-            refs[name] = value
-        elif _holds_refs(value):
-            refs[name] = value
-        else:
-            constants[name] = impls.constant_json(value)
-    return refs, constants
 
 
-def _holds_refs(value: Any) -> bool:
-    if isinstance(value, dict | list | tuple):
-        stack = [value]
-        while stack:
-            v = stack.pop()
-            if isinstance(v, Cell):
-                return True
-            if isinstance(v, dict):
-                stack.extend(v.values())
-            elif isinstance(v, list | tuple):
-                stack.extend(v)
-    return False
 
 
 # ---------------------------------------------------------------------------
@@ -595,8 +135,6 @@ class Factory:
         return str(self.module().get("hash"))
 
     def to_json(self) -> dict[str, Any]:
-        from cellkernel.patterns.factories import factory_sigil
-
         return factory_sigil(self)
 
     def __ck_to_json__(self) -> dict[str, Any]:
@@ -606,8 +144,6 @@ class Factory:
         return self.module().get("hash")
 
     def curry(self, value: Any, arg_index: int | None = None) -> Factory:
-        from cellkernel.patterns.factories import curry
-
         return curry(self, value, arg_index)
 
     def __eq__(self, other: object) -> bool:
@@ -655,8 +191,6 @@ class LiftFactory(Factory):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.curried:  # SPEC §8: curried arguments take their places first
-            from cellkernel.patterns.factories import apply_curried_call
-
             merged, kwargs = apply_curried_call(self, args, kwargs)
             args = tuple(merged)
         frame = current_frame()
@@ -713,40 +247,6 @@ def _python_module(fn: Callable[..., Any], constants: dict[str, Any] | None) -> 
     return module
 
 
-def add_node(
-    frame: BuilderFrame,
-    helper: str,
-    module: dict[str, Any],
-    binding: Any,
-    inputs: list[str],
-    impl: str | None,
-    config: JSON,
-    schema: Any,
-    *,
-    stream: bool = False,
-    name: str | None = None,
-    initial: Any = MISSING,
-    normalized: bool = False,
-) -> OpaqueRef[Any]:
-    """Record a node and its output cell; return a ref to the output.
-
-    ``normalized``: ``binding`` is made of ``bind`` results (plain JSON already), so
-    the pattern hash need not check it (see ``_graph_digest``).
-    """
-    out = frame.new_cell(helper, impl, inputs, config, schema, stream)
-    if stream:
-        out.initial = {"$stream": True}
-    elif initial is not MISSING:
-        out.initial = initial
-    node = {"helper": helper, "module": module, "inputs": binding, "outputs": out.key}
-    if config is not None:
-        node["config"] = config
-    if name:
-        node["name"] = name
-    if not normalized:
-        frame.loose.append(len(frame.nodes))
-    frame.nodes.append(node)
-    return OpaqueRef(out, (), schema, frame)
 
 
 def lift(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
@@ -806,8 +306,6 @@ class HandlerFactory(Factory):
             raise CapabilityError("bind", "handler", "outside a pattern body")
         curried_event: list[list[Any]] = []
         if self.curried:  # SPEC §8: curried state merges by name; index 0 is the event
-            from cellkernel.patterns.factories import apply_curried_state
-
             state, curried_event = apply_curried_state(self, state)
         refs, constants = closure_inputs(self.fn)
         module = self.module(constants)
@@ -948,8 +446,6 @@ class Pattern(Factory):
 
     def _node(self, frame: BuilderFrame, argument: Any, helper: str = "pattern") -> OpaqueRef[Any]:
         if self.curried:  # SPEC §8: curried values merge into the argument object
-            from cellkernel.patterns.factories import merge_argument
-
             argument = merge_argument(self, argument)
         registry.register_pattern(self)
         inputs: list[str] = []
@@ -1040,8 +536,6 @@ def _trace(body: Callable[[BuilderFrame], Any], name: str, argument_schema: Any,
            result_schema: Any, parent: BuilderFrame | None = None
            ) -> tuple[dict[str, Any], list[tuple[str, OpaqueRef[Any]]], list[int]]:
     """``trace``, plus the nodes whose binding ``bind`` did not make (for ``_graph_digest``)."""
-    from cellkernel.patterns.runner import collector_paused
-
     with collector_paused():  # the graph's objects all survive: no collections meanwhile
         frame = BuilderFrame(parent if parent is not None else current_frame(), name)
         token = _frames.set(frame)
@@ -1070,134 +564,20 @@ def _trace(body: Callable[[BuilderFrame], Any], name: str, argument_schema: Any,
 # pattern hashes
 
 
-def _digest(graph: Any) -> str:
-    """SHA-256 over the graph as stored (2.0 -> 2), so a graph read back hashes the same."""
-    text = json.dumps(to_json_value(graph), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _graph_digest(graph: dict[str, Any], loose: Sequence[int]) -> str:
-    """``_digest(graph)`` for a graph ``_trace`` just built, without the normalised copy.
-
-    Copying the whole graph through ``to_json_value`` was most of the cost of
-    defining a large pattern.  The bindings (the bulk) come from ``bind`` and are
-    plain JSON already; when the other parts that may hold non-canonical values
-    (schemas, modules, configs, causes, initial values) are plain too, the graph
-    dumps to the same text as its normalised copy.  Otherwise: the generic path.
-    """
-    if _graph_is_plain(graph, loose):
-        return _plain_digest(graph)
-    return _digest(graph)
 
 
-# no cycles to look for: bind makes fresh trees, and _walk_plain refuses a container met twice
-_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False).encode
-_CHUNK = 100
 
 
-def _plain_digest(graph: dict[str, Any]) -> str:
-    """SHA-256 of ``json.dumps(graph, sort_keys=True, separators=(",", ":"))``, in pieces.
-
-    One ``json.dumps`` of a 100 000-node graph builds a 50 MB text out of
-    millions of small strings, and took twice as long as encoding the node and
-    cell lists a hundred at a time and feeding each piece to the hash.
-    """
-    digest = hashlib.sha256()
-    opening = "{"
-    for key in sorted(graph):
-        value = graph[key]
-        digest.update(f"{opening}{_encode(key)}:".encode())
-        opening = ","
-        if type(value) is list and len(value) > _CHUNK:
-            digest.update(b"[")
-            for start in range(0, len(value), _CHUNK):
-                if start:
-                    digest.update(b",")
-                # the items of one piece, without its brackets
-                digest.update(memoryview(_encode(value[start:start + _CHUNK]).encode())[1:-1])
-            digest.update(b"]")
-        else:
-            digest.update(_encode(value).encode())
-    digest.update(b"}")
-    return digest.hexdigest()
 
 
-def _graph_is_plain(graph: dict[str, Any], loose: Sequence[int]) -> bool:
-    """Whether ``to_json_value(graph)`` equals ``graph`` (trusting the bindings ``bind`` made)."""
-    ok: set[int] = set()  # containers found plain: the 10 000 nodes of a lift share one module
-    for key in ("name", "argumentSchema", "resultSchema", "initial"):
-        if not _is_plain(graph[key], ok):
-            return False
-    unchecked = set(loose)
-    for i, node in enumerate(graph["nodes"]):
-        trusted = node["inputs"] if i not in unchecked else None
-        for value in node.values():
-            if type(value) is str or value is trusted or id(value) in ok:
-                continue
-            if not _is_plain(value, ok):
-                return False
-    for cell in graph["cells"]:
-        for value in cell.values():
-            t = type(value)
-            if t is str or t is int or value is None or id(value) in ok:
-                continue
-            if t is list:  # the input keys
-                for item in value:
-                    if type(item) is not str:
-                        break
-                else:
-                    continue
-            if not _is_plain(value, ok):
-                return False
-    return True
 
 
-def _is_plain(value: Any, ok: set[int]) -> bool:
-    """Whether ``to_json_value(value)`` equals ``value``; ``ok`` holds containers found plain."""
-    t = type(value)
-    if t is str or t is int or t is bool or value is None:
-        return True
-    if t is float:
-        return _plain_float(value)
-    if t is not dict and t is not list:
-        return False
-    if id(value) in ok:
-        return True
-    if not _walk_plain(value):
-        return False
-    ok.add(id(value))  # the graph keeps it alive (and its id unique) while the hash is made
-    return True
 
 
-def _walk_plain(value: dict[str, Any] | list[Any]) -> bool:
-    stack: list[Any] = [value]
-    visited: set[int] = set()
-    while stack:
-        v = stack.pop()
-        t = type(v)
-        if t is dict or t is list:
-            ident = id(v)
-            if ident in visited:  # shared or cyclic: leave it to the generic walk
-                return False
-            visited.add(ident)
-            if t is dict:
-                for k in v:
-                    if type(k) is not str:
-                        return False
-                stack.extend(v.values())
-            else:
-                stack.extend(v)
-        elif t is float:
-            if not _plain_float(v):
-                return False
-        elif not (t is str or t is int or t is bool or v is None):
-            return False
-    return True
 
 
-def _plain_float(x: float) -> bool:
-    """``to_json_value`` refuses non-finite floats and turns 0.0 and integral ones into ints."""
-    return x - x == 0.0 and x != 0.0 and not (x.is_integer() and abs(x) < 2**53)
 
 
 def _name_result_cells(frame: BuilderFrame, returned: Any) -> None:

@@ -10,7 +10,11 @@ from typing import Any
 
 from cellkernel.errors import CapabilityError
 from cellkernel.patterns import registry
-from cellkernel.patterns.builder import LiftFactory, OpaqueRef, add_node, bind, current_frame
+from cellkernel.patterns.builder import Factory, LiftFactory, Pattern
+from cellkernel.patterns.builtin_lifts import format_template
+from cellkernel.patterns.materialize import as_pattern
+from cellkernel.patterns.run_context import runtime_frame
+from cellkernel.patterns.tracing import OpaqueRef, add_node, bind, current_frame
 
 
 def _frame(name: str) -> Any:
@@ -43,12 +47,7 @@ def unless(cond: Any, value: Any) -> OpaqueRef[Any]:
     return _select("unless", {"cond": cond, "value": value})
 
 
-def _format(template: str, **values: Any) -> str:
-    return template.format(**values)
-
-
-registry.register_builtin("fmt", _format)
-_fmt = LiftFactory(_format, helper="fmt", builtin="fmt")
+_fmt = LiftFactory(format_template, helper="fmt", builtin="fmt")
 
 
 def fmt(template: str, **refs: Any) -> Any:
@@ -65,16 +64,11 @@ def instantiate(pattern: Any, inputs: Any = None) -> Any:
     """
     frame = current_frame()
     if frame is None:
-        from cellkernel.patterns.factories import as_pattern
-        from cellkernel.patterns.runner import runtime_frame
-
         rframe = runtime_frame.get()
         if rframe is None:
             raise CapabilityError("call", "instantiate", "outside a pattern body or handler")
         # as_pattern reads a cell holding a factory; a plain dict is a sigil (dict.get is no read)
         return rframe.instantiate(as_pattern(pattern, rframe.runner.rt), inputs or {})
-    from cellkernel.patterns.builder import Factory, Pattern
-
     if isinstance(pattern, Factory) and not isinstance(pattern, Pattern):
         raise TypeError(f"instantiate() needs a pattern factory, got the {pattern.kind} factory "
                         f"{getattr(pattern, '__name__', '?')}")

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cellkernel.errors import UnknownImplementationError
+from cellkernel.patterns.builtin_lifts import BUILTIN_LIFTS
 from cellkernel.patterns.fingerprints import fingerprint_function, node_text, text_digest
 
 # ---------------------------------------------------------------------------
@@ -119,8 +120,6 @@ _functions: dict[str, Callable[..., Any]] = {}
 _defined: dict[tuple[str, str], weakref.WeakSet[Any]] = {}
 #: pattern graph hash -> pattern
 _patterns: dict[str, Any] = {}
-#: builtin name -> its lift function (filled by ``cellkernel.patterns.builtins`` only)
-_builtins: dict[str, Callable[..., Any]] = {}
 
 
 def define_factory(factory: DefinedFactory) -> None:
@@ -161,13 +160,9 @@ def forget_pattern(digest: str) -> None:
     _patterns.pop(digest, None)
 
 
-def register_builtin(name: str, fn: Callable[..., Any]) -> None:
-    _builtins[name] = fn
-
-
 def builtin(name: str) -> Callable[..., Any] | None:
     """The builtin lift ``name`` from the fixed table, or None."""
-    return _builtins.get(name)
+    return BUILTIN_LIFTS.get(name)
 
 
 # ---------------------------------------------------------------------------

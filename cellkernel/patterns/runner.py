@@ -18,565 +18,117 @@ the author function never runs again.
 from __future__ import annotations
 
 import contextlib
-import functools
-import gc
 import inspect
-import logging
-import types
-import typing
 import uuid
 from collections.abc import Callable, Iterator
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from cellkernel.data import schema as schemas
-from cellkernel.data.identity import create_ref
-from cellkernel.data.links import is_link, is_sigil, make_link, parse_link
-from cellkernel.data.values import MISSING, SCALAR_TYPES, json_equal, to_json_value
-from cellkernel.errors import CapabilityError, CellkernelError, UnknownImplementationError
+from cellkernel.data.links import is_link, make_link, parse_link
+from cellkernel.data.values import MISSING, json_equal, to_json_value
+from cellkernel.errors import (
+    CapabilityError,
+    InstanceStoppedError,
+    UnknownImplementationError,
+)
 from cellkernel.patterns import registry
-from cellkernel.reactive.cells import Cell, DocDict, materialize, resolve
+from cellkernel.patterns.arguments import (
+    _argument_reader,
+    _checkers,
+    _fn_checkers,
+    _is_async,
+    _marks,
+    _param_validators,
+)
+from cellkernel.patterns.builder import Pattern
+from cellkernel.patterns.curry import merge_argument, resolve_self
+from cellkernel.patterns.gc_pause import collector_paused
+from cellkernel.patterns.instances import Instance, RunningNode, RuntimeFrame
+from cellkernel.patterns.materialize import as_pattern
+from cellkernel.patterns.plan import (
+    concretize,
+    derive_id,
+    extract_defaults,
+    instance_count_id,
+    instance_entry_id,
+    merge_under,
+    pattern_doc_cause,
+    plan,
+    space_root_id,
+)
+from cellkernel.patterns.run_context import rebind, runtime_frame
+from cellkernel.patterns.sigils import identity
+from cellkernel.patterns.snapshot import GraphSnapshot
+from cellkernel.reactive.cells import Cell, materialize, resolve
 from cellkernel.reactive.scheduler import Action, EventHandler
 
 if TYPE_CHECKING:
-    from cellkernel.patterns.builder import Pattern
     from cellkernel.runtime import Runtime
     from cellkernel.store.transactions import Transaction
 
-cause_log = logging.getLogger("cellkernel.causes")
 
 GRAPH_VERSION = 1
 
-class InstanceStoppedError(CellkernelError):
-    """An event was sent to a stream of a stopped instance."""
 
 
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while an instance starts.
-
-    Starting a large instance allocates many long-lived objects (records,
-    actions, closures); each allocation burst would trigger collections that
-    walk the whole growing heap, about half the start time at 10 000 nodes.
-    Nothing started here is garbage, so the pause frees nothing late; the
-    collector is switched back on (if it was on) when the start ends.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            # What the start allocated would otherwise all be walked by the very next
-            # young collection; hand it to the oldest generation instead (freeze, then
-            # unfreeze, moves objects there without a walk), where it is collected in
-            # the normal course of full collections.
-            gc.freeze()
-            gc.unfreeze()
-            gc.enable()
 
 
-def derive_id(components: Any) -> str:
-    return "of:" + str(create_ref({}, components))
-
-
-def pattern_doc_cause(digest: str) -> dict[str, str]:
-    return {"pattern": digest}
 
 
 # ---------------------------------------------------------------------------
 # plan
 
 
-def _concrete_input(token: str, ids: dict[str, str]) -> str:
-    if token.startswith("of:"):
-        return token
-    key, _, rest = token.partition("/")
-    base = ids[key]
-    return f"{base}/{rest}" if rest else base
 
 
-def concretize(binding: Any, ids: dict[str, str], space: str,
-               links: dict[tuple[str, ...], dict[str, Any]] | None = None) -> Any:
-    """Replace ``$alias`` bindings by write-redirect links to concrete cells (iterative).
-
-    With ``links``, an alias to one key of a cell (the usual binding) becomes one
-    shared link object per target: thousands of nodes of an instance bind the
-    same few inputs, and the records are stored as they are, never edited.
-    """
-    root: list[Any] = [binding]
-    stack: list[tuple[Any, Any]] = [(root, 0)]
-    while stack:
-        holder, key = stack.pop()
-        value = holder[key]
-        if type(value) is dict:
-            alias = value.get("$alias") if len(value) == 1 else None
-            if alias is not None:
-                path = alias["path"]
-                if links is not None and len(path) == 1 and type(path[0]) is str:
-                    target = (alias["cell"], path[0])
-                    link = links.get(target)
-                    if link is None:
-                        link = links[target] = make_link(space, ids[target[0]], path, None, True)
-                    holder[key] = link
-                else:
-                    holder[key] = make_link(space, ids[alias["cell"]], path, None, True)
-                continue
-            if is_sigil(value):  # links, and factory sigils whose graphs are data (SPEC §8)
-                continue
-            copy = dict(value)
-            holder[key] = copy
-            for k, v in copy.items():  # scalars stay as they are: only containers are visited
-                if type(v) is dict or type(v) is list:
-                    stack.append((copy, k))
-        elif type(value) is list:
-            copy_l = list(value)
-            holder[key] = copy_l
-            for i, v in enumerate(copy_l):
-                if type(v) is dict or type(v) is list:
-                    stack.append((copy_l, i))
-    return root[0]
 
 
-def plan(rt: Runtime, graph: dict[str, Any], result_id: str, space: str) -> tuple[dict[str, str], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Concrete ids, node records and snapshot cells for one instance."""
-    ids: dict[str, str] = {"self": result_id}
-    arg_components = {"parent": result_id, "helper": "argument"}
-    ids["argument"] = derive_id(arg_components)
-    snap_cells: list[dict[str, Any]] = [
-        {"id": ids["argument"], "name": "argument", "capability": "cell", "cause": arg_components},
-    ]
-    debug = rt.debug
-    if debug:
-        cause_log.debug("cause argument argument -> %s %s", ids["argument"], arg_components,
-                        extra={"cell_id": ids["argument"], "components": arg_components})
-    concrete: dict[str, str] = {}  # input token -> concrete id (thousands of cells share a few)
-
-    def concrete_input(token: str) -> str:
-        found = concrete.get(token)
-        if found is None:
-            found = concrete[token] = _concrete_input(token, ids)
-        return found
-
-    for cell in graph["cells"]:
-        if "cause" in cell:
-            components: dict[str, Any] = {"parent": result_id, "cause": cell["cause"]}
-        else:
-            components = {
-                "parent": result_id,
-                "helper": cell["helper"],
-                "impl": cell["impl"],
-                "inputs": sorted([concrete_input(i) for i in cell["inputs"]]),
-                "index": cell["index"],
-                "config": cell["config"],
-            }
-        cell_id = derive_id(components)
-        ids[cell["key"]] = cell_id
-        if debug:
-            cause_log.debug("cause %s %s -> %s %s", cell.get("name") or cell["key"], cell["helper"],
-                            cell_id, components, extra={"cell_id": cell_id, "components": components})
-        entry: dict[str, Any] = {
-            "id": cell_id,
-            "name": cell.get("name"),
-            "helper": cell["helper"],
-            "capability": "stream" if cell.get("stream") else "cell",
-            "cause": components,
-        }
-        if cell.get("schema") is not None:
-            entry["schemaHash"] = _schema_hash(cell["schema"])
-        snap_cells.append(entry)
-    records: list[dict[str, Any]] = []
-    shared_links: dict[tuple[str, ...], dict[str, Any]] = {}
-    by_key = {c["key"]: c for c in graph["cells"]}
-    for node in graph["nodes"]:
-        out_id = ids[node["outputs"]]
-        cell = by_key[node["outputs"]]
-        record: dict[str, Any] = {
-            "id": "node:" + out_id[3:],
-            "helper": node["helper"],
-            "name": node.get("name"),
-            "module": node["module"],
-            "inputs": sorted({concrete_input(i).split("/", 1)[0] for i in cell.get("inputs", [])}),
-            "outputs": [out_id],
-            "bindings": concretize(node["inputs"], ids, space, shared_links),
-        }
-        if node.get("config") is not None:
-            record["config"] = node["config"]
-        records.append(record)
-    return ids, records, snap_cells
 
 
-_schema_hashes: dict[str, str] = {}
 
 
-_schema_hashes_by_object: dict[int, tuple[Any, str]] = {}
 
 
-def _schema_hash(schema: Any) -> str:
-    """A short content hash of a schema, cached by its canonical text.
-
-    Also cached by object for the schemas of a pattern's graph (read-only, and
-    met once per cell on every start), so a large start serialises each once.
-    """
-    known = _schema_hashes_by_object.get(id(schema))
-    if known is not None and known[0] is schema:
-        return known[1]
-    text = schemas.canonical(schema)
-    found = _schema_hashes.get(text)
-    if found is None:
-        found = _schema_hashes[text] = str(create_ref({}, {"schema": schema}))[-16:]
-    if len(_schema_hashes_by_object) > 65_536:
-        _schema_hashes_by_object.clear()
-    _schema_hashes_by_object[id(schema)] = (schema, found)
-    return found
 
 
-def extract_defaults(schema: Any) -> Any:
-    """The default argument a schema implies (nested objects included)."""
-    schema = schemas.resolve_ref(schema, schema)
-    if not isinstance(schema, dict):
-        return None
-    if "default" in schema:
-        return schema["default"]
-    props = schema.get("properties")
-    if not isinstance(props, dict):
-        return None
-    out = {}
-    for key, sub in props.items():
-        value = extract_defaults(schemas.resolve_ref(sub, schema))
-        if value is not None:
-            out[key] = value
-    return out or None
 
 
-def merge_under(defaults: Any, given: Any) -> Any:
-    """``given`` wins; dicts merge key by key; links count as values."""
-    if given is None:
-        return defaults
-    if isinstance(defaults, dict) and isinstance(given, dict) and not is_link(given):
-        out = dict(defaults)
-        for k, v in given.items():
-            out[k] = merge_under(defaults.get(k), v)
-        return out
-    return given
 
 
 # ---------------------------------------------------------------------------
 # running nodes
 
 
-class RunningNode:
-    """Whatever a node record started: actions, handlers, child instances."""
-
-    def __init__(self, record: dict[str, Any]) -> None:
-        self.record = record
-        self.actions: list[Action] = []
-        self.handlers: list[EventHandler] = []
-        self.children: dict[str, Instance] = {}
-
-    def stop(self, runner: Runner) -> None:
-        for action in self.actions:
-            runner.rt.scheduler.unsubscribe(action)
-        for handler in self.handlers:
-            runner.rt.scheduler.remove_handler(handler)
-            runner._stopped_streams.add(handler.stream)
-        for child in list(self.children.values()):
-            child.stop()
-        self.children.clear()
 
 
-class Instance:
-    """A running pattern: its result cell, its nodes, its dynamic children."""
-
-    def __init__(self, runner: Runner, result_id: str, space: str, parent: Instance | None) -> None:
-        self.runner = runner
-        self.result_id = result_id
-        self.space = space
-        self.parent = parent
-        self.nodes: dict[str, RunningNode] = {}
-        self.children: dict[str, Instance] = {}
-        self.generation = 0
-        self.pattern_hash: str | None = None
-        self.stopped = False
-
-    @property
-    def result(self) -> Cell[Any]:
-        return Cell(self.runner.rt, self.space, self.result_id)
-
-    def stop(self) -> None:
-        if self.stopped:
-            return
-        self.stopped = True
-        for node in self.nodes.values():
-            node.stop(self.runner)
-        for child in list(self.children.values()):
-            child.stop()
-        self.children.clear()
-        self.runner.instances.pop((self.space, self.result_id), None)
 
 
-#: Set while a lift or handler runs (a "runtime frame"); the builder reads it to know
-#: whether a factory is called at definition time or inside a running node.
-runtime_frame: ContextVar[Any] = ContextVar("cellkernel_runtime_frame", default=None)
 
 
-def rebind(fn: Callable[..., Any], values: dict[str, Any]) -> Callable[..., Any]:
-    """A copy of ``fn`` whose closure cells hold ``values`` instead of refs."""
-    if not values or not isinstance(fn, types.FunctionType):
-        return fn
-    cells = []
-    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=True):
-        cells.append(types.CellType(values[name]) if name in values else cell)
-    clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, tuple(cells))
-    clone.__kwdefaults__ = fn.__kwdefaults__
-    return clone
 
 
-class RuntimeFrame:
-    """Context of a running lift or handler: new cells and child instances."""
-
-    __slots__ = ("cause", "counter", "created", "instance", "kind", "node", "runner", "tx")
-
-    def __init__(self, runner: Runner, instance: Instance, node: RunningNode, tx: Transaction,
-                 cause: Any, kind: str) -> None:
-        self.runner = runner
-        self.instance = instance
-        self.node = node
-        self.tx = tx
-        self.cause = cause
-        self.kind = kind
-        self.counter = 0
-        self.created: set[str] = set()
-
-    def new_cell(self, value: Any, schema: Any) -> Cell[Any]:
-        cell = PendingCell(self.runner.rt, None, None, (), schema)
-        cell._initial = to_json_value(value)
-        cell._rframe = self
-        self.counter += 1
-        cell._seq = self.counter
-        return cell
-
-    def instantiate(self, pattern: Any, argument: Any) -> Cell[Any]:
-        self.counter += 1
-        digest = pattern.hash if hasattr(pattern, "hash") else str(pattern)
-        result_id = derive_id({"parent": self.cause, "instantiate": digest, "n": self.counter})
-        self.created.add(result_id)
-        runner = self.runner
-        is_new = (self.instance.space, result_id) not in runner.instances
-        if self.kind == "lift":  # readers of the lift's output read through to the child
-            with runner._creating(self.instance.space, self.node.record["outputs"][0]):
-                child = runner._run(pattern, argument, result_id=result_id, tx=self.tx,
-                                    parent=self.instance, owner=self.node)
-        else:
-            child = runner._run(pattern, argument, result_id=result_id, tx=self.tx,
-                                parent=self.instance, owner=self.node)
-        if is_new:
-            # if this run's transaction never lands (an exception, or a commit conflict
-            # that is then retried), the child it started must not keep running
-            self.tx.on_abort.append(functools.partial(_stop_unlanded_child, self.node, result_id))
-        if self.kind == "handler":  # SPEC §8: it survives rt.resume with its parent
-            self.runner._remember_child(self.tx, self.instance, self.node, result_id)
-        return child.result
 
 
-def _stop_unlanded_child(node: RunningNode, child_id: str, _tx: Transaction) -> None:
-    child = node.children.pop(child_id, None)
-    if child is not None:
-        child.stop()
 
 
-class PendingCell(Cell[Any]):
-    """``Cell.of(...)`` inside a lift or handler: connected on first use.
-
-    Without ``.for_()`` its cause includes the frame's (new per event in a
-    handler, stable in a lift); with ``.for_(cause)`` it is named within the
-    instance, so the same name reaches the same document from every event.
-    """
-
-    __slots__ = ("_rframe", "_seq")
-
-    def _connect_now(self) -> None:
-        frame: RuntimeFrame = self._rframe
-        if self._cause is not None:
-            components: Any = {"parent": frame.instance.result_id, "for": self._cause}
-        else:
-            components = {"parent": frame.cause, "cell": self._seq}
-        self._space = frame.instance.space
-        self._id = derive_id(components)
-        tx = frame.tx if frame.tx.status == "open" else None
-        if tx is not None:
-            if not tx.exists(self._space, self._id):
-                tx.write(self._space, self._id, (), self._initial)
-        else:
-            rt = frame.runner.rt
-            target = Cell(rt, self._space, self._id)
-            if target.get_raw() is None:
-                target.set(self._initial)
-
-    def _check(self, operation: str) -> None:
-        if self._id is None:
-            self._connect_now()
-        super()._check(operation)
-
-    def get_as_link(self, base_space: str | None = None, include_schema: bool = False) -> dict[str, Any]:
-        if self._id is None:
-            self._connect_now()
-        return super().get_as_link(base_space, include_schema)
 
 
-@functools.lru_cache(maxsize=4096)
-def _fn_validators(fn: Callable[..., Any]) -> dict[str, Any]:
-    """Validators a function's annotations imply: computed once per function, not per node."""
-    return _param_validators(_fn_argument_schema(fn))
 
 
-@functools.lru_cache(maxsize=4096)
-def _marks(fn: Callable[..., Any]) -> dict[str, str]:
-    """Per parameter: 'cell' (Cell[T] or unannotated handler state), 'plain' or 'any'."""
-    try:
-        hints = typing.get_type_hints(fn, include_extras=True)
-    except Exception:
-        hints = dict(getattr(fn, "__annotations__", {}))
-    marks: dict[str, str] = {}
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return marks
-    for name in params:
-        ann = hints.get(name, inspect.Parameter.empty)
-        if typing.get_origin(ann) is typing.Annotated:
-            ann = typing.get_args(ann)[0]
-        origin = typing.get_origin(ann) or ann
-        if isinstance(origin, type) and issubclass(origin, Cell):
-            marks[name] = "cell"
-        elif ann is inspect.Parameter.empty or ann is typing.Any:
-            marks[name] = "any"
-        else:
-            marks[name] = "plain"
-    return marks
 
 
-def _param_validators(schema: Any) -> dict[str, Any]:
-    props = schema.get("properties", {}) if isinstance(schema, dict) else {}
-    out = {}
-    for name, sub in props.items():
-        if isinstance(sub, dict) and (set(sub) - {"default", "asCell", "asStream", "description"}):
-            if "$defs" in schema:
-                sub = {**sub, "$defs": schema["$defs"]}
-            if not sub.get("asCell") and not sub.get("asStream"):
-                out[name] = sub
-    return out
 
 
-def _fn_argument_schema(fn: Callable[..., Any]) -> Any:
-    """The argument schema a lift's annotations imply (records carry none)."""
-    from cellkernel.patterns.builder import _hoist_defs, parameters
-
-    try:
-        props = {p.name: p.schema for p in parameters(fn)}
-    except (TypeError, ValueError):
-        return None
-    schema: dict[str, Any] = {"type": "object", "properties": props}
-    defs = _hoist_defs(props)
-    if defs:
-        schema["$defs"] = defs
-    return schema
 
 
-def _checkers(validators: dict[str, Any]) -> dict[str, Callable[[Any], bool]]:
-    """Compiled argument checks by parameter name (parameters that accept anything left out)."""
-    return {name: c for name, schema in validators.items()
-            if (c := schemas.checker(schema)) is not None}
 
 
-@functools.lru_cache(maxsize=4096)
-def _fn_checkers(fn: Callable[..., Any]) -> dict[str, Callable[[Any], bool]]:
-    """``_checkers`` of a function's annotations: once per function, not per node."""
-    return _checkers(_fn_validators(fn))
 
 
-@functools.lru_cache(maxsize=4096)
-def _is_async(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn)
 
 
-#: the binding ``_argument_reader`` parsed last, its space and its Link (see ``concretize``)
-_last_parsed: tuple[Any, str, Any] = (None, "", None)
 
 
-def _argument_reader(rt: Runtime, binding: Any, space: str, out_id: str, mark: str,
-                     is_async: bool, reads: list[Any]) -> Callable[[Transaction], Any]:
-    """A function that reads one lift argument in a run's transaction.
-
-    Built once per node: the binding's link is parsed here, so a run resolves
-    and reads it; a scalar read through a schema-less link is returned as is
-    (what ``materialize`` would return), anything else goes through
-    ``materialize``.  ``Cell[T]`` parameters get a Cell on the link.
-
-    Appends to ``reads`` the address a run reads first for this argument (a
-    plain link's target), or None when that is not known before the run.
-    """
-    if not is_link(binding):
-        if binding is None or type(binding) in SCALAR_TYPES:
-            return lambda _tx: binding
-        reads.append(None)  # materialize reads what the value links to: not known here
-        return lambda tx: materialize(rt, tx, binding, space, out_id, (), None, True, False)
-    global _last_parsed
-    last = _last_parsed
-    if last[0] is binding and last[1] == space:  # nodes of one start share their links
-        link = last[2]
-    else:
-        link = parse_link(binding, space)
-        _last_parsed = (binding, space, link)
-    if mark == "cell":
-        reads.append(None)  # the lift reads the cell itself, if at all
-        return lambda tx: Cell(rt, link.space, link.id, link.path, None, None if is_async else tx)
-    link_space, link_id, link_path, link_schema = link.space, link.id, link.path, link.schema
-    reads.append((link_space, link_id, link_path))
-    # One key (not "/") of a document: a stored link at the root would make it MISSING.
-    one_hop = link_schema is None and (
-        not link_path or (len(link_path) == 1 and link_path[0] != "/")
-    )
-    parsed: list[Any] = [None, None]  # the last inner link met, and its parse
-
-    def read(tx: Transaction) -> Any:
-        if one_hop:
-            # the usual binding: one key of a plain document (the instance's argument)
-            value = tx.read(link_space, link_id, link_path)  # tracked, as resolve does
-            if value is not MISSING:
-                if type(value) in SCALAR_TYPES:
-                    return value
-                if type(value) is dict and is_link(value):  # e.g. a map element's document
-                    if value is parsed[0]:
-                        inner = parsed[1]
-                    else:
-                        inner = parse_link(value, link_space)
-                        parsed[0], parsed[1] = value, inner
-                    if not inner.path and inner.schema is None:
-                        # a whole document of scalars: what materialize makes of it, directly
-                        target = tx.read(inner.space, inner.id, ())  # tracked, as resolve does
-                        if type(target) is dict and "/" not in target and "$stream" not in target:
-                            for field in target.values():
-                                if type(field) not in SCALAR_TYPES and field is not None:
-                                    break
-                            else:
-                                return DocDict(target, Cell(rt, inner.space, inner.id, (), None))
-                    sp, eid, p, seen_schema = resolve(tx, inner.space, inner.id, inner.path)
-                    schema = seen_schema if seen_schema is not None else inner.schema
-                    value = tx.read(sp, eid, p, track=False)
-                    if schema is None and type(value) in SCALAR_TYPES:
-                        return value
-                    return materialize(rt, tx, value, sp, eid, p, schema, True, True)
-                # no link on the way: what resolve would find, without reading it again
-                return materialize(rt, tx, value, link_space, link_id, link_path, None, True, True)
-        sp, eid, p, seen_schema = resolve(tx, link_space, link_id, link_path)
-        value = tx.read(sp, eid, p, track=False)
-        schema = link_schema if link_schema is not None else seen_schema
-        if schema is None and type(value) in SCALAR_TYPES:
-            return value
-        return materialize(rt, tx, value, sp, eid, p, schema, True, True)
-
-    return read
 
 
 class Runner:
@@ -592,7 +144,6 @@ class Runner:
     # -- public ---------------------------------------------------------------
 
     def run(self, pattern: Any, argument: Any = None, cause: Any = None) -> Cell[Any]:
-        from cellkernel.patterns.builder import Pattern
 
         if not isinstance(pattern, Pattern):
             pattern = self._as_pattern(pattern)
@@ -611,7 +162,6 @@ class Runner:
         return Cell(self.rt, instance.space, result_id, (), pattern.result_schema or None)
 
     def _as_pattern(self, value: Any) -> Pattern:
-        from cellkernel.patterns.builder import Pattern
 
         if isinstance(value, Pattern):
             return value
@@ -658,7 +208,6 @@ class Runner:
         return self.instances.get((result.space or self.rt.space, result.entity_id or ""))
 
     def snapshot(self, result: Cell[Any]) -> Any:
-        from cellkernel.patterns.snapshot import GraphSnapshot
 
         tx = self.rt.read_tx()
         doc = tx.document(result.space or self.rt.space, result.entity_id or "")
@@ -692,14 +241,12 @@ class Runner:
     def _run(self, pattern: Any, argument: Any, *, result_id: str, tx: Transaction,
              parent: Instance | None, owner: RunningNode | None = None,
              space: str | None = None) -> Instance:
-        from cellkernel.patterns.builder import Pattern
 
         if not isinstance(pattern, Pattern):
             pattern = self._as_pattern(pattern)
         space = space or (parent.space if parent is not None else self.rt.space)
         graph = pattern.graph
         registry.register_pattern(pattern)
-        from cellkernel.patterns.factories import merge_argument, resolve_self
 
         argument = merge_argument(pattern, argument)  # curried arguments (SPEC §8)
         ids, records, snap_cells = plan(self.rt, graph, result_id, space)
@@ -815,7 +362,6 @@ class Runner:
                     work.append(sub)
 
     def pattern_by_hash(self, digest: str, space: str) -> Pattern:
-        from cellkernel.patterns.builder import Pattern
 
         found = registry.registered_pattern(digest)
         if found is not None:
@@ -877,7 +423,6 @@ class Runner:
 
     def _resume(self, result_id: str, space: str, tx: Transaction, parent: Instance | None,
                 owner: RunningNode | None = None) -> Instance:
-        from cellkernel.patterns.snapshot import GraphSnapshot
 
         doc = tx.document(space, result_id)
         graph = doc.meta.get("graph") if doc.meta else None
@@ -906,8 +451,6 @@ class Runner:
         if kind == "python":
             return registry.resolve_function(module, self.rt.trust)
         if kind == "builtin":
-            if module["ref"] in ("fmt",) and registry.builtin(module["ref"]) is None:
-                from cellkernel.patterns import builtins  # noqa: F401  (registers its lifts)
             return registry.builtin(module["ref"])
         return None
 
@@ -1147,7 +690,6 @@ class Runner:
             op = self.pattern_by_hash(op_hash, space)
             if is_link(list_b):
                 link = parse_link(list_b, space)
-                from cellkernel.reactive.cells import resolve
 
                 sp, eid, path, _s = resolve(tx, link.space, link.id, link.path)
                 raw = tx.read(sp, eid, path, track=False)
@@ -1238,7 +780,6 @@ class Runner:
         state: dict[str, Any] = {"hash": None}
 
         def run(tx: Transaction) -> None:
-            from cellkernel.patterns.factories import as_pattern, identity
 
             value = materialize(rt, tx, b["pattern"], space, out_id, (), None, True, False)
             if value is None:
@@ -1310,18 +851,10 @@ class Runner:
                         extra_writes=((space, list_id, ()),))
 
 
-def instance_count_id(space: str) -> str:
-    """The document counting the space's instance log entries."""
-    return derive_id({"instances": space, "log": "count"})
 
 
-def instance_entry_id(space: str, index: int) -> str:
-    """The ``index``-th entry of the space's instance log: a link to a result."""
-    return derive_id({"instances": space, "log": index})
 
 
-def space_root_id(space: str) -> str:
-    return derive_id(space)
 
 
 _STARTERS: dict[str, Callable[[Runner, Instance, RunningNode, Any, bool], None]] = {

@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from cellkernel.patterns import render
+
 log = logging.getLogger("cellkernel.patterns.snapshot")
 
 #: Where the published JSON schema lives (package data).
@@ -647,11 +649,10 @@ def _mimebundle(
     if asked("text/plain"):
         bundle["text/plain"] = text()
     if dot is not None and asked("image/svg+xml") and size <= SVG_LIMIT:
-        from cellkernel.patterns.render import GraphvizUnavailableError, dot_to_svg
 
         try:
-            bundle["image/svg+xml"] = dot_to_svg(dot())
-        except GraphvizUnavailableError as exc:  # text still shows; say why once in the log
+            bundle["image/svg+xml"] = render.dot_to_svg(dot())
+        except render.GraphvizUnavailableError as exc:  # text still shows; say why once in the log
             log.warning("graph not drawn: %s", exc)
     if mermaid is not None and asked("text/vnd.mermaid"):
         bundle["text/vnd.mermaid"] = mermaid()

@@ -729,14 +729,6 @@ def _link_address(tx: Transaction, link_value: Any, base_space: str) -> tuple[st
 # materialising reads
 
 
-def _load_factory_hook() -> Callable[..., Any] | None:
-    """Factory sigils need ``cellkernel.patterns.factories`` (an upper layer): load it on first use."""
-    import importlib
-
-    importlib.import_module("cellkernel.patterns.factories")  # registers "materialize_factory"
-    return _hooks.get("materialize_factory")
-
-
 def materialize(
     runtime: Any,
     tx: Transaction,
@@ -762,7 +754,6 @@ def materialize(
     stack: list[tuple[Any, Any, Any, str, str, Path, Any, bool, int]] = [
         (out, 0, raw, space, entity_id, path, schema, via_link, 0)
     ]
-    factory_hook = _hooks.get("materialize_factory")
     while stack:
         holder, key, value, sp, eid, p, sch, linked, hops = stack.pop()
         if sch is not None and not plain:
@@ -796,12 +787,10 @@ def materialize(
             if value.get("$stream") is True and len(value) == 1 and not plain:
                 holder[key] = Stream(runtime, sp, eid, p, sch)
                 continue
-            if is_sigil(value) and not plain:
-                if factory_hook is None and "nodeFactory@1" in value["/"]:
-                    factory_hook = _load_factory_hook()
-                if factory_hook is not None:
-                    holder[key] = factory_hook(value, runtime)
-                    continue
+            if is_sigil(value) and not plain and "nodeFactory@1" in value["/"]:
+                # a factory value: the runtime turns it into code under its trust rule
+                holder[key] = runtime.read_factory(value)
+                continue
             if sch is not None:
                 value = schemas.fill_defaults(value, sch, root_schema)
             if linked and not plain:

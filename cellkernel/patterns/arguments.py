@@ -1,0 +1,173 @@
+"""Reading a node's arguments: validators from annotations and the per-node argument reader."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from cellkernel.data import schema as schemas
+from cellkernel.data.links import is_link, parse_link
+from cellkernel.data.values import MISSING, SCALAR_TYPES
+from cellkernel.patterns.signatures import _hoist_defs, parameters
+from cellkernel.reactive.cells import Cell, DocDict, materialize, resolve
+
+if TYPE_CHECKING:
+    from cellkernel.runtime import Runtime
+    from cellkernel.store.transactions import Transaction
+
+
+@functools.lru_cache(maxsize=4096)
+def _fn_validators(fn: Callable[..., Any]) -> dict[str, Any]:
+    """Validators a function's annotations imply: computed once per function, not per node."""
+    return _param_validators(_fn_argument_schema(fn))
+
+
+@functools.lru_cache(maxsize=4096)
+def _marks(fn: Callable[..., Any]) -> dict[str, str]:
+    """Per parameter: 'cell' (Cell[T] or unannotated handler state), 'plain' or 'any'."""
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception:
+        hints = dict(getattr(fn, "__annotations__", {}))
+    marks: dict[str, str] = {}
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return marks
+    for name in params:
+        ann = hints.get(name, inspect.Parameter.empty)
+        if typing.get_origin(ann) is typing.Annotated:
+            ann = typing.get_args(ann)[0]
+        origin = typing.get_origin(ann) or ann
+        if isinstance(origin, type) and issubclass(origin, Cell):
+            marks[name] = "cell"
+        elif ann is inspect.Parameter.empty or ann is typing.Any:
+            marks[name] = "any"
+        else:
+            marks[name] = "plain"
+    return marks
+
+
+def _param_validators(schema: Any) -> dict[str, Any]:
+    props = schema.get("properties", {}) if isinstance(schema, dict) else {}
+    out = {}
+    for name, sub in props.items():
+        if isinstance(sub, dict) and (set(sub) - {"default", "asCell", "asStream", "description"}):
+            if "$defs" in schema:
+                sub = {**sub, "$defs": schema["$defs"]}
+            if not sub.get("asCell") and not sub.get("asStream"):
+                out[name] = sub
+    return out
+
+
+def _fn_argument_schema(fn: Callable[..., Any]) -> Any:
+    """The argument schema a lift's annotations imply (records carry none)."""
+
+    try:
+        props = {p.name: p.schema for p in parameters(fn)}
+    except (TypeError, ValueError):
+        return None
+    schema: dict[str, Any] = {"type": "object", "properties": props}
+    defs = _hoist_defs(props)
+    if defs:
+        schema["$defs"] = defs
+    return schema
+
+
+def _checkers(validators: dict[str, Any]) -> dict[str, Callable[[Any], bool]]:
+    """Compiled argument checks by parameter name (parameters that accept anything left out)."""
+    return {name: c for name, schema in validators.items()
+            if (c := schemas.checker(schema)) is not None}
+
+
+@functools.lru_cache(maxsize=4096)
+def _fn_checkers(fn: Callable[..., Any]) -> dict[str, Callable[[Any], bool]]:
+    """``_checkers`` of a function's annotations: once per function, not per node."""
+    return _checkers(_fn_validators(fn))
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn)
+
+
+#: the binding ``_argument_reader`` parsed last, its space and its Link (see ``concretize``)
+_last_parsed: tuple[Any, str, Any] = (None, "", None)
+
+
+def _argument_reader(rt: Runtime, binding: Any, space: str, out_id: str, mark: str,
+                     is_async: bool, reads: list[Any]) -> Callable[[Transaction], Any]:
+    """A function that reads one lift argument in a run's transaction.
+
+    Built once per node: the binding's link is parsed here, so a run resolves
+    and reads it; a scalar read through a schema-less link is returned as is
+    (what ``materialize`` would return), anything else goes through
+    ``materialize``.  ``Cell[T]`` parameters get a Cell on the link.
+
+    Appends to ``reads`` the address a run reads first for this argument (a
+    plain link's target), or None when that is not known before the run.
+    """
+    if not is_link(binding):
+        if binding is None or type(binding) in SCALAR_TYPES:
+            return lambda _tx: binding
+        reads.append(None)  # materialize reads what the value links to: not known here
+        return lambda tx: materialize(rt, tx, binding, space, out_id, (), None, True, False)
+    global _last_parsed
+    last = _last_parsed
+    if last[0] is binding and last[1] == space:  # nodes of one start share their links
+        link = last[2]
+    else:
+        link = parse_link(binding, space)
+        _last_parsed = (binding, space, link)
+    if mark == "cell":
+        reads.append(None)  # the lift reads the cell itself, if at all
+        return lambda tx: Cell(rt, link.space, link.id, link.path, None, None if is_async else tx)
+    link_space, link_id, link_path, link_schema = link.space, link.id, link.path, link.schema
+    reads.append((link_space, link_id, link_path))
+    # One key (not "/") of a document: a stored link at the root would make it MISSING.
+    one_hop = link_schema is None and (
+        not link_path or (len(link_path) == 1 and link_path[0] != "/")
+    )
+    parsed: list[Any] = [None, None]  # the last inner link met, and its parse
+
+    def read(tx: Transaction) -> Any:
+        if one_hop:
+            # the usual binding: one key of a plain document (the instance's argument)
+            value = tx.read(link_space, link_id, link_path)  # tracked, as resolve does
+            if value is not MISSING:
+                if type(value) in SCALAR_TYPES:
+                    return value
+                if type(value) is dict and is_link(value):  # e.g. a map element's document
+                    if value is parsed[0]:
+                        inner = parsed[1]
+                    else:
+                        inner = parse_link(value, link_space)
+                        parsed[0], parsed[1] = value, inner
+                    if not inner.path and inner.schema is None:
+                        # a whole document of scalars: what materialize makes of it, directly
+                        target = tx.read(inner.space, inner.id, ())  # tracked, as resolve does
+                        if type(target) is dict and "/" not in target and "$stream" not in target:
+                            for field in target.values():
+                                if type(field) not in SCALAR_TYPES and field is not None:
+                                    break
+                            else:
+                                return DocDict(target, Cell(rt, inner.space, inner.id, (), None))
+                    sp, eid, p, seen_schema = resolve(tx, inner.space, inner.id, inner.path)
+                    schema = seen_schema if seen_schema is not None else inner.schema
+                    value = tx.read(sp, eid, p, track=False)
+                    if schema is None and type(value) in SCALAR_TYPES:
+                        return value
+                    return materialize(rt, tx, value, sp, eid, p, schema, True, True)
+                # no link on the way: what resolve would find, without reading it again
+                return materialize(rt, tx, value, link_space, link_id, link_path, None, True, True)
+        sp, eid, p, seen_schema = resolve(tx, link_space, link_id, link_path)
+        value = tx.read(sp, eid, p, track=False)
+        schema = link_schema if link_schema is not None else seen_schema
+        if schema is None and type(value) in SCALAR_TYPES:
+            return value
+        return materialize(rt, tx, value, sp, eid, p, schema, True, True)
+
+    return read

@@ -1,0 +1,160 @@
+"""What a running pattern is made of: instances, their running nodes, the run-time frame.
+
+A ``RuntimeFrame`` is the context of one run of a lift or handler: the cells it
+creates (``PendingCell``) and the child instances it starts."""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+from cellkernel.data.values import to_json_value
+from cellkernel.patterns.plan import derive_id
+from cellkernel.reactive.cells import Cell
+from cellkernel.reactive.scheduler import Action, EventHandler
+
+if TYPE_CHECKING:
+    from cellkernel.patterns.runner import Runner
+    from cellkernel.store.transactions import Transaction
+
+
+class RunningNode:
+    """Whatever a node record started: actions, handlers, child instances."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = record
+        self.actions: list[Action] = []
+        self.handlers: list[EventHandler] = []
+        self.children: dict[str, Instance] = {}
+
+    def stop(self, runner: Runner) -> None:
+        for action in self.actions:
+            runner.rt.scheduler.unsubscribe(action)
+        for handler in self.handlers:
+            runner.rt.scheduler.remove_handler(handler)
+            runner._stopped_streams.add(handler.stream)
+        for child in list(self.children.values()):
+            child.stop()
+        self.children.clear()
+
+
+class Instance:
+    """A running pattern: its result cell, its nodes, its dynamic children."""
+
+    def __init__(self, runner: Runner, result_id: str, space: str, parent: Instance | None) -> None:
+        self.runner = runner
+        self.result_id = result_id
+        self.space = space
+        self.parent = parent
+        self.nodes: dict[str, RunningNode] = {}
+        self.children: dict[str, Instance] = {}
+        self.generation = 0
+        self.pattern_hash: str | None = None
+        self.stopped = False
+
+    @property
+    def result(self) -> Cell[Any]:
+        return Cell(self.runner.rt, self.space, self.result_id)
+
+    def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        for node in self.nodes.values():
+            node.stop(self.runner)
+        for child in list(self.children.values()):
+            child.stop()
+        self.children.clear()
+        self.runner.instances.pop((self.space, self.result_id), None)
+
+
+class RuntimeFrame:
+    """Context of a running lift or handler: new cells and child instances."""
+
+    __slots__ = ("cause", "counter", "created", "instance", "kind", "node", "runner", "tx")
+
+    def __init__(self, runner: Runner, instance: Instance, node: RunningNode, tx: Transaction,
+                 cause: Any, kind: str) -> None:
+        self.runner = runner
+        self.instance = instance
+        self.node = node
+        self.tx = tx
+        self.cause = cause
+        self.kind = kind
+        self.counter = 0
+        self.created: set[str] = set()
+
+    def new_cell(self, value: Any, schema: Any) -> Cell[Any]:
+        cell = PendingCell(self.runner.rt, None, None, (), schema)
+        cell._initial = to_json_value(value)
+        cell._rframe = self
+        self.counter += 1
+        cell._seq = self.counter
+        return cell
+
+    def instantiate(self, pattern: Any, argument: Any) -> Cell[Any]:
+        self.counter += 1
+        digest = pattern.hash if hasattr(pattern, "hash") else str(pattern)
+        result_id = derive_id({"parent": self.cause, "instantiate": digest, "n": self.counter})
+        self.created.add(result_id)
+        runner = self.runner
+        is_new = (self.instance.space, result_id) not in runner.instances
+        if self.kind == "lift":  # readers of the lift's output read through to the child
+            with runner._creating(self.instance.space, self.node.record["outputs"][0]):
+                child = runner._run(pattern, argument, result_id=result_id, tx=self.tx,
+                                    parent=self.instance, owner=self.node)
+        else:
+            child = runner._run(pattern, argument, result_id=result_id, tx=self.tx,
+                                parent=self.instance, owner=self.node)
+        if is_new:
+            # if this run's transaction never lands (an exception, or a commit conflict
+            # that is then retried), the child it started must not keep running
+            self.tx.on_abort.append(functools.partial(_stop_unlanded_child, self.node, result_id))
+        if self.kind == "handler":  # SPEC §8: it survives rt.resume with its parent
+            self.runner._remember_child(self.tx, self.instance, self.node, result_id)
+        return child.result
+
+
+def _stop_unlanded_child(node: RunningNode, child_id: str, _tx: Transaction) -> None:
+    child = node.children.pop(child_id, None)
+    if child is not None:
+        child.stop()
+
+
+class PendingCell(Cell[Any]):
+    """``Cell.of(...)`` inside a lift or handler: connected on first use.
+
+    Without ``.for_()`` its cause includes the frame's (new per event in a
+    handler, stable in a lift); with ``.for_(cause)`` it is named within the
+    instance, so the same name reaches the same document from every event.
+    """
+
+    __slots__ = ("_rframe", "_seq")
+
+    def _connect_now(self) -> None:
+        frame: RuntimeFrame = self._rframe
+        if self._cause is not None:
+            components: Any = {"parent": frame.instance.result_id, "for": self._cause}
+        else:
+            components = {"parent": frame.cause, "cell": self._seq}
+        self._space = frame.instance.space
+        self._id = derive_id(components)
+        tx = frame.tx if frame.tx.status == "open" else None
+        if tx is not None:
+            if not tx.exists(self._space, self._id):
+                tx.write(self._space, self._id, (), self._initial)
+        else:
+            rt = frame.runner.rt
+            target = Cell(rt, self._space, self._id)
+            if target.get_raw() is None:
+                target.set(self._initial)
+
+    def _check(self, operation: str) -> None:
+        if self._id is None:
+            self._connect_now()
+        super()._check(operation)
+
+    def get_as_link(self, base_space: str | None = None, include_schema: bool = False) -> dict[str, Any]:
+        if self._id is None:
+            self._connect_now()
+        return super().get_as_link(base_space, include_schema)

@@ -1,0 +1,214 @@
+"""Planning an instance: concrete cell ids for a pattern graph, defaults, well-known ids.
+
+A graph names its cells by key; ``plan`` derives each key's entity id from its
+cause components in the instance's frame and turns bindings into links."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from cellkernel.data import schema as schemas
+from cellkernel.data.identity import create_ref
+from cellkernel.data.links import is_link, is_sigil, make_link
+
+if TYPE_CHECKING:
+    from cellkernel.runtime import Runtime
+
+
+cause_log = logging.getLogger("cellkernel.causes")
+
+
+def derive_id(components: Any) -> str:
+    return "of:" + str(create_ref({}, components))
+
+
+def pattern_doc_cause(digest: str) -> dict[str, str]:
+    return {"pattern": digest}
+
+
+def _concrete_input(token: str, ids: dict[str, str]) -> str:
+    if token.startswith("of:"):
+        return token
+    key, _, rest = token.partition("/")
+    base = ids[key]
+    return f"{base}/{rest}" if rest else base
+
+
+def concretize(binding: Any, ids: dict[str, str], space: str,
+               links: dict[tuple[str, ...], dict[str, Any]] | None = None) -> Any:
+    """Replace ``$alias`` bindings by write-redirect links to concrete cells (iterative).
+
+    With ``links``, an alias to one key of a cell (the usual binding) becomes one
+    shared link object per target: thousands of nodes of an instance bind the
+    same few inputs, and the records are stored as they are, never edited.
+    """
+    root: list[Any] = [binding]
+    stack: list[tuple[Any, Any]] = [(root, 0)]
+    while stack:
+        holder, key = stack.pop()
+        value = holder[key]
+        if type(value) is dict:
+            alias = value.get("$alias") if len(value) == 1 else None
+            if alias is not None:
+                path = alias["path"]
+                if links is not None and len(path) == 1 and type(path[0]) is str:
+                    target = (alias["cell"], path[0])
+                    link = links.get(target)
+                    if link is None:
+                        link = links[target] = make_link(space, ids[target[0]], path, None, True)
+                    holder[key] = link
+                else:
+                    holder[key] = make_link(space, ids[alias["cell"]], path, None, True)
+                continue
+            if is_sigil(value):  # links, and factory sigils whose graphs are data (SPEC §8)
+                continue
+            copy = dict(value)
+            holder[key] = copy
+            for k, v in copy.items():  # scalars stay as they are: only containers are visited
+                if type(v) is dict or type(v) is list:
+                    stack.append((copy, k))
+        elif type(value) is list:
+            copy_l = list(value)
+            holder[key] = copy_l
+            for i, v in enumerate(copy_l):
+                if type(v) is dict or type(v) is list:
+                    stack.append((copy_l, i))
+    return root[0]
+
+
+def plan(rt: Runtime, graph: dict[str, Any], result_id: str, space: str) -> tuple[dict[str, str], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Concrete ids, node records and snapshot cells for one instance."""
+    ids: dict[str, str] = {"self": result_id}
+    arg_components = {"parent": result_id, "helper": "argument"}
+    ids["argument"] = derive_id(arg_components)
+    snap_cells: list[dict[str, Any]] = [
+        {"id": ids["argument"], "name": "argument", "capability": "cell", "cause": arg_components},
+    ]
+    debug = rt.debug
+    if debug:
+        cause_log.debug("cause argument argument -> %s %s", ids["argument"], arg_components,
+                        extra={"cell_id": ids["argument"], "components": arg_components})
+    concrete: dict[str, str] = {}  # input token -> concrete id (thousands of cells share a few)
+
+    def concrete_input(token: str) -> str:
+        found = concrete.get(token)
+        if found is None:
+            found = concrete[token] = _concrete_input(token, ids)
+        return found
+
+    for cell in graph["cells"]:
+        if "cause" in cell:
+            components: dict[str, Any] = {"parent": result_id, "cause": cell["cause"]}
+        else:
+            components = {
+                "parent": result_id,
+                "helper": cell["helper"],
+                "impl": cell["impl"],
+                "inputs": sorted([concrete_input(i) for i in cell["inputs"]]),
+                "index": cell["index"],
+                "config": cell["config"],
+            }
+        cell_id = derive_id(components)
+        ids[cell["key"]] = cell_id
+        if debug:
+            cause_log.debug("cause %s %s -> %s %s", cell.get("name") or cell["key"], cell["helper"],
+                            cell_id, components, extra={"cell_id": cell_id, "components": components})
+        entry: dict[str, Any] = {
+            "id": cell_id,
+            "name": cell.get("name"),
+            "helper": cell["helper"],
+            "capability": "stream" if cell.get("stream") else "cell",
+            "cause": components,
+        }
+        if cell.get("schema") is not None:
+            entry["schemaHash"] = _schema_hash(cell["schema"])
+        snap_cells.append(entry)
+    records: list[dict[str, Any]] = []
+    shared_links: dict[tuple[str, ...], dict[str, Any]] = {}
+    by_key = {c["key"]: c for c in graph["cells"]}
+    for node in graph["nodes"]:
+        out_id = ids[node["outputs"]]
+        cell = by_key[node["outputs"]]
+        record: dict[str, Any] = {
+            "id": "node:" + out_id[3:],
+            "helper": node["helper"],
+            "name": node.get("name"),
+            "module": node["module"],
+            "inputs": sorted({concrete_input(i).split("/", 1)[0] for i in cell.get("inputs", [])}),
+            "outputs": [out_id],
+            "bindings": concretize(node["inputs"], ids, space, shared_links),
+        }
+        if node.get("config") is not None:
+            record["config"] = node["config"]
+        records.append(record)
+    return ids, records, snap_cells
+
+
+_schema_hashes: dict[str, str] = {}
+
+
+_schema_hashes_by_object: dict[int, tuple[Any, str]] = {}
+
+
+def _schema_hash(schema: Any) -> str:
+    """A short content hash of a schema, cached by its canonical text.
+
+    Also cached by object for the schemas of a pattern's graph (read-only, and
+    met once per cell on every start), so a large start serialises each once.
+    """
+    known = _schema_hashes_by_object.get(id(schema))
+    if known is not None and known[0] is schema:
+        return known[1]
+    text = schemas.canonical(schema)
+    found = _schema_hashes.get(text)
+    if found is None:
+        found = _schema_hashes[text] = str(create_ref({}, {"schema": schema}))[-16:]
+    if len(_schema_hashes_by_object) > 65_536:
+        _schema_hashes_by_object.clear()
+    _schema_hashes_by_object[id(schema)] = (schema, found)
+    return found
+
+
+def extract_defaults(schema: Any) -> Any:
+    """The default argument a schema implies (nested objects included)."""
+    schema = schemas.resolve_ref(schema, schema)
+    if not isinstance(schema, dict):
+        return None
+    if "default" in schema:
+        return schema["default"]
+    props = schema.get("properties")
+    if not isinstance(props, dict):
+        return None
+    out = {}
+    for key, sub in props.items():
+        value = extract_defaults(schemas.resolve_ref(sub, schema))
+        if value is not None:
+            out[key] = value
+    return out or None
+
+
+def merge_under(defaults: Any, given: Any) -> Any:
+    """``given`` wins; dicts merge key by key; links count as values."""
+    if given is None:
+        return defaults
+    if isinstance(defaults, dict) and isinstance(given, dict) and not is_link(given):
+        out = dict(defaults)
+        for k, v in given.items():
+            out[k] = merge_under(defaults.get(k), v)
+        return out
+    return given
+
+
+def instance_count_id(space: str) -> str:
+    """The document counting the space's instance log entries."""
+    return derive_id({"instances": space, "log": "count"})
+
+
+def instance_entry_id(space: str, index: int) -> str:
+    """The ``index``-th entry of the space's instance log: a link to a result."""
+    return derive_id({"instances": space, "log": index})
+
+
+def space_root_id(space: str) -> str:
+    return derive_id(space)
