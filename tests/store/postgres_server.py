@@ -126,7 +126,7 @@ class PostgresServer:
         import psycopg
 
         with psycopg.connect(self.url(database), autocommit=True) as conn:
-            cur = conn.execute(sql)  # type: ignore[arg-type]  # test-only dynamic SQL
+            cur = conn.execute(sql)
             return cur.fetchall() if cur.description else []
 
     def create_database(self, prefix: str = "ck") -> str:
