@@ -31,7 +31,7 @@ from cellkernel import Runtime, UnknownImplementationError, materialize
 from cellkernel.patterns import fingerprints as impls
 from cellkernel.patterns import registry
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent
 FIXTURES = TESTS / "fixtures"
 

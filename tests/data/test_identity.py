@@ -31,7 +31,7 @@ from cellkernel.data.identity import (
     refer,
 )
 
-VECTORS_PATH = Path(__file__).parent / "vectors" / "refer_vectors.json"
+VECTORS_PATH = Path(__file__).resolve().parents[1] / "vectors" / "refer_vectors.json"
 VECTORS: list[dict[str, Any]] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
 TAGS = {"$int", "$float", "$bytes", "$ref", "$link"}
 

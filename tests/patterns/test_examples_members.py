@@ -17,7 +17,7 @@ from cellkernel import Cell, Pattern, Runtime
 from cellkernel.examples import members as example
 from cellkernel.examples.members import Members, Record
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def instance_list(rt: Runtime) -> Any:

@@ -22,8 +22,8 @@ from cellkernel.store.memory import MemoryStore
 from cellkernel.store.sqlite import SqliteStore
 from cellkernel.store.urls import open_store
 
-REPO = Path(__file__).resolve().parent.parent
-WORKER = Path(__file__).resolve().parent / "helpers" / "storage_worker.py"
+REPO = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).resolve().parents[1] / "helpers" / "storage_worker.py"
 
 Snapshot = dict[tuple[str, str], Document | None]
 

@@ -36,7 +36,7 @@ from cellkernel.patterns.builder import HandlerFactory, LiftFactory
 from cellkernel.patterns.builtins import _fmt
 from cellkernel.patterns.sigils import NodeFactorySigil, validate_sigil
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent
 FIXTURES = TESTS / "fixtures"
 if str(FIXTURES) not in sys.path:
