@@ -37,7 +37,7 @@ README = Path(__file__).resolve().parent / "README.md"
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
 
-EXTRAS = ("refer", "snapshot", "jupyter", "load")
+EXTRAS = ("refer", "snapshot", "jupyter", "load", "postgres")
 
 
 def machine_note() -> str:
