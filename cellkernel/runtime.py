@@ -43,7 +43,10 @@ class Runtime:
         debug: bool = False,
         trust_source: bool = False,
         trusted_modules: Iterable[str] | None = None,
+        pause_gc: bool = True,
     ) -> None:
+        #: pause the cyclic collector while an instance starts (see ``patterns.gc_pause``)
+        self.pause_gc = pause_gc
         #: which code stored refs may reach beyond this process's registry (SPEC §8)
         self.trust = TrustPolicy.of(trusted_modules, trust_source)
         self.store: Store = open_store(store) if store is None or isinstance(store, str) else store
@@ -156,7 +159,9 @@ class Runtime:
     def _settle_after_send(self) -> None:
         self._settle_if_free()
 
-    def _on_unhandled_event(self, stream: tuple[str, str, tuple[str | int, ...]], event: Any) -> None:
+    def _on_unhandled_event(
+        self, stream: tuple[str, str, tuple[str | int, ...]], event: Any
+    ) -> None:
         if self._runner is not None:
             self._runner.unhandled_event(stream, event)
 
@@ -226,7 +231,7 @@ class Runtime:
         return self._runner
 
     def read_factory(self, sigil: Any) -> Any:
-        """A stored ``nodeFactory@1`` value as a callable factory, under this runtime's trust rule."""
+        """A stored ``nodeFactory@1`` as a callable factory, under this runtime's trust rule."""
         return materialize(sigil, self)
 
     def run(self, pattern: Any, argument: Any = None, cause: Any = None) -> Cell[Any]:

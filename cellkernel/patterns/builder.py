@@ -25,7 +25,6 @@ from cellkernel.errors import CapabilityError
 from cellkernel.patterns import fingerprints as impls
 from cellkernel.patterns import registry
 from cellkernel.patterns.curry import apply_curried_call, apply_curried_state, curry, merge_argument
-from cellkernel.patterns.gc_pause import collector_paused
 from cellkernel.patterns.graph_digest import _digest, _graph_digest
 from cellkernel.patterns.run_context import runtime_frame
 from cellkernel.patterns.sigils import factory_sigil
@@ -144,12 +143,14 @@ class Factory:
         return self.module().get("hash")
 
     def curry(self, value: Any, arg_index: int | None = None) -> Factory:
-        return curry(self, value, arg_index)
+        made: Factory = curry(self, value, arg_index)  # a copy of self
+        return made
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Factory):
             return NotImplemented
-        return json.dumps(self.to_json(), sort_keys=True) == json.dumps(other.to_json(), sort_keys=True)
+        mine, theirs = self.to_json(), other.to_json()
+        return json.dumps(mine, sort_keys=True) == json.dumps(theirs, sort_keys=True)
 
     def __hash__(self) -> int:
         return hash(json.dumps(self.to_json(), sort_keys=True))
@@ -202,7 +203,9 @@ class LiftFactory(Factory):
             return self.fn(*args, **kwargs)
         return self._node(frame, args, kwargs)
 
-    def _node(self, frame: BuilderFrame, args: Sequence[Any], kwargs: dict[str, Any]) -> OpaqueRef[Any]:
+    def _node(
+        self, frame: BuilderFrame, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> OpaqueRef[Any]:
         refs, constants = closure_inputs(self.fn)
         module = self.module(constants)
         inputs: list[str] = []
@@ -416,7 +419,7 @@ class Pattern(Factory):
         ref = impls.ref_of(self.fn) if self.fn is not None else self.name
         return {"type": "pattern", "ref": ref, "hash": self.hash}
 
-    def to_json(self) -> dict[str, Any]:  # type: ignore[override]
+    def to_json(self) -> dict[str, Any]:
         """The recorded graph (SPEC §4 shape, plus the cause components in ``cells``)."""
         return self.graph
 
@@ -427,7 +430,11 @@ class Pattern(Factory):
         return self.sigil()
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Pattern) and other.hash == self.hash and other.curried == self.curried
+        return (
+            isinstance(other, Pattern)
+            and other.hash == self.hash
+            and other.curried == self.curried
+        )
 
     def __hash__(self) -> int:
         return hash(self.hash)
@@ -441,7 +448,8 @@ class Pattern(Factory):
         if rframe is not None:
             return rframe.instantiate(self, argument)
         raise TypeError(
-            f"call {self.name} inside a pattern body or handler; to start it use rt.run({self.name}, argument)"
+            f"call {self.name} inside a pattern body or handler; "
+            f"to start it use rt.run({self.name}, argument)"
         )
 
     def _node(self, frame: BuilderFrame, argument: Any, helper: str = "pattern") -> OpaqueRef[Any]:
@@ -488,11 +496,13 @@ def pattern(fn: Callable[..., Any] | None = None, *, name: str | None = None,
         result_schema = schema_for(ret)[0] if ret is not None else None
 
     def body(frame: BuilderFrame) -> Any:
-        root = OpaqueRef(frame.argument, (), argument_schema, frame)
+        root: OpaqueRef[Any] = OpaqueRef(frame.argument, (), argument_schema, frame)
         if whole:
             return fn(root)
         call_args = [root.key(p.name) for p in params if p.kind != inspect.Parameter.KEYWORD_ONLY]
-        call_kwargs = {p.name: root.key(p.name) for p in params if p.kind == inspect.Parameter.KEYWORD_ONLY}
+        call_kwargs = {
+            p.name: root.key(p.name) for p in params if p.kind == inspect.Parameter.KEYWORD_ONLY
+        }
         return fn(*call_args, **call_kwargs)
 
     markers = _self_markers[0]
@@ -504,8 +514,8 @@ def pattern(fn: Callable[..., Any] | None = None, *, name: str | None = None,
             "cannot use that body's refs; pass them as its argument"
         )
     digest = _graph_digest(graph, loose)
-    made = _self_free(Pattern(fn, graph, name or getattr(fn, "__name__", "pattern"), digest),
-                      markers)
+    fn_name: str = getattr(fn, "__name__", "pattern")
+    made = _self_free(Pattern(fn, graph, name or fn_name, digest), markers)
     registry.register_pattern(made)
     return made
 
@@ -536,27 +546,26 @@ def _trace(body: Callable[[BuilderFrame], Any], name: str, argument_schema: Any,
            result_schema: Any, parent: BuilderFrame | None = None
            ) -> tuple[dict[str, Any], list[tuple[str, OpaqueRef[Any]]], list[int]]:
     """``trace``, plus the nodes whose binding ``bind`` did not make (for ``_graph_digest``)."""
-    with collector_paused():  # the graph's objects all survive: no collections meanwhile
-        frame = BuilderFrame(parent if parent is not None else current_frame(), name)
-        token = _frames.set(frame)
-        try:
-            returned = body(frame)
-            if isinstance(returned, Pattern):
-                returned = returned._node(frame, {})
-            result = bind(frame, returned, [])
-            _name_result_cells(frame, returned)
-        finally:
-            _frames.reset(token)
-        initial = {c.key: c.initial for c in frame.cells if c.initial is not MISSING}
-        graph: dict[str, Any] = {
-            "name": name,
-            "argumentSchema": argument_schema,
-            "resultSchema": result_schema,
-            "initial": initial,
-            "result": result,
-            "nodes": frame.nodes,
-            "cells": [c.to_json() for c in frame.cells],
-        }
+    frame = BuilderFrame(parent if parent is not None else current_frame(), name)
+    token = _frames.set(frame)
+    try:
+        returned = body(frame)
+        if isinstance(returned, Pattern):
+            returned = returned._node(frame, {})
+        result = bind(frame, returned, [])
+        _name_result_cells(frame, returned)
+    finally:
+        _frames.reset(token)
+    initial = {c.key: c.initial for c in frame.cells if c.initial is not MISSING}
+    graph: dict[str, Any] = {
+        "name": name,
+        "argumentSchema": argument_schema,
+        "resultSchema": result_schema,
+        "initial": initial,
+        "result": result,
+        "nodes": frame.nodes,
+        "cells": [c.to_json() for c in frame.cells],
+    }
     return graph, [(local, ref) for local, ref in frame.captured.values()], frame.loose
 
 
@@ -616,7 +625,7 @@ def _collection_node(kind: str, source: Cell[Any], fn: Callable[..., Any]) -> Op
     n = _arity(fn)
 
     def body(sub: BuilderFrame) -> Any:
-        arg = OpaqueRef(sub.argument, (), None, sub)
+        arg: OpaqueRef[Any] = OpaqueRef(sub.argument, (), None, sub)
         call = [arg.key("element"), arg.key("index"), arg.key("array")][: max(n, 1)]
         return fn(*call)
 
@@ -647,4 +656,6 @@ def _cell_filter_hook(cell: Cell[Any], fn: Callable[..., Any]) -> Any:
 set_hook("cell_of", _cell_of_hook)
 set_hook("map", _cell_map_hook)
 set_hook("filter", _cell_filter_hook)
-registry.provide_trusted_names(Cell=Cell, Stream=Stream, lift=lift, handler=handler, pattern=pattern, Default=Default)
+registry.provide_trusted_names(
+    Cell=Cell, Stream=Stream, lift=lift, handler=handler, pattern=pattern, Default=Default
+)

@@ -11,7 +11,7 @@ also the stored graph snapshot (SPEC §7):
 3. **start** — start every node record not already running; stop the ones
    that vanished (teardown).
 
-``resume`` skips steps 1–2: it reads the snapshot and starts its records, so
+``resume`` skips steps 1-2: it reads the snapshot and starts its records, so
 the author function never runs again.
 """
 
@@ -150,7 +150,7 @@ class Runner:
         if cause is None:
             cause = {"run": uuid.uuid4().hex}
         result_id = derive_id(cause)
-        with collector_paused():
+        with collector_paused(self.rt.pause_gc):
             tx = self.rt._begin()
             try:
                 instance = self._run(pattern, argument, result_id=result_id, tx=tx, parent=None)
@@ -176,12 +176,13 @@ class Runner:
             instance.stop()
 
     def resume(self, cause_or_id: Any) -> Cell[Any]:
-        result_id = cause_or_id if isinstance(cause_or_id, str) and cause_or_id.startswith("of:") else derive_id(cause_or_id)
+        is_id = isinstance(cause_or_id, str) and cause_or_id.startswith("of:")
+        result_id = cause_or_id if is_id else derive_id(cause_or_id)
         space = self.rt.space
         existing = self.instances.get((space, result_id))
         if existing is not None:
             return existing.result
-        with collector_paused():
+        with collector_paused(self.rt.pause_gc):
             tx = self.rt._begin()
             try:
                 instance = self._resume(result_id, space, tx, None)
@@ -271,7 +272,8 @@ class Runner:
         elif given is not None:
             current = tx.read(space, arg_id, (), track=False)
             if not json_equal(current, given):
-                tx.write(space, arg_id, (), merge_under(extract_defaults(graph.get("argumentSchema")), given))
+                defaults = extract_defaults(graph.get("argumentSchema"))
+                tx.write(space, arg_id, (), merge_under(defaults, given))
         # initial state that does not exist yet (state survives edits)
         for cell_key, initial in graph.get("initial", {}).items():
             cell_id = ids[cell_key]
@@ -281,14 +283,20 @@ class Runner:
         # the result document: fields are write redirects
         result_value = resolve_self(concretize(graph["result"], ids, space), pattern)
         current = tx.read(space, result_id, (), track=False)
-        if isinstance(current, dict) and isinstance(result_value, dict) and "$NAME" in current and "$NAME" in result_value:
+        if (
+            isinstance(current, dict)
+            and isinstance(result_value, dict)
+            and "$NAME" in current
+            and "$NAME" in result_value
+        ):
             result_value["$NAME"] = current["$NAME"]
         if current is MISSING or not json_equal(current, result_value):
             tx.write(space, result_id, (), tx.hand_over(result_value))  # built for this write
         instance.generation += 1
         previous = instance.pattern_hash
         instance.pattern_hash = pattern.hash
-        snapshot = self._snapshot_json(instance, pattern, records, snap_cells, ids, graph, tx, previous)
+        snapshot = self._snapshot_json(instance, pattern, records, snap_cells, ids, graph, tx,
+                                       previous)
         # the snapshot is built for this write (its records are never changed in place)
         tx.set_meta(space, result_id, "graph", tx.hand_over(snapshot))
         tx.set_source(space, result_id, {"pattern": pattern.hash, "name": pattern.name})
@@ -356,27 +364,33 @@ class Runner:
                 sub = None
                 if node["helper"] == "pattern":
                     sub = registry.registered_pattern(node["module"].get("hash", ""))
-                elif node.get("config") and isinstance(node["config"], dict) and "op" in node["config"]:
+                elif (node.get("config") and isinstance(node["config"], dict)
+                      and "op" in node["config"]):
                     sub = registry.registered_pattern(node["config"]["op"])
                 if sub is not None:
                     work.append(sub)
 
     def pattern_by_hash(self, digest: str, space: str) -> Pattern:
 
-        found = registry.registered_pattern(digest)
+        found: Pattern | None = registry.registered_pattern(digest)
         if found is not None:
             return found
         tx = self.rt.read_tx()
         stored = tx.read(space, derive_id(pattern_doc_cause(digest)), (), track=False)
         if stored is MISSING or not isinstance(stored, dict):
-            raise UnknownImplementationError(f"pattern {digest[:12]}… is neither defined in this process nor stored in {space}")
+            raise UnknownImplementationError(
+                f"pattern {digest[:12]}… is neither defined in this process nor stored in {space}"
+            )
         graph = stored.get("graph")
         if not isinstance(graph, dict):
-            raise UnknownImplementationError(f"the pattern document for {digest[:12]}… in {space} holds no graph")
+            raise UnknownImplementationError(
+                f"the pattern document for {digest[:12]}… in {space} holds no graph"
+            )
         made = Pattern(None, graph, str(stored.get("name") or "pattern"))
         if made.hash != digest:  # stored data is untrusted: it is named by its content
             raise UnknownImplementationError(
-                f"the pattern document for {digest[:12]}… in {space} holds a graph with another hash")
+                f"the pattern document for {digest[:12]}… in {space} "
+                "holds a graph with another hash")
         registry.register_pattern(made)
         return found if (found := registry.registered_pattern(digest)) is not None else made
 
@@ -392,7 +406,8 @@ class Runner:
             for name, value in result.items():
                 alias = value.get("$alias") if isinstance(value, dict) else None
                 if alias is not None:
-                    links.append({"from": instance.result_id, "to": ids[alias["cell"]], "kind": "redirect", "name": name})
+                    links.append({"from": instance.result_id, "to": ids[alias["cell"]],
+                                  "kind": "redirect", "name": name})
                     for cell in cells:
                         if cell["id"] == ids[alias["cell"]] and not cell.get("name"):
                             cell["name"] = name
@@ -429,7 +444,8 @@ class Runner:
         if graph is None:
             raise LookupError(f"no instance with a stored graph snapshot at {result_id} in {space}")
         snapshot = GraphSnapshot.model_validate(graph)
-        records = [n.model_dump(mode="json", by_alias=True, exclude_none=True) for n in snapshot.nodes]
+        records = [n.model_dump(mode="json", by_alias=True, exclude_none=True)
+                   for n in snapshot.nodes]
         # resolve every implementation before anything starts: unknown code runs nothing
         for record in records:
             self._implementation(record)
@@ -506,7 +522,9 @@ class Runner:
             starter = _STARTERS.get(record["helper"], Runner._start_lift)
             starter(self, instance, running, tx, resume)
 
-    def _start_lift(self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool) -> None:
+    def _start_lift(
+        self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool
+    ) -> None:
         record = node.record
         fn = self._require_implementation(record)
         rt = self.rt
@@ -538,7 +556,9 @@ class Runner:
         closure_r = [(k, _argument_reader(rt, b, space, out_id, "any", is_async, reads))
                      for k, b in (closure_b or {}).items()]
         positions = list(range(len(args_r) + len(curried)))
-        arg_checks = [(i, checkers[name]) for i, name in zip(positions, names) if name in checkers]
+        # fewer arguments than parameters, or more (``*args``): pair what there is
+        arg_checks = [(i, checkers[name]) for i, name in zip(positions, names, strict=False)
+                      if name in checkers]
         kwarg_checks = {k: checkers[k] for k, _r in kwargs_r if k in checkers}
         set_frame = runtime_frame.set
         reset_frame = runtime_frame.reset
@@ -580,7 +600,9 @@ class Runner:
         self._subscribe(instance, node, run, record.get("name") or "lift",
                         self._declared_reads(record, space) if unknown else reads)
 
-    def _declared_reads(self, record: dict[str, Any], space: str) -> list[tuple[str, str, tuple[str | int, ...]]]:
+    def _declared_reads(
+        self, record: dict[str, Any], space: str
+    ) -> list[tuple[str, str, tuple[str | int, ...]]]:
         return [(space, i, ()) for i in record.get("inputs", [])]
 
     async def _finish_async(self, coro: Any, out_id: str, space: str, node: RunningNode) -> None:
@@ -609,7 +631,9 @@ class Runner:
         for child_id in [c for c in node.children if c not in frame.created]:
             node.children.pop(child_id).stop()
 
-    def _start_handler(self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool) -> None:
+    def _start_handler(
+        self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool
+    ) -> None:
         record = node.record
         fn = self._require_implementation(record)
         rt = self.rt
@@ -626,7 +650,7 @@ class Runner:
         def as_state(tx: Transaction | None, binding: Any, mark: str) -> Any:
             if is_link(binding):
                 link = parse_link(binding, space)
-                cell = Cell(rt, link.space, link.id, link.path, None, tx)
+                cell: Cell[Any] = Cell(rt, link.space, link.id, link.path, None, tx)
                 if mark == "plain":
                     return cell.get()
                 return cell
@@ -638,7 +662,8 @@ class Runner:
         def on_event(tx: Transaction, event: Any) -> Any:
             tx.claim(space)  # a handler writes its own instance's space, never only another
             bound_tx = None if is_async else tx
-            state = {k: as_state(bound_tx, b, marks.get(k, "any")) for k, b in state_b.items() if k in marks}
+            state = {k: as_state(bound_tx, b, marks.get(k, "any"))
+                     for k, b in state_b.items() if k in marks}
             call = fn
             if closure_b:
                 call = rebind(fn, {k: as_state(bound_tx, b, "cell") for k, b in closure_b.items()})
@@ -648,7 +673,8 @@ class Runner:
             for index, value in curried.items():
                 if index > 0 and index < len(names):
                     state.setdefault(names[index], value)
-            frame = RuntimeFrame(self, instance, node, tx, {"event": uuid.uuid4().hex, "node": record["id"]}, "handler")
+            frame = RuntimeFrame(self, instance, node, tx,
+                                 {"event": uuid.uuid4().hex, "node": record["id"]}, "handler")
             token = runtime_frame.set(frame)
             try:
                 return call(*args, **state)  # children stop if tx never lands (instantiate)
@@ -663,7 +689,9 @@ class Runner:
             tx.write(space, out_id, (), {"$stream": True})
         rt.scheduler.add_handler(handler)
 
-    def _start_pattern(self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool) -> None:
+    def _start_pattern(
+        self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool
+    ) -> None:
         record = node.record
         out_id = record["outputs"][0]
         if resume:
@@ -673,7 +701,9 @@ class Runner:
         self._run(sub, record["bindings"], result_id=out_id, tx=tx, parent=instance, owner=node,
                   space=instance.space)
 
-    def _start_collection(self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool) -> None:
+    def _start_collection(
+        self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool
+    ) -> None:
         record = node.record
         rt = self.rt
         space = instance.space
@@ -726,18 +756,20 @@ class Runner:
                         keys_of[child_id] = index
                         tx.write(space, arg_ids[child_id], ("index",), index)
                     continue
-                argument = {"element": element, "index": index, "array": array_link, "$captured": captured_b}
+                argument = {"element": element, "index": index, "array": array_link,
+                            "$captured": captured_b}
                 with self._creating(space, out_id):
                     child = self._run(op, argument, result_id=child_id, tx=tx, parent=instance,
                                       owner=node, space=space)
                 keys_of[child_id] = index
                 arg_ids[child_id] = derive_id({"parent": child.result_id, "helper": "argument"})
             if mode == "map":
-                output: list[Any] = [make_link(space, child_id, ()) for _k, child_id, _e, _i in order]
+                output: list[Any] = [make_link(space, child_id, ())
+                                     for _k, child_id, _e, _i in order]
             else:
                 output = []
                 for _key, child_id, element, _index in order:
-                    keep = Cell(rt, space, child_id, (), None, tx).get()
+                    keep: Any = Cell(rt, space, child_id, (), None, tx).get()
                     if keep:
                         output.append(element)
             current = tx.read(space, out_id, (), track=False)
@@ -746,7 +778,9 @@ class Runner:
 
         self._subscribe(instance, node, run, mode, self._declared_reads(record, space))
 
-    def _start_select(self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool) -> None:
+    def _start_select(
+        self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool
+    ) -> None:
         record = node.record
         rt = self.rt
         space = instance.space
@@ -771,7 +805,9 @@ class Runner:
 
         self._subscribe(instance, node, run, mode)
 
-    def _start_instantiate(self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool) -> None:
+    def _start_instantiate(
+        self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool
+    ) -> None:
         record = node.record
         rt = self.rt
         space = instance.space
@@ -802,7 +838,9 @@ class Runner:
 
         self._subscribe(instance, node, run, "instantiate")
 
-    def _start_wish(self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool) -> None:
+    def _start_wish(
+        self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool
+    ) -> None:
         record = node.record
         space = instance.space
         out_id = record["outputs"][0]

@@ -1060,3 +1060,43 @@ def test_lifts_sharing_one_binding_read_their_own_instance() -> None:
     x_there.set(20)
     rt.idle()
     assert here.out.get() == [5, 6, 7] and there.out.get() == [20, 21, 22]
+
+
+# --------------------------------------------------------------------------- the collector pause
+
+
+@pytest.mark.parametrize("pause_gc", [True, False])
+def test_a_start_pauses_the_collector_only_when_asked_and_always_restores_it(
+    pause_gc: bool,
+) -> None:
+    import gc
+
+    seen: list[bool] = []
+
+    @lift
+    def probe(x: int) -> int:
+        seen.append(gc.isenabled())
+        if x < 0:
+            raise RuntimeError("probe failed")
+        return x
+
+    @pattern
+    def Probed(x: int = 0):
+        return {"y": probe(x)}
+
+    rt = Runtime(pause_gc=pause_gc)
+    try:
+        rt.run(Probed, {"x": 1}, cause="probed")
+        assert seen[0] is not pause_gc  # the first run happens inside the start
+        assert gc.isenabled()
+        rt.run(Probed, {"x": -1}, cause="probed-failing")  # a failing node: still restored
+        assert gc.isenabled()
+        gc.disable()
+        try:  # a collector the user switched off stays off
+            rt.run(Probed, {"x": 2}, cause="probed-off")
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+    finally:
+        rt.close()
+
