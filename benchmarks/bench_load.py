@@ -14,7 +14,8 @@ Cases (each measured in a fresh child process, so peak RSS belongs to the case):
   one ``map``.
 
 Peak RSS is sampled with psutil every 10 ms in the child (and cross-checked with
-``VmHWM``; not ``ru_maxrss``, which Linux carries across ``exec`` from the parent).  Run: ``python benchmarks/bench_load.py [--quick]`` or through
+``VmHWM``; not ``ru_maxrss``, which Linux carries across ``exec`` from the parent).
+Run: ``python benchmarks/bench_load.py [--quick]`` or through
 ``python -m benchmarks``, which calls ``run()``.  Rows are
 ``{"case", "value", "unit"}``.
 """

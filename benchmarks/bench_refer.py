@@ -1,4 +1,4 @@
-"""Throughput of ``cellkernel.data.identity.refer`` against npm ``merkle-reference`` on cause objects.
+"""Throughput of ``cellkernel.data.identity.refer`` vs npm ``merkle-reference`` on causes.
 
 Every derived cell id hashes a cause, so this is a hot path. The same cause objects
 are hashed by Python here and by ``benchmarks/js/bench_refer.mjs`` under node in the

@@ -7,6 +7,7 @@ on write; a write redirect is followed on both.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -48,7 +49,7 @@ def is_sigil(value: Any) -> bool:
 def make_link(
     space: str,
     entity_id: str,
-    path: Path | list[str | int] = (),
+    path: Sequence[str | int] = (),
     schema: JSON = None,
     redirect: bool = False,
     *,
@@ -95,7 +96,9 @@ def parse_link(value: Any, base_space: str) -> Link:
         raise ValueError(f"malformed link: 'space' must be a string, got {space!r}")
     overwrite = body.get("overwrite", "this")
     if overwrite not in ("this", "redirect"):
-        raise ValueError(f"malformed link: 'overwrite' must be 'this' or 'redirect', got {overwrite!r}")
+        raise ValueError(
+            f"malformed link: 'overwrite' must be 'this' or 'redirect', got {overwrite!r}"
+        )
     unknown = set(body) - {"id", "path", "space", "schema", "overwrite"}
     if unknown:
         raise ValueError(f"malformed link: unknown fields {sorted(unknown)}")

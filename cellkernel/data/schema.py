@@ -62,7 +62,7 @@ def _compiled(text: str) -> Callable[[Any], Any]:
     schema = json.loads(text)
     _refuse_remote_refs(schema)
     try:
-        return fastjsonschema.compile(schema, use_default=False)  # type: ignore[no-any-return]
+        return fastjsonschema.compile(schema, use_default=False)
     except fastjsonschema.JsonSchemaDefinitionException as exc:  # pragma: no cover - author bug
         raise ValueError(f"invalid JSON schema {text[:200]}: {exc}") from exc
 
@@ -165,9 +165,14 @@ def resolve_ref(schema: Schema, root: Schema) -> Schema:
 
 def _with_defs(child: Schema, root: Schema) -> Schema:
     """Keep ``$defs`` reachable when a narrowed schema still uses ``$ref``."""
-    if isinstance(child, dict) and isinstance(root, dict) and "$defs" in root:
-        if "$defs" not in child and "$ref" in json.dumps(child):
-            return {**child, "$defs": root["$defs"]}
+    if (
+        isinstance(child, dict)
+        and isinstance(root, dict)
+        and "$defs" in root
+        and "$defs" not in child
+        and "$ref" in json.dumps(child)
+    ):
+        return {**child, "$defs": root["$defs"]}
     return child
 
 
@@ -179,8 +184,8 @@ def at_path(schema: Schema, path: Sequence[str | int]) -> Schema:
         if not isinstance(schema, dict):
             return None
         if "anyOf" in schema and not ("properties" in schema or "items" in schema):
-            options = [resolve_ref(o, root) for o in schema["anyOf"]]
-            options = [o for o in options if isinstance(o, dict) and o.get("type") != "null"]
+            resolved = [resolve_ref(o, root) for o in schema["anyOf"]]
+            options = [o for o in resolved if isinstance(o, dict) and o.get("type") != "null"]
             if len(options) != 1:
                 return None
             schema = options[0]

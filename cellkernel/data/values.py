@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeAlias
 
-JSON: TypeAlias = None | bool | int | float | str | list[Any] | dict[str, Any]
+JSON: TypeAlias = bool | int | float | str | list[Any] | dict[str, Any] | None
 Path: TypeAlias = tuple[str | int, ...]
 
 _SCALARS: Final = (str, int, bool, type(None))
@@ -119,7 +119,9 @@ def to_json_value(value: Any, hook: Callable[[Any], Any] | None = None) -> JSON:
                     stack.append((lst, i, v, (where, i)))
             continue
         if t is float and item - item == 0.0:  # finite: normalise without building a path
-            parent[key] = 0 if item == 0.0 else int(item) if item.is_integer() and abs(item) < 2**53 else item
+            parent[key] = (
+                0 if item == 0.0 else int(item) if item.is_integer() and abs(item) < 2**53 else item
+            )
             continue
         if isinstance(item, dict) and not hasattr(item, "__ck_to_json__"):
             # dict subclasses (e.g. documents read through a link) go to the hook first
@@ -167,7 +169,7 @@ def get_path(value: Any, path: Sequence[str | int]) -> Any:
         return value
     for key in path:
         if type(value) is dict:
-            value = value.get(key, MISSING)  # type: ignore[arg-type]
+            value = value.get(key, MISSING)
         elif type(value) is list:
             if type(key) is int:
                 if 0 <= key < len(value):
@@ -235,7 +237,7 @@ def delete_path(root: Any, path: Sequence[str | int]) -> Any:
     key = path[-1]
     if type(parent) is dict and key in parent:
         copy = dict(parent)
-        del copy[key]  # type: ignore[arg-type]
+        del copy[key]
         return set_path(root, path[:-1], copy)
     return root
 

@@ -1,4 +1,7 @@
-"""The output of a ``%%pattern`` cell: one object, every representation (text, HTML, SVG, widgets)."""
+"""The output of a ``%%pattern`` cell: one object, every representation.
+
+Text, HTML, SVG and widgets all come from the same object.
+"""
 
 from __future__ import annotations
 

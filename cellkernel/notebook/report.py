@@ -1,4 +1,7 @@
-"""The cause-stability report shown after a ``%%pattern`` re-run: which ids stayed, with their state."""
+"""The cause-stability report shown after a ``%%pattern`` re-run.
+
+It lists which ids stayed, with their state.
+"""
 
 from __future__ import annotations
 

@@ -28,8 +28,8 @@ def _select(kind: str, bindings: dict[str, Any]) -> OpaqueRef[Any]:
     frame = _frame(kind)
     inputs: list[str] = []
     binding = bind(frame, bindings, inputs)
-    return add_node(frame, kind, {"type": "builtin", "ref": kind}, binding, inputs, kind, None, None,
-                    name=kind)
+    return add_node(frame, kind, {"type": "builtin", "ref": kind}, binding, inputs, kind,
+                    None, None, name=kind)
 
 
 def if_else(cond: Any, if_true: Any, if_false: Any) -> OpaqueRef[Any]:

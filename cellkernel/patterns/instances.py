@@ -130,6 +130,8 @@ class PendingCell(Cell[Any]):
     """
 
     __slots__ = ("_rframe", "_seq")
+    _rframe: RuntimeFrame  # set by RuntimeFrame.new_cell, before any use
+    _seq: int
 
     def _connect_now(self) -> None:
         frame: RuntimeFrame = self._rframe
@@ -145,7 +147,7 @@ class PendingCell(Cell[Any]):
                 tx.write(self._space, self._id, (), self._initial)
         else:
             rt = frame.runner.rt
-            target = Cell(rt, self._space, self._id)
+            target: Cell[Any] = Cell(rt, self._space, self._id)
             if target.get_raw() is None:
                 target.set(self._initial)
 
@@ -154,7 +156,9 @@ class PendingCell(Cell[Any]):
             self._connect_now()
         super()._check(operation)
 
-    def get_as_link(self, base_space: str | None = None, include_schema: bool = False) -> dict[str, Any]:
+    def get_as_link(
+        self, base_space: str | None = None, include_schema: bool = False
+    ) -> dict[str, Any]:
         if self._id is None:
             self._connect_now()
         return super().get_as_link(base_space, include_schema)

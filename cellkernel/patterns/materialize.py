@@ -63,8 +63,8 @@ Dynamic instances (the runner, SPEC §8):
   (one entry document per instance plus a counter, so starting an instance
   writes a constant amount) with the schema ``{"type": "array", "items":
   {"asCell": True}}``: its entries read as result ``Cell``s (the list contains
-  the reader's own result, so copies would go round in circles).  ``wish("/a/b")`` reads ``a/b`` of the space's root
-  document, which is ``rt.get_cell(space)``.
+  the reader's own result, so copies would go round in circles).  ``wish("/a/b")``
+  reads ``a/b`` of the space's root document, which is ``rt.get_cell(space)``.
 """
 
 from __future__ import annotations

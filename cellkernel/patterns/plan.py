@@ -77,7 +77,9 @@ def concretize(binding: Any, ids: dict[str, str], space: str,
     return root[0]
 
 
-def plan(rt: Runtime, graph: dict[str, Any], result_id: str, space: str) -> tuple[dict[str, str], list[dict[str, Any]], list[dict[str, Any]]]:
+def plan(
+    rt: Runtime, graph: dict[str, Any], result_id: str, space: str
+) -> tuple[dict[str, str], list[dict[str, Any]], list[dict[str, Any]]]:
     """Concrete ids, node records and snapshot cells for one instance."""
     ids: dict[str, str] = {"self": result_id}
     arg_components = {"parent": result_id, "helper": "argument"}
@@ -112,8 +114,9 @@ def plan(rt: Runtime, graph: dict[str, Any], result_id: str, space: str) -> tupl
         cell_id = derive_id(components)
         ids[cell["key"]] = cell_id
         if debug:
-            cause_log.debug("cause %s %s -> %s %s", cell.get("name") or cell["key"], cell["helper"],
-                            cell_id, components, extra={"cell_id": cell_id, "components": components})
+            cause_log.debug("cause %s %s -> %s %s", cell.get("name") or cell["key"],
+                            cell["helper"], cell_id, components,
+                            extra={"cell_id": cell_id, "components": components})
         entry: dict[str, Any] = {
             "id": cell_id,
             "name": cell.get("name"),

@@ -26,6 +26,8 @@ def rebind(fn: Callable[..., Any], values: dict[str, Any]) -> Callable[..., Any]
     cells = []
     for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=True):
         cells.append(types.CellType(values[name]) if name in values else cell)
-    clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, tuple(cells))
+    clone = types.FunctionType(
+        fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, tuple(cells)
+    )
     clone.__kwdefaults__ = fn.__kwdefaults__
     return clone

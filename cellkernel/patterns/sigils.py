@@ -145,7 +145,8 @@ _POS = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWO
 
 def _python_module_of(factory: Any) -> dict[str, Any]:
     if getattr(factory, "builtin", None) is not None:
-        return factory.module()
+        module: dict[str, Any] = factory.module()
+        return module
     refs, constants = closure_inputs(factory.fn)
     if refs:
         raise CapabilityError(

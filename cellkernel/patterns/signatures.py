@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import types
 import typing
@@ -91,7 +92,7 @@ def _typeddict_compat(tp: Any) -> Any:
     import typing_extensions
 
     if typing.is_typeddict(tp) and type(tp).__module__ == "typing":
-        required = getattr(tp, "__required_keys__", frozenset())
+        required: frozenset[str] = getattr(tp, "__required_keys__", frozenset())
         fields: dict[str, Any] = {}
         for name, hint in _resolve_hints(tp).items():
             if typing.get_origin(hint) in (typing.Required, typing.NotRequired):
@@ -99,7 +100,8 @@ def _typeddict_compat(tp: Any) -> Any:
             hint = _typeddict_compat(hint)
             wrap = typing_extensions.Required if name in required else typing_extensions.NotRequired
             fields[name] = wrap[hint]
-        made = typing_extensions.TypedDict(tp.__name__, fields)  # type: ignore[operator]
+        # mypy wants a literal name for the functional form; this one is known only at run time
+        made = typing_extensions.TypedDict(tp.__name__, fields)  # type: ignore[misc]
         made.__module__ = tp.__module__
         return made
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -111,7 +113,7 @@ def _typeddict_compat(tp: Any) -> Any:
     if new == args:
         return tp
     if origin in (typing.Union, types.UnionType):
-        return typing.Union[new]
+        return typing.Union[new]  # noqa: UP007 - members are a run-time tuple, not spelled out
     try:
         return origin[new if len(new) > 1 else new[0]]
     except TypeError:
@@ -151,10 +153,8 @@ def parameters(fn: Callable[..., Any], skip: int = 0) -> list[Param]:
         annotation = hints.get(name, inspect.Parameter.empty)
         schema, default, mark = schema_for(annotation)
         if default is MISSING and param.default is not inspect.Parameter.empty:
-            try:
+            with contextlib.suppress(ValueError):
                 schema["default"] = to_json_value(param.default)
-            except ValueError:
-                pass
         plain = annotation is not inspect.Parameter.empty and mark is None
         out.append(Param(name, param.kind, schema, mark, plain))
     return out

@@ -66,7 +66,7 @@ class BuilderFrame:
         self.nodes: list[dict[str, Any]] = []
         self.argument = BCell("argument", "argument", connected=True)
         self.self_cell = BCell("self", "self", connected=True)
-        self.captured: dict[int, tuple[str, OpaqueRef]] = {}
+        self.captured: dict[int, tuple[str, OpaqueRef[Any]]] = {}
         # keyed by a (helper, impl, inputs) tuple when the signature is all strings and
         # has no config (no json.dumps per node), else by the JSON text of the signature
         self._signatures: dict[Any, int] = {}
@@ -101,7 +101,7 @@ class BuilderFrame:
     def owns(self, bcell: BCell) -> bool:
         return bcell is self.argument or bcell is self.self_cell or id(bcell) in self._owned
 
-    def capture(self, ref: OpaqueRef) -> OpaqueRef:
+    def capture(self, ref: OpaqueRef[Any]) -> OpaqueRef[Any]:
         """A ref of an outer frame used here becomes part of this frame's argument."""
         key = id(ref._bcell), tuple(ref._path)
         ident = hash(key)
@@ -183,7 +183,7 @@ class OpaqueRef(Cell[T]):
 
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _arith
     __truediv__ = __floordiv__ = __mod__ = __lt__ = __le__ = __gt__ = __ge__ = _arith
-    __int__ = __float__ = __len__ = _arith  # type: ignore[assignment]
+    __int__ = __float__ = __len__ = _arith
 
     def __repr__(self) -> str:
         label = self._bcell.name or self._bcell.key
@@ -313,9 +313,8 @@ def closure_inputs(fn: Callable[..., Any]) -> tuple[dict[str, Any], dict[str, An
             value = cell.cell_contents
         except ValueError:
             continue
-        if isinstance(value, Cell) and (isinstance(value, OpaqueRef) or value._id is not None):
-            refs[name] = value
-        elif _holds_refs(value):
+        is_ref = isinstance(value, Cell) and (isinstance(value, OpaqueRef) or value._id is not None)
+        if is_ref or _holds_refs(value):
             refs[name] = value
         else:
             constants[name] = impls.constant_json(value)

@@ -299,13 +299,13 @@ class Cell(Generic[T]):
         return self._derive(schema=schema)
 
     def with_tx(self, tx: Transaction | None) -> Cell[T]:
-        return self._derive(tx=tx)  # type: ignore[return-value]
+        return self._derive(tx=tx)
 
     def readonly(self) -> Cell[T]:
-        return self._derive(capability="readonly")  # type: ignore[return-value]
+        return self._derive(capability="readonly")
 
     def writeonly(self) -> Cell[T]:
-        return self._derive(capability="writeonly")  # type: ignore[return-value]
+        return self._derive(capability="writeonly")
 
     def __getattr__(self, name: str) -> Cell[Any]:
         if name.startswith("_"):
@@ -346,9 +346,13 @@ class Cell(Generic[T]):
         if self._tx is not None:
             return self._tx, True
         tx = current_tx.get()
-        if tx is not None and tx.status == "open" and self._rt is not None:
-            if tx._store is self._rt.store:
-                return tx, True
+        if (
+            tx is not None
+            and tx.status == "open"
+            and self._rt is not None
+            and tx._store is self._rt.store
+        ):
+            return tx, True
         return self._rt.read_tx(), False
 
     # -- reading ---------------------------------------------------------------
@@ -398,7 +402,7 @@ class Cell(Generic[T]):
         cell = self._derive(path=path)
         cell._space = space
         cell._id = entity_id
-        return cell  # type: ignore[return-value]
+        return cell
 
     def _address(self) -> tuple[str, str, Path]:
         tx = self._rt.read_tx()
@@ -468,11 +472,15 @@ class Cell(Generic[T]):
             if not _queue_with(tx, self._rt, (space, entity_id, path), value):
                 self._rt.scheduler.queue_event((space, entity_id, path), value, self._rt)
             return
-        if isinstance(value, Cell) and value._id is not None:
-            if value._address() == (space, entity_id, path) or (
-                value._space, value._id, value._path
-            ) == (self._space, self._id, self._path):
-                return
+        if (
+            isinstance(value, Cell)
+            and value._id is not None
+            and (
+                value._address() == (space, entity_id, path)
+                or (value._space, value._id, value._path) == (self._space, self._id, self._path)
+            )
+        ):
+            return
         stored = to_storable(self._rt, tx, value, (space, entity_id, path))
         if type(stored) in (dict, list):
             stored = _keep_equal_links(tx, current, stored, space)
@@ -485,7 +493,10 @@ class Cell(Generic[T]):
     def _plain_for_validation(self, tx: Transaction, stored: Any) -> Any:
         if not _contains_link(stored):
             return stored
-        return materialize(self._rt, tx, stored, self._space, self._id, self._path, None, False, False, plain=True)  # type: ignore[arg-type]
+        return materialize(
+            self._rt, tx, stored, self._space, self._id, self._path,  # type: ignore[arg-type]
+            None, False, False, plain=True,
+        )
 
     def send(self, event: Any = None) -> None:
         """Queue an event for the handlers of this stream (FIFO, one per pass)."""
@@ -512,7 +523,10 @@ class Cell(Generic[T]):
             if current is None:
                 self.with_tx(tx)._set_in(tx, {})
             elif not isinstance(current, dict):
-                raise TypeError(f"update() needs an object at {self._where()}, found {type(current).__name__}")
+                raise TypeError(
+                    f"update() needs an object at {self._where()}, "
+                    f"found {type(current).__name__}"
+                )
             for k, v in values.items():
                 self.key(k).with_tx(tx)._set_in(tx, v)
 
@@ -524,7 +538,8 @@ class Cell(Generic[T]):
 
         def run(tx: Transaction) -> None:
             space, entity_id, path, _s = resolve(
-                tx, self._space, self._id, self._path, for_write=True, track=False  # type: ignore[arg-type]
+                tx, self._space, self._id, self._path,  # type: ignore[arg-type]
+                for_write=True, track=False,
             )
             raw = tx.read(space, entity_id, path, track=False)
             if raw is MISSING or raw is None:
@@ -535,12 +550,15 @@ class Cell(Generic[T]):
                 target.push(*items)
                 return
             if type(raw) is not list:
-                raise TypeError(f"push() needs a list at {self._where()}, found {type(raw).__name__}")
+                raise TypeError(
+                    f"push() needs a list at {self._where()}, found {type(raw).__name__}"
+                )
             base = len(raw)
             new = to_storable(self._rt, tx, list(items), (space, entity_id, path), offset=base)
             combined = [*raw, *new]
             if self._schema:
-                schemas.validate(self._schema, self._plain_for_validation(tx, combined), self._where())
+                plain = self._plain_for_validation(tx, combined)
+                schemas.validate(self._schema, plain, self._where())
             tx.write(space, entity_id, path, combined)
 
         self._in_write_tx("write", run)
@@ -556,7 +574,8 @@ class Cell(Generic[T]):
     def _remove(self, item: Any, first_only: bool) -> Cell[T]:
         def run(tx: Transaction) -> None:
             space, entity_id, path, _s = resolve(
-                tx, self._space, self._id, self._path, for_write=True, track=False  # type: ignore[arg-type]
+                tx, self._space, self._id, self._path,  # type: ignore[arg-type]
+                for_write=True, track=False,
             )
             raw = tx.read(space, entity_id, path, track=False)
             if is_link(raw):  # a plain link here: remove from the list it shows (as push adds)
@@ -565,7 +584,9 @@ class Cell(Generic[T]):
             if raw is MISSING or raw is None:
                 return
             if type(raw) is not list:
-                raise TypeError(f"remove() needs a list at {self._where()}, found {type(raw).__name__}")
+                raise TypeError(
+                    f"remove() needs a list at {self._where()}, found {type(raw).__name__}"
+                )
             target = _identity_of(item, tx)
             plain = None if target is not None else to_json_value(item, hook=_plain_hook)
             kept: list[Any] = []
@@ -767,11 +788,15 @@ def materialize(
                 continue
         if type(value) is dict and is_link(value):
             if hops >= MAX_HOPS:
-                raise LinkCycleError(f"link resolution exceeded {MAX_HOPS} hops at {eid}{format_path(p)}")
+                raise LinkCycleError(
+                    f"link resolution exceeded {MAX_HOPS} hops at {eid}{format_path(p)}"
+                )
             link = parse_link(value, sp)
             sp2, eid2, p2, link_schema = resolve(tx, link.space, link.id, link.path, track=track)
             value2 = tx.read(sp2, eid2, p2, track=False)
-            sch2 = sch if sch is not None else (link.schema if link.schema is not None else link_schema)
+            sch2 = sch if sch is not None else (
+                link.schema if link.schema is not None else link_schema
+            )
             stack.append((holder, key, value2, sp2, eid2, p2, sch2, True, hops + 1))
             continue
         if value is MISSING or value is None:
@@ -862,9 +887,15 @@ def to_storable(
         if isinstance(v, Cell):
             if v._id is None:
                 if v._cap == "opaque":
-                    raise CapabilityError("store", "opaque", "a builder reference outside a pattern")
+                    raise CapabilityError(
+                        "store", "opaque", "a builder reference outside a pattern"
+                    )
                 before = (v._rt, v._space, v._id)
-                v._connect(runtime, space, {"cell": v._initial, "in": entity_id, "path": list(path), "n": uuid.uuid4().hex if tx.frame is None else str(tx.frame)})
+                nonce = uuid.uuid4().hex if tx.frame is None else str(tx.frame)
+                v._connect(
+                    runtime, space,
+                    {"cell": v._initial, "in": entity_id, "path": list(path), "n": nonce},
+                )
                 tx.write(space, v._id, (), v._initial)  # type: ignore[arg-type]
                 # if the write never lands, the cell must not keep an id nothing holds
                 tx.on_abort.append(functools.partial(_unconnect, v, before))

@@ -374,7 +374,8 @@ def test_parse_entity_id_rejects_malformed(bad: Any) -> None:
 @given(cause=st.dictionaries(
     st.text(max_size=6),
     st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.text(max_size=8),
-              st.lists(st.text(max_size=5), max_size=4), st.floats(allow_nan=False, allow_infinity=False),
+              st.lists(st.text(max_size=5), max_size=4),
+              st.floats(allow_nan=False, allow_infinity=False),
               st.dictionaries(st.text(max_size=2), st.integers(), max_size=2)),
     max_size=8,
 ))

@@ -1,4 +1,7 @@
-"""cellkernel.data.schema: narrowing, defaults, validation; and schemas applied by cells (SPEC §3)."""
+"""cellkernel.data.schema: narrowing, defaults, validation.
+
+Also schemas applied by cells (SPEC §3).
+"""
 
 from __future__ import annotations
 

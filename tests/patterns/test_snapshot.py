@@ -174,7 +174,9 @@ def test_short_id() -> None:
 def test_schema_file_is_the_models_schema() -> None:
     committed = snapshots.SCHEMA_PATH.read_text(encoding="utf-8")
     assert json.loads(committed) == GraphSnapshot.model_json_schema()
-    assert committed == snapshots.schema_text(), "run: python -m cellkernel.patterns.snapshot --schema"
+    assert committed == snapshots.schema_text(), (
+        "run: python -m cellkernel.patterns.snapshot --schema"
+    )
     assert snapshots._main(["--check"]) == 0
 
 
@@ -659,4 +661,5 @@ def test_stored_snapshots_are_plain_json_on_every_store(rt: Runtime) -> None:
         while stack:  # only JSON's own types, no tuples or subclasses
             item = stack.pop()
             assert type(item) in (dict, list, str, int, float, bool, type(None)), type(item)
-            stack.extend(item.values() if type(item) is dict else item if type(item) is list else [])
+            children = item.values() if type(item) is dict else item if type(item) is list else []
+            stack.extend(children)

@@ -1,4 +1,7 @@
-"""Tests for cellkernel.store (memory, sqlite, urls): CAS commits, change feed, multi-process safety."""
+"""Tests for cellkernel.store (memory, sqlite, urls).
+
+CAS commits, change feed, multi-process safety.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""cellkernel.store.transactions: read journal, working copies, one write space, CAS commit (SPEC §2)."""
+"""cellkernel.store.transactions (SPEC §2).
+
+Read journal, working copies, one write space, CAS commit.
+"""
 
 from __future__ import annotations
 
