@@ -3,14 +3,29 @@
 The ``dot`` executable is used when it is on ``PATH``; otherwise pygraphviz,
 whose manylinux wheel bundles Graphviz, lays the graph out in-process.  Both
 are looked up only when a graph is drawn, so ``import cellkernel`` stays light.
+
+Drawing prints nothing to stderr: the bundled library's fontconfig is older
+than the system's configuration and warns about it (``unknown element
+"reset-dirs"``) on file descriptor 2, so the in-process layout runs with fd 2
+pointed at a temporary file, whose text goes to this module's debug log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
+import os
 import shutil
 import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator
 from typing import Any
+
+log = logging.getLogger("cellkernel.patterns.render")
 
 __all__ = ["GraphvizUnavailableError", "RenderError", "backend", "dot_to_svg"]
 
@@ -66,12 +81,47 @@ def dot_to_svg(dot: str, *, timeout: float | None = 120.0) -> str:
             "installed (pip install 'cellkernel[jupyter]' or install Graphviz)"
         )
     try:
-        graph = module.AGraph(string=dot)
-        out = graph.draw(format="svg", prog="dot")
+        with _quiet_stderr():
+            graph = module.AGraph(string=dot)
+            out = graph.draw(format="svg", prog="dot")
     except Exception as exc:  # pygraphviz raises several unrelated types
         raise RenderError(f"pygraphviz failed: {exc}") from exc
     text = out.decode("utf-8") if isinstance(out, bytes) else str(out)
     return _svg_element(text)
+
+
+_fd_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Run the block with fd 2 (and Python warnings) captured; log what was captured.
+
+    Graphviz and fontconfig write straight to fd 2, below ``sys.stderr``; an
+    ipykernel forwards fd 2 to the notebook, where it shows in red.
+    """
+    with _fd_lock, tempfile.TemporaryFile() as sink, \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no fd 2 at all: nothing to protect
+            yield
+            return
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace").strip()
+            if text:
+                log.debug("graphviz said: %s", text)
+            for warning in caught:
+                log.debug("graphviz warned: %s", warning.message)
 
 
 def _svg_element(text: str) -> str:

@@ -256,6 +256,10 @@ class GraphSnapshot(BaseModel):
         """
         return _Drawing.of(self, highlight).dot()
 
+    def to_graphviz(self, highlight: Mapping[str, str] | None = None) -> Any:
+        """The drawing of ``to_dot`` as a ``graphviz.Digraph`` (render, pipe, display it)."""
+        return _Drawing.of(self, highlight).digraph()
+
     def to_mermaid(self, highlight: Mapping[str, str] | None = None) -> str:
         """The same drawing as ``to_dot`` in Mermaid ``flowchart`` syntax."""
         return _Drawing.of(self, highlight).mermaid()
@@ -384,6 +388,10 @@ class SnapshotDiff(BaseModel):
         ``highlight`` overrides the diff's colour of some ids (e.g. ``"error"``).
         """
         return self._drawing(highlight).dot()
+
+    def to_graphviz(self, highlight: Mapping[str, str] | None = None) -> Any:
+        """``to_dot`` as a ``graphviz.Digraph``."""
+        return self._drawing(highlight).digraph()
 
     def to_mermaid(self, highlight: Mapping[str, str] | None = None) -> str:
         return self._drawing(highlight).mermaid()
@@ -521,28 +529,39 @@ class _Drawing:
 
     # -- DOT -----------------------------------------------------------------------
 
-    def dot(self) -> str:
-        lines = [
-            "digraph snapshot {",
-            f"  graph [rankdir=LR, fontname=\"Helvetica\", fontsize=11, labelloc=t, "
-            f"label={_dq(self.title)}];",
-            "  node [fontname=\"Helvetica\", fontsize=10];",
-            "  edge [color=\"#607d8b\", arrowsize=0.7];",
-        ]
-        for item in self.sorted_items():
-            lines.append(f"  {_dq(item.id)} [{_dot_attrs(item)}];")
+    def digraph(self) -> Any:
+        """The drawing as a ``graphviz.Digraph`` (its ``.source`` is the DOT text).
+
+        DOT node names are ``i0``, ``i1``, ... in id order (``graphviz`` reads a
+        ``:`` in an edge end as a port, and every id here has one); each node's
+        ``id`` attribute is its cell or node id, so the SVG's ``<g id=...>``
+        names the entity.
+        """
+        graphviz = _graphviz_module()
+        graph = graphviz.Digraph(
+            "snapshot",
+            graph_attr={"rankdir": "LR", "fontname": "Helvetica", "fontsize": "11",
+                        "labelloc": "t", "label": _dot_text(self.title)},
+            node_attr={"fontname": "Helvetica", "fontsize": "10"},
+            edge_attr={"color": "#607d8b", "arrowsize": "0.7"},
+        )
+        items = self.sorted_items()
+        names = {item.id: f"i{n}" for n, item in enumerate(items)}
+        for item in items:
+            graph.node(names[item.id], **_dot_attrs(item))
         for source, target, style, label in self.sorted_edges():
-            attrs = []
+            attrs: dict[str, str] = {}
             if style == "redirect":
-                attrs.append('style=dashed, color="#9e9e9e"')
+                attrs.update(style="dashed", color="#9e9e9e")
             elif style == "other":
-                attrs.append("style=dotted")
+                attrs["style"] = "dotted"
             if label:
-                attrs.append(f"label={_dq(label)}, fontsize=8")
-            suffix = f" [{', '.join(attrs)}]" if attrs else ""
-            lines.append(f"  {_dq(source)} -> {_dq(target)}{suffix};")
-        lines.append("}")
-        return "\n".join(lines) + "\n"
+                attrs.update(label=_dot_text(label), fontsize="8")
+            graph.edge(names[source], names[target], **attrs)
+        return graph
+
+    def dot(self) -> str:
+        return str(self.digraph().source)
 
     # -- Mermaid ---------------------------------------------------------------------
 
@@ -579,7 +598,8 @@ class _Drawing:
 
 
 def _node_label(node: SnapshotNode) -> str:
-    name = module_short_name(node.module.ref)
+    """``lift doubled``: the helper, then the node's name (else its function's)."""
+    name = _node_name(node)
     return node.helper if name == node.helper else f"{node.helper} {name}"
 
 
@@ -595,12 +615,27 @@ def _checked_highlight(highlight: Mapping[str, str] | None) -> dict[str, str]:
     return out
 
 
-def _dq(text: str) -> str:
-    """A DOT double-quoted string (``\\n`` inside labels is written by the caller)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+def _dot_text(text: str) -> str:
+    """Text for a DOT attribute: backslashes kept literal (``graphviz`` escapes quotes).
+
+    ``nohtml``: a name like ``<lambda>`` is text, not an HTML-like label.
+    """
+    escaped = text.replace("\\", "\\\\").replace("\n", "\\n")
+    marked: str = _graphviz_module().nohtml(escaped)  # a str subclass
+    return marked
 
 
-def _dot_attrs(item: _Item) -> str:
+def _graphviz_module() -> Any:
+    try:
+        import graphviz  # optional: only drawings need it
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "drawing a snapshot needs the graphviz package: pip install 'cellkernel[jupyter]'"
+        ) from exc
+    return graphviz
+
+
+def _dot_attrs(item: _Item) -> dict[str, str]:
     shape = {"cell": "ellipse", "stream": "ellipse", "node": "box", "result": "box",
              "external": "ellipse"}[item.shape]
     fill = {"node": "#e8eef9", "result": "#eeeeee"}.get(item.shape, "#ffffff")
@@ -610,23 +645,21 @@ def _dot_attrs(item: _Item) -> str:
         styles.append("rounded")
     if item.shape == "external":
         styles.append("dashed")
-    extras = []
+    extras: dict[str, str] = {}
     if item.status is not None:
         fill, border, extra = HIGHLIGHT_STYLES[item.status]
         if extra:
             styles.append(extra)
         if item.status == "error":
-            extras.append("penwidth=2")
-    if item.shape == "stream":
-        extras.append("peripheries=2")
-    if item.shape == "result":
-        extras.append("peripheries=2")
-    label = "\\n".join(_dq(part)[1:-1] for part in item.label)
-    attrs = [f"shape={shape}", f'label="{label}"', f'style="{",".join(styles)}"',
-             f'fillcolor="{fill}"', f'color="{border}"', *extras]
+            extras["penwidth"] = "2"
+    if item.shape in ("stream", "result"):
+        extras["peripheries"] = "2"
+    attrs = {"id": item.id, "shape": shape,
+             "label": _dot_text("\n".join(item.label)),
+             "style": ",".join(styles), "fillcolor": fill, "color": border, **extras}
     if item.status is not None:
-        attrs.append(f'class="ck-{item.status}"')
-    return ", ".join(attrs)
+        attrs["class"] = f"ck-{item.status}"
+    return attrs
 
 
 def _mermaid_text(text: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,25 @@ def test_invalid_dot_is_a_render_error(monkeypatch: pytest.MonkeyPatch, tmp_path
     _no_system_dot(monkeypatch, tmp_path)
     with pytest.raises(render.RenderError):
         render.dot_to_svg("digraph { this is not dot")
+
+
+def test_drawing_prints_nothing_to_stderr_in_a_fresh_process(tmp_path: Path) -> None:
+    """The bundled library's fontconfig warning (``reset-dirs``) never reaches fd 2."""
+    pytest.importorskip("pygraphviz")
+    code = (
+        "import shutil\n"
+        "from cellkernel.patterns import render\n"
+        "render.shutil.which = lambda cmd, *a, **k: None\n"  # force the in-process library
+        "from cellkernel import Runtime, lift, pattern\n"
+        "@lift\n"
+        "def double(x): return x * 2\n"
+        "@pattern\n"
+        "def P(count: int = 1): return {'count': count, 'doubled': double(count)}\n"
+        "rt = Runtime()\n"
+        "svg = render.dot_to_svg(rt.snapshot(rt.run(P, {}, cause='p')).to_dot())\n"
+        "print(svg[:4])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PATH": str(tmp_path)}, check=True)
+    assert done.stdout.strip() == "<svg"
+    assert done.stderr == ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -313,22 +314,51 @@ def test_diff_drawing_includes_removed_items() -> None:
 # drawings
 
 
+def dot_items(dot: str) -> dict[str, tuple[str, str]]:
+    """Entity id -> (DOT node name, its statement line), read from the ``id`` attributes."""
+    out: dict[str, tuple[str, str]] = {}
+    for line in dot.splitlines():
+        found = re.search(r'\bid="([^"]+)"', line)
+        if found and "->" not in line:
+            out[found.group(1)] = (line.strip().split(" ", 1)[0], line)
+    return out
+
+
+def item_line(dot: str, entity_id: str) -> str:
+    return dot_items(dot)[entity_id][1]
+
+
+def test_to_dot_is_built_with_graphviz_and_names_entities() -> None:
+    import graphviz
+
+    s = snap(make_graph(double_v1()))
+    graph = s.to_graphviz()
+    assert isinstance(graph, graphviz.Digraph)
+    assert graph.source == s.to_dot()
+    items = dot_items(s.to_dot())
+    assert set(items) >= {c.id for c in s.cells} | {n.id for n in s.nodes}
+    # ids have a ':' (a port to graphviz): the DOT names are plain aliases
+    assert all(":" not in alias for alias, _line in items.values())
+
+
 def test_to_dot_shapes_labels_and_order() -> None:
     s = snap(make_graph(double_v1()))
     dot = s.to_dot()
     assert dot.startswith("digraph snapshot {") and dot.rstrip().endswith("}")
     labels = s.cell_labels()
+    items = dot_items(dot)
     for cell in s.cells:
-        line = next(li for li in dot.splitlines() if li.strip().startswith(f'"{cell.id}" ['))
+        line = items[cell.id][1]
         assert "shape=ellipse" in line
         assert f'label="{labels[cell.id]}\\n{short_id(cell.id)}"' in line
     for node in s.nodes:
-        line = next(li for li in dot.splitlines() if li.strip().startswith(f'"{node.id}" ['))
+        line = items[node.id][1]
         assert "shape=box" in line
-        assert f'label="{node.helper} {node.module.ref.rsplit(".", 1)[-1].rsplit(":")[-1]}"' in line
+        name = node.name or node.module.ref.rsplit(".", 1)[-1].rsplit(":")[-1]
+        assert f'label="{node.helper} {name}"' in line
         for source in node.inputs:
-            assert f'"{source}" -> "{node.id}"' in dot
-        assert f'"{node.id}" -> "{node.outputs[0]}"' in dot
+            assert f"{items[source][0]} -> {items[node.id][0]}" in dot
+        assert f"{items[node.id][0]} -> {items[node.outputs[0]][0]}" in dot
     # only the graph decides the text: shuffled lists draw the same
     data = s.to_json()
     rng = random.Random(7)
@@ -352,13 +382,12 @@ def test_to_dot_highlight() -> None:
     for status in statuses:
         fill, border, _extra = snapshots.HIGHLIGHT_STYLES[status]
         dot = s.to_dot(highlight={doubled: status, square_node.id: "error"})
-        cell_line = next(li for li in dot.splitlines() if li.strip().startswith(f'"{doubled}" ['))
+        cell_line = item_line(dot, doubled)
         assert f'fillcolor="{fill}"' in cell_line and f'color="{border}"' in cell_line
         # a node without its own entry takes its output cell's status
-        node_line = next(li for li in dot.splitlines() if li.strip().startswith(f'"{node.id}" ['))
+        node_line = item_line(dot, node.id)
         assert f'class="ck-{status}"' in node_line
-    error_line = next(li for li in s.to_dot(highlight={square_node.id: "error"}).splitlines()
-                      if li.strip().startswith(f'"{square_node.id}" ['))
+    error_line = item_line(s.to_dot(highlight={square_node.id: "error"}), square_node.id)
     assert "penwidth=2" in error_line and 'fillcolor="#ef9a9a"' in error_line
     assert 'class="ck-new"' in s.to_dot(highlight={doubled: "added"})
     with pytest.raises(ValueError, match="unknown highlight"):
@@ -640,7 +669,7 @@ def test_diff_drawing_takes_extra_highlights() -> None:
     d = before.diff(after)
     squared = ids_by_label(after)["squared"]
     dot = d.to_dot(highlight={squared: "error"})
-    line = next(li for li in dot.splitlines() if li.strip().startswith(f'"{squared}" ['))
+    line = item_line(dot, squared)
     assert 'class="ck-error"' in line
     assert 'class="ck-changed"' in dot and 'class="ck-kept"' in dot
     assert "class " in d.to_mermaid(highlight={squared: "ran"})
