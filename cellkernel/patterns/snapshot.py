@@ -627,7 +627,7 @@ def _dot_text(text: str) -> str:
 
 def _graphviz_module() -> Any:
     try:
-        import graphviz  # optional: only drawings need it
+        import graphviz  # type: ignore[import-untyped]  # optional: only drawings need it
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
             "drawing a snapshot needs the graphviz package: pip install 'cellkernel[jupyter]'"
