@@ -634,6 +634,38 @@ class Cell(Generic[T]):
         name = type(self).__name__
         return f"<{name} {self._id[:16]}…{format_path(self._path)}>"
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None,
+                          **_: Any) -> dict[str, str]:
+        """Jupyter display: the value as deterministic ``text/plain`` and as an HTML table.
+
+        (In a kernel with ``%load_ext cellkernel`` the notebook layer adds the live view.)
+        """
+        import html  # display only
+
+        def plain(v: Any) -> str:
+            if isinstance(v, Stream):
+                return "<stream>"
+            if isinstance(v, Cell):
+                return repr(v)
+            if isinstance(v, dict):
+                return "{" + ", ".join(f"{k!r}: {plain(x)}" for k, x in v.items()) + "}"
+            if isinstance(v, list | tuple):
+                return "[" + ", ".join(plain(x) for x in v) + "]"
+            return repr(v)
+
+        try:
+            value = self.sample()
+        except Exception as exc:  # an opaque builder ref, a dead store: say so, do not fail
+            text = f"{self!r} ({type(exc).__name__}: {exc})"
+            return {"text/plain": text, "text/html": f"<pre>{html.escape(text)}</pre>"}
+        if isinstance(value, dict) and not isinstance(value, Cell):
+            rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td><code>"
+                           f"{html.escape(plain(v))}</code></td></tr>" for k, v in value.items())
+            markup = f'<table class="cellkernel-cell">{rows}</table>'
+        else:
+            markup = f"<pre>{html.escape(plain(value))}</pre>"
+        return {"text/plain": plain(value), "text/html": markup}
+
     def __bool__(self) -> bool:
         return True
 
