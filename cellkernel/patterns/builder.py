@@ -44,6 +44,7 @@ from cellkernel.patterns.tracing import (
     _frames,
     add_node,
     bind,
+    cause_config_of,
     closure_inputs,
     current_frame,
 )
@@ -213,11 +214,17 @@ class LiftFactory(Factory):
             "args": bind(frame, list(args), inputs),
             "kwargs": bind(frame, kwargs, inputs),
         }
+        cause_binding = binding
         if refs:
-            binding["closure"] = bind(frame, refs, inputs)
+            closure = bind(frame, refs, inputs)
+            binding["closure"] = closure
+            # by position, as the fingerprint counts captures: renaming one changes no id
+            order = [n for n in impls.capture_order(self.fn) if n in closure]
+            cause_binding = {**binding, "closure": [closure[n] for n in order]}
         impl = module.get("hash") or module["ref"]
         return add_node(frame, self.helper, module, binding, inputs, impl, None, self.result_schema,
-                        name=self.__name__, normalized=True)
+                        name=self.__name__, normalized=True,
+                        cause_config=cause_config_of(None, cause_binding))
 
 
 def _lift_shape(fn: Callable[..., Any]
@@ -238,15 +245,15 @@ def _lift_shape(fn: Callable[..., Any]
 
 
 def _python_module(fn: Callable[..., Any], constants: dict[str, Any] | None) -> dict[str, Any]:
-    digest, source = impls.fingerprint_function(fn, constants)
+    digest, source, carried = impls.fingerprint_function(fn, constants)
     # the latest definition wins: a re-defined function with the same fingerprint (a
     # re-executed notebook cell, a second test) must run with its own closure and globals
     registry.register_function(digest, fn)
     module: dict[str, Any] = {"type": "python", "ref": impls.ref_of(fn), "hash": digest}
     if source is not None:
         module["source"] = source
-    if constants:
-        module["constants"] = constants
+    if carried:
+        module["constants"] = carried  # behaviour inputs: what the hash covers besides the text
     return module
 
 
@@ -459,7 +466,9 @@ class Pattern(Factory):
         inputs: list[str] = []
         binding = bind(frame, argument, inputs)
         module = self.module()
-        return add_node(frame, helper, module, binding, inputs, module["hash"], None,
+        # identified by its call site (SPEC §6), not by its graph: an edit inside the nested
+        # pattern keeps this id, so its inner cells keep theirs (and their state)
+        return add_node(frame, helper, module, binding, inputs, f"pattern:{self.name}", None,
                         self.graph.get("resultSchema"), name=self.name, normalized=True)
 
     def __repr__(self) -> str:
@@ -641,8 +650,10 @@ def _collection_node(kind: str, source: Cell[Any], fn: Callable[..., Any]) -> Op
     }
     config = {"op": op.hash}
     module = {"type": "builtin", "ref": kind}
+    # the call site, not the callback's sub-graph, names the node (SPEC §6): editing the
+    # callback keeps the node and each element's instance (and its state)
     return add_node(frame, kind, module, binding, inputs, kind, config, {"type": "array"},
-                    name=kind, normalized=True)
+                    name=kind, normalized=True, cause_config=cause_config_of(None, binding))
 
 
 def _cell_map_hook(cell: Cell[Any], fn: Callable[..., Any]) -> Any:

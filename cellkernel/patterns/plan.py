@@ -77,6 +77,37 @@ def concretize(binding: Any, ids: dict[str, str], space: str,
     return root[0]
 
 
+def _concrete_config(config: Any, concrete_input: Any) -> Any:
+    """``config`` with each ``$alias`` of its binding replaced by the concrete id it names."""
+    if type(config) is not dict or "binding" not in config:
+        return config
+    root: list[Any] = [dict(config)]
+    stack: list[tuple[Any, Any]] = [(root[0], "binding")]
+    while stack:
+        holder, key = stack.pop()
+        value = holder[key]
+        if type(value) is dict:
+            alias = value.get("$alias") if len(value) == 1 else None
+            if alias is not None:
+                path = alias["path"]
+                token = alias["cell"] + "/" + "/".join(map(str, path)) if path else alias["cell"]
+                holder[key] = {"$in": concrete_input(token)}
+                continue
+            if is_sigil(value):  # a link stays; a factory counts by its implementation
+                body = value["/"].get("nodeFactory@1")
+                if isinstance(body, dict):
+                    module = body.get("module") or {}
+                    holder[key] = {"$factory": module.get("hash") or module.get("ref"),
+                                   "curried": body.get("curried") or []}
+                continue
+            copy = holder[key] = dict(value)
+            stack.extend((copy, k) for k, v in copy.items() if type(v) in (dict, list))
+        elif type(value) is list:
+            copy_l = holder[key] = list(value)
+            stack.extend((copy_l, i) for i, v in enumerate(copy_l) if type(v) in (dict, list))
+    return root[0]
+
+
 def plan(
     rt: Runtime, graph: dict[str, Any], result_id: str, space: str
 ) -> tuple[dict[str, str], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -109,7 +140,7 @@ def plan(
                 "impl": cell["impl"],
                 "inputs": sorted([concrete_input(i) for i in cell["inputs"]]),
                 "index": cell["index"],
-                "config": cell["config"],
+                "config": _concrete_config(cell["config"], concrete_input),
             }
         cell_id = derive_id(components)
         ids[cell["key"]] = cell_id

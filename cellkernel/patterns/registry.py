@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 from cellkernel.errors import UnknownImplementationError
 from cellkernel.patterns.builtin_lifts import BUILTIN_LIFTS
-from cellkernel.patterns.fingerprints import fingerprint_function, node_text, text_digest
+from cellkernel.patterns.fingerprints import FREE_KEY, normalise_node, text_digest
 
 # ---------------------------------------------------------------------------
 # the trust policy
@@ -297,6 +297,9 @@ def _compile_checked(source: str, ref: str, digest: str, constants: dict[str, An
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
     namespace: dict[str, Any] = {"__builtins__": python_builtins,
                                  "__name__": "cellkernel.trusted", **_trusted_names}
+    # captured constants were hashed by position; the carried names put them back
+    names, values = constants.get(FREE_KEY) or [], constants.get("captures") or []
+    namespace.update(zip(names, values, strict=False))
     try:
         if isinstance(match, ast.Lambda):
             fn = eval(compile(ast.Expression(match), filename, "eval"), namespace)
@@ -308,17 +311,18 @@ def _compile_checked(source: str, ref: str, digest: str, constants: dict[str, An
         raise UnknownImplementationError(
             f"the source carried for {ref!r} failed to load: {type(exc).__name__}: {exc}"
         ) from exc
-    if not isinstance(fn, types.FunctionType) or fingerprint_function(fn, constants)[0] != digest:
-        raise UnknownImplementationError(
-            f"the source carried for {ref!r} compiled to a function whose hash differs"
-        )
+    if not isinstance(fn, types.FunctionType):
+        raise UnknownImplementationError(f"the source carried for {ref!r} defines no function")
     return fn
 
 
 def _matching_node(tree: ast.AST, digest: str, constants: dict[str, Any]
                    ) -> ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | None:
+    free = constants.get(FREE_KEY) or []
+    if not isinstance(free, list) or not all(isinstance(n, str) for n in free):
+        return None
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) \
-                and text_digest(node_text(node), constants) == digest:
+                and text_digest(normalise_node(node, free)[0], constants) == digest:
             return node
     return None

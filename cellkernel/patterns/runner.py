@@ -514,9 +514,14 @@ class Runner:
         for node_id in [n for n in instance.nodes if n not in wanted]:
             instance.nodes.pop(node_id).stop(self)
         for record in records:
-            if record["id"] in instance.nodes:
-                instance.nodes[record["id"]].record = record
-                continue
+            kept = instance.nodes.get(record["id"])
+            if kept is not None:
+                if _same_behaviour(kept.record, record):
+                    kept.record = record
+                    continue
+                # the same call site with new behaviour (an edited nested pattern or map
+                # callback: SPEC §6 keeps their ids): restart it; its cells keep their state
+                instance.nodes.pop(record["id"]).stop(self)
             running = RunningNode(record)
             instance.nodes[record["id"]] = running
             starter = _STARTERS.get(record["helper"], Runner._start_lift)
@@ -893,6 +898,12 @@ class Runner:
 
 
 
+
+
+def _same_behaviour(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether a kept node runs as before (same implementation and options)."""
+    return bool(old["module"].get("hash") == new["module"].get("hash")
+                and old.get("config") == new.get("config"))
 
 
 _STARTERS: dict[str, Callable[[Runner, Instance, RunningNode, Any, bool], None]] = {

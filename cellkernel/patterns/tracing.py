@@ -335,6 +335,33 @@ def _holds_refs(value: Any) -> bool:
     return False
 
 
+def _one_input(binding: Any) -> bool:
+    """``{"args": [ref], "kwargs": {}}``: the single input already says everything."""
+    if type(binding) is not dict or len(binding) != 2 or binding.get("kwargs") != {}:
+        return False
+    args = binding.get("args")
+    return type(args) is list and len(args) == 1 and type(args[0]) is dict \
+        and "$alias" in args[0]
+
+
+def cause_config_of(config: Any, binding: Any) -> Any:
+    """The ``config`` cause component: the helper's options plus every literal argument.
+
+    The binding's shape (which input goes where, and every literal beside them:
+    a ``fmt`` template, an ``if_else`` branch, ``scale(x, 3)``'s ``3``) decides
+    behaviour, so it is part of the cause.  Refs in it stay aliases here; the
+    planner replaces each by the concrete id it names, so no local key (which
+    shifts when unrelated nodes are added) reaches an id.
+    """
+    if binding is None or binding == {} or _one_input(binding):
+        return config
+    if config is None:
+        return {"binding": binding}
+    if isinstance(config, dict):
+        return {**config, "binding": binding}
+    return {"options": config, "binding": binding}
+
+
 def add_node(
     frame: BuilderFrame,
     helper: str,
@@ -349,13 +376,18 @@ def add_node(
     name: str | None = None,
     initial: Any = MISSING,
     normalized: bool = False,
+    cause_config: Any = MISSING,
 ) -> OpaqueRef[Any]:
     """Record a node and its output cell; return a ref to the output.
 
     ``normalized``: ``binding`` is made of ``bind`` results (plain JSON already), so
-    the pattern hash need not check it (see ``_graph_digest``).
+    the pattern hash need not check it (see ``_graph_digest``).  ``cause_config``
+    is the ``config`` component of the output's cause (SPEC §6); by default the
+    node's ``config`` plus the shape of its binding (see ``cause_config_of``).
     """
-    out = frame.new_cell(helper, impl, inputs, config, schema, stream)
+    if cause_config is MISSING:
+        cause_config = cause_config_of(config, binding)
+    out = frame.new_cell(helper, impl, inputs, cause_config, schema, stream)
     if stream:
         out.initial = {"$stream": True}
     elif initial is not MISSING:

@@ -501,7 +501,7 @@ def test_captured_constants_are_part_of_the_fingerprint(rt: Runtime) -> None:
     def module(p: Pattern) -> dict[str, Any]:
         return p.to_json()["nodes"][0]["module"]
 
-    assert module(one)["constants"] == {"k": 1}
+    assert module(one)["constants"] == {"captures": [1], "free": ["k"]}  # by position
     assert module(one)["hash"] != module(two)["hash"]
     assert module(one) == module(one_again)
     assert rt.run(one, {"a": 1}).get() == {"s": 2}

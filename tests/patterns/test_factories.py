@@ -373,7 +373,7 @@ def _evil_sigil(tmp_path: Path, marker: Path, ref: str) -> dict[str, Any]:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # defines evil(); nothing calls it
-    digest, _ = impls.fingerprint_function(module.evil)
+    digest = impls.fingerprint_function(module.evil).digest
     assert registry.registered_function(digest) is None
     return {"/": {"nodeFactory@1": {
         "module": {"type": "python", "ref": ref, "hash": digest, "source": source},
