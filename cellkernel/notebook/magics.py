@@ -36,6 +36,17 @@ in-memory unless ``CELLKERNEL_STORE`` names a store URL (``sqlite:///path``).
 after each cell (commits of other processes, async nodes). ``%unload_ext``
 removes the magic and that hook but keeps the runtimes, because names in the
 user namespace still point at their live cells; ``reset()`` drops them.
+
+``%cellkernel store URL | status | errors`` controls that runtime (see
+``PatternMagics.cellkernel``; ``%cellkernel?`` shows it). Typing a cell's name
+displays it: its value as text and a table, and in a kernel its live view
+(a formatter this extension registers for ``Cell``).
+
+Errors read like the user's own: body frames are compiled through IPython's
+cache (``Cell In[N], line M``), cellkernel's own frames are dropped from the
+traceback, and a node that fails while the instance starts is shown in the
+output with its name, exception, message and the user's line; values it left
+stale say so.
 """
 
 from __future__ import annotations
@@ -50,16 +61,24 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.displayhook import DisplayHook
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, magics_class, output_can_be_silenced
+from IPython.core.magic import (
+    Magics,
+    cell_magic,
+    line_magic,
+    magics_class,
+    output_can_be_silenced,
+)
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from cellkernel.data.identity import create_ref
+from cellkernel.notebook import session as sessions
 from cellkernel.notebook.body import build_pattern, compile_body
-from cellkernel.notebook.display import graph_svg
+from cellkernel.notebook.display import error_text, graph_svg, stale_fields, user_traceback
 from cellkernel.notebook.output import PatternDisplay
 from cellkernel.notebook.report import report_html, stability_report, state_values
 from cellkernel.notebook.session import existing_session, session
-from cellkernel.notebook.widgets import pattern_view
+from cellkernel.notebook.widgets import cell_view, pattern_view
+from cellkernel.reactive.cells import Cell
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
@@ -94,6 +113,8 @@ log = logging.getLogger("cellkernel.notebook.magics")
 class _Registration:
     magics: PatternMagics
     hooks: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
+    #: the ``Cell`` printer of the mimebundle formatter before ``load`` (restored by unload)
+    previous_printer: Any = None
 
 
 _registrations: dict[int, _Registration] = {}
@@ -111,6 +132,9 @@ def load(ip: InteractiveShell) -> None:
     registration = _Registration(magics)
     ip.events.register("post_run_cell", _post_run_cell)
     registration.hooks.append(("post_run_cell", _post_run_cell))
+    assert ip.display_formatter is not None
+    formatter = ip.display_formatter.mimebundle_formatter
+    registration.previous_printer = formatter.for_type(Cell, cell_bundle)
     _registrations[id(ip)] = registration
 
 
@@ -129,6 +153,27 @@ def unload(ip: InteractiveShell) -> None:
     for event, callback in registration.hooks:
         with contextlib.suppress(ValueError):  # already gone: nothing to undo
             ip.events.unregister(event, callback)
+    formatter = ip.display_formatter.mimebundle_formatter if ip.display_formatter else None
+    if formatter is not None and formatter.type_printers.get(Cell) is cell_bundle:
+        formatter.pop(Cell)
+        if registration.previous_printer is not None:
+            formatter.for_type(Cell, registration.previous_printer)
+
+
+def cell_bundle(cell: Cell[Any]) -> dict[str, Any]:
+    """A cell's display in a kernel: its own text and HTML, plus the live view."""
+    data: dict[str, Any] = dict(cell._repr_mimebundle_())
+    try:
+        widget = cell_view(cell)
+    except Exception:  # the text still shows
+        log.debug("no live view for %r", cell, exc_info=True)
+        widget = None
+    if widget is not None:
+        session().shown.append(widget)
+        data["application/vnd.jupyter.widget-view+json"] = {
+            "version_major": 2, "version_minor": 0, "model_id": widget.model_id,
+        }
+    return data
 
 
 def _post_run_cell(_result: Any) -> None:
@@ -261,6 +306,17 @@ class PatternMagics(Magics):
         name bound to a ref or stream; a body ending with a Pattern runs that
         pattern. ``x = Cell.of(v)`` takes "x" as its cause, so its value survives
         edits of the cell. A trailing ';' hides the output.
+
+        The output shows the values (stale ones marked), the graph, live
+        widgets and, after a re-run, the report (kept / changed / added /
+        removed, with the state carried over). A node that fails shows there
+        with its name, the exception and your line; an error in the body is
+        an ordinary traceback pointing into this cell. Re-running NAME in
+        another cell turns this output into "superseded by In[n]".
+
+        The runtime is in memory unless ``CELLKERNEL_STORE`` or
+        ``%cellkernel store URL`` names a store; ``%cellkernel status`` and
+        ``%cellkernel errors`` tell what it holds (see ``%cellkernel?``).
         """
         __tracebackhide__ = True
         args = parse_argstring(PatternMagics.pattern, line)  # type: ignore[no-untyped-call]
@@ -270,6 +326,92 @@ class PatternMagics(Magics):
         return run_pattern_cell(self.shell, name, cell, space=args.space, ui=not args.no_ui,
                                 graph=not args.no_graph)
 
+    @line_magic
+    def cellkernel(self, line: str) -> None:
+        """Control this notebook's cellkernel runtime.
+
+        %cellkernel store URL
+            Serve this notebook from the store at URL (``sqlite:///path/state.db``,
+            ``postgresql://user@host:port/db``; ``memory:`` for none). The current
+            runtimes close: names bound by earlier ``%%pattern`` cells stop
+            following their instances, so re-run those cells. State then lives in
+            the store: after a kernel restart, ``%load_ext cellkernel``, the same
+            ``%cellkernel store URL`` and re-running the cells find every value
+            where it was (same causes, same ids).
+        %cellkernel status
+            The store, the spaces served, this notebook's instances and how many
+            node errors were recorded.
+        %cellkernel errors
+            Every node error recorded, oldest first: node name, exception,
+            message and the line of your code that raised.
+
+        ``CELLKERNEL_STORE`` (an environment variable) names the store the
+        first runtime opens when no ``%cellkernel store`` was given.
+        """
+        words = line.split()
+        command = words[0] if words else "status"
+        if command == "store":
+            if len(words) != 2:
+                raise UsageError("%cellkernel store URL: give one store URL "
+                                 "(sqlite:///path.db, postgresql://user@host/db or memory:)")
+            sess = sessions.use_store(words[1])
+            print(f"cellkernel: this notebook's runtime now uses "
+                  f"{sessions.redact(sess.runtime().store.url)}; re-run the %%pattern cells")
+        elif command == "status" and len(words) == 1:
+            print(status_text())
+        elif command == "errors" and len(words) == 1:
+            print(errors_text())
+        else:
+            raise UsageError(f"%cellkernel: unknown command {line.strip()!r}; "
+                             "use store URL, status or errors (%cellkernel? explains them)")
+
+
+def status_text() -> str:
+    """What ``%cellkernel status`` prints."""
+    sess = session()
+    rt = sess.runtime()
+    runtimes = {id(r): r for r in sess.runtimes.values()}
+    lines = [f"store: {sessions.redact(rt.store.url if sess.store_url() else None)}",
+             "spaces: " + ", ".join(sorted(r.space for r in runtimes.values()))]
+    if sess.instances:
+        lines.append(f"instances: {len(sess.instances)}")
+        for (space, name), result in sorted(sess.instances.items()):
+            try:
+                generation = f"generation {result._rt.snapshot(result).generation}"
+            except Exception as exc:
+                generation = f"stopped ({type(exc).__name__})"
+            lines.append(f"  {name} (space {space}): {generation}")
+    else:
+        lines.append("instances: none (run a %%pattern cell)")
+    count = sum(len(r.errors) for r in runtimes.values())
+    lines.append(f"errors: {count}" + (" (%cellkernel errors lists them)" if count else ""))
+    return "\n".join(lines)
+
+
+def errors_text() -> str:
+    """What ``%cellkernel errors`` prints."""
+    sess = session()
+    runtimes = {id(r): r for r in sess.runtimes.values()}
+    errors = [e for r in runtimes.values() for e in r.errors]
+    if not errors:
+        return "no node errors"
+    lines = [f"{len(errors)} node error{'s' if len(errors) != 1 else ''}:"]
+    for n, error in enumerate(errors, 1):
+        text = error_text(error).replace("\n", "\n    ")
+        lines.append(f"{n:>3}. {text}")
+    return "\n".join(lines)
+
+
+def execution_number(shell: Any) -> int:
+    """The number of the cell being run (``In[N]``).
+
+    IPython counts the next cell before it runs this one; the cell's own
+    number is on the result it fills in.
+    """
+    result = getattr(getattr(shell, "displayhook", None), "exec_result", None)
+    number = getattr(result, "execution_count", None)
+    return number if isinstance(number, int) else int(shell.execution_count)
+
 
 def run_pattern_cell(shell: Any, name: str, cell: str, *, space: str | None = None,
                      ui: bool = True, graph: bool = True) -> PatternDisplay | None:
@@ -277,19 +419,26 @@ def run_pattern_cell(shell: Any, name: str, cell: str, *, space: str | None = No
     __tracebackhide__ = True
     sess = session()
     rt = sess.runtime(space)
+    number = execution_number(shell)
     code = shell.transform_cell(cell)
-    filename = shell.compile.cache(code, shell.execution_count, raw_code=cell)
-    body = compile_body(code, filename, shell.user_ns, flags=shell.compile.flags)
-    built = build_pattern(name, body)
+    filename = shell.compile.cache(code, number, raw_code=cell)
     cause = notebook_cause(name, rt.space)
     result_id = "of:" + str(create_ref({}, cause))
     key = (rt.space, name)
     previous = _stored_snapshot(rt, result_id)
     old_values = state_values(rt, previous, rt.space) if previous is not None else {}
     errors_before = len(rt.errors)
-    result = rt.run(built, None, cause=cause)
+    try:
+        body = compile_body(code, filename, shell.user_ns, flags=shell.compile.flags)
+        built = build_pattern(name, body)
+        result = rt.run(built, None, cause=cause)
+    except Exception as exc:  # the user's frames only, as IPython hides its own
+        exc.__traceback__ = user_traceback(exc.__traceback__)
+        raise
     shell.user_ns[name] = result
-    sess.close_view(key)  # the previous output's widgets stop following the instance
+    sess.instances[key] = result
+    # the previous output's widgets stop following the instance, and say why
+    sess.close_view(key, note=f"{name}: superseded by In[{number}]")
     if DisplayHook.semicolon_at_end_of_expression(cell):  # type: ignore[no-untyped-call]
         return None
     snapshot = rt.snapshot(result)
@@ -301,6 +450,7 @@ def run_pattern_cell(shell: Any, name: str, cell: str, *, space: str | None = No
     highlight = diff.highlight() if diff is not None else {}
     for error in errors:
         highlight[error.node] = "error"
+    stale = stale_fields(snapshot, {e.node for e in errors})
     svg = None
     if graph:
         svg = (graph_svg(snapshot, previous=previous) if previous is not None and not errors
@@ -308,9 +458,10 @@ def run_pattern_cell(shell: Any, name: str, cell: str, *, space: str | None = No
     widget = None
     if ui:
         widget = pattern_view(name, result, snapshot, graph=graph, highlight=highlight, svg=svg,
-                              report=report_html(rows, snapshot.generation) if rows else None)
+                              report=report_html(rows, snapshot.generation) if rows else None,
+                              errors=errors)
     display = PatternDisplay(name, result, svg=svg, rows=rows, generation=snapshot.generation,
-                             errors=errors, widget=widget)
+                             errors=errors, widget=widget, snapshot=snapshot, stale=stale)
     sess.views[key] = display
     return display
 
@@ -322,4 +473,5 @@ def _stored_snapshot(rt: Runtime, result_id: str) -> GraphSnapshot | None:
         return None
 
 
-__all__ = ["PatternMagics", "load", "notebook_cause", "run_pattern_cell", "unload"]
+__all__ = ["PatternMagics", "cell_bundle", "errors_text", "execution_number", "load",
+           "notebook_cause", "run_pattern_cell", "status_text", "unload"]

@@ -22,7 +22,18 @@ import ipywidgets as w  # type: ignore[import-untyped]
 import traitlets
 
 from cellkernel.errors import NodeError
-from cellkernel.notebook.display import STATE_HELPERS, graph_svg, preview
+from cellkernel.notebook.display import (
+    STATE_HELPERS,
+    error_text,
+    formatted_traceback,
+    graph_svg,
+    node_name,
+    preview,
+    stale_fields,
+    summary,
+    text_traceback,
+    values_html,
+)
 from cellkernel.reactive.cells import Cell, Stream
 
 if TYPE_CHECKING:
@@ -41,20 +52,25 @@ _guarding: dict[int, int] = {}
 # errors into Output areas
 
 
-def error_output(error: BaseException) -> dict[str, Any]:
-    """An ``error`` output (rendered like a traceback) for an Output widget."""
+def error_output(error: BaseException, snapshot: GraphSnapshot | None = None) -> dict[str, Any]:
+    """An ``error`` output (rendered like a traceback) for an Output widget.
+
+    The first line names the node, the exception and its message; the
+    traceback is IPython's (``Cell In[N], line M``) without cellkernel's frames.
+    """
     if isinstance(error, NodeError):
         inner = error.error
-        label = error.name or error.node
-        evalue = f"{label}: {inner}"
-        tb = error.traceback.rstrip().splitlines() if error.traceback else []
+        evalue = f"{node_name(snapshot, error.node, error.name)}: {inner}"
     else:
         inner = error
         evalue = str(error)
-        tb = []
     ename = type(inner).__name__
+    tb = formatted_traceback(inner) if inner.__traceback__ is not None else []
+    if not tb and isinstance(error, NodeError) and error.traceback:
+        tb = text_traceback(error.traceback)
+    head = error_text(error, snapshot).splitlines()[0]
     return {"output_type": "error", "ename": ename, "evalue": evalue,
-            "traceback": tb or [f"{ename}: {evalue}"]}
+            "traceback": [f"error in {head}", *tb] if tb else [f"error in {head}"]}
 
 
 def run_guarded(rt: Runtime | None, output: w.Output | None,
@@ -226,10 +242,13 @@ class PatternUI(w.VBox):  # type: ignore[misc]
     """Controls for one result cell (``ui(result)``); ``close()`` releases every binding."""
 
     def __init__(self, result: Cell[Any], snapshot: GraphSnapshot | None = None,
-                 **kwargs: Any) -> None:
+                 errors: list[NodeError] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         snapshot = snapshot if snapshot is not None else _snapshot(result)
         self.result = result
+        self.snapshot = snapshot
+        #: nodes whose last run failed: their values (and what follows) are stale
+        self.failed: set[str] = {e.node for e in errors or ()}
         self.rt: Runtime = result._rt
         self.errors = w.Output()
         self.controls: dict[str, w.Widget] = {}
@@ -248,15 +267,52 @@ class PatternUI(w.VBox):  # type: ignore[misc]
                 self.controls[".".join(path) or "value"] = self.values
             rows.append(self.values)
         self.children = (*rows, self.errors)
+        # errors of the start are in view at once, not behind a click
+        self.errors.outputs = tuple(error_output(e, snapshot) for e in errors or ())
         self._unbind.append(self.rt.on_error(self._route))
+        self.rt.scheduler.on_run.append(self._on_run)
+        self._unbind.append(self._stop_on_run)
+
+    def stale(self) -> set[str]:
+        """Result keys whose value is stale because a node is in error."""
+        return stale_fields(self.snapshot, self.failed)
 
     def _values_html(self, value: Any) -> str:
+        stale = self.stale()
+        mark = ' <em class="ck-stale" style="color:#b00">stale</em>'
         rows = "".join(
             f"<tr><th{_TH}>{html.escape('.'.join(path) or 'value')}</th>"
-            f"<td>{_html_value(_get_path(value, path) if path else value)}</td></tr>"
+            f"<td>{_html_value(_get_path(value, path) if path else value)}"
+            f"{mark if '.'.join(path) in stale else ''}</td></tr>"
             for path in self._derived
         )
         return f'<table class="ck-values" style="{_TABLE_STYLE}">{rows}</table>'
+
+    def _refresh_values(self) -> None:
+        if self._derived:
+            try:
+                self.values.value = self._values_html(self.result.sample())
+            except Exception:
+                log.debug("values not refreshed", exc_info=True)
+
+    def _on_run(self, action: Any) -> None:
+        node = getattr(action, "node", None)
+        if node in self.failed:
+            self.failed.discard(node)
+            self._refresh_values()
+
+    def _stop_on_run(self) -> None:
+        if self._on_run in self.rt.scheduler.on_run:
+            self.rt.scheduler.on_run.remove(self._on_run)
+
+    def __repr__(self) -> str:
+        return "ui(" + summary("", self.result, self.stale()).lstrip(": ") + ")"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """The widget, plus the values as HTML for viewers without the widget state."""
+        data: dict[str, Any] = dict(super()._repr_mimebundle_(**kwargs) or {})
+        data.setdefault("text/html", values_html(self.result, self.stale()))
+        return data
 
     # -- building ---------------------------------------------------------------
 
@@ -325,13 +381,16 @@ class PatternUI(w.VBox):  # type: ignore[misc]
 
     def _route(self, error: NodeError) -> None:
         """Errors outside a widget action (async handlers, other cells' writes)."""
+        if error.node in self._nodes and error.node not in self.failed:
+            self.failed.add(error.node)
+            self._refresh_values()
         if _guarding.get(id(self.rt)):
             return
         out = self._routes.get(error.node)
         if out is None and error.node in self._nodes:
             out = self.errors
         if out is not None:
-            out.outputs = (*out.outputs, error_output(error))
+            out.outputs = (*out.outputs, error_output(error, self.snapshot))
 
     def close(self) -> None:
         for unbind in self._unbind:
@@ -342,15 +401,17 @@ class PatternUI(w.VBox):  # type: ignore[misc]
         super().close()
 
 
-def ui(result: Cell[Any], snapshot: GraphSnapshot | None = None) -> PatternUI:
+def ui(result: Cell[Any], snapshot: GraphSnapshot | None = None,
+       errors: list[NodeError] | None = None) -> PatternUI:
     """Controls for a result: numbers, text, booleans, lists, nested objects, buttons.
 
     State fields (``Cell.of`` state, pattern arguments) get editable controls
     bound both ways; derived fields get live read-only displays; a ``Stream``
     becomes a button that sends ``{}``. Each control has its own error area.
-    ``snapshot`` saves reading the result's graph snapshot again.
+    ``snapshot`` saves reading the result's graph snapshot again; ``errors``
+    (of the instance's start) show at once, and mark the values they left stale.
     """
-    return PatternUI(result, snapshot)
+    return PatternUI(result, snapshot, errors)
 
 
 # ---------------------------------------------------------------------------
@@ -386,6 +447,7 @@ class GraphView(anywidget.AnyWidget):
         self._changed = False
         self._check_graph = False
         self._scheduled = False
+        self._snapshot: GraphSnapshot | None = None
         self._load(svg, snapshot)
         self.rt.scheduler.on_run.append(self._on_run)
         self._unsubscribe = [self.rt.on_error(self._on_error), result.sink(self._on_result)]
@@ -398,18 +460,18 @@ class GraphView(anywidget.AnyWidget):
             return
         previous = self._entries
         self._entries = {}
+        self._snapshot = snapshot
         baked = {k for k, v in (self._highlight or {}).items() if v == "error"}
         last_error = {e.node: e for e in self.rt.errors if e.node in baked}
         for node in snapshot.nodes:
             old = previous.get(node.id, {})
             if not old and node.id in last_error:
-                error = last_error[node.id].error
-                old = {"status": "error", "error": f"{type(error).__name__}: {error}"}
+                old = {"status": "error", "error": _error_line(last_error[node.id], snapshot)}
             keys = [node.id, *node.outputs]
             self._entries[node.id] = {
                 "id": node.id,
                 "keys": keys,
-                "name": node.name or node.helper,
+                "name": node_name(snapshot, node.id, node.name or node.helper),
                 "helper": node.helper,
                 "status": old.get("status", "idle"),
                 "runs": old.get("runs", 0),
@@ -465,7 +527,7 @@ class GraphView(anywidget.AnyWidget):
         if entry is None:
             return
         entry["status"] = "error"
-        entry["error"] = f"{type(error.error).__name__}: {error.error}"
+        entry["error"] = _error_line(error, self._snapshot)
         self._changed = True
         self._schedule()
 
@@ -531,6 +593,11 @@ class GraphView(anywidget.AnyWidget):
         super().close()
 
 
+def _error_line(error: NodeError, snapshot: GraphSnapshot | None) -> str:
+    """``NameError: name 'tw0' is not defined`` and, under it, the user's line."""
+    return error_text(error, snapshot).split(": ", 1)[-1]
+
+
 # ---------------------------------------------------------------------------
 # what %%pattern shows
 
@@ -538,22 +605,65 @@ class GraphView(anywidget.AnyWidget):
 class PatternView(w.VBox):  # type: ignore[misc]
     """Controls, live graph and report of one ``%%pattern`` run."""
 
+    children: Any  # the traitlet of ipywidgets' Box (annotation only)
+
+    def __init__(self, children: list[w.Widget], *, name: str = "", **kwargs: Any) -> None:
+        super().__init__(children, **kwargs)
+        self.name = name
+
+    def supersede(self, note: str) -> None:
+        """Stop following the instance and say so (``counter: superseded by In[7]``)."""
+        for child in tuple(self.children):
+            _close_tree(child)
+        self.children = (w.HTML(f'<i class="ck-superseded">{html.escape(note)}</i>'),)
+
     def close(self) -> None:
         for child in self.children:
             _close_tree(child)
         super().close()
 
+    def __repr__(self) -> str:
+        return f"PatternView({self.name})"
+
 
 def pattern_view(name: str, result: Cell[Any], snapshot: GraphSnapshot | None = None, *,
                  graph: bool = True, highlight: dict[str, str] | None = None,
-                 svg: str | None = None, report: str | None = None) -> PatternView:
+                 svg: str | None = None, report: str | None = None,
+                 errors: list[NodeError] | None = None) -> PatternView:
     """Controls, live graph and report of one run (what ``%%pattern`` displays)."""
-    children: list[w.Widget] = [w.HTML(f"<b>{html.escape(name)}</b>"), ui(result, snapshot)]
+    children: list[w.Widget] = [w.HTML(f"<b>{html.escape(name)}</b>"),
+                                ui(result, snapshot, errors)]
     if graph:
         children.append(GraphView(result, highlight=highlight, svg=svg, snapshot=snapshot))
     if report:
         children.append(w.HTML(report))
-    return PatternView(children)
+    return PatternView(children, name=name)
+
+
+def cell_view(cell: Cell[Any]) -> w.Widget | None:
+    """The live view of a cell displayed by itself (typing its name in a cell).
+
+    An instance's result: its controls and live graph; any other cell: its
+    value, kept current. None for what has no live value (builder refs,
+    streams, detached cells).
+    """
+    if isinstance(cell, Stream) or cell.entity_id is None:
+        return None
+    if getattr(cell, "capability", "cell") == "opaque":
+        return None
+    snapshot = _snapshot(cell) if not cell.path else None
+    if snapshot is not None:
+        return pattern_view(snapshot.title, cell, snapshot)
+    label = w.HTML()
+    unsink = show(cell, label)
+    original_close = label.close
+
+    def close() -> None:
+        unsink()
+        original_close()
+
+    label.close = close
+    return label
 
 
 __all__ = ["GraphView", "PatternUI", "PatternView", "bind", "error_output", "field_kinds",

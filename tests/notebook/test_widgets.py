@@ -392,7 +392,7 @@ def test_graph_view_front_end_marks_errors_and_flashes(rt: Runtime) -> None:
             page.evaluate("(nodes) => window.__set('nodes', nodes)", graph.nodes)
             classes = page.evaluate(
                 """(ids) => ids.map((id) => [...document.querySelectorAll('g.node')]
-                     .find((g) => g.querySelector('title:not(.ck-tip)').textContent === id)
+                     .find((g) => g.id === id)
                      .getAttribute('class'))""",
                 [fragile_id, double_id],
             )
@@ -402,6 +402,12 @@ def test_graph_view_front_end_marks_errors_and_flashes(rt: Runtime) -> None:
             assert " = " in tip
             summary = page.evaluate("() => document.querySelector('summary').textContent")
             assert "1 in error" in summary
+            # the error is in view without expanding anything
+            shown = page.evaluate(
+                "() => [document.querySelector('details').open,"
+                " document.querySelector('.ck-graph-errors').innerText]")
+            assert shown[0] is True
+            assert "fragile" in shown[1] and "Error" in shown[1]
         finally:
             browser.close()
     graph.close()

@@ -41,12 +41,15 @@ function render({ model, el }) {
   el.classList.add("ck-graph-view");
   const canvas = document.createElement("div");
   canvas.className = "ck-graph-canvas";
+  // node errors, always in view (name, exception, message, the user's line)
+  const errorList = document.createElement("div");
+  errorList.className = "ck-graph-errors";
   const details = document.createElement("details");
   details.className = "ck-graph-values";
   const summary = document.createElement("summary");
   const table = document.createElement("table");
   details.append(summary, table);
-  el.append(canvas, details);
+  el.append(errorList, canvas, details);
 
   let byKey = new Map();
   const seenRuns = new Map();
@@ -55,10 +58,17 @@ function render({ model, el }) {
     const nodes = model.get("nodes") || [];
     let errors = 0;
     table.replaceChildren();
+    errorList.replaceChildren();
     for (const node of nodes) {
       const g = find(byKey, node);
       const failed = node.status === "error";
-      if (failed) errors += 1;
+      if (failed) {
+        errors += 1;
+        const pre = document.createElement("pre");
+        pre.className = "ck-graph-error";
+        pre.textContent = `${node.name}: ${node.error}`;
+        errorList.append(pre);
+      }
       if (g) {
         g.classList.toggle("ck-error", failed);
         g.classList.toggle("ck-idle", node.status === "idle");
@@ -80,6 +90,8 @@ function render({ model, el }) {
     }
     summary.textContent =
       `${nodes.length} nodes` + (errors ? `, ${errors} in error` : "");
+    // open while something is in error, so the table shows the stale values too
+    if (errors) details.open = true;
   }
 
   function draw() {
