@@ -67,15 +67,22 @@ class NodeError(CellkernelError):
         space: str | None = None,
         traceback: str = "",
         name: str | None = None,
+        event: Any = None,
+        has_event: bool = False,
     ) -> None:
         self.node = node
-        self.error = error
+        self.error = drop_frames(error)
         self.pattern = pattern
         self.space = space
+        #: the formatted traceback (text: no frame, and none of its locals, is kept alive)
         self.traceback = traceback
         self.name = name
+        #: the event a handler failed on (``has_event`` tells ``None`` from no event)
+        self.event = event
+        self.has_event = has_event
         label = name or node
-        super().__init__(f"{label}: {type(error).__name__}: {error}")
+        about = f" (event {_short(event)})" if has_event else ""
+        super().__init__(f"{label}{about}: {type(error).__name__}: {error}")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,9 +94,60 @@ class NodeError(CellkernelError):
         }
 
 
+def _short(value: Any, limit: int = 200) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not hide the error being recorded
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def drop_frames(error: BaseException) -> BaseException:
+    """Detach tracebacks from ``error`` and every exception chained to it (iteratively).
+
+    A recorded error keeps its traceback as text; a live traceback would keep
+    every frame of the failing call, and all their locals, alive for as long as
+    the error is kept.
+    """
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [error]
+    while stack:
+        exc = stack.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        stack.append(exc.__cause__)
+        stack.append(exc.__context__)
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(exc.exceptions)
+    return error
+
+
 class TransactionClosedError(CellkernelError):
     """A read or write on a transaction that already committed or aborted."""
 
 
 class InstanceStoppedError(CellkernelError):
     """An event was sent to a stream of a stopped instance."""
+
+
+class StoreError(CellkernelError):
+    """A store cannot be opened or used: the message names the store and the problem.
+
+    (A missing directory, a directory, a file that is not a cellkernel store, a
+    read-only file, a lock held by another process past the busy timeout.)
+    """
+
+
+class CorruptDocumentError(CellkernelError, ValueError):
+    """A stored document cannot be decoded; raised when *that* document is read."""
+
+    def __init__(self, space: str, entity_id: str, problem: str) -> None:
+        self.space = space
+        self.entity_id = entity_id
+        super().__init__(f"stored document {entity_id!r} in space {space!r} is corrupt: {problem}")
+
+
+class SnapshotError(CellkernelError, ValueError):
+    """A stored graph snapshot is malformed (resume names the instance and the problem)."""

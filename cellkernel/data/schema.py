@@ -67,10 +67,22 @@ def _compiled(text: str) -> Callable[[Any], Any]:
         raise ValueError(f"invalid JSON schema {text[:200]}: {exc}") from exc
 
 
+def check_schema(schema: Any, what: str = "schema") -> None:
+    """Raise ``ValueError`` unless ``schema`` is a JSON schema: an object, a boolean or None."""
+    if schema is None or type(schema) is bool or type(schema) is dict:
+        return
+    raise ValueError(
+        f"{what} must be a JSON schema (an object, true or false), "
+        f"got {type(schema).__name__} {schema!r:.200}"
+    )
+
+
 def validate(schema: Schema, value: Any, where: str = "") -> None:
     """Raise ``ValueError`` if ``value`` violates ``schema``; None/True accept all."""
     if schema is None or schema is True or schema == {}:
         return
+    if type(schema) is not dict and schema is not False:
+        check_schema(schema, f"schema{' of ' + where if where else ''}")
     if schema is False:
         raise ValueError(f"schema violation{' at ' + where if where else ''}: no value is allowed")
     try:
@@ -90,6 +102,7 @@ def checker(schema: Schema) -> Callable[[Any], bool] | None:
         return None
     if schema is False:
         return lambda _value: False
+    check_schema(schema)
     compiled = _compiled(canonical(schema))
     failure = fastjsonschema.JsonSchemaValueException
 

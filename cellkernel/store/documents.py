@@ -14,10 +14,12 @@ touches storage.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
+from cellkernel.data.values import json_equal
 from cellkernel.errors import ConflictError
 
 JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
@@ -79,11 +81,19 @@ def encode_part(part: str, value: Any) -> tuple[str, Any]:
     after coercion) — a store that rewrote data on the way in would be lying.
     """
     try:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = dumps(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ValueError(f"document {part} is not JSON: {exc}") from None
-    decoded = json.loads(text)
-    if decoded != value:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"document {part} is not JSON: a lone surrogate {text[exc.start]!r} "
+                "is not a Unicode character"
+            ) from None
+    decoded = loads(text)
+    if not json_equal(decoded, value):
         raise ValueError(
             f"document {part} is not normalised JSON (tuples, non-string keys or "
             f"JSON-like subclasses are not allowed): {value!r}"
@@ -186,3 +196,187 @@ def fast_constructor(cls: type, names: tuple[str, ...]) -> Any:
 
 new_document = fast_constructor(Document, ("value", "source", "meta", "version"))
 new_change = fast_constructor(Change, ("space", "entity_id", "before", "after"))
+
+
+# --------------------------------------------------------------------------- deep JSON
+# ``json`` recurses once per nesting level (in C, against the recursion limit), so a
+# document nested ~990 deep that was stored from a shallow stack cannot be read back
+# from a deeper one.  Depth comes from data: these fall back to loops when it bites.
+
+_WS = re.compile(r"[ \t\n\r]*")
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+_CONSTANTS: dict[str, Any] = {"true": True, "false": False, "null": None}
+
+
+def loads(text: str) -> Any:
+    """``json.loads`` that does not depend on the recursion limit."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        return _loads_iterative(text)
+
+
+def _skip(text: str, pos: int) -> int:
+    """The position after any whitespace at ``pos``."""
+    m = _WS.match(text, pos)
+    return m.end() if m is not None else pos
+
+
+def _loads_iterative(text: str) -> Any:
+    """A JSON parser with an explicit stack (strings through the C ``scanstring``)."""
+    number = _NUMBER.match
+    scan = json.decoder.scanstring  # type: ignore[attr-defined]
+    stack: list[tuple[Any, str | None]] = []  # (container, pending key of a dict)
+    pos = _skip(text, 0)
+    root: list[Any] = []
+    while True:
+        # -- a value starts at pos
+        if pos >= len(text):
+            raise json.JSONDecodeError("Expecting value", text, pos)
+        ch = text[pos]
+        value: Any
+        if ch == "{" or ch == "[":
+            container: Any = {} if ch == "{" else []
+            pos = _skip(text, pos + 1)
+            close = "}" if ch == "{" else "]"
+            if pos < len(text) and text[pos] == close:
+                value = container
+                pos += 1
+            else:
+                if ch == "{":
+                    if pos >= len(text) or text[pos] != '"':
+                        raise json.JSONDecodeError("Expecting property name", text, pos)
+                    key, pos = scan(text, pos + 1)
+                    pos = _skip(text, pos)
+                    if pos >= len(text) or text[pos] != ":":
+                        raise json.JSONDecodeError("Expecting ':' delimiter", text, pos)
+                    pos = _skip(text, pos + 1)
+                    stack.append((container, key))
+                else:
+                    stack.append((container, None))
+                continue
+        elif ch == '"':
+            value, pos = scan(text, pos + 1)
+        else:
+            m = number(text, pos)
+            if m is not None and m.end() > pos:
+                token = m.group(0)
+                value = float(token) if m.group(1) or m.group(2) else int(token)
+                pos = m.end()
+            else:
+                for word, constant in _CONSTANTS.items():
+                    if text.startswith(word, pos):
+                        value = constant
+                        pos += len(word)
+                        break
+                else:
+                    raise json.JSONDecodeError("Expecting value", text, pos)
+        # -- a value ended: hand it to its container, closing containers as they end
+        while True:
+            pos = _skip(text, pos)
+            if not stack:
+                if pos != len(text):
+                    raise json.JSONDecodeError("Extra data", text, pos)
+                root.append(value)
+                return root[0]
+            container, key = stack[-1]
+            if key is not None:
+                container[key] = value
+            else:
+                container.append(value)
+            close = "}" if key is not None else "]"
+            if pos < len(text) and text[pos] == ",":
+                pos = _skip(text, pos + 1)
+                if key is not None:
+                    if pos >= len(text) or text[pos] != '"':
+                        raise json.JSONDecodeError("Expecting property name", text, pos)
+                    next_key, pos = scan(text, pos + 1)
+                    pos = _skip(text, pos)
+                    if pos >= len(text) or text[pos] != ":":
+                        raise json.JSONDecodeError("Expecting ':' delimiter", text, pos)
+                    pos = _skip(text, pos + 1)
+                    stack[-1] = (container, next_key)
+                break  # the next value starts at pos
+            if pos < len(text) and text[pos] == close:
+                pos += 1
+                stack.pop()
+                value = container
+                continue
+            raise json.JSONDecodeError(f"Expecting ',' or '{close}'", text, pos)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text (``ensure_ascii=False``, no NaN) not bound by the recursion limit."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except RecursionError:
+        return _dumps_iterative(value)
+
+
+def _dumps_iterative(value: Any) -> str:
+    """The same text as ``json.dumps`` above, with an explicit stack (plain JSON only)."""
+    quote = json.encoder.encode_basestring
+    out: list[str] = []
+    stack: list[Any] = [value]
+    active: set[int] = set()
+    while stack:
+        item = stack.pop()
+        t = type(item)
+        if t is _Close:
+            out.append(item.text)
+            active.discard(item.ident)
+        elif t is _Raw:
+            out.append(item.text)
+        elif t is str:
+            out.append(quote(item))
+        elif item is None:
+            out.append("null")
+        elif item is True:
+            out.append("true")
+        elif item is False:
+            out.append("false")
+        elif t is int:
+            out.append(int.__repr__(item))
+        elif t is float:
+            if item != item or item in (float("inf"), float("-inf")):
+                raise ValueError(f"Out of range float values are not JSON compliant: {item!r}")
+            out.append(float.__repr__(item))
+        elif t is dict or t is list:
+            if id(item) in active:
+                raise ValueError("Circular reference detected")
+            active.add(id(item))
+            if t is dict:
+                out.append("{")
+                stack.append(_Close("}", id(item)))
+                entries = list(item.items())
+                for i in range(len(entries) - 1, -1, -1):
+                    k, v = entries[i]
+                    if type(k) is not str:
+                        raise TypeError(f"keys must be str, not {type(k).__name__}")
+                    stack.append(v)
+                    stack.append(_Raw(("," if i else "") + quote(k) + ":"))
+            else:
+                out.append("[")
+                stack.append(_Close("]", id(item)))
+                for i in range(len(item) - 1, -1, -1):
+                    stack.append(item[i])
+                    if i:
+                        stack.append(_Raw(","))
+        else:
+            raise TypeError(f"Object of type {t.__name__} is not JSON serializable")
+    return "".join(out)
+
+
+class _Raw:
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+class _Close:
+    __slots__ = ("ident", "text")
+
+    def __init__(self, text: str, ident: int) -> None:
+        self.text = text
+        self.ident = ident

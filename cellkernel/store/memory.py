@@ -7,8 +7,9 @@ not copied again (``Transaction.hand_over``, scalars over a copied spine).
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from cellkernel.store.documents import (
@@ -339,6 +340,12 @@ class MemoryStore:
             docs[key] = after
             changes.append(new_change(space, entity_id, before, after))
         return changes
+
+    @contextlib.contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Hold the store's lock for a whole attempt: no other thread commits meanwhile."""
+        with self._lock:
+            yield
 
     def poll(self) -> list[Change]:
         """Nothing else can write a MemoryStore, so there is never anything to report."""

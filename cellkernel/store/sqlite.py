@@ -6,14 +6,18 @@ with ``poll()``; per-document version compare-and-swap at commit.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping
+import urllib.parse
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeAlias
 
+from cellkernel.errors import CorruptDocumentError, StoreError
 from cellkernel.store.documents import (
     Change,
     Document,
@@ -21,6 +25,7 @@ from cellkernel.store.documents import (
     Key,
     conflict_error,
     encode_commit,
+    loads,
 )
 
 # --------------------------------------------------------------------------- sqlite
@@ -43,28 +48,95 @@ CREATE INDEX IF NOT EXISTS documents_by_seq ON documents (seq);
 """
 
 _BUSY_TIMEOUT_MS = 10_000
+#: documents (and known-absent ids) kept decoded in memory; older entries are dropped
+CACHE_SIZE = 10_000
 
 _ROW = "space, id, value, source, meta, version, seq"
 
 _Row: TypeAlias = tuple[str, str, str, str, str, int, int]
 
+#: file path -> (thread, store) holding its write lock through ``SqliteStore.write_lock``
+_held_locks: dict[str, tuple[int, weakref.ref[SqliteStore]]] = {}
+_held_guard = threading.Lock()
+
 
 def _decode_row(row: _Row) -> Document:
-    _, _, value, source, meta, version, _ = row
-    return Document(json.loads(value), json.loads(source), json.loads(meta), version)
+    """The document a row holds; ``CorruptDocumentError`` names it if it cannot be decoded.
+
+    Decoding does not depend on the recursion limit (``documents.loads``).
+    """
+    space, entity_id, value, source, meta, version, _ = row
+    try:
+        decoded_meta = loads(meta)
+        if type(decoded_meta) is not dict:
+            raise ValueError(f"meta is {type(decoded_meta).__name__}, not an object")
+        return Document(loads(value), loads(source), decoded_meta, version)
+    except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError; TypeError: NULL
+        raise CorruptDocumentError(space, entity_id, f"{type(exc).__name__}: {exc}") from None
 
 
-def _sqlite_path(url: str) -> str:
-    """``sqlite://`` + a filesystem path: three slashes = absolute, two = relative to cwd."""
-    path = url[len("sqlite://") :]
-    if not url.startswith("sqlite://") or not path:
+_URL_OPTIONS = {"mode": ("ro", "rw")}
+
+
+def _sqlite_path(url: str) -> tuple[str, bool]:
+    """``sqlite://`` + a filesystem path (three slashes = absolute, two = relative to cwd).
+
+    Returns the absolute path and whether the store is read-only (``?mode=ro``).
+    A query string is parsed, never kept in the file name; options other than
+    ``mode=ro|rw`` are refused.
+    """
+    if not isinstance(url, str):
+        raise ValueError(f"a sqlite store url must be a str, got {type(url).__name__} {url!r}")
+    rest = url[len("sqlite://") :]
+    if not url.startswith("sqlite://") or not rest:
         raise ValueError(f"not a sqlite store url (want sqlite:///abs/path.db): {url!r}")
-    if path == ":memory:" or path.startswith("file:"):
-        raise ValueError(f"sqlite store url must name a file (use 'memory:' instead): {url!r}")
+    path, _, query = rest.partition("?")
+    readonly = False
+    if query:
+        try:
+            options = urllib.parse.parse_qs(query, strict_parsing=True, keep_blank_values=True)
+        except ValueError:
+            raise ValueError(f"sqlite store url {url!r}: malformed query {query!r}") from None
+        for name, values in options.items():
+            allowed = _URL_OPTIONS.get(name)
+            if allowed is None:
+                raise ValueError(
+                    f"sqlite store url {url!r}: unknown option {name!r} (only 'mode=ro' or "
+                    "'mode=rw')"
+                )
+            if len(values) != 1 or values[0] not in allowed:
+                raise ValueError(f"sqlite store url {url!r}: {name} must be one of {allowed}")
+        readonly = options.get("mode") == ["ro"]
+    return _file_path(path, url), readonly
+
+
+def _file_path(path: str, what: str) -> str:
+    if not path or os.path.basename(path) in (":memory:", "") or path.startswith("file:"):
+        raise ValueError(
+            f"sqlite store url {what!r} must name a file (for a store in memory use 'memory:')"
+        )
     return os.path.abspath(path)
 
 
-def _switch_to_wal(conn: sqlite3.Connection) -> Any:
+def _store_error(
+    path: str, exc: sqlite3.Error, doing: str, waited_ms: int = _BUSY_TIMEOUT_MS
+) -> StoreError:
+    """A ``StoreError`` naming the file and saying what the SQLite error means."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        problem = f"is locked by another process (waited {waited_ms / 1000:g} s)"
+    elif "readonly" in text or "read-only" in text:
+        problem = "is read-only (open it with sqlite:///...?mode=ro to read it)"
+    elif "not a database" in text or "malformed" in text or "corrupt" in text:
+        problem = "is not a SQLite database, or is corrupt"
+    elif "unable to open" in text:
+        problem = "cannot be opened"
+    else:
+        problem = "failed"
+    return StoreError(f"sqlite store {path} {problem} while {doing}: {text}")
+
+
+def _switch_to_wal(conn: sqlite3.Connection, busy_ms: int = _BUSY_TIMEOUT_MS) -> Any:
     """``PRAGMA journal_mode = WAL``, waiting out other connections doing the same.
 
     SQLite answers "database is locked" at once, without calling the busy handler,
@@ -72,7 +144,7 @@ def _switch_to_wal(conn: sqlite3.Connection) -> Any:
     (several processes opening a new file together), so wait and retry here, up to
     the same busy timeout as every other statement.
     """
-    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    deadline = time.monotonic() + busy_ms / 1000
     pause = 0.001
     while True:
         try:
@@ -94,45 +166,125 @@ class SqliteStore:
     the next ``poll()``, so no foreign change is ever swallowed.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        raw = os.fspath(path)
-        self.path = _sqlite_path(raw) if raw.startswith("sqlite:") else os.path.abspath(raw)
-        self.url = "sqlite://" + self.path
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        readonly: bool = False,
+        cache_size: int = CACHE_SIZE,
+        busy_timeout: float = _BUSY_TIMEOUT_MS / 1000,
+    ) -> None:
+        try:
+            raw = os.fspath(path)
+        except TypeError:
+            raise ValueError(
+                f"a sqlite store path must be a str or path, got {type(path).__name__} {path!r}"
+            ) from None
+        if isinstance(raw, bytes):
+            raise ValueError(f"a sqlite store path must be a str, got bytes {raw!r}")
+        if raw.startswith("sqlite:"):
+            self.path, from_url = _sqlite_path(raw)
+            readonly = readonly or from_url
+        else:
+            self.path = _file_path(raw, raw)
+        if type(cache_size) is not int or cache_size < 1:
+            raise ValueError(f"cache_size must be an int >= 1, got {cache_size!r}")
+        self.readonly = readonly
+        self.url = "sqlite://" + self.path + ("?mode=ro" if readonly else "")
+        self.cache_size = cache_size
+        self._busy_ms = int(busy_timeout * 1000)
         self._lock = threading.RLock()
-        self._cache: dict[Key, Document | None] = {}
+        #: decoded documents and known-absent ids, least recently used first (bounded)
+        self._cache: OrderedDict[Key, Document | None] = OrderedDict()
+        #: rows that could not be decoded, by key: (version, problem); read raises
+        self._corrupt: dict[Key, tuple[int, str]] = {}
         self._pending: list[Change] = []
         self._seq = 0  # every row with seq <= this is reflected in the cache (or uncached)
-        self._conn: sqlite3.Connection | None = sqlite3.connect(
-            self.path,
-            timeout=_BUSY_TIMEOUT_MS / 1000,
-            isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
-            check_same_thread=False,  # widgets call in from other threads; self._lock guards
-        )
+        self._data_version = -1  # PRAGMA data_version when the feed was last read
+        self._held = False  # inside ``write_lock``: the write transaction is already open
+        self._conn: sqlite3.Connection | None = self._connect()
         try:
             self._setup(self._conn)
+        except sqlite3.Error as exc:
+            self._conn.close()
+            self._conn = None
+            raise _store_error(self.path, exc, "opening it", self._busy_ms) from None
         except BaseException:
             self._conn.close()
             self._conn = None
             raise
 
+    def _connect(self) -> sqlite3.Connection:
+        """Open the file, refusing (typed) what is not a file a store can live in."""
+        folder = os.path.dirname(self.path)
+        if os.path.isdir(self.path):
+            raise StoreError(f"sqlite store {self.path} is a directory, not a file")
+        if not os.path.isdir(folder):
+            raise StoreError(f"sqlite store {self.path}: directory {folder} does not exist")
+        if self.readonly and not os.path.exists(self.path):
+            raise StoreError(f"sqlite store {self.path} does not exist (opened with mode=ro)")
+        target = self.path
+        if self.readonly:
+            target = "file:" + urllib.parse.quote(self.path) + "?mode=ro"
+        try:
+            return sqlite3.connect(
+                target,
+                timeout=self._busy_ms / 1000,
+                isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
+                check_same_thread=False,  # widgets call in from other threads; self._lock guards
+                uri=self.readonly,
+            )
+        except sqlite3.Error as exc:
+            raise _store_error(self.path, exc, "opening it", self._busy_ms) from None
+
+    def _check_owned(self, conn: sqlite3.Connection) -> int:
+        """The storage schema version, after checking the file is a cellkernel store.
+
+        Nothing is changed here: a file of another application is refused before
+        any table is added or its journal mode switched.
+        """
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )]
+        found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if found == 0 and tables:
+            raise StoreError(
+                f"sqlite store {self.path} is not a cellkernel store: it holds tables "
+                f"{sorted(tables)[:10]} of another application (nothing was changed)"
+            )
+        if found == _SCHEMA_VERSION:
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(documents)")}
+            wanted = {"n", "space", "id", "value", "source", "meta", "version", "seq"}
+            if not wanted <= columns:
+                raise StoreError(
+                    f"sqlite store {self.path} is not a cellkernel store: user_version is "
+                    f"{found} but it has no documents table of ours (nothing was changed)"
+                )
+        elif found != 0:
+            raise StoreError(
+                f"sqlite store {self.path} has storage schema version {found}, "
+                f"this cellkernel reads version {_SCHEMA_VERSION} (nothing was changed)"
+            )
+        return found
+
     def _setup(self, conn: sqlite3.Connection) -> None:
-        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        mode = _switch_to_wal(conn)
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        found = self._check_owned(conn)
+        if self.readonly:
+            if found == 0:
+                raise StoreError(f"sqlite store {self.path} is empty (opened with mode=ro)")
+            self._seq = self._max_seq(conn)
+            return
+        mode = _switch_to_wal(conn, self._busy_ms)
         if str(mode).lower() != "wal":
-            raise RuntimeError(f"could not put {self.path} in WAL mode (got {mode!r})")
+            raise StoreError(f"could not put sqlite store {self.path} in WAL mode (got {mode!r})")
         # NORMAL in WAL mode survives process death (not power loss) and is much faster.
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            found = conn.execute("PRAGMA user_version").fetchone()[0]
-            if found == 0:
+            if self._check_owned(conn) == 0:  # again under the lock: another opener may race
                 self._create_schema(conn)
                 conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-            elif found != _SCHEMA_VERSION:
-                raise ValueError(
-                    f"{self.path} has storage schema version {found}, "
-                    f"this cellkernel reads version {_SCHEMA_VERSION}"
-                )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -162,16 +314,31 @@ class SqliteStore:
     def load(self, space: str, entity_id: str) -> Document | None:
         key = (space, entity_id)
         with self._lock:
-            if key in self._cache:
-                return self._cache[key]
-            row = (
-                self._connection()
-                .execute(f"SELECT {_ROW} FROM documents WHERE space = ? AND id = ?", key)
-                .fetchone()
-            )
+            cache = self._cache
+            if key in cache:
+                cache.move_to_end(key)
+                return cache[key]
+            if key in self._corrupt:
+                raise CorruptDocumentError(space, entity_id, self._corrupt[key][1])
+            try:
+                row = (
+                    self._connection()
+                    .execute(f"SELECT {_ROW} FROM documents WHERE space = ? AND id = ?", key)
+                    .fetchone()
+                )
+            except sqlite3.Error as exc:
+                doing = f"reading {entity_id!r}"
+                raise _store_error(self.path, exc, doing, self._busy_ms) from None
             doc = _decode_row(row) if row is not None else None
-            self._cache[key] = doc
+            self._remember(key, doc)
             return doc
+
+    def _remember(self, key: Key, doc: Document | None) -> None:
+        cache = self._cache
+        cache[key] = doc
+        cache.move_to_end(key)
+        while len(cache) > self.cache_size:
+            cache.popitem(last=False)
 
     def entity_ids(self, space: str) -> list[str]:
         """Read from the database, not the cache: a listing should include every id."""
@@ -184,8 +351,21 @@ class SqliteStore:
             return [r[0] for r in rows]
 
     def poll(self) -> list[Change]:
+        """Changes other connections committed since the last poll.
+
+        Cheap when nothing happened: ``PRAGMA data_version`` (no table read)
+        tells whether any other connection has committed since the feed was read.
+        """
         with self._lock:
-            self._absorb(self._connection())
+            conn = self._connection()
+            try:
+                version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+                if version != self._data_version:
+                    self._absorb(conn)
+                    self._data_version = version  # read before the feed: never skips one
+            except sqlite3.Error as exc:
+                doing = "reading the change feed"
+                raise _store_error(self.path, exc, doing, self._busy_ms) from None
             changes, self._pending = self._pending, []
             return changes
 
@@ -193,19 +373,30 @@ class SqliteStore:
         """Fold every row newer than our feed position into the cache, queueing changes.
 
         Rows whose version we already hold (our own commits, or fresh loads) are
-        not changes from our point of view and are skipped.
+        not changes from our point of view and are skipped.  A row that cannot be
+        decoded is remembered as corrupt (reading *it* raises) and the feed moves on.
         """
         rows: Iterable[_Row] = conn.execute(
             f"SELECT {_ROW} FROM documents WHERE seq > ? ORDER BY seq, n", (self._seq,)
         )
+        cache = self._cache
         for row in rows:
             space, entity_id, *_, version, seq = row
             key = (space, entity_id)
-            before = self._cache.get(key)
+            before = cache.get(key)
             if before is None or before.version < version:
-                after = _decode_row(row)
-                self._cache[key] = after
-                self._pending.append(Change(space, entity_id, before, after))
+                try:
+                    after = _decode_row(row)
+                except CorruptDocumentError as exc:
+                    cache.pop(key, None)
+                    self._corrupt[key] = (version, str(exc).split(" is corrupt: ", 1)[-1])
+                else:
+                    self._corrupt.pop(key, None)
+                    if key in cache or before is not None:
+                        cache[key] = after
+                    else:
+                        self._remember(key, after)
+                    self._pending.append(Change(space, entity_id, before, after))
             self._seq = max(self._seq, seq)
 
     # -- writing
@@ -217,23 +408,95 @@ class SqliteStore:
         basis: Mapping[tuple[str, str], int],
     ) -> list[Change]:
         encoded = encode_commit(space, writes, basis)
+        if self.readonly:
+            raise StoreError(f"sqlite store {self.path} was opened read-only (mode=ro)")
         with self._lock:
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                self._absorb(conn)
-                changes, seq = self._apply(conn, space, encoded, basis)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                if self._held:
+                    self._held = False  # this commit ends the transaction ``write_lock`` began
+                    self._release_mark()
+                else:
+                    self._begin_write(conn)
+                try:
+                    self._absorb(conn)
+                    changes, seq = self._apply(conn, space, encoded, basis)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                doing = f"committing to space {space!r}"
+                raise _store_error(self.path, exc, doing, self._busy_ms) from None
             # Only now is the write durable; the cache must never run ahead of the file.
             for change in changes:
-                self._cache[(change.space, change.entity_id)] = change.after
+                key = (change.space, change.entity_id)
+                self._corrupt.pop(key, None)
+                self._remember(key, change.after)
             if seq:
                 self._seq = seq
             return changes
+
+    @contextlib.contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Hold the file's write lock (``BEGIN IMMEDIATE``) for a whole attempt.
+
+        Inside, the cache is brought up to date first and no other process can
+        commit, so a transaction that reads and then commits here cannot
+        conflict: the last retry of a contended write runs like this.  The next
+        ``commit`` ends the lock; leaving without one releases it.  Other
+        threads of this process wait on the store's lock meanwhile.
+        """
+        if self.readonly:
+            raise StoreError(f"sqlite store {self.path} was opened read-only (mode=ro)")
+        with self._lock:
+            conn = self._connection()
+            if self._held:  # nested: the outer holder already has the lock
+                yield
+                return
+            try:
+                self._begin_write(conn)
+                self._absorb(conn)
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise _store_error(self.path, exc, "taking the write lock", self._busy_ms) from None
+            self._held = True
+            with _held_guard:
+                _held_locks[self.path] = (threading.get_ident(), weakref.ref(self))
+            try:
+                yield
+            finally:
+                if self._held:  # no commit ended it
+                    self._yield_lock()
+
+    def _yield_lock(self) -> None:
+        """Give up a held write lock that nothing was written under (a ROLLBACK)."""
+        self._held = False
+        self._release_mark()
+        if self._conn is not None and self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def _release_mark(self) -> None:
+        with _held_guard:
+            mark = _held_locks.get(self.path)
+            if mark is not None and mark[1]() is self:
+                del _held_locks[self.path]
+
+    def _begin_write(self, conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``; first, a lock this thread holds on the file through
+        another store object is given up (nothing is written under it yet): waiting
+        for it here could only end in a timeout.  That holder's commit then meets
+        the usual compare-and-swap, so the yield loses no update."""
+        with _held_guard:
+            mark = _held_locks.get(self.path)
+        if mark is not None and mark[0] == threading.get_ident():
+            holder = mark[1]()
+            if holder is not None and holder is not self and holder._held:
+                with holder._lock:
+                    holder._yield_lock()
+        conn.execute("BEGIN IMMEDIATE")
 
     def _apply(
         self,
@@ -269,17 +532,16 @@ class SqliteStore:
             if current_row is not None:
                 # After _absorb the cache normally holds this exact version: skip decoding.
                 cached = self._cache.get(key)
+                if key in self._corrupt:
+                    before = None  # an unreadable document is replaced whole
+                    cached = None
                 if cached is not None and cached.version == current_row[5]:
                     before = cached
-                else:
+                elif key not in self._corrupt:
                     before = _decode_row(current_row)
-            after = Document(
-                enc.doc.value,
-                enc.doc.source,
-                enc.doc.meta,
-                (before.version if before is not None else 0) + 1,
-            )
-            if before is None:
+            version = int(current_row[5]) if current_row is not None else 0
+            after = Document(enc.doc.value, enc.doc.source, enc.doc.meta, version + 1)
+            if current_row is None:
                 conn.execute(
                     "INSERT INTO documents (space, id, value, source, meta, version, seq) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -9,6 +9,8 @@ what the scheduler subscribes an action to.
 
 from __future__ import annotations
 
+import contextlib
+import random
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -247,3 +249,35 @@ class Transaction:
         callbacks, self.on_abort = self.on_abort, []
         for callback in callbacks:
             callback(self)
+
+
+# -- retrying ----------------------------------------------------------------
+
+#: the first retry waits up to this long (seconds); each further one up to twice as long
+BACKOFF_BASE = 0.001
+#: no single wait is longer than this
+BACKOFF_CAP = 0.05
+
+
+def backoff_delay(attempt: int) -> float:
+    """A jittered wait before retry ``attempt`` (1 = the first retry): full jitter.
+
+    Spreading the retries of contending writers apart is what lets most of
+    them land without a conflict; the last attempt takes the write lock
+    (``write_lock``) so it cannot lose at all.
+    """
+    if attempt <= 0:
+        return 0.0
+    return random.uniform(0.0, min(BACKOFF_CAP, BACKOFF_BASE * (2 ** min(attempt, 16))))
+
+
+def write_lock(store: Store) -> contextlib.AbstractContextManager[Any]:
+    """The store's write lock for one attempt, if it has one (else no lock).
+
+    Inside it no other writer can commit (SQLite: ``BEGIN IMMEDIATE``), so an
+    attempt that reads and commits inside cannot conflict.
+    """
+    lock = getattr(store, "write_lock", None)
+    if lock is None:
+        return contextlib.nullcontext()
+    return lock()  # type: ignore[no-any-return]

@@ -12,6 +12,11 @@ def open_store(url: str | None) -> Store:
     """Pick the store for a URL: ``None``/``"memory:"``, ``"sqlite://<path>"`` or
     ``"postgresql://user@host:port/db"`` (also ``postgres://``; needs ``cellkernel[postgres]``,
     which ``PostgresStore`` imports only when opened)."""
+    if url is not None and not isinstance(url, str):
+        raise ValueError(
+            f"a store url must be a str, got {type(url).__name__} {url!r} "
+            "(use 'memory:', 'sqlite:///path/to.db' or 'postgresql://user@host:port/db')"
+        )
     if url is None or url == "memory:":
         return MemoryStore()
     if isinstance(url, str) and url.startswith("sqlite://"):

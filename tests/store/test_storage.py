@@ -454,8 +454,15 @@ def test_poll_without_changes_is_one_cheap_query(tmp_path: Path) -> None:
         b._connection().set_trace_callback(statements.append)
         assert b.poll() == []
         b._connection().set_trace_callback(None)
-        assert len(statements) == 1
-        plan = b._connection().execute("EXPLAIN QUERY PLAN " + statements[0]).fetchall()
+        # nothing committed since: one pragma, no table read (issue 19: a check per read)
+        assert statements == ["PRAGMA data_version"]
+        write(a, "s", "d0", -1)
+        b._connection().set_trace_callback(statements.append)
+        assert [c.entity_id for c in b.poll()] == ["d0"]
+        b._connection().set_trace_callback(None)
+        feed = [s for s in statements if "documents" in s]
+        assert len(feed) == 1
+        plan = b._connection().execute("EXPLAIN QUERY PLAN " + feed[0]).fetchall()
         assert any("documents_by_seq" in str(step) for step in plan), plan
 
 
