@@ -13,22 +13,27 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from cellkernel.data import schema as schemas
 from cellkernel.data.identity import create_ref
-from cellkernel.errors import ConflictError, NodeError
+from cellkernel.errors import ConflictError, NodeError, SnapshotError
 from cellkernel.patterns.materialize import materialize
 from cellkernel.patterns.registry import TrustPolicy
 from cellkernel.patterns.runner import Runner
 from cellkernel.reactive.cells import Cell, current_tx
 from cellkernel.reactive.scheduler import Scheduler
 from cellkernel.store.documents import Store
-from cellkernel.store.transactions import Transaction
+from cellkernel.store.transactions import Transaction, backoff_delay, write_lock
 from cellkernel.store.urls import open_store
 
 DEFAULT_SPACE = "did:local:default"
+#: how many recent ``NodeError``s ``rt.errors`` keeps (``Runtime(max_errors=...)``)
+MAX_ERRORS = 1000
 log = logging.getLogger("cellkernel.runtime")
 
 
@@ -44,16 +49,27 @@ class Runtime:
         trust_source: bool = False,
         trusted_modules: Iterable[str] | None = None,
         pause_gc: bool = True,
+        max_errors: int = MAX_ERRORS,
     ) -> None:
+        if type(max_errors) is not int or max_errors < 1:
+            raise ValueError(f"max_errors must be an int >= 1, got {max_errors!r}")
+        space = _check_space(space, "Runtime(space=...)")
         #: pause the cyclic collector while an instance starts (see ``patterns.gc_pause``)
         self.pause_gc = pause_gc
         #: which code stored refs may reach beyond this process's registry (SPEC §8)
         self.trust = TrustPolicy.of(trusted_modules, trust_source)
+        if store is not None and not isinstance(store, str) and not isinstance(store, Store):
+            raise ValueError(
+                f"store must be a url (str) or a Store, got {type(store).__name__} {store!r}"
+            )
         self.store: Store = open_store(store) if store is None or isinstance(store, str) else store
         self.space = space
         self.debug = debug
         self.scheduler = Scheduler(self)
+        #: the most recent node errors, oldest first: at most ``max_errors`` are kept
+        #: (each holds its traceback as text, no frame)
         self.errors: list[NodeError] = []
+        self.max_errors = max_errors
         self._error_callbacks: list[Callable[[NodeError], Any]] = []
         self._batch_depth = 0
         self._runner: Runner | None = None
@@ -62,6 +78,8 @@ class Runtime:
         #: whether another process may write the store (SQLite): then every write and
         #: ``idle`` polls it first; a MemoryStore (``external_writes = False``) never needs it
         self._polls = bool(getattr(self.store, "external_writes", True))
+        #: the thread that may poll and settle on a read (widgets read from others)
+        self._owner_thread = threading.get_ident()
         self._attach_live_changes()  # issue 22: other runtimes' commits, live
 
     @property
@@ -73,13 +91,19 @@ class Runtime:
 
     def get_cell(self, cause: Any, schema: Any = None, space: str | None = None) -> Cell[Any]:
         """The cell whose id is ``create_ref({}, cause)`` in ``space``."""
+        schemas.check_schema(schema, f"get_cell({cause!r}) schema")
+        where = _check_space(space, f"get_cell({cause!r}) space", self.space)
         entity_id = "of:" + str(create_ref({}, cause))
-        return Cell(self, space or self.space, entity_id, (), schema)
+        return Cell(self, where, entity_id, (), schema)
 
     def cell_at(self, entity_id: str, path: tuple[str | int, ...] = (), space: str | None = None,
                 schema: Any = None) -> Cell[Any]:
         """A cell on a known entity id (used by tools that read snapshots)."""
-        return Cell(self, space or self.space, entity_id, path, schema)
+        if not isinstance(entity_id, str) or not entity_id:
+            raise ValueError(f"cell_at: entity id must be a non-empty str, got {entity_id!r}")
+        schemas.check_schema(schema, f"cell_at({entity_id!r}) schema")
+        where = _check_space(space, f"cell_at({entity_id!r}) space", self.space)
+        return Cell(self, where, entity_id, path, schema)
 
     # -- transactions --------------------------------------------------------------
 
@@ -87,7 +111,18 @@ class Runtime:
         return Transaction(self.store, track=track, frame=frame)
 
     def read_tx(self) -> Transaction:
-        """A throwaway, untracked transaction for reads outside any action."""
+        """A throwaway, untracked transaction for reads outside any action.
+
+        When another process may write the store, every commit that landed
+        before this read is applied first (SPEC §2): the store's feed is polled
+        (SQLite: one ``PRAGMA data_version`` when nothing changed) and, outside
+        a settle, batch or transaction, the scheduler settles on what came in.
+        """
+        if self._polls and threading.get_ident() == self._owner_thread and self._live_free():
+            changes = self.store.poll()
+            if changes:
+                self.scheduler.notify(changes, None)
+                self.scheduler.settle()
         return Transaction(self.store, track=False)
 
     @contextlib.contextmanager
@@ -110,31 +145,70 @@ class Runtime:
         self._settle_if_free()
 
     def edit_with_retry(self, fn: Callable[..., Any], *args: Any, retries: int = 5) -> Any:
-        """Run ``fn(tx, *args)`` and commit; retry on ``ConflictError`` up to ``retries`` times."""
+        """Run ``fn(tx, *args)`` and commit; retry on ``ConflictError`` up to ``retries`` times.
+
+        Each retry waits a jittered backoff first; the last one runs holding the
+        store's write lock (SQLite: ``BEGIN IMMEDIATE``, MemoryStore: its lock),
+        so it reads fresh data and cannot lose to another writer.
+        """
         attempt = 0
         while True:
-            if self._polls:
-                self._poll()
-            tx = Transaction(self.store)
-            try:
-                result = fn(tx, *args)
-            except BaseException:
-                tx.abort()
-                raise
-            if tx.status != "open":  # ``fn`` ended it itself
-                return result
-            try:
-                changes = tx.commit()  # ``_commit``, inline: every write outside a run lands here
-            except ConflictError:
-                attempt += 1
-                if attempt > retries:
-                    raise
-                continue
-            if changes:
-                self.scheduler.notify(changes, None)
-            if self._batch_depth == 0 and not self.scheduler._settling and current_tx.get() is None:
-                self.scheduler.settle()  # ``_settle_if_free``
-            return result
+            if attempt:
+                time.sleep(backoff_delay(attempt))
+                if attempt >= retries:
+                    with write_lock(self.store):
+                        done, result = self._attempt(fn, args)
+                else:
+                    done, result = self._attempt(fn, args)
+            else:
+                done, result = self._attempt(fn, args)  # the usual write: no lock, no wait
+            if done:
+                value, changes = result
+                if changes:
+                    self.scheduler.notify(changes, None)
+                if self._batch_depth == 0 and not self.scheduler._settling and (
+                    current_tx.get() is None
+                ):
+                    self.scheduler.settle()  # ``_settle_if_free``
+                return value
+            attempt += 1
+            if attempt > retries:
+                raise result
+
+    def _attempt(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
+        """One try of ``edit_with_retry``: (True, (result, changes)) or (False, the conflict)."""
+        if self._polls:
+            self._poll()
+        tx = Transaction(self.store)
+        try:
+            result = fn(tx, *args)
+        except BaseException:
+            tx.abort()
+            raise
+        if tx.status != "open":  # ``fn`` ended it itself
+            return True, (result, [])
+        try:
+            changes = tx.commit()  # ``_commit``, inline: every write outside a run lands here
+        except ConflictError as exc:
+            return False, exc
+        return True, (result, changes)
+
+    def update(self, cell: Cell[Any], fn: Callable[[Any], Any], *, retries: int = 5) -> Any:
+        """Set ``cell`` to ``fn(current value)`` atomically; returns the new value.
+
+        The safe form of ``cell.set(cell.get() + 1)``: that is a read and a
+        *blind* write in two transactions, so a commit of another runtime in
+        between is overwritten.  Here the read and the write are one
+        transaction, retried on conflict (``edit_with_retry``), so no update is lost.
+        """
+
+        def step(tx: Transaction) -> Any:
+            bound = cell.with_tx(tx)
+            new = fn(bound.get())
+            bound.set(new)
+            return new
+
+        return self.edit_with_retry(step, retries=retries)
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -201,11 +275,17 @@ class Runtime:
             for result in await asyncio.gather(*pending, return_exceptions=True):
                 if isinstance(result, BaseException) and not isinstance(result, Exception):
                     raise result
+                if isinstance(result, Exception):  # not a node's own (those are recorded)
+                    tb = "".join(traceback.format_exception(result))
+                    self._record_error(NodeError("<async>", result, traceback=tb))
 
     # -- errors --------------------------------------------------------------------
 
     def _record_error(self, error: NodeError) -> None:
-        self.errors.append(error)
+        errors = self.errors
+        errors.append(error)
+        if len(errors) > self.max_errors:  # a window: the oldest go first
+            del errors[: len(errors) - self.max_errors]
         for callback in list(self._error_callbacks):
             try:
                 callback(error)
@@ -239,8 +319,18 @@ class Runtime:
         return self.runner.run(pattern, argument, cause)
 
     def resume(self, cause_or_entity_id: Any) -> Cell[Any]:
-        """Restart a stored instance from its graph snapshot alone."""
-        return self.runner.resume(cause_or_entity_id)
+        """Restart a stored instance from its graph snapshot alone.
+
+        A malformed stored snapshot raises ``SnapshotError`` naming the instance
+        (nothing is written: the resume's transaction is aborted).
+        """
+        try:
+            return self.runner.resume(cause_or_entity_id)
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise SnapshotError(
+                f"cannot resume {cause_or_entity_id!r}: its stored graph snapshot is malformed "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
 
     def stop(self, result: Cell[Any]) -> None:
         self.runner.stop(result)
@@ -272,15 +362,13 @@ class Runtime:
         The store calls back on its listener thread; with an asyncio loop running
         here (an IPython kernel, ``asyncio.run``) the changes are polled and settled
         on that loop, so sinks run and lifts recompute with no call from the user.
-        Reads outside a transaction poll first, so they see every commit that landed
-        before them, loop or not.
+        Reads outside a transaction poll first (``read_tx``, for every store other
+        processes write), so they see every commit that landed before them, loop or not.
         """
         subscribe = getattr(self.store, "subscribe", None)
         if subscribe is None or not self._polls:
             return
-        self._live_thread = threading.get_ident()
-        self._live_queued = False
-        self.read_tx = self._fresh_read_tx  # type: ignore[method-assign]
+        self._live_queued = False  # (reads outside a transaction poll in ``read_tx``)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -323,16 +411,16 @@ class Runtime:
             return
         self._settle_if_free()
 
-    def _fresh_read_tx(self) -> Transaction:
-        """``read_tx``, after applying every commit that landed before this read."""
-        if threading.get_ident() == self._live_thread and self._live_free():
-            changes = self.store.poll()
-            if changes:
-                self.scheduler.notify(changes, None)
-                self.scheduler.settle()
-        return Transaction(self.store, track=False)
-
     # -- end of live changes -----------------------------------------------------------
 
     def __repr__(self) -> str:
         return f"<Runtime {self.store.url} space={self.space!r}>"
+
+
+def _check_space(space: Any, what: str, default: str | None = None) -> str:
+    """``space`` as a space id: a non-empty str (None: ``default``), else ``ValueError``."""
+    if space is None and default is not None:
+        return default
+    if type(space) is not str or not space:
+        raise ValueError(f"{what} must be a non-empty str, got {type(space).__name__} {space!r}")
+    return space

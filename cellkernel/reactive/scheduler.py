@@ -20,10 +20,12 @@ Model (after Jane Street's Incremental and the labs runner):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import inspect
 import itertools
 import logging
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from cellkernel.data.values import Path, get_path, json_equal, paths_overlap
 from cellkernel.errors import ConflictError, IterationLimitError, NodeError
 from cellkernel.reactive.cells import Cell, current_tx
-from cellkernel.store.transactions import Transaction
+from cellkernel.store.transactions import Transaction, backoff_delay, write_lock
 
 if TYPE_CHECKING:
     from cellkernel.store.documents import Change
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("cellkernel.reactive.scheduler")
 
 MAX_ITERATIONS = 100
+#: conflicts an event may meet before it is dropped (with a ``NodeError`` naming it);
+#: retries wait a jittered backoff, and the last one runs holding the store's write lock
 EVENT_RETRIES = 5
 REACTIVE_RETRIES = 10
 
@@ -106,7 +110,7 @@ class Action:
 class EventHandler:
     """Runs ``fn(tx, event)`` once per event sent to its stream address."""
 
-    __slots__ = ("active", "fn", "name", "node", "pattern", "space", "stream")
+    __slots__ = ("active", "fn", "is_async", "name", "node", "pattern", "space", "stream")
 
     def __init__(
         self,
@@ -116,8 +120,11 @@ class EventHandler:
         name: str = "handler",
         node: str | None = None,
         pattern: str | None = None,
+        is_async: bool = False,
     ) -> None:
         self.fn = fn
+        #: ``fn`` returns an awaitable: its transaction stays open until that returns
+        self.is_async = is_async
         self.stream = stream
         self.name = name
         self.node = node or name
@@ -392,6 +399,15 @@ class Scheduler:
 
     def run_action(self, action: Action) -> None:
         """Run one action now, commit, re-subscribe, and notify readers."""
+        if action.retries:  # a retry after a conflict: spread contending writers apart
+            time.sleep(backoff_delay(action.retries))
+            if action.retries >= REACTIVE_RETRIES - 1:  # the last attempt cannot lose
+                with write_lock(self._rt.store):
+                    self._run_action(action)
+                return
+        self._run_action(action)
+
+    def _run_action(self, action: Action) -> None:
         rt = self._rt
         tx = Transaction(rt.store, frame=action.frame)
         token = current_tx.set(tx)
@@ -402,7 +418,7 @@ class Scheduler:
         try:
             result = action.fn(tx)
             if result is not None and inspect.isawaitable(result):
-                self._async.append(result)
+                self._async.append(self._guarded(action, result))
         except Exception as exc:
             failed = True
             tx.abort()
@@ -424,7 +440,7 @@ class Scheduler:
                 self._schedule(action)
             else:  # give up for now, visibly: the next change of an input runs it again
                 action.retries = 0
-                self._record(action, exc, "")
+                self._record(action, exc, traceback.format_exc())
             return
         action.retries = 0
         if reads != action.reads or not reads:  # the usual run reads what it read last time
@@ -453,31 +469,81 @@ class Scheduler:
     def _run_event(self, handler: EventHandler, event: Any, retries: int, _cb: Any) -> None:
         if not handler.active:
             return
+        attempt = EVENT_RETRIES - retries  # 0: the first try
+        if attempt > 0:
+            time.sleep(backoff_delay(attempt))  # a retry: spread contending writers apart
+        # the last attempt holds the store's write lock, so it cannot conflict (not for an
+        # async handler: the lock would be held across its awaits)
+        lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if retries == 0 and attempt > 0 and not handler.is_async:
+            lock = write_lock(self._rt.store)
+        with lock:
+            self._run_event_once(handler, event, retries)
+
+    def _run_event_once(self, handler: EventHandler, event: Any, retries: int) -> None:
         rt = self._rt
         tx = rt._begin(frame={"event": rt._new_event_id(), "handler": handler.node})
         token = current_tx.set(tx)
         try:
             result = handler.fn(tx, event)
             if inspect.isawaitable(result):
-                self._async.append(result)
+                # an async handler is one transaction that commits when it returns
+                self._async.append(self._finish_event(handler, event, retries, tx, result))
+                return
         except Exception as exc:
             tx.abort()
-            self._record(handler, exc, traceback.format_exc())
+            self._record(handler, exc, traceback.format_exc(), event)
             return
         finally:
             current_tx.reset(token)
+        self._commit_event(handler, event, retries, tx)
+
+    def _commit_event(
+        self, handler: EventHandler, event: Any, retries: int, tx: Transaction
+    ) -> None:
         try:
             changes = tx.commit()
         except ConflictError as exc:
             if retries > 0:
-                self._events.appendleft((handler, event, retries - 1, _cb))
+                self._events.appendleft((handler, event, retries - 1, None))
             else:
-                self._record(handler, exc, "")
+                self._record(handler, _dropped(exc, event), traceback.format_exc(), event)
+            return
+        except Exception as exc:  # the store refused the commit (bad data, an outage)
+            self._record(handler, exc, traceback.format_exc(), event)
             return
         if changes:
             self.notify(changes, None)
 
-    def _record(self, action: Action | EventHandler, exc: BaseException, tb: str) -> None:
+    async def _finish_event(
+        self, handler: EventHandler, event: Any, retries: int, tx: Transaction, awaitable: Any
+    ) -> None:
+        """Await an async handler inside its transaction, then commit it (or land nothing)."""
+        token = current_tx.set(tx)
+        try:
+            await awaitable
+        except Exception as exc:
+            tx.abort()
+            self._record(handler, exc, traceback.format_exc(), event)
+            return
+        finally:
+            current_tx.reset(token)
+        if tx.status != "open":  # aborted meanwhile (the runtime closed)
+            return
+        self._commit_event(handler, event, retries, tx)
+
+    async def _guarded(self, action: Action, awaitable: Any) -> Any:
+        """Await an action's awaitable; its failure is recorded on it, never lost."""
+        try:
+            return await awaitable
+        except Exception as exc:
+            self._record(action, exc, traceback.format_exc())
+            return None
+
+    def _record(
+        self, action: Action | EventHandler, exc: BaseException, tb: str, *event: Any
+    ) -> None:
+        """Record ``exc`` on ``action`` (for a handler, ``event`` names what it failed on)."""
         error = NodeError(
             action.node,
             exc,
@@ -485,6 +551,8 @@ class Scheduler:
             space=action.space,
             traceback=tb,
             name=action.name,
+            event=event[0] if event else None,
+            has_event=bool(event),
         )
         log.debug("node %s failed: %s", action.name, exc)
         self._rt._record_error(error)
@@ -525,3 +593,20 @@ class Scheduler:
             "triggers": sum(len(t) for t in self._triggers.values()),
             "handlers": sum(len(h) for h in self._handlers.values()),
         }
+
+
+def _dropped(exc: ConflictError, event: Any) -> ConflictError:
+    """The conflict that dropped ``event``, saying so (the original is its cause)."""
+    try:
+        text = repr(event)
+    except Exception:
+        text = f"<{type(event).__name__}>"
+    if len(text) > 200:
+        text = text[:197] + "..."
+    dropped = ConflictError(
+        f"event {text} dropped after {EVENT_RETRIES + 1} attempts, each lost to a "
+        f"concurrent commit; the last: {exc}",
+        conflicts=exc.conflicts,
+    )
+    dropped.__cause__ = exc
+    return dropped
