@@ -666,7 +666,7 @@ class Runner:
 
         def on_event(tx: Transaction, event: Any) -> Any:
             tx.claim(space)  # a handler writes its own instance's space, never only another
-            bound_tx = None if is_async else tx
+            bound_tx = tx  # async too: its cells write the event's one transaction (issue 19)
             state = {k: as_state(bound_tx, b, marks.get(k, "any"))
                      for k, b in state_b.items() if k in marks}
             call = fn
@@ -680,14 +680,24 @@ class Runner:
                     state.setdefault(names[index], value)
             frame = RuntimeFrame(self, instance, node, tx,
                                  {"event": uuid.uuid4().hex, "node": record["id"]}, "handler")
+            if is_async:  # the scheduler awaits it inside tx and commits when it returns
+                return in_frame(call(*args, **state), frame)
             token = runtime_frame.set(frame)
             try:
                 return call(*args, **state)  # children stop if tx never lands (instantiate)
             finally:
                 runtime_frame.reset(token)
 
+        async def in_frame(coro: Any, frame: RuntimeFrame) -> Any:
+            token = runtime_frame.set(frame)  # the task's own context: reset is local to it
+            try:
+                return await coro
+            finally:
+                runtime_frame.reset(token)
+
         handler = EventHandler(on_event, (space, out_id, ()), name=record.get("name") or "handler",
-                               node=record["id"], pattern=instance.pattern_hash)
+                               node=record["id"], pattern=instance.pattern_hash,
+                               is_async=is_async)
         node.handlers.append(handler)
         self._stopped_streams.discard(handler.stream)
         if not tx.exists(space, out_id):
