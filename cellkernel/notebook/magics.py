@@ -395,9 +395,14 @@ def errors_text() -> str:
     errors = [e for r in runtimes.values() for e in r.errors]
     if not errors:
         return "no node errors"
+    snapshots: dict[str, GraphSnapshot] = {}  # node id -> the snapshot naming it
+    for result in sess.instances.values():
+        with contextlib.suppress(Exception):  # a stopped instance names nothing
+            snapshot = result._rt.snapshot(result)
+            snapshots.update({node.id: snapshot for node in snapshot.nodes})
     lines = [f"{len(errors)} node error{'s' if len(errors) != 1 else ''}:"]
     for n, error in enumerate(errors, 1):
-        text = error_text(error).replace("\n", "\n    ")
+        text = error_text(error, snapshots.get(error.node)).replace("\n", "\n    ")
         lines.append(f"{n:>3}. {text}")
     return "\n".join(lines)
 

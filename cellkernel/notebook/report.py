@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 class ReportRow:
     """One cell of the instance, before and after a re-run."""
 
-    status: str  # kept | changed | new | removed
+    status: str  # kept | changed | added | removed (the words of GraphSnapshot.diff)
     name: str
     helper: str
     id: str
@@ -41,7 +41,7 @@ def _stateful(cell: Any) -> bool:
 
 def stability_report(diff: SnapshotDiff, old: GraphSnapshot, new: GraphSnapshot,
                      old_values: dict[str, Any], rt: Runtime, space: str) -> list[ReportRow]:
-    """Per cell: kept / changed / new / removed (``GraphSnapshot.diff``) and its state.
+    """Per cell: kept / changed / added / removed (``GraphSnapshot.diff``) and its state.
 
     *kept* cells kept their id, so a state cell's value was carried over;
     *changed* cells have the same name but a new id (an edited lift, new
@@ -56,7 +56,7 @@ def stability_report(diff: SnapshotDiff, old: GraphSnapshot, new: GraphSnapshot,
             continue
         cell = cells.get(entry.id)
         stateful = cell is not None and _stateful(cell)
-        status = "new" if entry.status == "added" else entry.status
+        status = entry.status
         now = _value(rt, entry.id, space) if stateful and status != "removed" else None
         before = old_values.get(entry.previous or entry.id)
         if stateful and cell is not None and cell.helper is None and before in (None, {}) \
@@ -67,7 +67,7 @@ def stability_report(diff: SnapshotDiff, old: GraphSnapshot, new: GraphSnapshot,
             state = {
                 "kept": f"carried: {preview(now)}",
                 "changed": f"reset: {preview(before)} → {preview(now)}",
-                "new": f"initial: {preview(now)}",
+                "added": f"initial: {preview(now)}",
                 "removed": f"dropped: {preview(before)}",
             }[status]
         rows.append(ReportRow(status, entry.name, entry.helper or "-", entry.id,
@@ -83,7 +83,7 @@ def _value(rt: Runtime, entity_id: str, space: str) -> Any:
 
 
 def report_text(rows: list[ReportRow], generation: int) -> str:
-    statuses = ("kept", "changed", "new", "removed")
+    statuses = ("kept", "changed", "added", "removed")
     counts = {s: sum(1 for r in rows if r.status == s) for s in statuses}
     head = f"re-run (generation {generation}): " + ", ".join(f"{n} {s}" for s, n in counts.items())
     width = max((len(r.name) for r in rows), default=4)
@@ -97,7 +97,7 @@ def report_text(rows: list[ReportRow], generation: int) -> str:
     return "\n".join(lines)
 
 
-_COLOURS = {"kept": "#f4f4f4", "changed": "#ffe3b3", "new": "#d6f5d6", "removed": "#f9d0d0"}
+_COLOURS = {"kept": "#f4f4f4", "changed": "#ffe3b3", "added": "#d6f5d6", "removed": "#f9d0d0"}
 
 
 def report_html(rows: list[ReportRow], generation: int) -> str:

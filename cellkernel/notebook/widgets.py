@@ -257,6 +257,7 @@ class PatternUI(w.VBox):  # type: ignore[misc]
         self._routes: dict[str, w.Output] = {}
         self._nodes = {n.id for n in snapshot.nodes} if snapshot is not None else set()
         self._derived: list[tuple[str, ...]] = []
+        self.on_sent: list[Callable[[str], None]] = []
         rows = self._fields(result, (), field_kinds(result, snapshot) if snapshot else None)
         self.values = w.HTML()
         if self._derived:
@@ -375,9 +376,17 @@ class PatternUI(w.VBox):  # type: ignore[misc]
     # -- events and errors ---------------------------------------------------------
 
     def send(self, stream: Cell[Any], event: Any, output: w.Output | None = None) -> None:
-        """Send ``event`` to ``stream``; failures show in ``output`` (a button's area)."""
-        run_guarded(self.rt, output if output is not None else self.errors,
-                    lambda: stream.send(event))
+        """Send ``event`` to ``stream``; failures show in ``output`` (a button's area).
+
+        Each of ``on_sent`` is then called with the handler's node id (the live
+        graph flashes it: the scheduler reports lift runs, not handler runs).
+        """
+        failed = run_guarded(self.rt, output if output is not None else self.errors,
+                             lambda: stream.send(event))
+        node = "node:" + stream.entity_id[3:] if stream.entity_id else None
+        if node is not None and not any(getattr(e, "node", None) == node for e in failed):
+            for callback in self.on_sent:
+                callback(node)
 
     def _route(self, error: NodeError) -> None:
         """Errors outside a widget action (async handlers, other cells' writes)."""
@@ -522,6 +531,18 @@ class GraphView(anywidget.AnyWidget):
         except Exception:  # never break the scheduler
             log.exception("GraphView update failed")
 
+    def mark_ran(self, node_id: str) -> None:
+        """Flash ``node_id`` as run (a handler a button of the same view just ran)."""
+        entry = self._entries.get(node_id)
+        if entry is None:
+            return
+        entry["status"] = "ran"
+        entry["runs"] += 1
+        entry["error"] = ""
+        self._dirty.add(node_id)
+        self._changed = True
+        self._schedule()
+
     def _on_error(self, error: NodeError) -> None:
         entry = self._entries.get(error.node)
         if entry is None:
@@ -631,10 +652,12 @@ def pattern_view(name: str, result: Cell[Any], snapshot: GraphSnapshot | None = 
                  svg: str | None = None, report: str | None = None,
                  errors: list[NodeError] | None = None) -> PatternView:
     """Controls, live graph and report of one run (what ``%%pattern`` displays)."""
-    children: list[w.Widget] = [w.HTML(f"<b>{html.escape(name)}</b>"),
-                                ui(result, snapshot, errors)]
+    panel = ui(result, snapshot, errors)
+    children: list[w.Widget] = [w.HTML(f"<b>{html.escape(name)}</b>"), panel]
     if graph:
-        children.append(GraphView(result, highlight=highlight, svg=svg, snapshot=snapshot))
+        view = GraphView(result, highlight=highlight, svg=svg, snapshot=snapshot)
+        panel.on_sent.append(view.mark_ran)
+        children.append(view)
     if report:
         children.append(w.HTML(report))
     return PatternView(children, name=name)

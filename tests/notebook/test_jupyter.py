@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from IPython.core.error import UsageError
 from IPython.testing.globalipapp import get_ipython
 
 from cellkernel.notebook import magics as jupyter
 from cellkernel.notebook import session
+from cellkernel.notebook.display import PACKAGE_DIR
 from cellkernel.notebook.magics import PatternMagics
 from cellkernel.notebook.output import PatternDisplay
 
@@ -170,13 +172,13 @@ def test_rerun_of_an_edited_cell_keeps_the_instance_and_its_state() -> None:
     assert second.count.get() == 9 and second.get()["more"] == 109
     statuses = {row.name: row.status for row in out.rows}
     assert statuses["count"] == "kept" and statuses["doubled"] == "kept"
-    assert statuses["more"] == "new"
+    assert statuses["more"] == "added"
     count_row = next(r for r in out.rows if r.name == "count")
     assert count_row.state == "carried: 9"
     text = out.text()
     assert "re-run (generation 2)" in text and "carried: 9" in text
     html = out._repr_mimebundle_()["text/html"]
-    assert "cellkernel-report" in html and "new" in html
+    assert "cellkernel-report" in html and "added" in html
 
     # editing a lift's body changes it and what depends on it, nothing else
     body_edit = edited.replace("x + 100", "x + 1000")
@@ -375,3 +377,125 @@ def test_sqlite_store_from_the_environment(monkeypatch: pytest.MonkeyPatch,
     out = run("Kept --no-ui --no-graph", COUNTER)
     assert ip.user_ns["Kept"].count.get() == 12
     assert out.rows is not None and {r.status for r in out.rows} == {"kept"}
+
+
+# ---------------------------------------------------------------------------
+# as users meet it (issue 21)
+
+TYPO = '''
+count = Cell.of(1)
+doubled = derive(count, lambda c: c * tw0)
+{"count": count, "doubled": doubled}
+'''
+
+
+def test_a_failing_lift_is_in_view_with_the_users_line_and_stale_marks() -> None:
+    ip.run_cell("from cellkernel import derive")
+    result = ip.run_cell("%%pattern Typo\n" + TYPO.strip())
+    out = result.result
+    assert isinstance(out, PatternDisplay)
+    text = out.text()
+    assert "Typo: count=1, doubled=None (stale)" in text
+    assert "error in doubled: NameError: name 'tw0' is not defined" in text
+    assert f"Cell In[{result.execution_count}], line 2: doubled = derive(count, " in text
+    html = out.html()
+    assert "stale" in html and "NameError" in html
+    panel = out.widget.children[1]
+    shown = panel.errors.outputs  # in view at once, nothing to expand
+    assert shown and shown[0]["ename"] == "NameError"
+    assert shown[0]["evalue"].startswith("doubled: ")
+    assert not any("/cellkernel/" in line for line in shown[0]["traceback"])
+    assert "stale" in panel.values.value
+
+
+def test_body_tracebacks_name_the_cell_and_hide_cellkernel_frames() -> None:
+    result = ip.run_cell("%%pattern Broken\ncount = Cell.of(0)\ndoubled = count.get() * 2\n")
+    exc = result.error_in_exec
+    assert exc is not None
+    tb = exc.__traceback__
+    frames = []
+    while tb is not None:
+        frames.append(tb)
+        tb = tb.tb_next
+    own = [f for f in frames if f.tb_frame.f_code.co_filename.startswith(PACKAGE_DIR)]
+    # only the magic's own entry frames remain, and IPython hides those
+    assert all("__tracebackhide__" in f.tb_frame.f_locals for f in own)
+    last = frames[-1]
+    assert last.tb_lineno == 2
+    assert ip.compile._filename_map[last.tb_frame.f_code.co_filename] == result.execution_count
+
+
+def test_a_cell_displays_itself_with_a_live_view() -> None:
+    out = run("Shown", COUNTER)
+    cell = ip.user_ns["Shown"]
+    data, _meta = ip.display_formatter.format(cell)
+    assert data["text/plain"] == "{'count': 5, 'doubled': 10, 'increment': <stream>}"
+    assert "<table" in data["text/html"] and "doubled" in data["text/html"]
+    assert "application/vnd.jupyter.widget-view+json" in data
+    field, _ = ip.display_formatter.format(cell.count)
+    assert field["text/plain"] == "5" and "application/vnd.jupyter.widget-view+json" in field
+    ip.run_line_magic("unload_ext", "cellkernel")
+    try:
+        data, _meta = ip.display_formatter.format(cell)
+        assert "application/vnd.jupyter.widget-view+json" not in data  # the hook is gone
+        assert data["text/plain"] == "{'count': 5, 'doubled': 10, 'increment': <stream>}"
+    finally:
+        ip.run_line_magic("load_ext", "cellkernel")
+    assert out.result is cell
+
+
+def test_rerun_in_another_cell_says_superseded() -> None:
+    first = ip.run_cell("%%pattern Again\n" + COUNTER.strip()).result
+    view = first.widget
+    second = ip.run_cell("%%pattern Again\n" + COUNTER.strip())
+    assert first.widget is None
+    assert [type(c).__name__ for c in view.children] == ["HTML"]
+    assert f"Again: superseded by In[{second.execution_count}]" in view.children[0].value
+
+
+def test_saved_html_reads_well_untrusted() -> None:
+    out = run("Saved", COUNTER)
+    html = out.html()
+    assert "<svg" not in html  # stripped by sanitisers: the graph is an image
+    assert '<img class="cellkernel-graph"' in html and "data:image/svg+xml;base64," in html
+    assert '<table class="cellkernel-values">' in html and "<code>10</code>" in html
+    panel = out.widget.children[1]
+    assert repr(panel) == "ui(count=5, doubled=10, increment=<stream>)"
+    assert "<table" in panel._repr_mimebundle_()["text/html"]
+
+
+def test_report_speaks_the_words_of_diff() -> None:
+    run("Words --no-ui", COUNTER)
+    out = run("Words --no-ui", COUNTER.replace("{", '{"more": Cell.of(1), '))
+    assert "1 added" in out.text() and " new" not in out.text()
+
+
+def test_cellkernel_magic_store_status_errors(tmp_path: Any,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    ip.run_line_magic("cellkernel", f"store {url}")
+    assert "now uses sqlite:///" in capsys.readouterr().out
+    run("Kept --no-ui", COUNTER)
+    ip.user_ns["Kept"].count.set(41)
+    ip.run_line_magic("cellkernel", "status")
+    status = capsys.readouterr().out
+    assert f"store: {url}" in status and "Kept (space " in status and "errors: 0" in status
+    # a kernel restart: every runtime gone; the same store brings the state back
+    session.reset()
+    ip.run_line_magic("cellkernel", f"store {url}")
+    run("Kept --no-ui", COUNTER)
+    assert ip.user_ns["Kept"].count.get() == 41
+    ip.run_cell("from cellkernel import derive")
+    ip.run_cell("%%pattern Typo --no-ui\n" + TYPO.strip())
+    capsys.readouterr()
+    ip.run_line_magic("cellkernel", "errors")
+    listed = capsys.readouterr().out
+    assert "1 node error:" in listed and "doubled: NameError" in listed and "Cell In[" in listed
+    with pytest.raises(UsageError, match="unknown command"):
+        ip.run_line_magic("cellkernel", "frobnicate")
+
+
+def test_magics_document_the_control_magic() -> None:
+    for word in ("store URL", "status", "errors", "kernel restart"):
+        assert word in (PatternMagics.cellkernel.__doc__ or "")
+    assert "%cellkernel" in (PatternMagics.pattern.__doc__ or "")

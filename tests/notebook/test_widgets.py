@@ -411,3 +411,30 @@ def test_graph_view_front_end_marks_errors_and_flashes(rt: Runtime) -> None:
         finally:
             browser.close()
     graph.close()
+
+
+def test_a_button_flashes_its_handler_in_the_live_graph(rt: Runtime) -> None:
+    from cellkernel.notebook.widgets import pattern_view
+
+    result = rt.run(Counter, {"count": 1}, cause="flash")
+    view = pattern_view("flash", result)
+    panel, graph = view.children[1], view.children[2]
+    handler_node = next(n["id"] for n in graph.nodes if n["helper"] == "handler")
+    panel.controls["increment"].click()
+    graph.flush()
+    entry = next(n for n in graph.nodes if n["id"] == handler_node)
+    assert (entry["status"], entry["runs"]) == ("ran", 1)
+    assert result.count.get() == 2
+    view.close()
+
+
+def test_values_left_by_a_failed_lift_are_marked_stale(rt: Runtime) -> None:
+    result = rt.run(Kitchen, {"count": 1}, cause="stale")
+    view = ui(result)
+    assert "stale" not in shown(view, "checked")
+    result.count.set(20)  # fragile fails: its value is stale
+    assert "stale" in shown(view, "checked") and "stale" not in shown(view, "doubled")
+    assert "(stale)" in repr(view)
+    result.count.set(3)  # it recovers
+    assert "stale" not in shown(view, "checked")
+    view.close()
