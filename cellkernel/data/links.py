@@ -73,12 +73,19 @@ def parse_link(value: Any, base_space: str) -> Link:
     """Parse a sigil, raising ``ValueError`` that says what is malformed."""
     if not is_link(value):
         raise ValueError(f"not a link@1 sigil: {value!r}")
-    body = value["/"][LINK_TAG]
+    inner = value["/"]
+    if len(inner) != 1:
+        raise ValueError(
+            f"malformed link: the sigil holds tags {sorted(inner)}, a link holds only {LINK_TAG!r}"
+        )
+    body = inner[LINK_TAG]
     if type(body) is not dict:
         raise ValueError(f"malformed link: link@1 must hold an object, got {body!r}")
     entity_id = body.get("id")
-    if type(entity_id) is not str or not entity_id:
-        raise ValueError(f"malformed link: 'id' must be a non-empty string, got {entity_id!r}")
+    if type(entity_id) is not str or not entity_id.startswith("of:") or len(entity_id) < 4:
+        raise ValueError(
+            f"malformed link: 'id' must be an entity id ('of:' + a reference), got {entity_id!r}"
+        )
     path = body.get("path", [])
     if len(body) == 2 and type(path) is list and not path and "path" in body:
         # the common case, {"id": ..., "path": []}: Links are immutable, so one per target
@@ -89,8 +96,18 @@ def parse_link(value: Any, base_space: str) -> Link:
                 _plain_links.clear()
             link = _plain_links[key] = Link(base_space, entity_id, ())
         return link
-    if type(path) is not list or not all(type(p) in (str, int) for p in path):
-        raise ValueError(f"malformed link: 'path' must be a list of keys, got {path!r}")
+    if type(path) is not list or not all(
+        type(p) is str or (type(p) is int and p >= 0) for p in path
+    ):
+        raise ValueError(
+            f"malformed link: 'path' must be a list of keys (strings, ints >= 0), got {path!r}"
+        )
+    schema = body.get("schema")
+    if schema is not None and type(schema) is not dict and type(schema) is not bool:
+        raise ValueError(
+            f"malformed link: 'schema' must be a JSON schema (an object or a boolean), "
+            f"got {schema!r}"
+        )
     space = body.get("space", base_space)
     if type(space) is not str or not space:
         raise ValueError(f"malformed link: 'space' must be a string, got {space!r}")
@@ -102,4 +119,4 @@ def parse_link(value: Any, base_space: str) -> Link:
     unknown = set(body) - {"id", "path", "space", "schema", "overwrite"}
     if unknown:
         raise ValueError(f"malformed link: unknown fields {sorted(unknown)}")
-    return Link(space, entity_id, tuple(path), body.get("schema"), overwrite == "redirect")
+    return Link(space, entity_id, tuple(path), schema, overwrite == "redirect")

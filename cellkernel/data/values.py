@@ -17,6 +17,12 @@ Path: TypeAlias = tuple[str | int, ...]
 _SCALARS: Final = (str, int, bool, type(None))
 #: Exact types of JSON scalars other than null, for ``type(v) in SCALAR_TYPES`` hot-path tests.
 SCALAR_TYPES: Final = (int, float, str, bool)
+#: The deepest nesting a stored value may have; deeper values are refused at once, naming
+#: where the limit was crossed (stores encode and decode any depth without recursion; this
+#: bounds the work a single write can cost every reader).
+MAX_DEPTH: Final = 10_000
+#: A user value equal to this would read back as a stream (``reserved=True`` refuses it).
+_STREAM_KEY: Final = "$stream"
 
 
 class _Missing:
@@ -35,8 +41,23 @@ MISSING: Final = _Missing()
 
 
 def format_path(path: Sequence[str | int]) -> str:
-    """Render a path for error messages: ``/a/0/b`` (``/`` for the root)."""
+    """Render a path for error messages: ``/a/0/b`` (``/`` for the root; long ones shortened)."""
+    if len(path) > 40:
+        head = "/".join(str(p) for p in path[:10])
+        tail = "/".join(str(p) for p in path[-10:])
+        return f"/{head}/...({len(path) - 20} more)/{tail}"
     return "/" + "/".join(str(p) for p in path)
+
+
+def _check_text(text: str, where: Any, at: Path, what: str = "string") -> None:
+    """Refuse a lone surrogate: it is not a Unicode character, and UTF-8 cannot hold it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"cannot store a {what} with a lone surrogate {text[exc.start]!r} at "
+            f"{format_path((*at, *_unwind(where)))}: it is not a Unicode character"
+        ) from None
 
 
 def _leaf(value: Any, path: list[str | int], hook: Callable[[Any], Any] | None) -> tuple[bool, Any]:
@@ -65,21 +86,35 @@ def _leaf(value: Any, path: list[str | int], hook: Callable[[Any], Any] | None) 
     )
 
 
-def to_json_value(value: Any, hook: Callable[[Any], Any] | None = None) -> JSON:
+def to_json_value(
+    value: Any,
+    hook: Callable[[Any], Any] | None = None,
+    *,
+    at: Sequence[str | int] = (),
+    reserved: bool = False,
+) -> JSON:
     """Return ``value`` as plain JSON, or raise ``ValueError`` naming the bad path.
 
     ``-0.0`` becomes ``0`` and integral floats become ints (as in JavaScript,
     where they are the same number); tuples become lists; pydantic models are
     dumped in JSON mode; objects with ``__ck_to_json__`` (cells, factories)
     become their sigil.  ``hook(value)`` may convert other objects first and
-    returns ``NotImplemented`` to decline.
+    returns ``NotImplemented`` to decline.  ``at`` is where the value is being
+    written (error paths start there).  Refused: NaN and infinities, lone
+    surrogates, nesting deeper than ``MAX_DEPTH``, and with ``reserved`` (user
+    data) the stream marker ``{"$stream": true}``, which would read back as a stream.
     """
+    base: Path = tuple(at)
     t = type(value)
-    if t is str or t is int or t is bool or value is None:
+    if t is int or t is bool or value is None:
+        return value  # type: ignore[no-any-return]
+    if t is str:
+        if not value.isascii():
+            _check_text(value, None, base)
         return value  # type: ignore[no-any-return]
     root: list[Any] = [None]
     # Entries are (container, key, value, where); ``where`` is a parent-linked
-    # (parent_where, key) chain, so no path is copied per child (linear in depth).
+    # (parent_where, key, depth) chain, so no path is copied per child (linear in depth).
     # An _EXIT entry closes a container: ``active`` holds the containers on the
     # current path, so a value that contains itself is refused, not looped over.
     stack: list[tuple[Any, Any, Any, Any]] = [(root, 0, value, None)]
@@ -90,33 +125,53 @@ def to_json_value(value: Any, hook: Callable[[Any], Any] | None = None) -> JSON:
             active.discard(key)
             continue
         t = type(item)
-        if t is str or t is int or t is bool or item is None:
+        if t is int or t is bool or item is None:
+            parent[key] = item
+            continue
+        if t is str:
+            if not item.isascii():
+                _check_text(item, where, base)
             parent[key] = item
             continue
         if t is dict or t is list or t is tuple:
             ident = id(item)
             if ident in active:
                 raise ValueError(
-                    f"cannot store a value that contains itself at {format_path(_unwind(where))}"
+                    "cannot store a value that contains itself at "
+                    f"{format_path((*base, *_unwind(where)))}"
+                )
+            depth = where[2] + 1 if where is not None else 1
+            if depth > MAX_DEPTH:
+                raise ValueError(
+                    f"cannot store a value nested more than {MAX_DEPTH} levels deep at "
+                    f"{format_path((*base, *_unwind(where)))}"
                 )
             active.add(ident)
             stack.append((_EXIT, ident, None, None))
             if t is dict:
+                if reserved and len(item) == 1 and item.get(_STREAM_KEY) is True:
+                    raise ValueError(
+                        f"cannot store {{'$stream': True}} at "
+                        f"{format_path((*base, *_unwind(where)))}: it is the stream marker "
+                        "(a stream is made by a handler), and would read back as a Stream"
+                    )
                 out: dict[str, Any] = {}
                 parent[key] = out
                 for k, v in item.items():
                     if type(k) is not str:
                         raise ValueError(
                             f"cannot store a {type(k).__name__} key {k!r} at "
-                            f"{format_path(_unwind(where))}: object keys must be strings"
+                            f"{format_path((*base, *_unwind(where)))}: object keys must be strings"
                         )
+                    if not k.isascii():
+                        _check_text(k, where, base, "key")
                     out[k] = None  # placeholder: keep the key order of the input
-                    stack.append((out, k, v, (where, k)))
+                    stack.append((out, k, v, (where, k, depth)))
             else:
                 lst: list[Any] = [None] * len(item)
                 parent[key] = lst
                 for i, v in enumerate(item):
-                    stack.append((lst, i, v, (where, i)))
+                    stack.append((lst, i, v, (where, i, depth)))
             continue
         if t is float and item - item == 0.0:  # finite: normalise without building a path
             parent[key] = (
@@ -134,7 +189,7 @@ def to_json_value(value: Any, hook: Callable[[Any], Any] | None = None) -> JSON:
             # enum members and other subclasses: store the plain value
             stack.append((parent, key, _plain_scalar(item), where))
             continue
-        is_new, converted = _leaf(item, _unwind(where), hook)
+        is_new, converted = _leaf(item, [*base, *_unwind(where)], hook)
         if is_new:
             stack.append((parent, key, converted, where))
         else:
@@ -146,10 +201,10 @@ _EXIT: Final = object()
 
 
 def _unwind(where: Any) -> list[str | int]:
-    """The path a parent-linked ``(parent, key)`` chain stands for (for messages)."""
+    """The path a parent-linked ``(parent, key, depth)`` chain stands for (for messages)."""
     path: list[str | int] = []
     while where is not None:
-        where, key = where
+        where, key, _depth = where
         path.append(key)
     path.reverse()
     return path
