@@ -12,6 +12,7 @@ showing the error a user meets when they get it wrong.  Outputs are committed;
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -73,6 +74,13 @@ counter.increment.send({})
 counter.count.get(), counter.doubled.get()
 """),
     md("""
+Typing a cell's name shows the cell itself: its value (as text, and as a
+table), and in a running kernel its live controls and graph.
+"""),
+    code("""
+counter
+"""),
+    md("""
 Widgets for any result: `cellkernel.widgets.ui` builds editable controls for
 state, read-only displays for derived values and a button per handler.
 Widget actions are ordinary Python calls, so we can drive them here too.
@@ -98,6 +106,26 @@ shown by `%%pattern` and by the snapshot's own rich display).
 from cellkernel.notebook.session import runtime
 
 print(runtime().snapshot(counter).summary())
+"""),
+    md("""
+A lift that fails does not stop anything. The output says which node failed,
+with the exception and the line of the cell that raised, and marks the value
+it left behind as stale (`tw0` is a typo for `2`):
+"""),
+    code("""
+%%pattern typo
+count = Cell.of(1)
+doubled = derive(count, lambda c: c * tw0)
+{"count": count, "doubled": doubled}
+"""),
+    md("""
+Fix the typo and re-run the cell: the error and the stale mark go away.
+`%cellkernel errors` lists every node error so far, and `%cellkernel status`
+tells what the notebook's runtime holds (`%cellkernel?` explains them, and
+`%cellkernel store sqlite:///state.db` keeps state across kernel restarts).
+"""),
+    code("""
+%cellkernel status
 """),
     md("""
 **Getting it wrong:** inside a `%%pattern` body, `count` is not a value yet
@@ -164,6 +192,7 @@ panel = ui(ledger)
 panel.send(ledger.add, {"amount": 0}, panel.outputs["add"])
 print(len(panel.outputs["add"].outputs), "error shown under the add button")
 print(panel.outputs["add"].outputs[0].get("ename"), panel.outputs["add"].outputs[0].get("evalue"))
+panel
 """),
     md("""
 `rt.batch()`: several writes, one propagation. `total` recomputes once,
@@ -321,7 +350,11 @@ grace_in_team.set_notes.send({"notes": "COBOL"})
 print(ada.summary.get())
 print(people.members[1].summary.get())
 """),
-    md("Errors the user can fix are written to the `error` field; nothing else changes."),
+    md("""
+Errors the user can fix are written to the `error` field; nothing else
+changes. (The messages are written for a form where the name is typed into a
+text box; here the name arrives as the event's `name`.)
+"""),
     code("""
 people.submit.send({"name": "ada l."})
 print(people.error.get())
@@ -668,16 +701,45 @@ Runtime("postgresql://nobody@127.0.0.1:1/nowhere")
 ]
 
 
+ROOT = HERE.parent
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _no_paths(text: str) -> str:
+    """Machine paths out of saved text: the checkout, the venv, kernel temp files."""
+    text = text.replace(str(ROOT) + "/", "")
+    text = re.sub(r"\S*/site-packages/", "…/site-packages/", text)
+    return re.sub(r"/tmp/ipykernel_\d+/\d+\.py", "<cell>", text)
+
+
 def clean() -> None:
-    """Drop environment noise (fontconfig warnings on stderr) from executed notebooks."""
+    """Make executed notebooks read well anywhere, trusted or not.
+
+    Drops environment noise (stderr warnings), the widget views (a saved view
+    without the kernel is a broken-widget icon; the text and HTML beside it
+    stay) and the widget state, and takes this machine's paths out of tracebacks.
+    """
     for name in NOTEBOOKS:
         path = HERE / f"{name}.ipynb"
         nb = nbformat.read(path, as_version=4)
+        nb.metadata.pop("widgets", None)
         for cell in nb.cells:
-            if cell.cell_type == "code":
-                cell.outputs = [o for o in cell.outputs if not (
-                    o.output_type == "stream" and o.name == "stderr"
-                    and "Fontconfig warning" in o.text)]
+            if cell.cell_type != "code":
+                continue
+            kept = []
+            for output in cell.outputs:
+                if output.output_type == "stream" and output.name == "stderr" \
+                        and "Fontconfig warning" in output.text:
+                    continue
+                data = output.get("data")
+                if data is not None and WIDGET_VIEW in data:
+                    del data[WIDGET_VIEW]
+                    if not data:
+                        continue
+                if output.output_type == "error":
+                    output.traceback = [_no_paths(line) for line in output.traceback]
+                kept.append(output)
+            cell.outputs = kept
         nbformat.write(nb, path)
 
 
