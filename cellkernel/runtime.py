@@ -21,7 +21,7 @@ from typing import Any
 
 from cellkernel.data import schema as schemas
 from cellkernel.data.identity import create_ref
-from cellkernel.errors import ConflictError, NodeError, SnapshotError
+from cellkernel.errors import CellkernelError, ConflictError, NodeError, SnapshotError
 from cellkernel.patterns.materialize import materialize
 from cellkernel.patterns.registry import TrustPolicy
 from cellkernel.patterns.runner import Runner
@@ -326,7 +326,9 @@ class Runtime:
         """
         try:
             return self.runner.resume(cause_or_entity_id)
-        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        except CellkernelError:
+            raise
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
             raise SnapshotError(
                 f"cannot resume {cause_or_entity_id!r}: its stored graph snapshot is malformed "
                 f"({type(exc).__name__}: {exc})"

@@ -27,6 +27,17 @@ from cellkernel.store.documents import (
 
 # --------------------------------------------------------------------------- memory fast path
 
+def _text_ok(text: str) -> bool:
+    """No lone surrogate (UTF-8 can hold it): else the slow path refuses it, naming where."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class _Declined(Exception):
     """The value is not plain normalised JSON: encode it the slow way for the exact error."""
 
@@ -43,7 +54,7 @@ def _plain(value: Any, prev: Any) -> Any:
     (a transaction copies only the spine it writes, so siblings stay shared).
     """
     t = type(value)
-    if t is str or t is bool or value is None:
+    if (t is str and _text_ok(value)) or t is bool or value is None:
         return value
     if t is int:
         if -INT_LIMIT < value < INT_LIMIT:
@@ -68,10 +79,13 @@ def _plain(value: Any, prev: Any) -> Any:
             holder[key] = out
             old = before if type(before) is dict else None
             for k, v in item.items():
-                if type(k) is not str:
+                if type(k) is not str or not (k.isascii() or _text_ok(k)):
                     raise _Declined
                 tv = type(v)
-                if tv is str or tv is bool or v is None or (tv is int and -limit < v < limit):
+                if (
+                    (tv is str and v.isascii()) or tv is bool or v is None
+                    or (tv is int and -limit < v < limit)
+                ):
                     out[k] = v
                 elif old is not None and v is old.get(k, _Declined):
                     out[k] = v  # the stored object itself: already a store-owned copy
@@ -85,7 +99,10 @@ def _plain(value: Any, prev: Any) -> Any:
             n_old = len(old_l) if old_l is not None else 0
             for i, v in enumerate(item):
                 tv = type(v)
-                if tv is str or tv is bool or v is None or (tv is int and -limit < v < limit):
+                if (
+                    (tv is str and v.isascii()) or tv is bool or v is None
+                    or (tv is int and -limit < v < limit)
+                ):
                     continue
                 prev_v = old_l[i] if i < n_old else None  # type: ignore[index]
                 if v is prev_v:
@@ -95,7 +112,10 @@ def _plain(value: Any, prev: Any) -> Any:
             if item - item != 0.0:
                 raise _Declined
             holder[key] = item
-        elif t is str or t is bool or item is None or (t is int and -limit < item < limit):
+        elif (
+            (t is str and _text_ok(item)) or t is bool or item is None
+            or (t is int and -limit < item < limit)
+        ):
             holder[key] = item
         else:
             raise _Declined
@@ -106,7 +126,7 @@ def _plain(value: Any, prev: Any) -> Any:
 
 def _owned(part: str, value: Any, prev: Any, space: str, entity_id: str) -> Any:
     t = type(value)
-    if t is str or t is bool or value is None or value is prev:
+    if (t is str and _text_ok(value)) or t is bool or value is None or value is prev:
         return value  # immutable, or the stored object itself
     if t is int and -INT_LIMIT < value < INT_LIMIT:
         return value
@@ -200,8 +220,8 @@ def _owned_parts(
         # stored source and meta: nothing to copy, so no call for it
         pv = prev.value if prev is not None else None
         t = type(value)
-        if not (is_owned or t is str or t is bool or value is None
-                or (t is int and -limit < value < limit)
+        if not ((is_owned and t is not str) or (t is str and value.isascii()) or t is bool
+                or value is None or (t is int and -limit < value < limit)
                 or (prev is not None and value is pv) or (handed and id(value) in handed)):
             value = _owned("value", value, pv, space, entity_id)
         if prev is None:
