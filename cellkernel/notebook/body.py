@@ -54,14 +54,17 @@ def _with_locals(value: ast.expr) -> ast.expr:
 
 
 def compile_body(code: str, filename: str, user_ns: dict[str, Any],
-                 flags: int = 0) -> Callable[[], tuple[Any, dict[str, Any]]]:
+                 flags: int = 0, first_line: int = 1) -> Callable[[], tuple[Any, dict[str, Any]]]:
     """Compile a cell body into a function returning ``(final value, its locals)``.
 
-    The body keeps its own line numbers (tracebacks point into the cell) and
+    The body keeps its line numbers (``first_line`` is the number of its first
+    line in the cell, so tracebacks name the lines the editor shows) and
     its globals are ``user_ns``, so functions defined in it close over
     body-level names — which the builder turns into node inputs.
     """
     tree = ast.parse(code, filename, "exec")
+    if first_line != 1:  # the body starts below the magic's own line
+        ast.increment_lineno(tree, first_line - 1)
     body: list[ast.stmt] = [_ReturnLocals().visit(stmt) for stmt in tree.body]
     if body and isinstance(body[-1], ast.Expr):
         last = body[-1]

@@ -165,7 +165,8 @@ def node_name(snapshot: GraphSnapshot | None, node_id: str, fallback: str | None
 def stale_cells(snapshot: GraphSnapshot, failed: set[str]) -> set[str]:
     """Cell ids whose values are stale: written by a failed node, or computed from such."""
     stale: set[str] = set()
-    todo = [n for n in snapshot.nodes if n.id in failed]
+    # a failed handler leaves no value behind: its event was refused, its stream is fine
+    todo = [n for n in snapshot.nodes if n.id in failed and n.helper != "handler"]
     readers: dict[str, list[Any]] = {}
     for node in snapshot.nodes:
         for source in node.inputs:

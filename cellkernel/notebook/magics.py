@@ -324,7 +324,7 @@ class PatternMagics(Magics):
         if not name.isidentifier() or keyword.iskeyword(name):
             raise UsageError(f"%%pattern NAME: {name!r} is not a valid Python name")
         return run_pattern_cell(self.shell, name, cell, space=args.space, ui=not args.no_ui,
-                                graph=not args.no_graph)
+                                graph=not args.no_graph, header=f"%%pattern {line}")
 
     @line_magic
     def cellkernel(self, line: str) -> None:
@@ -419,14 +419,23 @@ def execution_number(shell: Any) -> int:
 
 
 def run_pattern_cell(shell: Any, name: str, cell: str, *, space: str | None = None,
-                     ui: bool = True, graph: bool = True) -> PatternDisplay | None:
-    """What ``%%pattern`` does, callable without the magic machinery."""
+                     ui: bool = True, graph: bool = True,
+                     header: str | None = None) -> PatternDisplay | None:
+    """What ``%%pattern`` does, callable without the magic machinery.
+
+    ``header`` is the magic's own line: with it, tracebacks count lines as the
+    editor does (the body starts on line 2) and show that line too.
+    """
     __tracebackhide__ = True
     sess = session()
     rt = sess.runtime(space)
     number = execution_number(shell)
     code = shell.transform_cell(cell)
-    filename = shell.compile.cache(code, number, raw_code=cell)
+    if header is not None:
+        filename = shell.compile.cache(header + "\n" + code, number,
+                                       raw_code=header + "\n" + cell)
+    else:
+        filename = shell.compile.cache(code, number, raw_code=cell)
     cause = notebook_cause(name, rt.space)
     result_id = "of:" + str(create_ref({}, cause))
     key = (rt.space, name)
@@ -434,7 +443,8 @@ def run_pattern_cell(shell: Any, name: str, cell: str, *, space: str | None = No
     old_values = state_values(rt, previous, rt.space) if previous is not None else {}
     errors_before = len(rt.errors)
     try:
-        body = compile_body(code, filename, shell.user_ns, flags=shell.compile.flags)
+        body = compile_body(code, filename, shell.user_ns, flags=shell.compile.flags,
+                            first_line=1 if header is None else 2)
         built = build_pattern(name, body)
         result = rt.run(built, None, cause=cause)
     except Exception as exc:  # the user's frames only, as IPython hides its own

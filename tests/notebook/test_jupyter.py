@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import linecache
 import subprocess
 import sys
 import textwrap
@@ -309,7 +310,7 @@ def test_body_errors_propagate_as_ordinary_tracebacks() -> None:
     result = ip.run_cell("%%pattern Broken\nx = Cell.of(1)\ny = 1 / 0\n{'x': x}")
     assert isinstance(result.error_in_exec, ZeroDivisionError)
     last = traceback.extract_tb(result.error_in_exec.__traceback__)[-1]
-    assert last.lineno == 2 and last.line is not None and "1 / 0" in last.line
+    assert last.lineno == 3 and last.line is not None and "1 / 0" in last.line  # editor lines
     assert "Broken" not in ip.user_ns
     with pytest.raises(NameError):
         run("Broken", "undefined_name")
@@ -397,7 +398,7 @@ def test_a_failing_lift_is_in_view_with_the_users_line_and_stale_marks() -> None
     text = out.text()
     assert "Typo: count=1, doubled=None (stale)" in text
     assert "error in doubled: NameError: name 'tw0' is not defined" in text
-    assert f"Cell In[{result.execution_count}], line 2: doubled = derive(count, " in text
+    assert f"Cell In[{result.execution_count}], line 3: doubled = derive(count, " in text
     html = out.html()
     assert "stale" in html and "NameError" in html
     panel = out.widget.children[1]
@@ -421,7 +422,8 @@ def test_body_tracebacks_name_the_cell_and_hide_cellkernel_frames() -> None:
     # only the magic's own entry frames remain, and IPython hides those
     assert all("__tracebackhide__" in f.tb_frame.f_locals for f in own)
     last = frames[-1]
-    assert last.tb_lineno == 2
+    assert last.tb_lineno == 3  # as the editor counts: the magic's line is line 1
+    assert linecache.getline(last.tb_frame.f_code.co_filename, 3) == "doubled = count.get() * 2\n"
     assert ip.compile._filename_map[last.tb_frame.f_code.co_filename] == result.execution_count
 
 

@@ -438,3 +438,12 @@ def test_values_left_by_a_failed_lift_are_marked_stale(rt: Runtime) -> None:
     result.count.set(3)  # it recovers
     assert "stale" not in shown(view, "checked")
     view.close()
+
+
+def test_a_failed_handler_leaves_nothing_stale(rt: Runtime) -> None:
+    result = rt.run(Kitchen, {"count": 1}, cause="handler-stale")
+    view = ui(result)
+    view.send(result.explode, {}, view.outputs["explode"])
+    assert view.outputs["explode"].outputs  # the error is shown under its button
+    assert view.stale() == set() and "stale" not in repr(view)
+    view.close()
