@@ -92,6 +92,7 @@ def to_json_value(
     *,
     at: Sequence[str | int] = (),
     reserved: bool = False,
+    max_depth: int | None = None,
 ) -> JSON:
     """Return ``value`` as plain JSON, or raise ``ValueError`` naming the bad path.
 
@@ -101,8 +102,8 @@ def to_json_value(
     become their sigil.  ``hook(value)`` may convert other objects first and
     returns ``NotImplemented`` to decline.  ``at`` is where the value is being
     written (error paths start there).  Refused: NaN and infinities, lone
-    surrogates, nesting deeper than ``MAX_DEPTH``, and with ``reserved`` (user
-    data) the stream marker ``{"$stream": true}``, which would read back as a stream.
+    surrogates, nesting deeper than ``max_depth`` (user writes: ``MAX_DEPTH``), and
+    with ``reserved`` (user data) the stream marker ``{"$stream": true}``, which would read back as a stream.
     """
     base: Path = tuple(at)
     t = type(value)
@@ -141,9 +142,9 @@ def to_json_value(
                     f"{format_path((*base, *_unwind(where)))}"
                 )
             depth = where[2] + 1 if where is not None else 1
-            if depth > MAX_DEPTH:
+            if max_depth is not None and depth > max_depth:
                 raise ValueError(
-                    f"cannot store a value nested more than {MAX_DEPTH} levels deep at "
+                    f"cannot store a value nested more than {max_depth} levels deep at "
                     f"{format_path((*base, *_unwind(where)))}"
                 )
             active.add(ident)
