@@ -103,7 +103,8 @@ def to_json_value(
     returns ``NotImplemented`` to decline.  ``at`` is where the value is being
     written (error paths start there).  Refused: NaN and infinities, lone
     surrogates, nesting deeper than ``max_depth`` (user writes: ``MAX_DEPTH``), and
-    with ``reserved`` (user data) the stream marker ``{"$stream": true}``, which would read back as a stream.
+    with ``reserved`` (user data) the stream marker ``{"$stream": true}``, which
+    would read back as a stream.
     """
     base: Path = tuple(at)
     t = type(value)
