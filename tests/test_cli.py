@@ -18,8 +18,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 V1 = FIXTURES / "causes_v1.py"
 V2 = FIXTURES / "causes_v2.py"
 
-CELLS = ["argument", "doubled", "add_one", "clicks", "label", "squared", "increment"]
-DOWNSTREAM_OF_DOUBLE = {"doubled", "add_one", "label"}
+CELLS = ["argument", "doubled", "bumped", "clicks", "label", "squared", "increment"]
+DOWNSTREAM_OF_DOUBLE = {"doubled", "bumped", "label"}
 
 
 def rows_of(text: str) -> list[list[str]]:

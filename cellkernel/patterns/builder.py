@@ -516,7 +516,7 @@ def pattern(fn: Callable[..., Any] | None = None, *, name: str | None = None,
 
     markers = _self_markers[0]
     graph, captures, loose = _trace(body, getattr(fn, "__name__", "pattern"), argument_schema,
-                                    result_schema)
+                                    result_schema, author=fn)
     if captures:
         raise CapabilityError(
             "capture", "outer", f"pattern {fn.__name__}: a pattern defined inside another body "
@@ -552,10 +552,15 @@ def trace(body: Callable[[BuilderFrame], Any], name: str, argument_schema: Any,
 
 
 def _trace(body: Callable[[BuilderFrame], Any], name: str, argument_schema: Any,
-           result_schema: Any, parent: BuilderFrame | None = None
+           result_schema: Any, parent: BuilderFrame | None = None,
+           author: Callable[..., Any] | None = None
            ) -> tuple[dict[str, Any], list[tuple[str, OpaqueRef[Any]]], list[int]]:
-    """``trace``, plus the nodes whose binding ``bind`` did not make (for ``_graph_digest``)."""
+    """``trace``, plus the nodes whose binding ``bind`` did not make (for ``_graph_digest``).
+
+    ``author`` is the function whose locals name the cells (its variables).
+    """
     frame = BuilderFrame(parent if parent is not None else current_frame(), name)
+    frame.author_code = getattr(author, "__code__", None)
     token = _frames.set(frame)
     try:
         returned = body(frame)
@@ -563,7 +568,11 @@ def _trace(body: Callable[[BuilderFrame], Any], name: str, argument_schema: Any,
             returned = returned._node(frame, {})
         result = bind(frame, returned, [])
         _name_result_cells(frame, returned)
+        frame.name_by_variables()
+        _name_nodes(frame)
+        frame.finish_causes()
     finally:
+        frame.author_frame = None
         _frames.reset(token)
     initial = {c.key: c.initial for c in frame.cells if c.initial is not MISSING}
     graph: dict[str, Any] = {
@@ -596,6 +605,14 @@ def _trace(body: Callable[[BuilderFrame], Any], name: str, argument_schema: Any,
 
 
 
+
+
+def _name_nodes(frame: BuilderFrame) -> None:
+    """A node whose function has no name of its own (a lambda) is named by its output."""
+    names = {c.key: c.name for c in frame.cells if c.name is not None}
+    for node in frame.nodes:
+        if node.get("name") in (None, "<lambda>") and node["outputs"] in names:
+            node["name"] = names[node["outputs"]]
 
 
 def _name_result_cells(frame: BuilderFrame, returned: Any) -> None:
@@ -640,7 +657,7 @@ def _collection_node(kind: str, source: Cell[Any], fn: Callable[..., Any]) -> Op
 
     markers = _self_markers[0]
     graph, captures, loose = _trace(body, f"{kind}:{getattr(fn, '__name__', 'fn')}", None, None,
-                                    parent=frame)
+                                    parent=frame, author=fn)
     op = _self_free(Pattern(None, graph, graph["name"], _graph_digest(graph, loose)), markers)
     registry.register_pattern(op)
     inputs: list[str] = []

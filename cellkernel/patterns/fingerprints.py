@@ -61,10 +61,10 @@ class _Parsed(NamedTuple):
 _MAX_CACHE = 8192
 _parsed: dict[tuple[types.CodeType, str], _Parsed] = {}
 _global_names: dict[types.CodeType, tuple[str, ...]] = {}
-_LIBRARY_ROOTS = tuple(
-    os.path.realpath(p) + os.sep
-    for p in {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-) + (os.path.realpath(os.path.dirname(os.path.dirname(__file__))) + os.sep,)
+_LIBRARY_DIRS = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+#: where code counts as library code: named, not fingerprinted (cellkernel itself included)
+_LIBRARY_ROOTS = tuple(os.path.realpath(p) + os.sep for p in
+                       (*_LIBRARY_DIRS, os.path.dirname(os.path.dirname(__file__))))
 
 
 # ---------------------------------------------------------------------------
@@ -257,7 +257,9 @@ def constant_json(value: Any) -> Any:
         return {"object": type(value).__qualname__, "repr": shown}
     if len(text) > 4096:
         return {"sha256": hashlib.sha256(text.encode()).hexdigest()}
-    return value
+    # a copy: the graph must not alias a mutable global the user changes later
+    return value if isinstance(value, str | int | float | bool) or value is None \
+        else json.loads(text)
 
 
 def _behaviour(fn: types.FunctionType, constants: dict[str, Any] | None,

@@ -142,6 +142,8 @@ def plan(
                 "index": cell["index"],
                 "config": _concrete_config(cell["config"], concrete_input),
             }
+            if "bound" in cell:  # the name that told identical siblings apart (SPEC §6)
+                components["bound"] = cell["bound"]
         cell_id = derive_id(components)
         ids[cell["key"]] = cell_id
         if debug:

@@ -710,11 +710,15 @@ class Runner:
         record = node.record
         out_id = record["outputs"][0]
         if resume:
-            self._resume(out_id, instance.space, tx, instance, owner=node)
+            with self._creating(instance.space, out_id):
+                self._resume(out_id, instance.space, tx, instance, owner=node)
             return
         sub = self.pattern_by_hash(record["module"]["hash"], instance.space)
-        self._run(sub, record["bindings"], result_id=out_id, tx=tx, parent=instance, owner=node,
-                  space=instance.space)
+        # readers of the nested result read through to the child's cells: order them after
+        # the child's nodes, or their first run sees the child's outputs not yet computed
+        with self._creating(instance.space, out_id):
+            self._run(sub, record["bindings"], result_id=out_id, tx=tx, parent=instance,
+                      owner=node, space=instance.space)
 
     def _start_collection(
         self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool

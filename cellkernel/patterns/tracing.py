@@ -7,6 +7,8 @@ the components of their causes (``BCell``)."""
 from __future__ import annotations
 
 import json
+import sys
+import types
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -40,6 +42,10 @@ class BCell:
     schema: Any = None
     stream: bool = False
     connected: bool = False
+    #: the other components, for telling identical siblings apart (``finish_causes``)
+    signature: Any = None
+    #: the name that told this cell apart from identical siblings (a cause component)
+    bound: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"key": self.key, "helper": self.helper}
@@ -47,6 +53,8 @@ class BCell:
             out["cause"] = self.cause
         else:
             out.update(impl=self.impl, inputs=self.inputs, index=self.index, config=self.config)
+            if self.bound is not None:
+                out["bound"] = self.bound
         if self.name is not None:
             out["name"] = self.name
         if self.schema is not None:
@@ -73,6 +81,10 @@ class BuilderFrame:
         self._owned: set[int] = set()  # ids of self.cells (kept alive by it): O(1) owns()
         # indices of nodes whose binding did not come from bind(): the hash checks those
         self.loose: list[int] = []
+        #: the author function's code, and its frame once a helper call meets it: when the
+        #: body returns, its locals name the cells they hold (``name_by_variables``)
+        self.author_code: types.CodeType | None = None
+        self.author_frame: types.FrameType | None = None
 
     def new_cell(self, helper: str, impl: str | None, inputs: list[str], config: JSON,
                  schema: Any = None, stream: bool = False) -> BCell:
@@ -90,6 +102,9 @@ class BuilderFrame:
         index = self._signatures.get(signature, 0)
         self._signatures[signature] = index + 1
         cell = BCell(f"c{len(self.cells)}", helper, impl, ordered, config, index)
+        cell.signature = signature
+        if self.author_frame is None and self.author_code is not None:
+            self.author_frame = _frame_running(self.author_code)
         if schema is not None:  # set after: keywords make the dataclass call twice as slow
             cell.schema = schema
         if stream:
@@ -97,6 +112,55 @@ class BuilderFrame:
         self.cells.append(cell)
         self._owned.add(id(cell))
         return cell
+
+    def name_by_variables(self) -> None:
+        """Name each unnamed cell after the body's variable that holds it (SPEC §6, §9)."""
+        frame, self.author_frame = self.author_frame, None  # do not keep the frame alive
+        if frame is None:
+            return
+        for variable, value in frame.f_locals.items():
+            if isinstance(value, OpaqueRef) and not value._path and value._frame is self \
+                    and value._bcell.name is None and not variable.startswith("_"):
+                value._bcell.name = variable
+
+    def finish_causes(self) -> None:
+        """Index identical siblings, after their names have told them apart (SPEC §6).
+
+        Cells whose other components are identical are told apart by the name they
+        are bound to (a result key or variable): when two or more such twins have
+        names, each name becomes a component (``bound``), so inserting, removing or
+        reordering twins never hands one's id, and its state, to another.  A lone
+        named cell keeps no name component, so renaming its variable changes no id;
+        unnamed twins of it are marked ``bound: ""`` and counted by ``index`` among
+        themselves.  ``Cell.of`` state with a name is named by it alone (its initial
+        value is no component), so editing the initial value keeps the state.
+        """
+        groups: dict[Any, list[BCell]] = {}
+        for cell in self.cells:
+            if cell.cause is not None:
+                continue
+            if cell.helper == "cell" and cell.name is not None:
+                cell.config = None
+                cell.signature = ("cell", cell.name)
+                cell.bound = cell.name
+            groups.setdefault(cell.signature, []).append(cell)
+        for members in groups.values():
+            if len(members) == 1:
+                members[0].index = 0
+                continue
+            named = [c for c in members if c.name is not None]
+            if len(named) >= 2:
+                for cell in named:
+                    cell.bound = cell.name
+            elif named:
+                for cell in members:
+                    if cell.name is None:
+                        cell.bound = ""
+            counts: dict[str | None, int] = {}
+            for cell in members:
+                n = counts.get(cell.bound, 0)
+                counts[cell.bound] = n + 1
+                cell.index = n
 
     def owns(self, bcell: BCell) -> bool:
         return bcell is self.argument or bcell is self.self_cell or id(bcell) in self._owned
@@ -112,6 +176,18 @@ class BuilderFrame:
 
 
 _frames: ContextVar[BuilderFrame | None] = ContextVar("cellkernel_builder_frame", default=None)
+
+
+def _frame_running(code: types.CodeType) -> types.FrameType | None:
+    """The innermost frame of the call stack running ``code`` (the author function)."""
+    frame: types.FrameType | None = sys._getframe(2)
+    for _ in range(64):
+        if frame is None:
+            return None
+        if frame.f_code is code:
+            return frame
+        frame = frame.f_back
+    return None
 
 
 def current_frame() -> BuilderFrame | None:

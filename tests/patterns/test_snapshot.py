@@ -90,7 +90,7 @@ def twice_renamed() -> Any:
 
 
 def make_graph(double: Any) -> Pattern:
-    """count -> double -> add_one (unnamed) -> label; count -> squared; clicks; increment."""
+    """count -> double -> add_one (as ``bumped``) -> label; count -> squared; clicks; increment."""
 
     @pattern
     def Graph(count: int = 2) -> Any:
@@ -159,8 +159,8 @@ def test_summary_is_deterministic_text() -> None:
     assert lines[0] == "GraphSnapshot Graph generation 1: 7 cells, 5 nodes"
     rows = [line.split() for line in lines[1:]]
     assert [r[0] for r in rows] == [
-        "argument", "doubled", "add_one", "label", "squared", "clicks", "increment",
-    ]
+        "argument", "doubled", "bumped", "label", "squared", "clicks", "increment",
+    ]  # add_one's cell is named by the variable it is bound to
     assert [r[1] for r in rows] == ["-", "lift", "lift", "lift", "lift", "cell", "handler"]
     assert [r[2] for r in rows] == [short_id(c.id) for c in a.cells]
     assert all(len(r[2]) == 10 for r in rows)
@@ -458,9 +458,9 @@ def test_editing_one_lift_body_changes_it_and_its_downstream_only() -> None:
     b, a = ids_by_label(before), ids_by_label(after)
     assert b.keys() == a.keys()
     moved = {k for k in b if b[k] != a[k]}
-    assert moved == {"doubled", "add_one", "label"}
+    assert moved == {"doubled", "bumped", "label"}
     d = before.diff(after)
-    assert {e.name for e in d.changed if e.kind == "cell"} == {"doubled", "add_one", "label"}
+    assert {e.name for e in d.changed if e.kind == "cell"} == {"doubled", "bumped", "label"}
     assert {e.name for e in d.kept if e.kind == "cell"} == {
         "argument", "squared", "clicks", "increment",
     }
@@ -534,9 +534,11 @@ def test_identical_siblings_get_distinct_stable_ids() -> None:
     assert ids["first"] != ids["second"]
     assert ids_by_label(two) == ids
     causes = {c.name: c.cause for c in one.cells}
-    assert causes["first"]["index"] == 0 and causes["second"]["index"] == 1
-    assert {k: v for k, v in causes["first"].items() if k != "index"} == {
-        k: v for k, v in causes["second"].items() if k != "index"
+    # told apart by the names they are bound to (SPEC §6), not by their order
+    assert causes["first"]["bound"] == "first" and causes["second"]["bound"] == "second"
+    assert causes["first"]["index"] == causes["second"]["index"] == 0
+    assert {k: v for k, v in causes["first"].items() if k != "bound"} == {
+        k: v for k, v in causes["second"].items() if k != "bound"
     }
     with_third = ids_by_label(snap(siblings(True)))
     assert with_third["first"] == ids["first"] and with_third["second"] == ids["second"]
