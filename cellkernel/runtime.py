@@ -328,7 +328,8 @@ class Runtime:
             return self.runner.resume(cause_or_entity_id)
         except CellkernelError:
             raise
-        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:  # (pydantic's
+            # ValidationError, a ValueError naming each bad field, is raised as it is)
             raise SnapshotError(
                 f"cannot resume {cause_or_entity_id!r}: its stored graph snapshot is malformed "
                 f"({type(exc).__name__}: {exc})"
