@@ -942,14 +942,23 @@ def to_storable(
     while work:
         node, node_path = work.pop()
         if type(node) is list:
+            occurrences: dict[str, int] = {}
             for i, element in enumerate(node):
                 if type(element) is dict and not is_sigil(element):
-                    index = i + offset if node is root else i
+                    # keyed by content plus occurrence (SPEC §4), as plain values are: a
+                    # reorder of fresh, equal dicts reaches the same documents again
+                    content = str(create_ref({}, element))
+                    n = occurrences.get(content, 0)
+                    occurrences[content] = n + 1
                     cause = {
                         "parent": {"id": entity_id, "space": space},
-                        "path": [*node_path, index],
-                        "frame": frame if frame is not None else uuid.uuid4().hex,
+                        "path": list(node_path),
+                        "content": content,
+                        "n": n,
+                        "frame": frame,
                     }
+                    if offset and node is root:  # a push: equal dicts already there stay apart
+                        cause["at"] = i + offset
                     doc_id = "of:" + str(create_ref({}, cause))
                     work.append((element, ()))
                     tx.write(space, doc_id, (), element)
