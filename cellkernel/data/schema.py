@@ -89,7 +89,11 @@ def validate(schema: Schema, value: Any, where: str = "") -> None:
         _compiled(canonical(schema))(value)
     except fastjsonschema.JsonSchemaValueException as exc:
         at = f" at {where}" if where else ""
-        raise ValueError(f"schema violation{at}: {exc.message}") from None
+        shown = canonical(schema)
+        shown = shown if len(shown) <= 200 else shown[:200] + "…"
+        raise ValueError(
+            f"schema violation{at}: {exc.message} (value {value!r:.100}, schema {shown})"
+        ) from None
 
 
 def checker(schema: Schema) -> Callable[[Any], bool] | None:

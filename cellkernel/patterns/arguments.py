@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,7 @@ from cellkernel.data import schema as schemas
 from cellkernel.data.links import is_link, parse_link
 from cellkernel.data.values import MISSING, SCALAR_TYPES
 from cellkernel.patterns.signatures import _hoist_defs, parameters
-from cellkernel.reactive.cells import Cell, DocDict, materialize, resolve
+from cellkernel.reactive.cells import Cell, DocDict, materialize, resolve, set_hook
 
 if TYPE_CHECKING:
     from cellkernel.runtime import Runtime
@@ -171,3 +172,147 @@ def _argument_reader(rt: Runtime, binding: Any, space: str, out_id: str, mark: s
         return materialize(rt, tx, value, sp, eid, p, schema, True, True)
 
     return read
+
+
+class InputRefusals:
+    """A lift's runs skipped because an input fails its schema, recorded as ``NodeError``s.
+
+    ``refuse`` records one ``NodeError`` (its error a ``ValueError`` naming the
+    input, the value and the expected schema) in ``rt.errors``, and keeps it as
+    ``failing`` (also on the node, as ``node.input_error``); the same refusal
+    again is not recorded twice.  ``clear`` removes it once the inputs are valid.
+    """
+
+    __slots__ = ("failing", "key", "name", "node", "rt", "validators")
+
+    def __init__(self, rt: Any, node: Any, name: str, validators: dict[str, Any]) -> None:
+        self.rt = rt
+        self.node = node
+        self.name = name
+        self.validators = validators
+        self.failing: Any = None
+        self.key: Any = None
+
+    def refuse(self, param: str, value: Any) -> None:
+        from cellkernel.errors import NodeError
+
+        schema = self.validators.get(param)
+        key = (param, schemas.canonical(_plainish(value)))
+        if self.failing is not None and key == self.key:
+            return
+        self.clear()
+        shown = schemas.canonical(schema)
+        error = ValueError(
+            f"lift {self.name!r}: input {param!r} is {value!r:.100}, which does not match "
+            f"its schema {shown[:200]}; the run was skipped"
+        )
+        action = self.node.actions[0] if self.node.actions else None
+        failure = NodeError(
+            action.node if action is not None else self.node.record["id"], error,
+            pattern=action.pattern if action is not None else None,
+            space=action.space if action is not None else None,
+            name=self.name,
+        )
+        self.failing, self.key = failure, key
+        self.node.input_error = failure
+        self.rt._record_error(failure)
+
+    def clear(self) -> None:
+        failing, self.failing, self.key = self.failing, None, None
+        if failing is None:
+            return
+        self.node.input_error = None
+        errors = self.rt.errors
+        for i, error in enumerate(errors):
+            if error is failing:
+                del errors[i]
+                break
+
+
+def _plainish(value: Any) -> Any:
+    try:
+        from cellkernel.data.values import to_json_value
+
+        return to_json_value(
+            value, hook=lambda v: repr(v) if isinstance(v, Cell) else NotImplemented
+        )
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+# ---------------------------------------------------------------------------
+# the schema of the document a write lands in (SPEC §3: every write is checked)
+
+
+class _SchemaIndex:
+    """Per runner: document -> (owning instance, its pattern hash, the document's schema)."""
+
+    __slots__ = ("count", "docs", "pending")
+
+    def __init__(self) -> None:
+        self.count = -1
+        self.docs: dict[tuple[str, str], tuple[Any, str | None, Any]] = {}
+        #: instances whose pattern could not be found yet (looked at again on the next miss)
+        self.pending = False
+
+
+_indexes: weakref.WeakKeyDictionary[Any, _SchemaIndex] = weakref.WeakKeyDictionary()
+
+
+def _index_instance(index: _SchemaIndex, runner: Any, instance: Any) -> bool:
+    """Note the schemas of ``instance``'s argument and state documents; False if unknown yet."""
+    from cellkernel.patterns import registry
+    from cellkernel.patterns.plan import derive_id
+
+    digest = instance.pattern_hash
+    pattern = registry.registered_pattern(digest) if digest else None
+    if pattern is None:
+        return False
+    graph = pattern.graph
+    space, result_id = instance.space, instance.result_id
+    arg_schema = graph.get("argumentSchema")
+    arg_id = derive_id({"parent": result_id, "helper": "argument"})
+    index.docs[(space, arg_id)] = (instance, digest, arg_schema or None)
+    state = [c for c in graph.get("cells", []) if c.get("helper") == "cell" and c.get("schema")]
+    if state:
+        from cellkernel.patterns.plan import plan
+
+        ids, _records, _cells = plan(runner.rt, graph, result_id, space)
+        for cell in state:
+            cell_id = ids.get(cell["key"])
+            if cell_id is not None:
+                index.docs[(space, cell_id)] = (instance, digest, cell["schema"])
+    return True
+
+
+def landing_schema(rt: Any, space: str, entity_id: str) -> Any:
+    """The schema of a running instance's argument or state document, else None."""
+    runner = getattr(rt, "runner", None)
+    if runner is None:
+        return None
+    index = _indexes.get(runner)
+    if index is None:
+        index = _indexes[runner] = _SchemaIndex()
+    instances = runner.instances
+    hit = index.docs.get((space, entity_id))
+    if hit is None and (index.count != len(instances) or index.pending):
+        index.docs.clear()
+        index.pending = False
+        for instance in list(instances.values()):
+            if not _index_instance(index, runner, instance):
+                index.pending = True
+        index.count = len(instances)
+        hit = index.docs.get((space, entity_id))
+    if hit is None:
+        return None
+    instance, digest, schema = hit
+    if instance.stopped:
+        return None
+    if instance.pattern_hash != digest:  # re-run with another pattern: its schemas now
+        _index_instance(index, runner, instance)
+        hit = index.docs.get((space, entity_id))
+        return hit[2] if hit is not None and hit[1] == instance.pattern_hash else None
+    return schema
+
+
+set_hook("landing_schema", landing_schema)

@@ -241,7 +241,15 @@ class Runner:
 
     def _run(self, pattern: Any, argument: Any, *, result_id: str, tx: Transaction,
              parent: Instance | None, owner: RunningNode | None = None,
-             space: str | None = None) -> Instance:
+             space: str | None = None, self_pattern: Pattern | None = None) -> Instance:
+        """Start or update the instance ``result_id`` of ``pattern``.
+
+        ``self_pattern`` is what ``SELF.factory`` means inside it: the pattern
+        itself, except for a map or filter callback's instance, where it is the
+        pattern whose body the callback was written in (SPEC §4 is silent; this is
+        what a recursive ``items.map(lambda it: instantiate(SELF.factory, ...))``
+        needs).
+        """
 
         if not isinstance(pattern, Pattern):
             pattern = self._as_pattern(pattern)
@@ -251,13 +259,15 @@ class Runner:
 
         argument = merge_argument(pattern, argument)  # curried arguments (SPEC §8)
         ids, records, snap_cells = plan(self.rt, graph, result_id, space)
-        records = resolve_self(records, pattern)  # SELF.factory markers
+        me = self_pattern if self_pattern is not None else pattern
+        records = resolve_self(records, pattern, me)  # SELF.factory markers
         key = (space, result_id)
         instance = self.instances.get(key)
         fresh = instance is None
         if instance is None:
             instance = Instance(self, result_id, space, parent)
             self.instances[key] = instance
+        instance.self_pattern = me
             if parent is not None:
                 (owner.children if owner is not None else parent.children)[result_id] = instance
             if parent is None or owner is None or owner.record["helper"] not in ("map", "filter"):
@@ -281,7 +291,7 @@ class Runner:
                 tx.write(space, cell_id, (), initial)
         self._store_patterns(pattern, tx, space)
         # the result document: fields are write redirects
-        result_value = resolve_self(concretize(graph["result"], ids, space), pattern)
+        result_value = resolve_self(concretize(graph["result"], ids, space), pattern, me)
         current = tx.read(space, result_id, (), track=False)
         if (
             isinstance(current, dict)
@@ -540,9 +550,16 @@ class Runner:
         closure_b = bindings.get("closure")
         marks = _marks(fn)
         names = list(marks)
+        from cellkernel.patterns.arguments import InputRefusals, _fn_validators
+
         checkers = (
             _checkers(_param_validators(record["argumentSchema"])) if record.get("argumentSchema")
             else _fn_checkers(fn)
+        )
+        refusals = InputRefusals(
+            rt, node, record.get("name") or "lift",
+            _param_validators(record["argumentSchema"]) if record.get("argumentSchema")
+            else _fn_validators(fn),
         )
         is_async = _is_async(fn)
         # Everything that depends only on the record is worked out once here, not per run:
@@ -575,14 +592,18 @@ class Runner:
                 args.insert(index, value)
             for i, check in arg_checks:
                 if i < len(args) and not check(args[i]):
+                    refusals.refuse(names[i], args[i])  # a NodeError, the run skipped
                     return None
             if kwargs_r:
                 kwargs = {k: r(tx) for k, r in kwargs_r}
                 for k, check in kwarg_checks.items():
                     if not check(kwargs[k]):
+                        refusals.refuse(k, kwargs[k])
                         return None
             else:
                 kwargs = {}
+            if refusals.failing is not None:
+                refusals.clear()  # the inputs are valid again
             call = fn
             if closure_r:
                 call = rebind(fn, {k: r(tx) for k, r in closure_r})
@@ -779,7 +800,8 @@ class Runner:
                             "$captured": captured_b}
                 with self._creating(space, out_id):
                     child = self._run(op, argument, result_id=child_id, tx=tx, parent=instance,
-                                      owner=node, space=space)
+                                      owner=node, space=space,
+                                      self_pattern=instance.self_pattern)
                 keys_of[child_id] = index
                 arg_ids[child_id] = derive_id({"parent": child.result_id, "helper": "argument"})
             if mode == "map":

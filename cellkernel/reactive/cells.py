@@ -464,6 +464,7 @@ class Cell(Generic[T]):
             # a scalar over a scalar, list or nothing: no stream, links or documents involved
             if self._schema:
                 schemas.validate(self._schema, value, self._where())
+            _validate_landing(self._rt, space, entity_id, path, value)
             if type(current) is not t or current != value:  # json_equal, for a scalar
                 tx.write(space, entity_id, path, value)
             return
@@ -484,8 +485,11 @@ class Cell(Generic[T]):
         stored = to_storable(self._rt, tx, value, (space, entity_id, path))
         if type(stored) in (dict, list):
             stored = _keep_equal_links(tx, current, stored, space)
-        if self._schema:
-            schemas.validate(self._schema, self._plain_for_validation(tx, stored), self._where())
+        if self._schema or _hooks.get("landing_schema") is not None:
+            plain = self._plain_for_validation(tx, stored)
+            if self._schema:
+                schemas.validate(self._schema, plain, self._where())
+            _validate_landing(self._rt, space, entity_id, path, plain)
         if current is not MISSING and json_equal(current, stored):
             return
         tx.write(space, entity_id, path, stored)
@@ -556,9 +560,11 @@ class Cell(Generic[T]):
             base = len(raw)
             new = to_storable(self._rt, tx, list(items), (space, entity_id, path), offset=base)
             combined = [*raw, *new]
-            if self._schema:
+            if self._schema or _hooks.get("landing_schema") is not None:
                 plain = self._plain_for_validation(tx, combined)
-                schemas.validate(self._schema, plain, self._where())
+                if self._schema:
+                    schemas.validate(self._schema, plain, self._where())
+                _validate_landing(self._rt, space, entity_id, path, plain)
             tx.write(space, entity_id, path, combined)
 
         self._in_write_tx("write", run)
@@ -702,6 +708,27 @@ def _queue_with(tx: Transaction, runtime: Any, stream: tuple[str, str, Path], ev
         return False
     tx.on_commit.append(lambda _tx: runtime.scheduler.queue_event(stream, event, runtime))
     return True
+
+
+def _validate_landing(runtime: Any, space: str, entity_id: str, path: Path, value: Any) -> None:
+    """Check a write against the schema of the document it lands in (SPEC §3).
+
+    The pattern layer names that schema (an instance's argument or state
+    document) through the ``landing_schema`` hook; a document it does not know
+    has none.  Raises ``ValueError`` naming the path and the schema.
+    """
+    hook = _hooks.get("landing_schema")
+    if hook is None or runtime is None:
+        return
+    doc_schema = hook(runtime, space, entity_id)
+    if doc_schema is None:
+        return
+    schema = schemas.at_path(doc_schema, path) if path else doc_schema
+    if schema is None or schema is True or schema == {}:
+        return
+    if isinstance(schema, dict) and (schema.get("asCell") or schema.get("asStream")):
+        return  # a Cell or stream field holds a link or a stream marker, not the value
+    schemas.validate(schema, value, f"{entity_id}{format_path(path)}")
 
 
 def _event_hook(value: Any) -> Any:
