@@ -166,8 +166,11 @@ def _mentions_self(pattern: Pattern) -> bool:
     return False
 
 
-def resolve_self(value: Any, pattern: Pattern) -> Any:
-    """Replace ``SELF.factory`` markers (``{"$self": "factory"}``) by the pattern's sigil."""
+def resolve_self(value: Any, pattern: Pattern, me: Pattern | None = None) -> Any:
+    """Replace ``SELF.factory`` markers (``{"$self": "factory"}``) of ``pattern``'s graph.
+
+    They become the sigil of ``me`` (by default ``pattern`` itself).
+    """
     if not _mentions_self(pattern):
         return value  # nothing to replace: skip the walk (a large graph has 10 000s of values)
     root: list[Any] = [value]
@@ -179,7 +182,7 @@ def resolve_self(value: Any, pattern: Pattern) -> Any:
         if type(v) is dict:
             if len(v) == 1 and v.get("$self") == "factory":
                 if sigil is None:
-                    sigil = pattern.sigil()
+                    sigil = (me if me is not None else pattern).sigil()
                 holder[key] = copy.deepcopy(sigil)
                 continue
             if is_sigil(v):

@@ -50,6 +50,8 @@ class Instance:
         self.children: dict[str, Instance] = {}
         self.generation = 0
         self.pattern_hash: str | None = None
+        #: what ``SELF.factory`` names inside this instance (see ``Runner._run``)
+        self.self_pattern: Any = None
         self.stopped = False
 
     @property

@@ -267,11 +267,11 @@ class Runner:
         if instance is None:
             instance = Instance(self, result_id, space, parent)
             self.instances[key] = instance
-        instance.self_pattern = me
             if parent is not None:
                 (owner.children if owner is not None else parent.children)[result_id] = instance
             if parent is None or owner is None or owner.record["helper"] not in ("map", "filter"):
                 self._register_instance(tx, space, result_id)
+        instance.self_pattern = me
         # argument: defaults merged under on first run; new values apply on re-runs
         arg_id = ids["argument"]
         given = None if argument is None else self._argument_json(argument, result_id, space, tx)

@@ -670,7 +670,9 @@ def test_only_a_trace_that_wrote_a_self_marker_is_searched_for_one(rt: Runtime) 
     assert Plain.self_free
     assert not InMap.self_free  # the marker was written by the map's sub-trace
     r = rt.run(InMap, {"items": [1]}, cause="self-in-map")
-    assert isinstance(r.out.get()[0]["maker"], Pattern)  # the marker was replaced
+    maker = r.out.get()[0]["maker"]
+    # inside a map callback SELF.factory is the pattern the callback was written in
+    assert isinstance(maker, Pattern) and maker == InMap
 
 
 # --------------------------------------------------------------------------- persistence

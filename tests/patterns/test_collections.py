@@ -1,0 +1,164 @@
+"""map/filter keyed identity (SPEC §4) and wish("#all") (SPEC §8), checked against an oracle.
+
+The oracle for keyed identity: an element's key is its document id, or its
+plain value plus its occurrence number among equal values (a fresh dict
+counts as a plain value: it becomes a document keyed by its content).  After
+any edit, the mapped output must equal a plain Python ``map`` of the list, and
+the per-element lift must have run for exactly the keys that appeared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cellkernel import Runtime, derive, lift, pattern, wish
+
+RUNS: list[Any] = []
+
+
+@lift
+def shout(value: Any) -> Any:
+    RUNS.append(value)
+    return {"v": value} if not isinstance(value, dict) else {"v": value.get("name")}
+
+
+@pattern
+def Mapped(src: list = []):  # noqa: B006 - a schema default, never mutated
+    return {"out": src.map(lambda e: shout(e)),
+            "kept": src.filter(lambda e: derive(e, lambda x: _truthy(x)))}
+
+
+def _truthy(x: Any) -> bool:
+    return bool(x.get("name") != "b") if isinstance(x, dict) else bool(x)
+
+
+def _keys(values: list[Any]) -> list[str]:
+    seen: Counter[str] = Counter()
+    out = []
+    for v in values:
+        base = json.dumps(v, sort_keys=True)
+        out.append(f"{base}#{seen[base]}")
+        seen[base] += 1
+    return out
+
+
+def _expect(values: list[Any]) -> list[Any]:
+    return [{"v": v} if not isinstance(v, dict) else {"v": v.get("name")} for v in values]
+
+
+def test_a_reorder_of_fresh_equal_dicts_keeps_every_instance() -> None:
+    rt = Runtime()
+    try:
+        src = rt.get_cell("src")
+        src.set([{"name": "a"}, {"name": "b"}, {"name": "c"}])
+        result = rt.run(Mapped, {"src": src}, cause="m")
+        assert result.out.get() == [{"v": "a"}, {"v": "b"}, {"v": "c"}]
+        RUNS.clear()
+        src.set([{"name": "c"}, {"name": "a"}, {"name": "b"}])  # fresh dicts, as sorted() makes
+        assert result.out.get() == [{"v": "c"}, {"v": "a"}, {"v": "b"}]
+        assert RUNS == []  # every instance kept: nothing re-ran
+        assert result.kept.get() == [{"name": "c"}, {"name": "a"}]
+        src.set([{"name": "a"}, {"name": "a"}, {"name": "c"}])  # a duplicate: one new instance
+        assert result.out.get() == [{"v": "a"}, {"v": "a"}, {"v": "c"}]
+        assert RUNS == [{"name": "a"}]
+        assert rt.errors == []
+    finally:
+        rt.close()
+
+
+def test_pushing_an_equal_dict_makes_its_own_document() -> None:
+    rt = Runtime()
+    try:
+        src = rt.get_cell("src")
+        src.set([{"name": "a"}])
+        src.push({"name": "a"})
+        first, second = src.get_raw()
+        assert first != second
+        src[1].key("name").set("z")
+        assert src.get() == [{"name": "a"}, {"name": "z"}]
+    finally:
+        rt.close()
+
+
+edits = st.lists(st.one_of(
+    st.tuples(st.just("set"), st.integers(0, 6), st.integers(0, 3)),
+    st.tuples(st.just("insert"), st.integers(0, 6), st.integers(0, 3)),
+    st.tuples(st.just("remove"), st.integers(0, 6)),
+    st.tuples(st.just("reverse")),
+    st.tuples(st.just("sort")),
+), max_size=8)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(start=st.lists(st.integers(0, 3), max_size=6), steps=edits, dicts=st.booleans())
+def test_random_list_edits_match_a_plain_map(start: list[int], steps: list[Any],
+                                             dicts: bool) -> None:
+    def value(n: int) -> Any:
+        return {"name": "abcd"[n]} if dicts else n
+
+    rt = Runtime()
+    try:
+        src = rt.get_cell("src")
+        values = [value(n) for n in start]
+        src.set(values)
+        result = rt.run(Mapped, {"src": src}, cause="m")
+        assert result.out.get() == _expect(values)
+        for step in steps:
+            before = _keys(values)
+            if step[0] == "set" and values:
+                values[step[1] % len(values)] = value(step[2])
+            elif step[0] == "insert":
+                values.insert(step[1] % (len(values) + 1), value(step[2]))
+            elif step[0] == "remove" and values:
+                values.pop(step[1] % len(values))
+            elif step[0] == "reverse":
+                values.reverse()
+            elif step[0] == "sort":
+                values.sort(key=lambda v: json.dumps(v, sort_keys=True))
+            RUNS.clear()
+            src.set([dict(v) if isinstance(v, dict) else v for v in values])  # fresh values
+            assert result.out.get() == _expect(values)  # a plain Python map
+            appeared = Counter(_keys(values)) - Counter(before)
+            assert sorted(map(json.dumps, RUNS)) == sorted(
+                json.dumps(json.loads(k.rsplit("#", 1)[0])) for k in appeared.elements())
+        assert rt.errors == []
+    finally:
+        rt.close()
+
+
+def test_wish_all_sees_instances_started_before_and_after_in_another_runtime(
+    tmp_path: Path,
+) -> None:
+    @pattern
+    def Count(n: int = 0):
+        return {"n": n}
+
+    @pattern
+    def Everything():
+        every = wish("#all")
+        return {"size": derive(every, lambda xs: len(xs or []))}
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    first = Runtime(url)
+    first.run(Count, {"n": 1}, cause="a")
+    first.run(Count, {"n": 2}, cause="b")
+    first.close()
+    reader = Runtime(url)
+    try:
+        everything = reader.run(Everything, {}, cause="everything")
+        assert everything.size.get() == 3  # two before it, and itself
+        later = Runtime(url)
+        later.run(Count, {"n": 3}, cause="c")
+        later.close()
+        reader.idle()
+        assert everything.size.get() == 4  # and one started after, elsewhere
+        assert os.path.exists(tmp_path / "w.db")
+    finally:
+        reader.close()
