@@ -40,9 +40,16 @@ def _unwrap(annotation: Any) -> tuple[Any, Any, str | None]:
     if typing.get_origin(annotation) is typing.Annotated:
         args = typing.get_args(annotation)
         annotation = args[0]
+        others = []
         for extra in args[1:]:
             if isinstance(extra, _DefaultMarker):
                 default = extra.value
+            else:
+                others.append(extra)
+        inner = typing.get_origin(annotation) or annotation
+        if others and not (isinstance(inner, type) and issubclass(inner, Cell)):
+            # keep constraints such as pydantic's Field(ge=0): they belong in the schema
+            annotation = typing.Annotated[(annotation, *others)]
     origin = typing.get_origin(annotation)
     if origin is not None and isinstance(origin, type) and issubclass(origin, Cell):
         mark = "stream" if issubclass(origin, Stream) else "cell"

@@ -154,7 +154,9 @@ def resolve(
 class Cell(Generic[T]):
     """A reactive handle on a JSON location.  See SPEC §3."""
 
-    __slots__ = ("_cap", "_cause", "_id", "_initial", "_path", "_rt", "_schema", "_space", "_tx")
+    __slots__ = (
+        "_cap", "_cause", "_id", "_initial", "_origin", "_path", "_rt", "_schema", "_space", "_tx",
+    )
 
     _method_names: ClassVar[frozenset[str]] = frozenset()
 
@@ -177,6 +179,9 @@ class Cell(Generic[T]):
         self._cap = capability
         self._cause: Any = None
         self._initial: Any = None
+        #: for a handle derived (key, as_schema, ...) from a cell with no identity yet: that
+        #: cell; the two share one cause and one document (SPEC §3, as labs' siblings do)
+        self._origin: Cell[Any] | None = None
 
     # -- constructors --------------------------------------------------------
 
@@ -235,6 +240,12 @@ class Cell(Generic[T]):
     @_ForMethod
     def for_(self, cause: Any, flexible: bool = False) -> Cell[T]:
         """Name this cell explicitly before it is connected (SPEC §6)."""
+        origin = self._origin
+        if self._id is None and origin is not None:
+            origin.for_(cause, flexible)  # one cause names every sibling
+            self._cause = origin._cause
+            self._identity()
+            return self
         if self._id is not None:
             if flexible:
                 return self
@@ -249,6 +260,22 @@ class Cell(Generic[T]):
             raise CauseError(f"cell already has the cause {self._cause!r}")
         self._cause = cause
         return self
+
+    def _identity(self) -> None:
+        """Take the identity of the cell this handle was derived from, connecting it if it can.
+
+        A cell made inside a lift or handler connects on first use; a sibling
+        (``key()``, ``as_schema()``, ...) of it reaches the same document.
+        """
+        if self._id is not None:
+            return
+        origin = self._origin if self._origin is not None else self
+        pending = type(origin)._check is not Cell._check  # connects on first use
+        if origin._id is None and origin._cap != "opaque" and pending:
+            origin._check("read")  # a cell that connects on first use does so now
+        if origin is not self and origin._id is not None:
+            self._rt, self._space, self._id = origin._rt, origin._space, origin._id
+            self._cause = origin._cause
 
     def _connect(self, runtime: Any, space: str, cause: Any) -> None:
         """Give an unconnected cell its document (used when it is first stored)."""
@@ -282,6 +309,14 @@ class Cell(Generic[T]):
         cell._cap = "cell" if cap == "stream" and cls is Cell else cap
         cell._cause = self._cause
         cell._initial = None
+        cell._origin = None
+        if self._id is None:
+            cell._origin = self._origin if self._origin is not None else self
+            if "path" in changes:
+                cell._initial = get_path(self._initial, cell._path[len(self._path):])
+                cell._initial = None if cell._initial is MISSING else cell._initial
+            else:
+                cell._initial = self._initial
         return cell
 
     def key(self, *path: str | int) -> Cell[Any]:
@@ -322,6 +357,8 @@ class Cell(Generic[T]):
 
     def _check(self, operation: str) -> None:
         cap = self._cap
+        if self._id is None and self._origin is not None:
+            self._identity()
         if cap == "cell" or cap == "stream":
             if self._id is None and operation not in ("read",):
                 raise CauseError(
@@ -415,8 +452,14 @@ class Cell(Generic[T]):
         """Same location after resolving links (identity, never content)."""
         if isinstance(other, DocDict):
             other = other.cell
-        if not isinstance(other, Cell) or other._id is None or self._id is None:
+        if not isinstance(other, Cell):
             return False
+        self._identity()
+        other._identity()
+        if other._id is None or self._id is None:
+            # no identity yet: the same cell, or siblings of one cell at one path
+            same = (self._origin or self) is (other._origin or other)
+            return same and self._path == other._path and self._id is other._id
         return self._address() == other._address()
 
     def get_as_link(
@@ -512,6 +555,10 @@ class Cell(Generic[T]):
         space, entity_id, path, _s = resolve(
             tx, self._space, self._id, self._path, track=False  # type: ignore[arg-type]
         )
+        current = tx.read(space, entity_id, path, track=False)
+        if not is_stream_value(current) and not (current is MISSING and isinstance(self, Stream)):
+            self.set(event)  # on a cell that is not a stream, send is set (SPEC §3, as in labs)
+            return
         if _queue_with(tx, self._rt, (space, entity_id, path), event):
             return
         self._rt.scheduler.queue_event((space, entity_id, path), event, self._rt)
@@ -809,6 +856,33 @@ def _link_address(tx: Transaction, link_value: Any, base_space: str) -> tuple[st
 # materialising reads
 
 
+def _matches_any(schema: dict[str, Any], value: Any, root: Any) -> bool:
+    """Whether ``value`` (plain JSON) matches one branch of ``schema["anyOf"]``."""
+    branches = schema.get("anyOf")
+    if not isinstance(branches, list):
+        return True
+    for branch in branches:
+        if branch is True or branch == {}:
+            return True
+        if isinstance(branch, dict) and isinstance(root, dict) and "$defs" in root:
+            branch = {**branch, "$defs": root["$defs"]}
+        if schemas.is_valid(branch, value):
+            return True
+    return False
+
+
+def _declared_only(value: dict[str, Any], schema: Any, root: Any) -> dict[str, Any]:
+    """Under ``additionalProperties: false`` a read drops undeclared keys (as labs does)."""
+    shaped = schemas.resolve_ref(schema, root)
+    if type(shaped) is not dict or shaped.get("additionalProperties") is not False:
+        return value
+    declared = shaped.get("properties") or {}
+    patterns = shaped.get("patternProperties")
+    if patterns or not any(k not in declared for k in value):
+        return value
+    return {k: v for k, v in value.items() if k in declared}
+
+
 def materialize(
     runtime: Any,
     tx: Transaction,
@@ -866,6 +940,16 @@ def materialize(
                 continue
             holder[key] = default
             continue
+        if type(sch) is dict and not plain and ("anyOf" in sch or "$ref" in sch):
+            shaped = schemas.resolve_ref(sch, root_schema)
+            if (
+                type(shaped) is dict
+                and "anyOf" in shaped
+                and not _contains_link(value)
+                and not _matches_any(shaped, value, root_schema)
+            ):
+                holder[key] = None  # no anyOf branch matches: read as missing (as labs does)
+                continue
         t = type(value)
         if t is dict:
             if value.get("$stream") is True and len(value) == 1 and not plain:
@@ -877,6 +961,8 @@ def materialize(
                 continue
             if sch is not None:
                 value = schemas.fill_defaults(value, sch, root_schema)
+                if not plain:
+                    value = _declared_only(value, sch, root_schema)
             if linked and not plain:
                 result: dict[str, Any] = DocDict({}, Cell(runtime, sp, eid, p, sch))
             else:
@@ -944,20 +1030,26 @@ def to_storable(
                 return dict(v)
             return make_link(cell._space, cell._id, cell._path, base_space=space)  # type: ignore[arg-type]
         if isinstance(v, Cell):
+            if v._id is None and v._cap != "opaque":
+                v._identity()
             if v._id is None:
                 if v._cap == "opaque":
                     raise CapabilityError(
                         "store", "opaque", "a builder reference outside a pattern"
                     )
-                before = (v._rt, v._space, v._id)
+                first = v._origin if v._origin is not None else v  # siblings share one document
+                before = (first._rt, first._space, first._id)
                 nonce = uuid.uuid4().hex if tx.frame is None else str(tx.frame)
-                v._connect(
+                first._connect(
                     runtime, space,
-                    {"cell": v._initial, "in": entity_id, "path": list(path), "n": nonce},
+                    {"cell": first._initial, "in": entity_id, "path": list(path), "n": nonce},
                 )
-                tx.write(space, v._id, (), v._initial)  # type: ignore[arg-type]
+                tx.write(space, first._id, (), first._initial)  # type: ignore[arg-type]
                 # if the write never lands, the cell must not keep an id nothing holds
-                tx.on_abort.append(functools.partial(_unconnect, v, before))
+                tx.on_abort.append(functools.partial(_unconnect, first, before))
+                if first is not v:
+                    v._identity()
+                    tx.on_abort.append(functools.partial(_unconnect, v, (v._rt, None, None)))
             return make_link(v._space, v._id, v._path, base_space=space)  # type: ignore[arg-type]
         return NotImplemented
 

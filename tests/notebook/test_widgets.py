@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import ipywidgets as w
 import pytest
+from pydantic import Field
 
 from cellkernel import Cell, Runtime, handler, lift, pattern
 from cellkernel.notebook.widgets import GraphView, PatternUI, ui
@@ -447,3 +448,24 @@ def test_a_failed_handler_leaves_nothing_stale(rt: Runtime) -> None:
     assert view.outputs["explode"].outputs  # the error is shown under its button
     assert view.stale() == set() and "stale" not in repr(view)
     view.close()
+
+
+@pattern
+def Bounded(count: Annotated[int, Field(ge=0)] = 0):  # type: ignore[no-untyped-def]
+    return {"count": count, "doubled": double(count)}
+
+
+def test_number_widget_never_shows_a_value_that_is_not_stored(rt: Runtime) -> None:
+    # issue 17 item 1: a write through a result field is checked against the argument schema
+    result = rt.run(Bounded, {"count": 2}, cause="bounded-widget")
+    view = ui(result)
+    box = view.controls["count"]
+    assert isinstance(box, w.IntText) and box.value == 2
+    box.value = -3  # refused by the schema: the widget goes back to the stored value
+    assert result.count.get() == 2 and box.value == 2
+    box.value = 5
+    assert result.count.get() == 5 and box.value == 5
+    assert shown(view, "doubled") == "<code>10</code>"
+    with pytest.raises(ValueError):
+        result.count.set(-1)
+    assert box.value == 5 and result.count.get() == 5
