@@ -33,9 +33,11 @@ from cellkernel.errors import (
 )
 from cellkernel.patterns import registry
 from cellkernel.patterns.arguments import (
+    InputRefusals,
     _argument_reader,
     _checkers,
     _fn_checkers,
+    _fn_validators,
     _is_async,
     _marks,
     _param_validators,
@@ -550,8 +552,6 @@ class Runner:
         closure_b = bindings.get("closure")
         marks = _marks(fn)
         names = list(marks)
-        from cellkernel.patterns.arguments import InputRefusals, _fn_validators
-
         checkers = (
             _checkers(_param_validators(record["argumentSchema"])) if record.get("argumentSchema")
             else _fn_checkers(fn)
@@ -755,9 +755,72 @@ class Runner:
         keys_of: dict[str, int] = {}
         arg_ids: dict[str, str] = {}
         id_of_key: dict[str, str] = {}  # element key -> child id, so a push hashes one id
+        #: the last run's list, keys and occurrence counts: a run after one element changed
+        #: re-keys that element only (``changed_one``), not the whole list
+        last: dict[str, Any] = {}
+
+        def base_of(element: Any, sp: str) -> str:
+            if is_link(element):
+                target = parse_link(element, sp)
+                return f"{target.space}|{target.id}|{'/'.join(map(str, target.path))}"
+            return "v:" + schemas.canonical(element)
+
+        def start_child(op: Any, child_id: str, element: Any, index: int, array_link: Any,
+                        tx: Transaction) -> None:
+            argument = {"element": element, "index": index, "array": array_link,
+                        "$captured": captured_b}
+            with self._creating(space, out_id):
+                child = self._run(op, argument, result_id=child_id, tx=tx, parent=instance,
+                                  owner=node, space=space, self_pattern=instance.self_pattern)
+            keys_of[child_id] = index
+            arg_ids[child_id] = derive_id({"parent": child.result_id, "helper": "argument"})
+
+        def changed_one(op: Any, raw: list[Any], sp: str, array_link: Any,
+                        tx: Transaction) -> bool:
+            """One element of a map's list replaced, its value unique before and after.
+
+            Then only its key changes: one child stops, one starts, and one entry of
+            the output is written (the store shares the rest).  False when the change
+            is anything else; the full pass handles it.
+            """
+            before = last.get("raw")
+            if mode != "map" or before is None or len(before) != len(raw) \
+                    or last.get("array") != array_link:
+                return False
+            changed = [i for i, (x, y) in enumerate(zip(raw, before, strict=True)) if x is not y]
+            if len(changed) != 1:
+                return not changed and tx.exists(space, out_id)  # nothing moved at all
+            i = changed[0]
+            counts: dict[str, int] = last["counts"]
+            order: list[tuple[str, str, Any, int]] = last["order"]
+            old_key, old_child, _e, _i = order[i]
+            old_base = old_key.rsplit("#", 1)[0]
+            new_base = base_of(raw[i], sp)
+            if new_base == old_base:
+                order[i] = (old_key, old_child, raw[i], i)
+                last["raw"] = raw
+                return True
+            if counts.get(old_base) != 1 or counts.get(new_base, 0) != 0:
+                return False  # occurrence numbers of other elements would shift
+            key = f"{new_base}#0"
+            child_id = derive_id({"parent": out_id, "helper": mode, "key": key})
+            stopped = node.children.pop(old_child, None)
+            if stopped is not None:
+                stopped.stop()
+            keys_of.pop(old_child, None)
+            start_child(op, child_id, raw[i], i, array_link, tx)
+            del counts[old_base]
+            counts[new_base] = 1
+            del id_of_key[old_key]
+            id_of_key[key] = child_id
+            order[i] = (key, child_id, raw[i], i)
+            last["raw"] = raw
+            tx.write(space, out_id, (i,), tx.hand_over(make_link(space, child_id, ())))
+            return True
 
         def run(tx: Transaction) -> None:
             op = self.pattern_by_hash(op_hash, space)
+            sp = space
             if is_link(list_b):
                 link = parse_link(list_b, space)
 
@@ -769,14 +832,12 @@ class Runner:
                 array_link = list_b
             if raw is MISSING or raw is None or not isinstance(raw, list):
                 raw = []
+            if changed_one(op, raw, sp, array_link, tx):
+                return
             seen: dict[str, int] = {}
             order: list[tuple[str, str, Any, int]] = []
             for index, element in enumerate(raw):
-                if is_link(element):
-                    target = parse_link(element, sp)
-                    base = f"{target.space}|{target.id}|{'/'.join(map(str, target.path))}"
-                else:
-                    base = "v:" + schemas.canonical(element)
+                base = base_of(element, sp)
                 n = seen.get(base, 0)
                 seen[base] = n + 1
                 key = f"{base}#{n}"
@@ -796,14 +857,8 @@ class Runner:
                         keys_of[child_id] = index
                         tx.write(space, arg_ids[child_id], ("index",), index)
                     continue
-                argument = {"element": element, "index": index, "array": array_link,
-                            "$captured": captured_b}
-                with self._creating(space, out_id):
-                    child = self._run(op, argument, result_id=child_id, tx=tx, parent=instance,
-                                      owner=node, space=space,
-                                      self_pattern=instance.self_pattern)
-                keys_of[child_id] = index
-                arg_ids[child_id] = derive_id({"parent": child.result_id, "helper": "argument"})
+                start_child(op, child_id, element, index, array_link, tx)
+            last.update(raw=raw, order=order, counts=seen, array=array_link)
             if mode == "map":
                 output: list[Any] = [make_link(space, child_id, ())
                                      for _k, child_id, _e, _i in order]
@@ -815,7 +870,7 @@ class Runner:
                         output.append(element)
             current = tx.read(space, out_id, (), track=False)
             if current is MISSING or not json_equal(current, output):
-                tx.write(space, out_id, (), output)
+                tx.write(space, out_id, (), tx.hand_over(output))  # built for this write
 
         self._subscribe(instance, node, run, mode, self._declared_reads(record, space))
 

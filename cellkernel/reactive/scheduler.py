@@ -229,8 +229,10 @@ class Scheduler:
                 if writer is not action and any(paths_overlap(path, p) for p in paths):
                     yield writer
 
-    def _readers_of(self, action: Action) -> Iterable[Action]:
-        for space, entity_id, path in action.writes:
+    def _readers_of(self, action: Action,
+                    writes: Iterable[tuple[str, str, Path]] | None = None) -> Iterable[Action]:
+        """Actions reading what ``action`` writes (or, given, only those ``writes``)."""
+        for space, entity_id, path in (action.writes if writes is None else writes):
             triggers = self._triggers.get((space, entity_id))
             if not triggers:
                 continue
@@ -445,7 +447,7 @@ class Scheduler:
         action.retries = 0
         if reads != action.reads or not reads:  # the usual run reads what it read last time
             self._set_reads(action, reads)
-        learned = False
+        learned: list[tuple[str, str, Path]] = []
         all_writers = self._writers
         for space, entity_id, path in tx.writes:
             writers = all_writers.get((space, entity_id))
@@ -457,9 +459,9 @@ class Scheduler:
             if path not in known and not any(paths_overlap(path, k) for k in known):
                 known.append(path)
                 action.writes.append((space, entity_id, path))
-                learned = True
-        if learned:  # once per run, not per new write: an action writing N documents is O(N)
-            for reader in list(self._readers_of(action)):
+                learned.append((space, entity_id, path))
+        if learned:  # only readers of what is new: a map starting one child is O(1), not O(N)
+            for reader in list(self._readers_of(action, learned)):
                 self._adjust_height(reader)
         for callback in self.on_run:
             callback(action)

@@ -27,7 +27,7 @@ Address = tuple[str, str, Path]
 class _Working:
     """A document as this transaction sees it: basis plus its own writes."""
 
-    __slots__ = ("base", "dirty", "meta", "owned", "source", "value")
+    __slots__ = ("base", "dirty", "meta", "owned", "paths", "source", "value")
 
     def __init__(self, base: Document | None) -> None:
         self.base = base
@@ -38,10 +38,22 @@ class _Working:
         #: ``value`` is stored parts, spines copied by ``write`` and plain scalars only:
         #: a store that keeps decoded copies need not copy it again
         self.owned = True
+        #: the paths written, while every write was at a path (else None): a no-op check
+        #: then compares those paths only, not the whole document (a list of 10 000)
+        self.paths: list[Path] | None = []
 
     @property
     def version(self) -> int:
         return self.base.version if self.base is not None else 0
+
+
+def _unchanged(stored: Any, working: _Working) -> bool:
+    """Whether ``working``'s value equals the stored one (only its written paths, if known)."""
+    paths = working.paths
+    if paths and type(stored) in (dict, list):
+        value = working.value
+        return all(json_equal(get_path(stored, p), get_path(value, p)) for p in paths)
+    return json_equal(stored, working.value)
 
 
 class Transaction:
@@ -153,9 +165,12 @@ class Transaction:
             working.value = set_path(working.value, path, value)
             if not scalar or len(path) >= FAST_DEPTH:  # a caller's container, or a deep spine
                 working.owned = False
+            if working.paths is not None:
+                working.paths.append(path)
         else:
             working.value = value
             working.owned = scalar
+            working.paths = None
         working.dirty = True
         self.writes.append((space, entity_id, path))
 
@@ -204,7 +219,7 @@ class Transaction:
             base = working.base
             if (
                 base is not None
-                and json_equal(base.value, working.value)
+                and _unchanged(base.value, working)
                 and json_equal(base.source, working.source)
                 and (working.meta is base.meta or json_equal(dict(base.meta), dict(working.meta)))
             ):
