@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from cellkernel.data import schema as schemas
-from cellkernel.data.identity import create_ref
+from cellkernel.data.identity import create_ref, short_id
 from cellkernel.data.links import MAX_HOPS, is_link, is_sigil, make_link, parse_link
 from cellkernel.data.values import (
     MISSING,
@@ -685,7 +685,7 @@ class Cell(Generic[T]):
         if self._id is None:
             return f"Cell.of({self._initial!r})"
         name = type(self).__name__
-        return f"<{name} {self._id[:16]}…{format_path(self._path)}>"
+        return f"<{name} {short_id(self._id)}{format_path(self._path)}>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None,
                           **_: Any) -> dict[str, str]:
@@ -917,6 +917,20 @@ def materialize(
                 # bind to a live transaction, never to a throwaway read (untracked) one,
                 # or writes through the handed-out cell would silently go nowhere
                 live = tx.status == "open" and tx.track
+                if mark == "cell" and type(value) is dict and is_link(value):
+                    # asCell over a link: a Cell on the linked document, not on this field,
+                    # so writes land there and it stays there when the field is re-pointed
+                    link = parse_link(value, sp)
+                    sp, eid, p, _ls = resolve(tx, link.space, link.id, link.path, track=track)
+                elif (
+                    mark == "cell"
+                    and value is not MISSING
+                    and value is not None
+                    and ((stored := tx.read(sp, eid, p, track=False)) is MISSING or stored is None)
+                ):
+                    # the value was supplied by an enclosing default: the Cell sees it too
+                    # (a sibling "default" wins over a $ref target's, see schemas.resolve_ref)
+                    sch = {**sch, "default": value}
                 holder[key] = cls(runtime, sp, eid, p, sch, tx if live else None)
                 continue
         if type(value) is dict and is_link(value):
