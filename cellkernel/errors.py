@@ -20,7 +20,8 @@ class CapabilityError(CellkernelError, PermissionError):
         self.operation = operation
         self.capability = capability
         suffix = f" on {where}" if where else ""
-        super().__init__(f"cannot {operation} a {capability} cell{suffix}")
+        article = "an" if capability[:1] in "aeiou" else "a"
+        super().__init__(f"cannot {operation} {article} {capability} cell{suffix}")
 
 
 class ConflictError(CellkernelError):

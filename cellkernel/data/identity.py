@@ -626,3 +626,16 @@ def parse_entity_id(entity: str) -> Reference:
     if not isinstance(entity, str) or not entity.startswith(_ENTITY_PREFIX):
         raise ValueError(f"malformed entity id {entity!r}: expected 'of:' followed by a CID")
     return Reference.parse(entity[len(_ENTITY_PREFIX) :])
+
+
+def short_id(entity_id: str, length: int = 10) -> str:
+    """``length`` distinguishing characters of an id (for display).
+
+    Every CIDv1 here starts with the same ``baedrei`` header (version, codec,
+    hash type), so the characters after it are the ones that tell ids apart.
+    """
+    _prefix, sep, rest = entity_id.partition(":")
+    cid = rest if sep else entity_id
+    if cid.startswith("baedrei"):
+        cid = cid[7:]
+    return cid[:length]

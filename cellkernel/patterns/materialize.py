@@ -285,9 +285,11 @@ def materialize(json_value: Any, rt: Any = None, *, trust_source: bool | None = 
         check_resolvable(made, trust)
         return made
     if not is_factory_sigil(json_value):
+        shown = json.dumps(json_value, default=str)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
         raise ValueError(
-            "not a factory: expected a {'/': {'nodeFactory@1': {...}}} sigil or a pattern graph, "
-            f"got {type(json_value).__name__}"
+            "not a factory: expected a {'/': {'nodeFactory@1': {...}}} sigil or a pattern graph "
+            f"(with 'nodes'), got the {type(json_value).__name__} {shown}"
         )
     text = json.dumps(json_value, sort_keys=True, separators=(",", ":"))
     key = (text, trust)

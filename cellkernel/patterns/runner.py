@@ -18,7 +18,9 @@ the author function never runs again.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import inspect
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -156,12 +158,35 @@ class Runner:
             tx = self.rt._begin()
             try:
                 instance = self._run(pattern, argument, result_id=result_id, tx=tx, parent=None)
+                # the cause a user gave, so a mistyped ``resume`` can suggest it (a label only)
+                if "cause" not in (tx.document(instance.space, result_id).meta or {}):
+                    with contextlib.suppress(ValueError, TypeError):
+                        tx.set_meta(instance.space, result_id, "cause", to_json_value(cause))
             except BaseException:
                 tx.abort()
                 self._rollback_failed_start(result_id)
                 raise
             self.rt._commit(tx)
         return Cell(self.rt, instance.space, result_id, (), pattern.result_schema or None)
+
+    def _unknown_instance(self, cause_or_id: Any, result_id: str, space: str) -> LookupError:
+        """What ``resume`` says when nothing is stored there: the cause, and near ones."""
+        tx = self.rt.read_tx()
+        known: list[str] = []
+        for entry in self.listed_instances(space):
+            if not is_link(entry):
+                continue
+            meta = tx.document(space, parse_link(entry, space).id).meta or {}
+            if "cause" in meta:
+                known.append(json.dumps(meta["cause"]) if not isinstance(meta["cause"], str)
+                             else meta["cause"])
+        given = cause_or_id if isinstance(cause_or_id, str) else json.dumps(cause_or_id,
+                                                                            default=str)
+        near = difflib.get_close_matches(given, known, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else (
+            f"; known instances: {', '.join(repr(k) for k in known[:5])}" if known else
+            "; no instance has been run in this space yet")
+        return LookupError(f"nothing to resume for {given!r} in {space} (id {result_id}){hint}")
 
     def _as_pattern(self, value: Any) -> Pattern:
 
@@ -187,6 +212,8 @@ class Runner:
         with collector_paused(self.rt.pause_gc):
             tx = self.rt._begin()
             try:
+                if "graph" not in (tx.document(space, result_id).meta or {}):
+                    raise self._unknown_instance(cause_or_id, result_id, space)
                 instance = self._resume(result_id, space, tx, None)
             except BaseException:
                 tx.abort()

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from cellkernel.data.identity import short_id
 from cellkernel.patterns import render
 
 log = logging.getLogger("cellkernel.patterns.snapshot")
@@ -50,19 +51,6 @@ HIGHLIGHT_STYLES: dict[str, tuple[str, str, str]] = {
 _HIGHLIGHT_ALIASES = {"added": "new"}
 
 DiffStatus = Literal["kept", "added", "removed", "changed"]
-
-
-def short_id(entity_id: str, length: int = 10) -> str:
-    """``length`` distinguishing characters of an id (for display).
-
-    Every CIDv1 here starts with the same ``baedrei`` header (version, codec,
-    hash type), so the characters after it are the ones that tell ids apart.
-    """
-    _prefix, sep, rest = entity_id.partition(":")
-    cid = rest if sep else entity_id
-    if cid.startswith("baedrei"):
-        cid = cid[7:]
-    return cid[:length]
 
 
 def module_short_name(ref: str) -> str:

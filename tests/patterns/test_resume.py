@@ -274,3 +274,16 @@ def test_rerun_with_an_edited_pattern_tears_down_vanished_nodes(tmp_path: Path) 
         assert rt.cell_at(tripled_id).get() == 6
     finally:
         rt.close()
+
+
+def test_resuming_a_mistyped_cause_names_it_and_suggests_the_nearest(rt: Runtime) -> None:
+    @pattern
+    def Counter(count: int = 0):
+        return {"count": count}
+
+    rt.run(Counter, {}, cause="counter")
+    rt.run(Counter, {}, cause={"user": "ada"})
+    with pytest.raises(LookupError, match=r"nothing to resume for 'countr'.*did you mean 'counter'"):
+        rt.resume("countr")
+    with pytest.raises(LookupError, match=r"known instances: 'counter'"):
+        rt.resume("zzzzzz")
