@@ -26,6 +26,10 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from cellkernel import __version__
+from cellkernel.data.identity import short_id
+from cellkernel.patterns.builder import Pattern, handler, lift, pattern
+from cellkernel.patterns.snapshot import module_short_name
+from cellkernel.runtime import Runtime
 
 if TYPE_CHECKING:
     from cellkernel.patterns.builder import Pattern
@@ -115,8 +119,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def demo(steps: int = 5, delay: float = 0.3, out: TextIO | None = None) -> int:
     """A Counter pattern: send increments and print what reacts (``make demo``)."""
-    from cellkernel.patterns.builder import handler, lift, pattern
-    from cellkernel.runtime import Runtime
 
     stream = out or sys.stdout
 
@@ -217,7 +219,6 @@ def load_module(path: Path) -> ModuleType:
 
 def find_pattern(module: ModuleType, target: Target) -> Pattern:
     """The pattern named ``target.pattern``, else the first one defined in the file."""
-    from cellkernel.patterns.builder import Pattern
 
     found = [(k, v) for k, v in vars(module).items() if isinstance(v, Pattern)]
     if target.pattern is not None:
@@ -243,7 +244,6 @@ def find_pattern(module: ModuleType, target: Target) -> Pattern:
 
 def snapshot_of(target: Target, debug: bool = False) -> GraphSnapshot:
     """Run the target pattern in a fresh in-memory runtime; its graph snapshot."""
-    from cellkernel.runtime import Runtime
 
     pattern = find_pattern(load_module(target.path), target)
     with Runtime(debug=debug) as rt:
@@ -292,7 +292,6 @@ def inspect_causes(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _plain_rows(snapshot: GraphSnapshot, nodes: bool) -> list[dict[str, Any]]:
-    from cellkernel.patterns.snapshot import module_short_name
 
     labels = snapshot.cell_labels()
     rows: list[dict[str, Any]] = [
@@ -315,7 +314,6 @@ def _diff_rows(diff: SnapshotDiff, nodes: bool) -> list[dict[str, Any]]:
 
 def format_rows(rows: list[dict[str, Any]], color: bool, with_status: bool) -> list[str]:
     """An aligned table; ANSI colours only touch the status column."""
-    from cellkernel.patterns.snapshot import short_id
 
     header = (["status"] if with_status else []) + ["name", "helper", "id"]
     with_kind = any(r["kind"] == "node" for r in rows)

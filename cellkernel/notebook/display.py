@@ -15,9 +15,10 @@ import types
 from typing import TYPE_CHECKING, Any
 
 import cellkernel
+from cellkernel.data.identity import short_id
 from cellkernel.errors import NodeError
 from cellkernel.patterns.render import dot_to_svg
-from cellkernel.patterns.snapshot import SVG_LIMIT, short_id
+from cellkernel.patterns.snapshot import SVG_LIMIT
 from cellkernel.reactive.cells import Cell, Stream
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ import html
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cellkernel.data.identity import short_id
 from cellkernel.notebook.display import STATE_HELPERS, preview
-from cellkernel.patterns.snapshot import short_id
 
 if TYPE_CHECKING:
 

@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from cellkernel.data import schema as schemas
 from cellkernel.data.links import is_link, parse_link
-from cellkernel.data.values import MISSING, SCALAR_TYPES
+from cellkernel.data.values import MISSING, SCALAR_TYPES, to_json_value
+from cellkernel.errors import NodeError
+from cellkernel.patterns import registry
+from cellkernel.patterns.plan import derive_id, plan
 from cellkernel.patterns.signatures import _hoist_defs, parameters
 from cellkernel.reactive.cells import Cell, DocDict, materialize, resolve, set_hook
 
@@ -194,8 +197,6 @@ class InputRefusals:
         self.key: Any = None
 
     def refuse(self, param: str, value: Any) -> None:
-        from cellkernel.errors import NodeError
-
         schema = self.validators.get(param)
         key = (param, schemas.canonical(_plainish(value)))
         if self.failing is not None and key == self.key:
@@ -231,8 +232,6 @@ class InputRefusals:
 
 def _plainish(value: Any) -> Any:
     try:
-        from cellkernel.data.values import to_json_value
-
         return to_json_value(
             value, hook=lambda v: repr(v) if isinstance(v, Cell) else NotImplemented
         )
@@ -261,9 +260,6 @@ _indexes: weakref.WeakKeyDictionary[Any, _SchemaIndex] = weakref.WeakKeyDictiona
 
 def _index_instance(index: _SchemaIndex, runner: Any, instance: Any) -> bool:
     """Note the schemas of ``instance``'s argument and state documents; False if unknown yet."""
-    from cellkernel.patterns import registry
-    from cellkernel.patterns.plan import derive_id
-
     digest = instance.pattern_hash
     pattern = registry.registered_pattern(digest) if digest else None
     if pattern is None:
@@ -275,8 +271,6 @@ def _index_instance(index: _SchemaIndex, runner: Any, instance: Any) -> bool:
     index.docs[(space, arg_id)] = (instance, digest, arg_schema or None)
     state = [c for c in graph.get("cells", []) if c.get("helper") == "cell" and c.get("schema")]
     if state:
-        from cellkernel.patterns.plan import plan
-
         ids, _records, _cells = plan(runner.rt, graph, result_id, space)
         for cell in state:
             cell_id = ids.get(cell["key"])

@@ -283,7 +283,8 @@ def test_resuming_a_mistyped_cause_names_it_and_suggests_the_nearest(rt: Runtime
 
     rt.run(Counter, {}, cause="counter")
     rt.run(Counter, {}, cause={"user": "ada"})
-    with pytest.raises(LookupError, match=r"nothing to resume for 'countr'.*did you mean 'counter'"):
+    with pytest.raises(LookupError,
+                       match=r"nothing to resume for 'countr'.*did you mean 'counter'"):
         rt.resume("countr")
     with pytest.raises(LookupError, match=r"known instances: 'counter'"):
         rt.resume("zzzzzz")
