@@ -20,6 +20,7 @@ from cellkernel.data import schema as schemas
 from cellkernel.data.identity import create_ref, short_id
 from cellkernel.data.links import MAX_HOPS, is_link, is_sigil, make_link, parse_link
 from cellkernel.data.values import (
+    MAX_DEPTH,
     MISSING,
     SCALAR_TYPES,
     Path,
@@ -505,7 +506,7 @@ class Cell(Generic[T]):
         t = type(value)
         if (t is int or t is str or t is bool or value is None) and type(current) is not dict:
             # a scalar over a scalar, list or nothing: no stream, links or documents involved
-            if self._schema:
+            if self._schema is not None:  # schema=False refuses every write
                 schemas.validate(self._schema, value, self._where())
             _validate_landing(self._rt, space, entity_id, path, value)
             if type(current) is not t or current != value:  # json_equal, for a scalar
@@ -528,9 +529,9 @@ class Cell(Generic[T]):
         stored = to_storable(self._rt, tx, value, (space, entity_id, path))
         if type(stored) in (dict, list):
             stored = _keep_equal_links(tx, current, stored, space)
-        if self._schema or _hooks.get("landing_schema") is not None:
+        if self._schema is not None or _hooks.get("landing_schema") is not None:
             plain = self._plain_for_validation(tx, stored)
-            if self._schema:
+            if self._schema is not None:
                 schemas.validate(self._schema, plain, self._where())
             _validate_landing(self._rt, space, entity_id, path, plain)
         if current is not MISSING and json_equal(current, stored):
@@ -1067,7 +1068,8 @@ def to_storable(
             return make_link(v._space, v._id, v._path, base_space=space)  # type: ignore[arg-type]
         return NotImplemented
 
-    stored = to_json_value(value, hook=hook)
+    # user data: errors name the path written, the stream marker and overdeep values refused
+    stored = to_json_value(value, hook=hook, at=path, reserved=True, max_depth=MAX_DEPTH)
     # split plain objects inside lists into their own documents
     work: list[tuple[Any, Path]] = [(stored, path)]
     root = stored

@@ -69,9 +69,14 @@ def write_raw(rt: Runtime, *writes: tuple[Cell[Any], Any]) -> None:
 
 
 def make_stream(rt: Runtime, cause: Any, space: str | None = None) -> Cell[Any]:
-    """A stream cell: any cell whose stored value is the stream marker."""
+    """A stream cell: any cell whose stored value is the stream marker.
+
+    Written below ``set``, which refuses the marker as user data (it would read
+    back as a Stream); streams are otherwise made by handlers in patterns.
+    """
     stream = rt.get_cell(cause, space=space)
-    stream.set({"$stream": True})
+    where = addr(stream)
+    rt._write(lambda tx: tx.write(where[0], where[1], where[2], {"$stream": True}))
     return stream
 
 

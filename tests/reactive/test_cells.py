@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from helpers.core import (
     store_state,
     version,
 )
+from helpers.reliability import dump_store
 
 from cellkernel.data.identity import create_ref
 from cellkernel.data.links import is_link, make_link
@@ -757,3 +759,69 @@ def test_handler_sees_writes_of_its_own_transaction(rt: Runtime) -> None:
     on_event(rt, stream, handle)
     stream.send(5)
     assert observed == [5] and c.get() == 5
+
+
+# -- user writes: refused with a typed error, storage byte-for-byte unchanged ------------
+
+
+def test_schema_false_refuses_every_write(rt: Runtime) -> None:
+    c = rt.get_cell("schema-false")
+    c.set({"a": 1})
+    before = dump_store(rt.store)
+    closed = c.as_schema(False)
+    for value in (1, "x", None, True, {"a": 1}, [1]):
+        with pytest.raises(ValueError, match="no value is allowed"):
+            closed.set(value)
+    with pytest.raises(ValueError, match="no value is allowed"):
+        c.key("a").as_schema(False).set(2)
+    assert dump_store(rt.store) == before
+    c.as_schema(True).set({"a": 2})  # the other half: an open schema accepts
+    assert c.get() == {"a": 2}
+
+
+def test_non_finite_number_names_the_path(rt: Runtime) -> None:
+    c = rt.get_cell("inf-path")
+    c.set({"ok": 1})
+    before = dump_store(rt.store)
+    with pytest.raises(ValueError, match=r"/ok\b"):
+        c.key("ok").set(float("inf"))
+    with pytest.raises(ValueError, match=r"/ok/x"):
+        c.key("ok").set({"x": float("nan")})
+    assert dump_store(rt.store) == before
+    c.key("ok").set(1.5)
+    assert c.get() == {"ok": 1.5}
+
+
+def test_user_data_shaped_like_a_stream_marker_is_refused(rt: Runtime) -> None:
+    c = rt.get_cell("stream-shaped")
+    c.set({"a": 1})
+    before = dump_store(rt.store)
+    with pytest.raises(ValueError, match=r"\$stream"):
+        c.set({"$stream": True})
+    with pytest.raises(ValueError, match=r"at /a: it is the stream marker"):
+        c.key("a").set({"$stream": True})
+    with pytest.raises(ValueError, match=r"at /a/0: it is the stream marker"):
+        c.key("a").set([{"$stream": True}])
+    with pytest.raises(ValueError, match=r"it is the stream marker"):
+        c.key("list").push({"$stream": True})
+    assert dump_store(rt.store) == before
+    assert not isinstance(c.get()["a"], Stream)
+    c.set({"a": {"$stream": False}, "b": {"$stream": True, "other": 1}})  # not the marker
+    assert c.get() == {"a": {"$stream": False}, "b": {"$stream": True, "other": 1}}
+
+
+def test_a_value_nested_100000_deep_is_refused_quickly(rt: Runtime) -> None:
+    c = rt.get_cell("very-deep")
+    c.set({"a": 1})
+    deep: Any = 0
+    for _ in range(100_000):
+        deep = {"k": deep}
+    before = dump_store(rt.store)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="deep"):
+        c.set(deep)
+    with pytest.raises(ValueError, match="deep"):
+        c.key("a").set([deep])
+    assert time.perf_counter() - start < 2.0
+    assert dump_store(rt.store) == before
+    assert c.get() == {"a": 1}
