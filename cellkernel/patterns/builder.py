@@ -485,29 +485,32 @@ def _argument_from_call(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
 
 def pattern(fn: Callable[..., Any] | None = None, *, name: str | None = None,
             argument_schema: Any = None, result_schema: Any = None) -> Any:
-    """Run ``fn`` once against opaque refs and return a ``Pattern`` factory."""
+    """Run ``fn`` once against opaque refs and return a ``Pattern`` factory.
+
+    The argument is an object and every parameter is one of its keys, named
+    by the parameter: ``def P(config: Config)`` reads ``{"config": {...}}``
+    and gets that value as ``config``, whatever the annotation (a pydantic
+    model or TypedDict included, even as the only parameter).  The
+    annotations and defaults give the argument schema, unless
+    ``argument_schema=`` is passed; then it is used as given and the
+    parameters still name its keys.
+    """
     if fn is None:
         return lambda f: pattern(f, name=name, argument_schema=argument_schema,
                                  result_schema=result_schema)
     params = parameters(fn)
-    whole = len(params) == 1 and _is_model(_resolve_hints(fn).get(params[0].name))
-    if argument_schema is None:
-        if whole:
-            argument_schema = params[0].schema
-        else:
-            props = {p.name: p.schema for p in params}
-            defs = _hoist_defs(props)
-            argument_schema = {"type": "object", "properties": props}
-            if defs:
-                argument_schema["$defs"] = defs
+    if argument_schema is None:  # one rule for every parameter (issue 17 item 8)
+        props = {p.name: p.schema for p in params}
+        defs = _hoist_defs(props)
+        argument_schema = {"type": "object", "properties": props}
+        if defs:
+            argument_schema["$defs"] = defs
     if result_schema is None:
         ret = _resolve_hints(fn).get("return")
         result_schema = schema_for(ret)[0] if ret is not None else None
 
     def body(frame: BuilderFrame) -> Any:
         root: OpaqueRef[Any] = OpaqueRef(frame.argument, (), argument_schema, frame)
-        if whole:
-            return fn(root)
         call_args = [root.key(p.name) for p in params if p.kind != inspect.Parameter.KEYWORD_ONLY]
         call_kwargs = {
             p.name: root.key(p.name) for p in params if p.kind == inspect.Parameter.KEYWORD_ONLY

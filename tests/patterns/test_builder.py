@@ -234,7 +234,10 @@ def test_pydantic_model_parameter_gives_nested_object_schema() -> None:
     assert schema["properties"]["input"] == {"type": "integer", "default": 1}
 
 
-def test_single_pydantic_model_parameter_is_the_whole_argument() -> None:
+def test_single_pydantic_model_parameter_is_a_key_like_any_other() -> None:
+    # issue 17 item 8: this test used to assert the old rule (a lone model parameter was
+    # the whole argument, so ``def P(config: Config)`` silently got {"config": ...} as
+    # config); now the parameter name is a key, as with every other parameter
     class Point(BaseModel):
         x: int = 3
         y: int = 4
@@ -247,13 +250,33 @@ def test_single_pydantic_model_parameter_is_the_whole_argument() -> None:
         return {"sum": lift(lambda a, b: a + b)(p.x, p.y)}
 
     schema = Sum.to_json()["argumentSchema"]
-    assert set(schema["properties"]) == {"x", "y"}
-    assert isinstance(seen[0], OpaqueRef) and seen[0].path == ()
+    assert set(schema["properties"]) == {"p"}
+    point = schema["properties"]["p"]
+    if "$ref" in point:
+        point = schema["$defs"][point["$ref"].rsplit("/", 1)[1]]
+    assert set(point["properties"]) == {"x", "y"}
+    assert isinstance(seen[0], OpaqueRef) and seen[0].path == ("p",)
 
     rt = Runtime()
-    assert rt.run(Sum, {}).get() == {"sum": 7}
-    assert rt.run(Sum, {"x": 10}).get() == {"sum": 14}
+    assert rt.run(Sum, {"p": {"x": 10, "y": 1}}).get() == {"sum": 11}
+    assert rt.run(Sum, {"p": {"x": 10}}).get() == {"sum": 14}  # the model's field default
     rt.close()
+
+
+def test_explicit_argument_schema_keeps_parameters_as_keys(rt: Runtime) -> None:
+    # issue 17 item 8: argument_schema= is used as given; the parameter still names a key
+    schema = {"type": "object", "properties": {
+        "config": {"type": "object", "properties": {"n": {"type": "integer", "default": 2}},
+                   "default": {"n": 2}},
+    }}
+
+    @pattern(argument_schema=schema)
+    def P(config):  # type: ignore[no-untyped-def]
+        return {"n": lift(lambda c: c["n"] * 10)(config)}
+
+    assert P.to_json()["argumentSchema"] == schema
+    assert rt.run(P, {"config": {"n": 3}}).get() == {"n": 30}
+    assert rt.run(P, {}, cause="explicit-default").get() == {"n": 20}
 
 
 def test_typeddict_parameter_gives_object_schema(rt: Runtime) -> None:
@@ -265,12 +288,16 @@ def test_typeddict_parameter_gives_object_schema(rt: Runtime) -> None:
     def UsePair(pair: Pair):
         return {"a": pair["a"], "b": pair.b}
 
+    # issue 17 item 8: a lone TypedDict parameter is a key too (it was the whole argument)
     schema = UsePair.to_json()["argumentSchema"]
-    assert schema["type"] == "object"
-    types = {k: v["type"] for k, v in schema["properties"].items()}
+    assert schema["type"] == "object" and set(schema["properties"]) == {"pair"}
+    pair = schema["properties"]["pair"]
+    if "$ref" in pair:
+        pair = schema["$defs"][pair["$ref"].rsplit("/", 1)[1]]
+    types = {k: v["type"] for k, v in pair["properties"].items()}
     assert types == {"a": "integer", "b": "string"}
-    assert sorted(schema["required"]) == ["a", "b"]
-    assert rt.run(UsePair, {"a": 1, "b": "x"}).get() == {"a": 1, "b": "x"}
+    assert sorted(pair["required"]) == ["a", "b"]
+    assert rt.run(UsePair, {"pair": {"a": 1, "b": "x"}}).get() == {"a": 1, "b": "x"}
 
 
 def test_typeddict_field_inside_argument() -> None:
@@ -779,7 +806,12 @@ def test_large_graph_hash_skips_the_normalising_copy(monkeypatch: pytest.MonkeyP
         return {"m": m}
 
     assert generic == ["WithModel"]
-    assert WithModel.to_json()["argumentSchema"]["properties"]["v"]["minimum"] == 1.0
+    # issue 17 item 8: the lone model parameter is the key "m" (was the whole argument)
+    argument = WithModel.to_json()["argumentSchema"]
+    model = argument["properties"]["m"]
+    if "$ref" in model:
+        model = argument["$defs"][model["$ref"].rsplit("/", 1)[1]]
+    assert model["properties"]["v"]["minimum"] == 1.0
     assert FanOut.hash == original(FanOut.graph) and WithModel.hash == original(WithModel.graph)
 
 
