@@ -1068,14 +1068,15 @@ def to_storable(
             return make_link(v._space, v._id, v._path, base_space=space)  # type: ignore[arg-type]
         return NotImplemented
 
-    # user data: errors name the path written, the stream marker and overdeep values refused
-    stored = to_json_value(value, hook=hook, at=path, reserved=True, max_depth=MAX_DEPTH)
+    # user data: errors name the path written, overdeep values refused; the stream
+    # marker is refused below (not inside a factory sigil, whose graph may hold one)
+    stored = to_json_value(value, hook=hook, at=path, max_depth=MAX_DEPTH)
     # split plain objects inside lists into their own documents
-    work: list[tuple[Any, Path]] = [(stored, path)]
+    work: list[tuple[Any, Path, Path]] = [(stored, path, path)]  # (node, path in doc, shown)
     root = stored
     frame = tx.frame
     while work:
-        node, node_path = work.pop()
+        node, node_path, at = work.pop()
         if type(node) is list:
             occurrences: dict[str, int] = {}
             for i, element in enumerate(node):
@@ -1095,15 +1096,21 @@ def to_storable(
                     if offset and node is root:  # a push: equal dicts already there stay apart
                         cause["at"] = i + offset
                     doc_id = "of:" + str(create_ref({}, cause))
-                    work.append((element, ()))
+                    shown = i + offset if offset and node is root else i
+                    work.append((element, (), (*at, shown)))
                     tx.write(space, doc_id, (), element)
                     node[i] = make_link(space, doc_id, (), base_space=space)
                 elif type(element) is list or is_link(element):
-                    work.append((element, (*node_path, i)))
+                    work.append((element, (*node_path, i), (*at, i)))
         elif is_link(node):
             parse_link(node, space)  # a malformed link raises ValueError before anything lands
         elif type(node) is dict and not is_sigil(node):
+            if is_stream_value(node):
+                raise ValueError(
+                    f"cannot store {{'$stream': True}} at {format_path(at)}: it is the stream "
+                    "marker (a stream is made by a handler), and would read back as a Stream"
+                )
             for k, v in node.items():
                 if type(v) in (list, dict):
-                    work.append((v, (*node_path, k)))
+                    work.append((v, (*node_path, k), (*at, k)))
     return root
