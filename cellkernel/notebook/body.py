@@ -128,9 +128,12 @@ def build_pattern(name: str, body: Callable[[], tuple[Any, dict[str, Any]]]) -> 
                 if not var.startswith("_") and _is_own_ref(ref, frame)}
 
     argument_schema = {"type": "object", "properties": {}}
-    graph, captures = trace(run, name, argument_schema, None)
+    keep: list[Any] = []
+    graph, captures = trace(run, name, argument_schema, None, keep=keep)
     if "pattern" in final:
         return final["pattern"]  # type: ignore[no-any-return]
     if captures:  # pragma: no cover - a top-level frame has no outer refs
         raise UsageError(f"%%pattern {name}: the body used refs of an enclosing pattern")
-    return Pattern(None, graph, name)
+    made = Pattern(None, graph, name)
+    made.keep = keep  # the body's functions: the registry holds them weakly
+    return made

@@ -207,6 +207,7 @@ class LiftFactory(Factory):
     def _node(
         self, frame: BuilderFrame, args: Sequence[Any], kwargs: dict[str, Any]
     ) -> OpaqueRef[Any]:
+        frame.keep.append(self.fn)
         refs, constants = closure_inputs(self.fn)
         module = self.module(constants)
         inputs: list[str] = []
@@ -314,6 +315,7 @@ class HandlerFactory(Factory):
         frame = current_frame()
         if frame is None:
             raise CapabilityError("bind", "handler", "outside a pattern body")
+        frame.keep.append(self.fn)
         curried_event: list[list[Any]] = []
         if self.curried:  # SPEC §8: curried state merges by name; index 0 is the event
             state, curried_event = apply_curried_state(self, state)
@@ -407,6 +409,9 @@ class Pattern(Factory):
         self._hash: str | None = digest  # given by the builder, which hashes as it traces
         #: known to hold no ``SELF.factory`` marker (set by the builder; else looked for)
         self.self_free = False
+        #: the functions and patterns its nodes use, kept alive with it (the registry
+        #: holds them weakly: a dropped pattern leaves no entry)
+        self.keep: list[Any] = []
 
     @property
     def argument_schema(self) -> Any:
@@ -463,6 +468,7 @@ class Pattern(Factory):
         if self.curried:  # SPEC §8: curried values merge into the argument object
             argument = merge_argument(self, argument)
         registry.register_pattern(self)
+        frame.keep.append(self)
         inputs: list[str] = []
         binding = bind(frame, argument, inputs)
         module = self.module()
@@ -518,8 +524,9 @@ def pattern(fn: Callable[..., Any] | None = None, *, name: str | None = None,
         return fn(*call_args, **call_kwargs)
 
     markers = _self_markers[0]
+    keep: list[Any] = []
     graph, captures, loose = _trace(body, getattr(fn, "__name__", "pattern"), argument_schema,
-                                    result_schema, author=fn)
+                                    result_schema, author=fn, keep=keep)
     if captures:
         raise CapabilityError(
             "capture", "outer", f"pattern {fn.__name__}: a pattern defined inside another body "
@@ -528,6 +535,7 @@ def pattern(fn: Callable[..., Any] | None = None, *, name: str | None = None,
     digest = _graph_digest(graph, loose)
     fn_name: str = getattr(fn, "__name__", "pattern")
     made = _self_free(Pattern(fn, graph, name or fn_name, digest), markers)
+    made.keep = keep
     registry.register_pattern(made)
     return made
 
@@ -547,16 +555,20 @@ def _is_model(annotation: Any) -> bool:
 
 
 def trace(body: Callable[[BuilderFrame], Any], name: str, argument_schema: Any,
-          result_schema: Any, parent: BuilderFrame | None = None
+          result_schema: Any, parent: BuilderFrame | None = None,
+          keep: list[Any] | None = None
           ) -> tuple[dict[str, Any], list[tuple[str, OpaqueRef[Any]]]]:
-    """Run ``body`` in a new builder frame: the graph JSON and the outer refs it captured."""
-    graph, captures, _ = _trace(body, name, argument_schema, result_schema, parent)
+    """Run ``body`` in a new builder frame: the graph JSON and the outer refs it captured.
+
+    ``keep`` collects what the resulting ``Pattern`` must hold (``Pattern.keep``).
+    """
+    graph, captures, _ = _trace(body, name, argument_schema, result_schema, parent, keep=keep)
     return graph, captures
 
 
 def _trace(body: Callable[[BuilderFrame], Any], name: str, argument_schema: Any,
            result_schema: Any, parent: BuilderFrame | None = None,
-           author: Callable[..., Any] | None = None
+           author: Callable[..., Any] | None = None, keep: list[Any] | None = None
            ) -> tuple[dict[str, Any], list[tuple[str, OpaqueRef[Any]]], list[int]]:
     """``trace``, plus the nodes whose binding ``bind`` did not make (for ``_graph_digest``).
 
@@ -564,6 +576,8 @@ def _trace(body: Callable[[BuilderFrame], Any], name: str, argument_schema: Any,
     """
     frame = BuilderFrame(parent if parent is not None else current_frame(), name)
     frame.author_code = getattr(author, "__code__", None)
+    if keep is not None:
+        frame.keep = keep
     token = _frames.set(frame)
     try:
         returned = body(frame)
@@ -659,9 +673,12 @@ def _collection_node(kind: str, source: Cell[Any], fn: Callable[..., Any]) -> Op
         return fn(*call)
 
     markers = _self_markers[0]
+    keep: list[Any] = []
     graph, captures, loose = _trace(body, f"{kind}:{getattr(fn, '__name__', 'fn')}", None, None,
-                                    parent=frame, author=fn)
+                                    parent=frame, author=fn, keep=keep)
     op = _self_free(Pattern(None, graph, graph["name"], _graph_digest(graph, loose)), markers)
+    op.keep = keep
+    frame.keep.append(op)
     registry.register_pattern(op)
     inputs: list[str] = []
     binding = {

@@ -74,6 +74,7 @@ def instantiate(pattern: Any, inputs: Any = None) -> Any:
                         f"{getattr(pattern, '__name__', '?')}")
     if isinstance(pattern, Pattern):
         registry.register_pattern(pattern)
+        frame.keep.append(pattern)
     inputs_list: list[str] = []
     binding = bind(frame, {"pattern": pattern, "inputs": inputs or {}}, inputs_list)
     return add_node(frame, "instantiate", {"type": "builtin", "ref": "instantiate"}, binding,

@@ -190,18 +190,24 @@ def _resolve_pattern(body: NodeFactory, raw: dict[str, Any], rt: Any) -> Pattern
     subs = raw.get("patterns") or {}
     if not isinstance(subs, dict):
         raise ValueError("a pattern sigil's 'patterns' must map hashes to graphs")
+    made_subs: list[Pattern] = []  # held by the pattern made here (the registry is weak)
     for sub_hash, stored in subs.items():
-        if registry.registered_pattern(sub_hash) is None:
+        sub = registry.registered_pattern(sub_hash)
+        if sub is None:
             if not isinstance(stored, dict):
                 raise ValueError(f"sub-pattern {str(sub_hash)[:12]}… is not an object")
-            _graph_pattern(stored.get("graph"), str(stored.get("name") or "pattern"), sub_hash)
+            sub = _graph_pattern(stored.get("graph"), str(stored.get("name") or "pattern"),
+                                 sub_hash)
+        made_subs.append(sub)
     found = registry.resolve_pattern(digest, module.ref, registry.policy_of(rt))
     if isinstance(found, Pattern):
         return found
     graph = raw.get("graph")
     if isinstance(graph, dict):
         name = module.ref.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
-        return _graph_pattern(graph, graph.get("name") or name, digest)
+        made = _graph_pattern(graph, graph.get("name") or name, digest)
+        made.keep.extend(s for s in made_subs if s not in made.keep)
+        return made
     if rt is not None:
         try:
             return rt.runner.pattern_by_hash(digest, rt.space)  # type: ignore[no-any-return]

@@ -113,13 +113,18 @@ class DefinedPattern(Protocol):
     def hash(self) -> str: ...
 
 
-#: implementation hash -> function, filled when a factory is fingerprinted
-_functions: dict[str, Callable[..., Any]] = {}
+#: implementation hash -> function, filled when a factory is fingerprinted.  Weak:
+#: the factories and patterns that use a function hold it (a pattern holds the
+#: functions of its nodes, ``Pattern.keep``), so a dropped definition leaves no entry.
+_functions: weakref.WeakValueDictionary[str, Callable[..., Any]] = weakref.WeakValueDictionary()
+#: callables that cannot be weakly referenced (a builtin such as ``len`` in ``lift(len)``)
+_strong_functions: dict[str, Callable[..., Any]] = {}
 #: ``(module, qualname)`` -> the lift/handler factories defined there (not yet
 #: fingerprinted, perhaps: fingerprinting is deferred until a factory is used)
 _defined: dict[tuple[str, str], weakref.WeakSet[Any]] = {}
-#: pattern graph hash -> pattern
-_patterns: dict[str, Any] = {}
+#: pattern graph hash -> pattern; weak, as above (a running instance holds its pattern,
+#: a pattern its sub-patterns)
+_patterns: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 
 
 def define_factory(factory: DefinedFactory) -> None:
@@ -139,16 +144,22 @@ def register_function(digest: str, fn: Callable[..., Any]) -> None:
     A re-defined function with the same fingerprint (a re-executed notebook
     cell) must run with its own closure and globals.
     """
-    _functions[digest] = fn
+    try:
+        _functions[digest] = fn
+        _strong_functions.pop(digest, None)
+    except TypeError:  # not weakly referable: a builtin callable
+        _strong_functions[digest] = fn
 
 
 def registered_function(digest: str) -> Callable[..., Any] | None:
-    return _functions.get(digest)
+    found = _functions.get(digest)
+    return found if found is not None else _strong_functions.get(digest)
 
 
 def register_pattern(pattern: DefinedPattern) -> None:
     """Register a pattern under its graph hash (content-addressed: the first one stays)."""
-    _patterns.setdefault(pattern.hash, pattern)
+    if _patterns.get(pattern.hash) is None:
+        _patterns[pattern.hash] = pattern
 
 
 def registered_pattern(digest: str) -> Any:
@@ -186,7 +197,7 @@ def resolve_function(module: Mapping[str, Any], policy: TrustPolicy = UNTRUSTED
     constants = module.get("constants") or {}
     if not isinstance(constants, dict):
         raise UnknownImplementationError(f"implementation {ref!r}: constants must be an object")
-    found = _functions.get(digest)
+    found = registered_function(digest)
     if found is not None:
         return found
     module_name, _, qualname = ref.partition(":")

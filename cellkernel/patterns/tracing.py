@@ -85,6 +85,9 @@ class BuilderFrame:
         #: body returns, its locals name the cells they hold (``name_by_variables``)
         self.author_code: types.CodeType | None = None
         self.author_frame: types.FrameType | None = None
+        #: what the pattern being built must keep alive: its nodes' functions and the
+        #: patterns it uses (the registry holds them weakly)
+        self.keep: list[Any] = []
 
     def new_cell(self, helper: str, impl: str | None, inputs: list[str], config: JSON,
                  schema: Any = None, stream: bool = False) -> BCell:

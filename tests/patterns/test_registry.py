@@ -532,3 +532,53 @@ def test_a_schema_never_reads_files_or_the_network(tmp_path: Path) -> None:
             local.set("x")
     finally:
         rt.close()
+
+
+# --------------------------------------------------------------------------- what the registry keeps
+
+
+def test_patterns_defined_and_dropped_leave_no_registry_entry() -> None:
+    import gc
+
+    from cellkernel import derive, pattern
+
+    def define(k: int) -> Any:
+        @pattern
+        def Dropped(x: int = 0):
+            return {"y": derive(x, lambda v: v + k), "ys": x.map(lambda e: derive(e, len))}
+
+        return Dropped
+
+    gc.collect()
+    functions, patterns = len(registry._functions), len(registry._patterns)
+    made = [define(k) for k in range(200)]
+    assert len(registry._patterns) >= patterns + 200  # each pattern and its map callback
+    del made
+    gc.collect()
+    assert len(registry._functions) <= functions + 1
+    assert len(registry._patterns) <= patterns + 1
+
+
+def test_a_running_instance_keeps_what_it_needs_after_its_pattern_is_dropped() -> None:
+    import gc
+
+    from cellkernel import derive, pattern
+
+    def define() -> Any:
+        @pattern
+        def Doubler(items: list = []):  # noqa: B006 - a schema default
+            return {"out": items.map(lambda e: derive(e, lambda v: v * 2))}
+
+        return Doubler
+
+    rt = Runtime()
+    try:
+        src = rt.get_cell("src")
+        src.set([1, 2])
+        result = rt.run(define(), {"items": src}, cause="doubler")
+        gc.collect()  # the pattern object is gone; the instance must not be
+        src.push(3)
+        assert result.out.get() == [2, 4, 6]
+        assert rt.errors == []
+    finally:
+        rt.close()
