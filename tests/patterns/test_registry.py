@@ -545,7 +545,8 @@ def test_patterns_defined_and_dropped_leave_no_registry_entry() -> None:
     def define(k: int) -> Any:
         @pattern
         def Dropped(x: int = 0):
-            return {"y": derive(x, lambda v: v + k), "ys": x.map(lambda e: derive(e, len))}
+            return {"y": derive(x, lambda v: v + k),
+                    "ys": x.map(lambda e: derive(e, len))}
 
         return Dropped
 
