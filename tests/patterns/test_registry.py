@@ -534,7 +534,7 @@ def test_a_schema_never_reads_files_or_the_network(tmp_path: Path) -> None:
         rt.close()
 
 
-# --------------------------------------------------------------------------- what the registry keeps
+# ------------------------------------------------------------------ what the registry keeps
 
 
 def test_patterns_defined_and_dropped_leave_no_registry_entry() -> None:
