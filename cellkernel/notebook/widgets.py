@@ -378,8 +378,8 @@ class PatternUI(w.VBox):  # type: ignore[misc]
     def send(self, stream: Cell[Any], event: Any, output: w.Output | None = None) -> None:
         """Send ``event`` to ``stream``; failures show in ``output`` (a button's area).
 
-        Each of ``on_sent`` is then called with the handler's node id (the live
-        graph flashes it: the scheduler reports lift runs, not handler runs).
+        Each of ``on_sent`` is then called with the handler's node id.  (The live
+        graph flashes handlers from the scheduler's ``on_run``, however the event came.)
         """
         failed = run_guarded(self.rt, output if output is not None else self.errors,
                              lambda: stream.send(event))
@@ -656,7 +656,6 @@ def pattern_view(name: str, result: Cell[Any], snapshot: GraphSnapshot | None = 
     children: list[w.Widget] = [w.HTML(f"<b>{html.escape(name)}</b>"), panel]
     if graph:
         view = GraphView(result, highlight=highlight, svg=svg, snapshot=snapshot)
-        panel.on_sent.append(view.mark_ran)
         children.append(view)
     if report:
         children.append(w.HTML(report))

@@ -514,6 +514,8 @@ class Scheduler:
         except Exception as exc:  # the store refused the commit (bad data, an outage)
             self._record(handler, exc, traceback.format_exc(), event)
             return
+        for callback in self.on_run:  # a view flashes the handler, however the event came
+            callback(handler)
         if changes:
             self.notify(changes, None)
 

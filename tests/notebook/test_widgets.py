@@ -429,6 +429,20 @@ def test_a_button_flashes_its_handler_in_the_live_graph(rt: Runtime) -> None:
     view.close()
 
 
+def test_a_handler_run_from_code_flashes_too(rt: Runtime) -> None:
+    from cellkernel.notebook.widgets import pattern_view
+
+    result = rt.run(Counter, {"count": 1}, cause="flash-code")
+    view = pattern_view("flash-code", result)
+    graph = view.children[2]
+    handler_node = next(n["id"] for n in graph.nodes if n["helper"] == "handler")
+    result.increment.send({})  # not through the button: the scheduler reports the run
+    graph.flush()
+    entry = next(n for n in graph.nodes if n["id"] == handler_node)
+    assert (entry["status"], entry["runs"]) == ("ran", 1)
+    view.close()
+
+
 def test_values_left_by_a_failed_lift_are_marked_stale(rt: Runtime) -> None:
     result = rt.run(Kitchen, {"count": 1}, cause="stale")
     view = ui(result)
