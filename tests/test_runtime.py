@@ -322,8 +322,10 @@ def test_non_json_values_raise_and_storage_is_unchanged(rt: Runtime, value: Any,
     c.set({"existing": [1, {"doc": True}]})
     before = store_state(rt)
     with pytest.raises(ValueError, match=f"at {path}"):
-        c.set(value)
-    pushed = "/0" + path.rstrip("/")  # paths name the place inside the value given
+        c.set(value)  # the cell is the document root: the path is the one inside the value
+    # paths name the place the bad part would land: the cell's path, then inside the value
+    # (a pushed item lands at index 2 of ``existing``)
+    pushed = "/existing/2" + path.rstrip("/")
     with pytest.raises(ValueError, match=f"at {pushed}"):
         c.key("existing").push(value)
     with pytest.raises(ValueError):

@@ -1070,7 +1070,11 @@ def to_storable(
 
     # user data: errors name the path written, overdeep values refused; the stream
     # marker is refused below (not inside a factory sigil, whose graph may hold one)
-    stored = to_json_value(value, hook=hook, at=path, max_depth=MAX_DEPTH)
+    if offset and type(value) is list:  # a push: each item named where it lands
+        stored = [to_json_value(v, hook=hook, at=(*path, offset + i), max_depth=MAX_DEPTH)
+                  for i, v in enumerate(value)]
+    else:
+        stored = to_json_value(value, hook=hook, at=path, max_depth=MAX_DEPTH)
     # split plain objects inside lists into their own documents
     work: list[tuple[Any, Path, Path]] = [(stored, path, path)]  # (node, path in doc, shown)
     root = stored
