@@ -1070,6 +1070,7 @@ def to_storable(
 
     # user data: errors name the path written, overdeep values refused; the stream
     # marker is refused below (not inside a factory sigil, whose graph may hold one)
+    stored: Any
     if offset and type(value) is list:  # a push: each item named where it lands
         stored = [to_json_value(v, hook=hook, at=(*path, offset + i), max_depth=MAX_DEPTH)
                   for i, v in enumerate(value)]

@@ -164,7 +164,8 @@ class Scheduler:
         self._running: Action | None = None
         self._async: list[asyncio.Future[Any] | Any] = []
         self.run_count = 0
-        self.on_run: list[Callable[[Action], None]] = []
+        #: called after each action's run and each handler's event (views flash them)
+        self.on_run: list[Callable[[Action | EventHandler], None]] = []
 
     # -- subscriptions ----------------------------------------------------------
 
