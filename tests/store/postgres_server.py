@@ -281,6 +281,11 @@ def _cmd_writer(url: str, survive: str = "") -> None:
                 print("outage", flush=True)
                 time.sleep(0.05)
                 continue
+            except ConflictError:  # a commit in doubt across the restart, resolved as lost
+                if not survive:
+                    raise
+                print("conflict", flush=True)
+                continue
             print(k, flush=True)  # acknowledged: the commit returned
 
 

@@ -575,7 +575,8 @@ def test_server_restart_mid_stream(
         proc.wait(timeout=30)
     rest = proc.stdout.read().split() if proc.stdout else []
     acks = before + after + [int(x) for x in rest if x.isdigit()]
-    assert len(after) == 20 and after[0] > before[-1]
+    errors = proc.stderr.read() if proc.stderr else ""
+    assert len(after) == 20 and after[0] > before[-1], errors
     assert acks == sorted(acks) and len(set(acks)) == len(acks)  # each k acknowledged once
     _check_pair(pg_url, opened, max(acks))
 
