@@ -1086,20 +1086,21 @@ def to_storable(
             occurrences: dict[str, int] = {}
             for i, element in enumerate(node):
                 if type(element) is dict and not is_sigil(element):
-                    # keyed by content plus occurrence (SPEC §4), as plain values are: a
-                    # reorder of fresh, equal dicts reaches the same documents again
-                    content = str(create_ref({}, element))
-                    n = occurrences.get(content, 0)
-                    occurrences[content] = n + 1
-                    cause = {
-                        "parent": {"id": entity_id, "space": space},
-                        "path": list(node_path),
-                        "content": content,
-                        "n": n,
-                        "frame": frame,
-                    }
-                    if offset and node is root:  # a push: equal dicts already there stay apart
-                        cause["at"] = i + offset
+                    cause: dict[str, Any] = {"parent": {"id": entity_id, "space": space}}
+                    if frame is not None:
+                        # written by a running node: by position in its frame, so each re-run
+                        # updates the same documents in place
+                        cause.update(path=[*node_path, i + offset if node is root else i],
+                                     frame=frame)
+                    else:
+                        # a user's write: by content plus occurrence (SPEC §4), as plain values
+                        # are, so a reorder of fresh, equal dicts reaches the same documents
+                        content = str(create_ref({}, element))
+                        n = occurrences.get(content, 0)
+                        occurrences[content] = n + 1
+                        cause.update(path=list(node_path), content=content, n=n)
+                        if offset and node is root:  # a push: equal dicts there stay apart
+                            cause["at"] = i + offset
                     doc_id = "of:" + str(create_ref({}, cause))
                     shown = i + offset if offset and node is root else i
                     work.append((element, (), (*at, shown)))
