@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 class ReportRow:
     """One cell of the instance, before and after a re-run."""
 
-    status: str  # kept | changed | added | removed (the words of GraphSnapshot.diff)
+    status: str  # kept | moved | changed | added | removed (the words of GraphSnapshot.diff)
     name: str
     helper: str
     id: str
@@ -43,20 +43,25 @@ def stability_report(diff: SnapshotDiff, old: GraphSnapshot, new: GraphSnapshot,
                      old_values: dict[str, Any], rt: Runtime, space: str) -> list[ReportRow]:
     """Per cell: kept / changed / added / removed (``GraphSnapshot.diff``) and its state.
 
-    *kept* cells kept their id, so a state cell's value was carried over;
-    *changed* cells have the same name but a new id (an edited lift, new
+    *kept* cells kept their id, so a state cell's value was carried over
+    (*moved* when the id is kept under another name: its state went with the id,
+    not with the name); *changed* cells have the same name but a new id (an edited lift, new
     inputs, or a state cell without a variable name whose initial value
     changed: its state starts again). The argument cell is left out while it
     holds nothing, as it does for every plain ``%%pattern`` body.
     """
     cells = {c.id: c for c in old.cells} | {c.id: c for c in new.cells}
+    old_names = {c.id: c.name for c in old.cells}
     rows: list[ReportRow] = []
     for entry in diff.entries():
         if entry.kind != "cell":
             continue
         cell = cells.get(entry.id)
         stateful = cell is not None and _stateful(cell)
-        status = entry.status
+        status: str = entry.status
+        was = old_names.get(entry.id)
+        if status == "kept" and was is not None and entry.name is not None and was != entry.name:
+            status = "moved"
         now = _value(rt, entry.id, space) if stateful and status != "removed" else None
         before = old_values.get(entry.previous or entry.id)
         if stateful and cell is not None and cell.helper is None and before in (None, {}) \
@@ -66,6 +71,7 @@ def stability_report(diff: SnapshotDiff, old: GraphSnapshot, new: GraphSnapshot,
         if stateful:
             state = {
                 "kept": f"carried: {preview(now)}",
+                "moved": f"carried from {was}: {preview(now)}",
                 "changed": f"reset: {preview(before)} → {preview(now)}",
                 "added": f"initial: {preview(now)}",
                 "removed": f"dropped: {preview(before)}",
@@ -85,6 +91,9 @@ def _value(rt: Runtime, entity_id: str, space: str) -> Any:
 def report_text(rows: list[ReportRow], generation: int) -> str:
     statuses = ("kept", "changed", "added", "removed")
     counts = {s: sum(1 for r in rows if r.status == s) for s in statuses}
+    moved = sum(1 for r in rows if r.status == "moved")
+    if moved:  # said only when it happens: an id kept under a new name
+        counts["moved"] = moved
     head = f"re-run (generation {generation}): " + ", ".join(f"{n} {s}" for s, n in counts.items())
     width = max((len(r.name) for r in rows), default=4)
     lines = [head]
@@ -97,7 +106,8 @@ def report_text(rows: list[ReportRow], generation: int) -> str:
     return "\n".join(lines)
 
 
-_COLOURS = {"kept": "#f4f4f4", "changed": "#ffe3b3", "added": "#d6f5d6", "removed": "#f9d0d0"}
+_COLOURS = {"kept": "#f4f4f4", "moved": "#dde8ff", "changed": "#ffe3b3", "added": "#d6f5d6",
+            "removed": "#f9d0d0"}
 
 
 def report_html(rows: list[ReportRow], generation: int) -> str:

@@ -74,3 +74,15 @@ def test_state_survives_and_the_edit_takes_effect(edit: str) -> None:
     assert again.doubled.get() == 10 * factor + (1 if edit == "body" else 0)
     rt = session.runtime()
     assert [e for e in rt.errors if "ctr" in str(e.pattern or "")] == []
+
+
+def test_an_id_kept_under_a_new_name_is_reported_moved() -> None:
+    ip.run_cell_magic("pattern", "mv --no-ui --no-graph",
+                      "count = Cell.of(1)\ndoubled = derive(count, lambda c: c * 2)\n"
+                      '{"count": count, "doubled": doubled}\n')
+    shown = ip.run_cell_magic("pattern", "mv --no-ui --no-graph",
+                              "count = Cell.of(1)\ntwice = derive(count, lambda c: c * 2)\n"
+                              '{"count": count, "twice": twice}\n')
+    text = shown._repr_mimebundle_()["text/plain"]
+    assert "1 moved" in text
+    assert any(line.split()[:2] == ["moved", "twice"] for line in text.splitlines())
