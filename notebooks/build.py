@@ -234,7 +234,7 @@ NOTEBOOKS["03_cause_stability"] = [
 
 Every node's id is derived from its causes. Edit one node and re-run the
 cell: only that node and what depends on it get new ids; state elsewhere is
-kept. The `%%pattern` output reports kept / changed / new / removed.
+kept. The `%%pattern` output reports kept / changed / added / removed.
 """),
     code("""
 %load_ext cellkernel
@@ -263,6 +263,19 @@ price = Cell.of(10)
 qty = Cell.of(2)
 total = derive([price, qty], lambda pq: round(pq[0] * pq[1] * 1.1, 2))
 {"price": price, "qty": qty, "total": total}
+"""),
+    md("""
+What counts, exactly (SPEC §6): a node's id changes when anything that decides
+its behaviour changes — its code (comments, docstrings and layout aside), a
+default, a literal argument (a `fmt` template, an `if_else` branch), a
+constant it captures, a module-level global it reads — or when an input's id
+changes. Renaming a variable, reordering statements, adding an unrelated node
+or importing the same code under another module name changes no id. Inside a
+nested pattern or a `map` callback the same holds at every depth: the nested
+node is known by its call site, so an inner edit touches only the inner node
+and what reads it. Identical twins are told apart by the names they are bound
+to, never by their order alone; an id kept under a new name is reported as
+*moved*.
 """),
     md("""
 A state cell without a variable name (here inside a list) has no name to take
