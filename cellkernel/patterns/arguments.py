@@ -244,15 +244,18 @@ def _plainish(value: Any) -> Any:
 
 
 class _SchemaIndex:
-    """Per runner: document -> (owning instance, its pattern hash, the document's schema)."""
+    """Per runner: document -> (owning instance, its pattern hash, the document's schema).
 
-    __slots__ = ("count", "docs", "pending")
+    Filled as instances start (``note_instance``, called by the runner), so a write
+    costs one lookup, however many instances run.
+    """
+
+    __slots__ = ("docs", "waiting")
 
     def __init__(self) -> None:
-        self.count = -1
         self.docs: dict[tuple[str, str], tuple[Any, str | None, Any]] = {}
-        #: instances whose pattern could not be found yet (looked at again on the next miss)
-        self.pending = False
+        #: instances whose pattern could not be found yet (looked at again on a miss)
+        self.waiting: list[Any] = []
 
 
 _indexes: weakref.WeakKeyDictionary[Any, _SchemaIndex] = weakref.WeakKeyDictionary()
@@ -279,23 +282,27 @@ def _index_instance(index: _SchemaIndex, runner: Any, instance: Any) -> bool:
     return True
 
 
-def landing_schema(rt: Any, space: str, entity_id: str) -> Any:
-    """The schema of a running instance's argument or state document, else None."""
-    runner = getattr(rt, "runner", None)
-    if runner is None:
-        return None
+def note_instance(runner: Any, instance: Any) -> None:
+    """Index the schemas of an instance that just started (or re-ran with a new pattern)."""
     index = _indexes.get(runner)
     if index is None:
         index = _indexes[runner] = _SchemaIndex()
-    instances = runner.instances
+    if not _index_instance(index, runner, instance):
+        index.waiting.append(instance)
+
+
+def landing_schema(rt: Any, space: str, entity_id: str) -> Any:
+    """The schema of a running instance's argument or state document, else None."""
+    runner = getattr(rt, "_runner", None)  # no runner yet: no instance, no schema
+    index = _indexes.get(runner) if runner is not None else None
+    if index is None:
+        return None
     hit = index.docs.get((space, entity_id))
-    if hit is None and (index.count != len(instances) or index.pending):
-        index.docs.clear()
-        index.pending = False
-        for instance in list(instances.values()):
-            if not _index_instance(index, runner, instance):
-                index.pending = True
-        index.count = len(instances)
+    if hit is None and index.waiting:
+        waiting, index.waiting = index.waiting, []
+        for instance in waiting:
+            if not instance.stopped:
+                note_instance(instance.runner, instance)
         hit = index.docs.get((space, entity_id))
     if hit is None:
         return None
@@ -303,7 +310,7 @@ def landing_schema(rt: Any, space: str, entity_id: str) -> Any:
     if instance.stopped:
         return None
     if instance.pattern_hash != digest:  # re-run with another pattern: its schemas now
-        _index_instance(index, runner, instance)
+        _index_instance(index, instance.runner, instance)
         hit = index.docs.get((space, entity_id))
         return hit[2] if hit is not None and hit[1] == instance.pattern_hash else None
     return schema

@@ -43,6 +43,7 @@ from cellkernel.patterns.arguments import (
     _is_async,
     _marks,
     _param_validators,
+    note_instance,
 )
 from cellkernel.patterns.builder import Pattern
 from cellkernel.patterns.curry import merge_argument, resolve_self
@@ -334,6 +335,7 @@ class Runner:
         instance.generation += 1
         previous = instance.pattern_hash
         instance.pattern_hash = pattern.hash
+        note_instance(self, instance)  # the schemas its writes are checked against
         snapshot = self._snapshot_json(instance, pattern, records, snap_cells, ids, graph, tx,
                                        previous)
         # the snapshot is built for this write (its records are never changed in place)
@@ -491,6 +493,7 @@ class Runner:
         instance = Instance(self, result_id, space, parent)
         instance.generation = snapshot.generation
         instance.pattern_hash = snapshot.pattern
+        note_instance(self, instance)
         self.instances[(space, result_id)] = instance
         if parent is not None:
             (owner.children if owner is not None else parent.children)[result_id] = instance
