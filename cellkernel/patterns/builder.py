@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import typing
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -541,17 +540,6 @@ def pattern(fn: Callable[..., Any] | None = None, *, name: str | None = None,
 
 
 recipe = pattern
-
-
-def _is_model(annotation: Any) -> bool:
-    try:
-        from pydantic import BaseModel
-
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    return typing.is_typeddict(annotation) if annotation is not None else False
 
 
 def trace(body: Callable[[BuilderFrame], Any], name: str, argument_schema: Any,
