@@ -57,7 +57,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import Contestant, measure_interleaved, quiet_stderr
-from benchmarks.bench_core import _action
+from benchmarks.bench_core import _action, _adder, _double, _double_v, _inc
+from benchmarks.bench_core import _rk_node as _node  # a counted compute, shared
 from benchmarks.bench_patterns import Doubled, chain_pattern, fanout_pattern
 from cellkernel import Runtime
 
@@ -171,15 +172,6 @@ class PeerShape:
         self.keep.clear()
 
 
-def _node(counter: list[int], read: Callable[[], Any], fn: Callable[[Any], Any]
-          ) -> Callable[[], Any]:
-    def compute() -> Any:
-        counter[0] += 1
-        return fn(read())
-
-    return compute
-
-
 def _sink(read: Callable[[], Any], box: list[Any]) -> Callable[[], None]:
     def effect() -> None:
         box[0] = read()
@@ -192,25 +184,6 @@ def _summer(reads: list[Callable[[], Any]], box: list[Any]) -> Callable[[], None
         box[0] = sum(r() for r in reads)
 
     return effect
-
-
-def _inc(x: int) -> int:
-    return x + 1
-
-
-def _double(x: int) -> int:
-    return x * 2
-
-
-def _double_v(item: dict[str, int]) -> int:
-    return item["v"] * 2
-
-
-def _adder(i: int) -> Callable[[int], int]:
-    def add(x: int) -> int:
-        return x + i
-
-    return add
 
 
 def peer_chain(p: Peer, n: int, eager: bool) -> PeerShape:
