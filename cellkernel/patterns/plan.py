@@ -6,6 +6,7 @@ cause components in the instance's frame and turns bindings into links."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cellkernel.data import schema as schemas
@@ -35,41 +36,34 @@ def _concrete_input(token: str, ids: dict[str, str]) -> str:
     return f"{base}/{rest}" if rest else base
 
 
-def concretize(binding: Any, ids: dict[str, str], space: str,
-               links: dict[tuple[str, ...], dict[str, Any]] | None = None) -> Any:
-    """Replace ``$alias`` bindings by write-redirect links to concrete cells (iterative).
+def _rewrite_aliases(value: Any, on_alias: Callable[[dict[str, Any]], Any],
+                     on_sigil: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+    """A copy of ``value`` with each ``$alias`` replaced by ``on_alias(alias)`` (iterative).
 
-    With ``links``, an alias to one key of a cell (the usual binding) becomes one
-    shared link object per target: thousands of nodes of an instance bind the
-    same few inputs, and the records are stored as they are, never edited.
+    Sigils (links, factory values) are not entered: they stay as they are, or
+    become ``on_sigil(sigil)``.  Only containers are copied; scalars are shared.
     """
-    root: list[Any] = [binding]
+    root: list[Any] = [value]
     stack: list[tuple[Any, Any]] = [(root, 0)]
     while stack:
         holder, key = stack.pop()
-        value = holder[key]
-        if type(value) is dict:
-            alias = value.get("$alias") if len(value) == 1 else None
+        item = holder[key]
+        if type(item) is dict:
+            alias = item.get("$alias") if len(item) == 1 else None
             if alias is not None:
-                path = alias["path"]
-                if links is not None and len(path) == 1 and type(path[0]) is str:
-                    target = (alias["cell"], path[0])
-                    link = links.get(target)
-                    if link is None:
-                        link = links[target] = make_link(space, ids[target[0]], path, None, True)
-                    holder[key] = link
-                else:
-                    holder[key] = make_link(space, ids[alias["cell"]], path, None, True)
+                holder[key] = on_alias(alias)
                 continue
-            if is_sigil(value):  # links, and factory sigils whose graphs are data (SPEC §8)
+            if is_sigil(item):  # links, and factory sigils whose graphs are data (SPEC §8)
+                if on_sigil is not None:
+                    holder[key] = on_sigil(item)
                 continue
-            copy = dict(value)
+            copy = dict(item)
             holder[key] = copy
-            for k, v in copy.items():  # scalars stay as they are: only containers are visited
+            for k, v in copy.items():
                 if type(v) is dict or type(v) is list:
                     stack.append((copy, k))
-        elif type(value) is list:
-            copy_l = list(value)
+        elif type(item) is list:
+            copy_l = list(item)
             holder[key] = copy_l
             for i, v in enumerate(copy_l):
                 if type(v) is dict or type(v) is list:
@@ -77,35 +71,49 @@ def concretize(binding: Any, ids: dict[str, str], space: str,
     return root[0]
 
 
-def _concrete_config(config: Any, concrete_input: Any) -> Any:
-    """``config`` with each ``$alias`` of its binding replaced by the concrete id it names."""
+def concretize(binding: Any, ids: dict[str, str], space: str,
+               links: dict[tuple[str, ...], dict[str, Any]] | None = None) -> Any:
+    """Replace ``$alias`` bindings by write-redirect links to concrete cells.
+
+    With ``links``, an alias to one key of a cell (the usual binding) becomes one
+    shared link object per target: thousands of nodes of an instance bind the
+    same few inputs, and the records are stored as they are, never edited.
+    """
+    def link_for(alias: dict[str, Any]) -> dict[str, Any]:
+        path = alias["path"]
+        if links is not None and len(path) == 1 and type(path[0]) is str:
+            target = (alias["cell"], path[0])
+            link = links.get(target)
+            if link is None:
+                link = links[target] = make_link(space, ids[target[0]], path, None, True)
+            return link
+        return make_link(space, ids[alias["cell"]], path, None, True)
+
+    return _rewrite_aliases(binding, link_for)
+
+
+def _concrete_config(config: Any, concrete_input: Callable[[str], str]) -> Any:
+    """``config`` with each ``$alias`` of its binding replaced by the concrete id it names.
+
+    A factory value in it counts by its implementation (and curried values).
+    """
     if type(config) is not dict or "binding" not in config:
         return config
-    root: list[Any] = [dict(config)]
-    stack: list[tuple[Any, Any]] = [(root[0], "binding")]
-    while stack:
-        holder, key = stack.pop()
-        value = holder[key]
-        if type(value) is dict:
-            alias = value.get("$alias") if len(value) == 1 else None
-            if alias is not None:
-                path = alias["path"]
-                token = alias["cell"] + "/" + "/".join(map(str, path)) if path else alias["cell"]
-                holder[key] = {"$in": concrete_input(token)}
-                continue
-            if is_sigil(value):  # a link stays; a factory counts by its implementation
-                body = value["/"].get("nodeFactory@1")
-                if isinstance(body, dict):
-                    module = body.get("module") or {}
-                    holder[key] = {"$factory": module.get("hash") or module.get("ref"),
-                                   "curried": body.get("curried") or []}
-                continue
-            copy = holder[key] = dict(value)
-            stack.extend((copy, k) for k, v in copy.items() if type(v) in (dict, list))
-        elif type(value) is list:
-            copy_l = holder[key] = list(value)
-            stack.extend((copy_l, i) for i, v in enumerate(copy_l) if type(v) in (dict, list))
-    return root[0]
+
+    def concrete(alias: dict[str, Any]) -> dict[str, str]:
+        path = alias["path"]
+        token = alias["cell"] + "/" + "/".join(map(str, path)) if path else alias["cell"]
+        return {"$in": concrete_input(token)}
+
+    def factory(sigil: dict[str, Any]) -> Any:
+        body = sigil["/"].get("nodeFactory@1")
+        if not isinstance(body, dict):
+            return sigil  # a link stays as it is
+        module = body.get("module") or {}
+        return {"$factory": module.get("hash") or module.get("ref"),
+                "curried": body.get("curried") or []}
+
+    return {**config, "binding": _rewrite_aliases(config["binding"], concrete, factory)}
 
 
 def plan(
