@@ -30,6 +30,7 @@ from cellkernel.reactive.scheduler import Scheduler
 from cellkernel.store.documents import Store
 from cellkernel.store.transactions import Transaction, backoff_delay, write_lock
 from cellkernel.store.urls import open_store
+from cellkernel.store.writeback import WriteBack
 
 DEFAULT_SPACE = "did:local:default"
 #: how many recent ``NodeError``s ``rt.errors`` keeps (``Runtime(max_errors=...)``)
@@ -65,6 +66,11 @@ class Runtime:
         self.store: Store = open_store(store) if store is None or isinstance(store, str) else store
         self.space = space
         self.debug = debug
+        #: group commit (``store/writeback.py``): on a store that asks for it, a settle's
+        #: derived writes land here and reach the store in one commit at its end
+        self.writeback: WriteBack | None = (
+            WriteBack(self.store) if getattr(self.store, "group_commit", False) else None
+        )
         self.scheduler = Scheduler(self)
         #: the most recent node errors, oldest first: at most ``max_errors`` are kept
         #: (each holds its traceback as text, no frame)
@@ -108,7 +114,7 @@ class Runtime:
     # -- transactions --------------------------------------------------------------
 
     def _begin(self, *, frame: Any = None, track: bool = True) -> Transaction:
-        return Transaction(self.store, track=track, frame=frame)
+        return Transaction(self.store, track=track, frame=frame, view=self.writeback)
 
     def read_tx(self) -> Transaction:
         """A throwaway, untracked transaction for reads outside any action.
@@ -123,7 +129,7 @@ class Runtime:
             if changes:
                 self.scheduler.notify(changes, None)
                 self.scheduler.settle()
-        return Transaction(self.store, track=False)
+        return Transaction(self.store, track=False, view=self.writeback)
 
     @contextlib.contextmanager
     def edit(self) -> Iterator[Transaction]:
@@ -179,7 +185,7 @@ class Runtime:
         """One try of ``edit_with_retry``: (True, (result, changes)) or (False, the conflict)."""
         if self._polls:
             self._poll()
-        tx = Transaction(self.store)
+        tx = Transaction(self.store, view=self.writeback)
         try:
             result = fn(tx, *args)
         except BaseException:

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("cellkernel.reactive.scheduler")
 
 MAX_ITERATIONS = 100
+#: what a plan returns when it leaves the run to the general path (``Action.plan``)
+NOT_PLANNED: Any = object()
 #: conflicts an event may meet before it is dropped (with a ``NodeError`` naming it);
 #: retries wait a jittered backoff, and the last one runs holding the store's write lock
 EVENT_RETRIES = 5
@@ -65,6 +67,7 @@ class Action:
         "node",
         "on_error",
         "pattern",
+        "plan",
         "reads",
         "retries",
         "seq",
@@ -102,6 +105,9 @@ class Action:
         self.seq = next(Action._counter)
         self.frame = frame
         self.on_error: Callable[[NodeError], None] | None = None
+        #: a compiled run without a transaction (``patterns/lift_plans.py``), if it has one:
+        #: ``plan(load, land_value)`` -> its changes, or ``NOT_PLANNED`` for the general run
+        self.plan: Callable[[Any, Any], Any] | None = None
 
     def __repr__(self) -> str:
         return f"<Action {self.name} h={self.height}>"
@@ -161,6 +167,10 @@ class Scheduler:
         #: every action with a place in the graph (bounds heights: see ``_adjust_height``)
         self._known: set[Action] = set()
         self._settling = False
+        #: actions whose writes wait in the runtime's write-back layer (group commit)
+        self._landed: set[Action] = set()
+        #: flushes lost to another writer in this busy period (each re-runs its writers)
+        self._flush_conflicts = 0
         self._running: Action | None = None
         self._async: list[asyncio.Future[Any] | Any] = []
         self.run_count = 0
@@ -364,14 +374,51 @@ class Scheduler:
         try:
             while True:
                 self._drain()
+                if self._flush():  # derived writes land before any handler runs
+                    continue  # lost to another writer: their nodes re-run
                 if self._events:
                     self._run_event(*self._events.popleft())
                     continue
                 break
         finally:
+            self._flush(final=True)
             self._settling = False
             self._runs.clear()
             self._dormant.clear()
+            self._flush_conflicts = 0
+
+    def _flush(self, final: bool = False) -> bool:
+        """Commit the drain's derived writes (one store commit per space).
+
+        Returns True when the commit lost to another writer: its documents are
+        dropped and the nodes that wrote them are scheduled again, so they
+        recompute from the fresh data (after ``REACTIVE_RETRIES`` losses in one
+        busy period, each records the conflict instead).
+        """
+        writeback = self._rt.writeback
+        if writeback is None or not writeback:
+            return False
+        landed, self._landed = self._landed, set()
+        try:
+            writeback.flush()
+        except ConflictError as exc:
+            writeback.discard()
+            self._flush_conflicts += 1
+            tb = traceback.format_exc()
+            if final or self._flush_conflicts >= REACTIVE_RETRIES:
+                for action in landed:
+                    self._record(action, exc, tb)
+                return False
+            self._rt._poll()  # the other writer's documents, and who reads them
+            for action in landed:
+                self._schedule(action)
+            return True
+        except Exception as exc:  # the store refused the commit (an outage, a closed store)
+            writeback.discard()
+            tb = traceback.format_exc()
+            for action in landed:
+                self._record(action, exc, tb)
+        return False
 
     def _drain(self) -> None:
         heap = self._heap
@@ -410,9 +457,55 @@ class Scheduler:
                 return
         self._run_action(action)
 
-    def _run_action(self, action: Action) -> None:
+    def _run_planned(self, action: Action, plan: Callable[[Any, Any], Any]) -> bool:
+        """Run ``action``'s plan; False when it hands the run to the general path."""
         rt = self._rt
-        tx = Transaction(rt.store, frame=action.frame)
+        writeback = rt.writeback
+        deferred = writeback is not None and self._settling
+        target = writeback if deferred else rt.store
+        land = getattr(target, "land_value", None)
+        if land is None:  # a store without the one-document landing: the general run
+            return False
+        previous = self._running
+        self._running = action
+        try:
+            changes = plan(writeback.load if writeback is not None else rt.store.load, land)
+        except ConflictError as exc:
+            action.retries += 1
+            if action.retries < REACTIVE_RETRIES:
+                self._schedule(action)
+            else:
+                action.retries = 0
+                self._record(action, exc, traceback.format_exc())
+            self.run_count += 1
+            return True
+        except Exception as exc:
+            self.run_count += 1
+            self._record(action, exc, traceback.format_exc())
+            return True
+        finally:
+            self._running = previous
+        if changes is NOT_PLANNED:
+            return False
+        self.run_count += 1
+        action.retries = 0
+        for callback in self.on_run:
+            callback(action)
+        if changes:
+            if deferred:
+                self._landed.add(action)
+            self.notify(changes, action)
+        return True
+
+    def _run_action(self, action: Action) -> None:
+        plan = action.plan
+        if plan is not None and action.reads and self._run_planned(action, plan):
+            return
+        rt = self._rt
+        writeback = rt.writeback
+        tx = Transaction(rt.store, frame=action.frame, view=writeback)
+        if writeback is not None and self._settling:
+            tx.defer = writeback  # group commit: lands in the layer, flushed after the drain
         token = current_tx.set(tx)
         previous = self._running
         self._running = action
@@ -446,6 +539,8 @@ class Scheduler:
                 self._record(action, exc, traceback.format_exc())
             return
         action.retries = 0
+        if changes and tx.defer is not None:
+            self._landed.add(action)
         if reads != action.reads or not reads:  # the usual run reads what it read last time
             self._set_reads(action, reads)
         learned: list[tuple[str, str, Path]] = []

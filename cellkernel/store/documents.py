@@ -26,6 +26,9 @@ JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | 
 
 Key: TypeAlias = tuple[str, str]
 
+#: an ASCII string's JSON text (what ``dumps`` gives it), in C
+_encode_ascii = json.encoder.encode_basestring_ascii
+
 
 @dataclass(frozen=True, slots=True)
 class Document:
@@ -79,7 +82,21 @@ def encode_part(part: str, value: Any) -> tuple[str, Any]:
     object cannot leak into the store. Comparing it with the input catches what
     ``json.dumps`` would silently coerce (non-string keys, tuples, duplicate keys
     after coercion) — a store that rewrote data on the way in would be lying.
+
+    Exact scalars (and the empty meta) need no round trip: their text is
+    direct and the value is its own immutable copy.
     """
+    t = type(value)
+    if value is None:
+        return "null", None
+    if t is bool:
+        return ("true" if value else "false"), value
+    if t is int and -INT_LIMIT < value < INT_LIMIT:
+        return int.__repr__(value), value
+    if t is str and value.isascii():
+        return _encode_ascii(value), value
+    if t is dict and not value:
+        return "{}", {}
     try:
         text = dumps(value)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -120,7 +137,10 @@ def encode_document(space: str, entity_id: str, doc: object) -> Encoded:
     value_text, value = encode_part(f"value of {where}", doc.value)
     source_text, source = encode_part(f"source of {where}", doc.source)
     meta_text, meta = encode_part(f"meta of {where}", dict(doc.meta))
-    return Encoded(value_text, source_text, meta_text, Document(value, source, meta, 0))
+    encoded: Encoded = new_encoded(
+        value_text, source_text, meta_text, new_document(value, source, meta, 0)
+    )
+    return encoded
 
 
 def check_key(space: object, entity_id: object) -> None:
@@ -196,6 +216,7 @@ def fast_constructor(cls: type, names: tuple[str, ...]) -> Any:
 
 new_document = fast_constructor(Document, ("value", "source", "meta", "version"))
 new_change = fast_constructor(Change, ("space", "entity_id", "before", "after"))
+new_encoded = fast_constructor(Encoded, ("value", "source", "meta", "doc"))
 
 
 # --------------------------------------------------------------------------- deep JSON

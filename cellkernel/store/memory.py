@@ -195,10 +195,10 @@ def _memory_commit_docs(
     parts = [
         (entity_id, doc.value, doc.source, doc.meta, False) for entity_id, doc in writes.items()
     ]
-    return _owned_parts(space, parts, docs)
+    return owned_parts(space, parts, docs)
 
 
-def _owned_parts(
+def owned_parts(
     space: str,
     parts: list[tuple[str, Any, Any, Any, bool]],
     docs: Mapping[Key, Document],
@@ -310,7 +310,7 @@ class MemoryStore:
         over (``Transaction.hand_over``) and are kept as is.
         """
         docs = self._docs
-        owned = _owned_parts(space, dirty, docs, handed)
+        owned = owned_parts(space, dirty, docs, handed)
         with self._lock:
             conflicts: list[tuple[Key, int, int]] | None = None
             for key, read in working.items():
@@ -324,6 +324,35 @@ class MemoryStore:
             if conflicts:
                 raise conflict_error(space, conflicts)
             return self._land_owned(space, owned)
+
+    def land_value(
+        self,
+        space: str,
+        entity_id: str,
+        before: Document | None,
+        value: Any,
+        read: list[tuple[Key, Document]],
+    ) -> list[Change]:
+        """``commit_working`` for one run that read ``read`` and replaces ``before`` whole.
+
+        ``value`` is a JSON scalar (an owned copy by nature); the stored source
+        and meta stay.  The compare-and-swap is the same identity check.
+        """
+        key = (space, entity_id)
+        docs = self._docs
+        with self._lock:
+            stale = [(k, d) for k, d in ((key, before), *read) if docs.get(k) is not d]
+            if stale:
+                raise conflict_error(space, [
+                    (k, d.version if d is not None else 0,
+                     (c.version if (c := docs.get(k)) is not None else 0)) for k, d in stale])
+            if before is None:
+                after = new_document(value, None, {}, 1)
+                self._ids.setdefault(space, []).append(entity_id)
+            else:
+                after = new_document(value, before.source, before.meta, before.version + 1)
+            docs[key] = after
+        return [new_change(space, entity_id, before, after)]
 
     def _land(
         self,

@@ -263,6 +263,9 @@ class PostgresStore:
 
     #: other processes write this store: a runtime polls before writes and on ``idle``
     external_writes = True
+    #: a commit is a server round trip: a settle's derived writes land in one
+    #: (``store/writeback.py``)
+    group_commit = True
 
     def __init__(self, url: str) -> None:
         try:

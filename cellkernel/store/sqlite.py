@@ -26,6 +26,7 @@ from cellkernel.store.documents import (
     conflict_error,
     encode_commit,
     loads,
+    new_document,
 )
 
 # --------------------------------------------------------------------------- sqlite
@@ -52,6 +53,8 @@ _BUSY_TIMEOUT_MS = 10_000
 CACHE_SIZE = 10_000
 
 _ROW = "space, id, value, source, meta, version, seq"
+#: ids per ``IN (...)`` query (SQLite allows 32 766 variables; this stays far below)
+_CHUNK = 500
 
 _Row: TypeAlias = tuple[str, str, str, str, str, int, int]
 
@@ -165,6 +168,10 @@ class SqliteStore:
     winner's data). Changes picked up inside a commit are held and returned by
     the next ``poll()``, so no foreign change is ever swallowed.
     """
+
+    #: a commit is a file transaction: a runtime lands a settle's derived writes in one
+    #: (``store/writeback.py``) instead of one per lift run
+    group_commit = True
 
     def __init__(
         self,
@@ -510,51 +517,100 @@ class SqliteStore:
         Returns the changes and the sequence number they were written at (0 when
         nothing was written).
         """
-        version_of = "SELECT version FROM documents WHERE space = ? AND id = ?"
-        conflicts: list[tuple[Key, int, int]] = []
-        for key, read in basis.items():
-            row = conn.execute(version_of, key).fetchone()
-            current = int(row[0]) if row is not None else 0
-            if current != read:
-                conflicts.append((key, read, current))
+        cache = self._cache
+        corrupt = self._corrupt
+        # Versions come from the cache where it holds the basis version (``_absorb`` just
+        # brought it up to date; the version-checked UPDATE below proves it): a query
+        # only for what it lacks, so a usual commit is BEGIN, UPDATE, COMMIT.
+        unsure = [key for key, read in basis.items()
+                  if (space, key[1]) != key or key[1] not in encoded or read == 0
+                  or key in corrupt or (c := cache.get(key)) is None or c.version != read]
+        unsure.extend((space, e) for e in encoded if (space, e) not in basis)
+        current = self._versions(conn, unsure) if unsure else {}
+        conflicts: list[tuple[Key, int, int]] = [
+            (key, read, current.get(key, 0))
+            for key, read in basis.items() if key in current or key in unsure
+            if current.get(key, 0) != read
+        ]
         if conflicts:
             raise conflict_error(space, conflicts)
         if not encoded:
             return [], 0
-        # _absorb ran under the write lock, so nothing newer than our feed position exists.
-        seq = self._max_seq(conn) + 1
+        # _absorb ran under the write lock: nothing newer than our feed position exists
+        seq = self._seq + 1
         changes: list[Change] = []
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
         for entity_id, enc in encoded.items():
             key = (space, entity_id)
-            row = conn.execute(f"SELECT {_ROW} FROM documents WHERE space = ? AND id = ?", key)
-            current_row: _Row | None = row.fetchone()
+            version = current[key] if key in current else basis.get(key, 0)
             before: Document | None = None
-            if current_row is not None:
-                # After _absorb the cache normally holds this exact version: skip decoding.
-                cached = self._cache.get(key)
-                if key in self._corrupt:
-                    before = None  # an unreadable document is replaced whole
-                    cached = None
-                if cached is not None and cached.version == current_row[5]:
+            if version and key not in corrupt:  # an unreadable document is replaced whole
+                cached = cache.get(key)
+                if cached is not None and cached.version == version:
                     before = cached
-                elif key not in self._corrupt:
-                    before = _decode_row(current_row)
-            version = int(current_row[5]) if current_row is not None else 0
-            after = Document(enc.doc.value, enc.doc.source, enc.doc.meta, version + 1)
-            if current_row is None:
-                conn.execute(
-                    "INSERT INTO documents (space, id, value, source, meta, version, seq) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (space, entity_id, enc.value, enc.source, enc.meta, after.version, seq),
-                )
+                else:
+                    row = conn.execute(
+                        f"SELECT {_ROW} FROM documents WHERE space = ? AND id = ?", key
+                    ).fetchone()
+                    before = _decode_row(row)
+            after = new_document(enc.doc.value, enc.doc.source, enc.doc.meta, version + 1)
+            if version:
+                updates.append((enc.value, enc.source, enc.meta, after.version, seq, space,
+                                entity_id, version))
             else:
-                conn.execute(
-                    "UPDATE documents SET value = ?, source = ?, meta = ?, version = ?, seq = ? "
-                    "WHERE space = ? AND id = ?",
-                    (enc.value, enc.source, enc.meta, after.version, seq, space, entity_id),
-                )
+                inserts.append((space, entity_id, enc.value, enc.source, enc.meta,
+                                after.version, seq))
             changes.append(Change(space, entity_id, before, after))
+        try:
+            if inserts:
+                conn.executemany(
+                    "INSERT INTO documents (space, id, value, source, meta, version, seq) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)", inserts)
+        except sqlite3.IntegrityError:  # created meanwhile by a writer the feed had not shown
+            self._raise_conflicts(conn, space, basis, encoded)
+        if updates:
+            cursor = conn.executemany(
+                "UPDATE documents SET value = ?, source = ?, meta = ?, version = ?, seq = ? "
+                "WHERE space = ? AND id = ? AND version = ?", updates)
+            if cursor.rowcount != len(updates):  # a version moved: a compare-and-swap lost
+                self._raise_conflicts(conn, space, basis, encoded)
         return changes, seq
+
+    def _raise_conflicts(self, conn: sqlite3.Connection, space: str,
+                         basis: Mapping[Key, int], encoded: Mapping[str, Encoded]) -> None:
+        """The ``ConflictError`` for a write whose expected version was not the stored one."""
+        keys = set(basis) | {(space, e) for e in encoded}
+        current = self._versions(conn, keys)
+        conflicts = [(key, read, current.get(key, 0)) for key, read in basis.items()
+                     if current.get(key, 0) != read]
+        raise conflict_error(space, conflicts or [
+            ((space, e), 0, current.get((space, e), 0)) for e in encoded])
+
+    @staticmethod
+    def _versions(conn: sqlite3.Connection, keys: Iterable[Key]) -> dict[Key, int]:
+        """The stored version of each of ``keys`` that exists: one query per space and chunk."""
+        by_space: dict[str, list[str]] = {}
+        for space, entity_id in keys:
+            by_space.setdefault(space, []).append(entity_id)
+        found: dict[Key, int] = {}
+        for space, ids in by_space.items():
+            if len(ids) == 1:
+                row = conn.execute(
+                    "SELECT version FROM documents WHERE space = ? AND id = ?", (space, ids[0])
+                ).fetchone()
+                if row is not None:
+                    found[(space, ids[0])] = int(row[0])
+                continue
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start:start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for entity_id, version in conn.execute(
+                    f"SELECT id, version FROM documents WHERE space = ? AND id IN ({marks})",
+                    (space, *chunk),
+                ):
+                    found[(space, entity_id)] = int(version)
+        return found
 
     # -- lifecycle
 

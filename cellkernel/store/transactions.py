@@ -20,6 +20,7 @@ from cellkernel.store.documents import FAST_DEPTH, INT_LIMIT, Change, Document, 
 
 if TYPE_CHECKING:
     from cellkernel.store.documents import Store
+    from cellkernel.store.writeback import WriteBack
 
 Address = tuple[str, str, Path]
 
@@ -63,6 +64,8 @@ class Transaction:
         "_docs",
         "_handed",
         "_store",
+        "_view",
+        "defer",
         "frame",
         "on_abort",
         "on_commit",
@@ -73,8 +76,14 @@ class Transaction:
         "writes",
     )
 
-    def __init__(self, store: Store, *, track: bool = True, frame: Any = None) -> None:
+    def __init__(self, store: Store, *, track: bool = True, frame: Any = None,
+                 view: WriteBack | None = None) -> None:
         self._store = store
+        #: what documents are loaded from: the store, or the settle's write-back layer
+        #: on top of it (``store/writeback.py``), so derived values not flushed are seen
+        self._view: Store | WriteBack = store if view is None else view
+        #: a write-back layer this transaction's commit lands in instead of the store
+        self.defer: WriteBack | None = None
         self._docs: dict[tuple[str, str], _Working] = {}
         self._handed: list[Any] | None = None
         self.reads: list[Address] = []
@@ -95,7 +104,7 @@ class Transaction:
         if working is None:
             if self.status != "open":
                 raise TransactionClosedError(f"transaction is {self.status}")
-            working = _Working(self._store.load(space, entity_id))
+            working = _Working(self._view.load(space, entity_id))
             self._docs[key] = working
         return working
 
@@ -105,7 +114,7 @@ class Transaction:
         if working is None:
             if self.status != "open":
                 raise TransactionClosedError(f"transaction is {self.status}")
-            working = self._docs[(space, entity_id)] = _Working(self._store.load(space, entity_id))
+            working = self._docs[(space, entity_id)] = _Working(self._view.load(space, entity_id))
         if track and self.track:
             self.reads.append((space, entity_id, path))
         value = working.value
@@ -234,7 +243,11 @@ class Transaction:
             return []
         try:
             store = self._store
-            commit_working = getattr(store, "commit_working", None)  # MemoryStore: no Documents
+            defer = self.defer
+            commit_working = (
+                defer.land if defer is not None
+                else getattr(store, "commit_working", None)  # MemoryStore: no Documents
+            )
             if commit_working is not None:
                 handed = {id(v) for v in self._handed} if self._handed else None
                 changes: list[Change] = commit_working(space, parts, self._docs, handed)
