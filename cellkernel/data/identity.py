@@ -406,6 +406,14 @@ _CAUSAL_LEAF: Final = _h(_TAG_STR + b"causal")
 #: digest of a map entry by its key and value digests (see ``_digest``)
 _entry_cache: dict[bytes, bytes] = {}
 
+#: the same for the list entries of flat maps (a cause's ``inputs``) and the strings in
+#: them (cell ids): nearly every one is met once, so the long-lived caches above would
+#: keep ~200 bytes per cell of a start alive for nothing.  A small cache still serves
+#: the ones that recur back to back (a fan-out whose leaves all read one input).
+_RECENT_MAX: Final = 512
+_recent_entries: dict[bytes, bytes] = {}
+_recent_strs: dict[str, bytes] = {}
+
 _PASS: Final = 0  # a frame of one value hashed as itself (the root, replacements)
 _LIST: Final = 1
 _MAP: Final = 2
@@ -427,7 +435,10 @@ def _flat_map_digest(v: dict[Any, Any]) -> bytes | None:
     sc = _str_cache
     ic = _int_cache
     h = _sha256
-    pairs = []
+    pc = _entry_cache
+    rec = _recent_entries
+    rs = _recent_strs
+    entries: list[bytes] = []
     for k in sorted(v):
         value = v[k]
         t = type(value)
@@ -452,13 +463,47 @@ def _flat_map_digest(v: dict[Any, Any]) -> bytes | None:
                     if type(item) is not str:
                         return None
                     leaf = sc.get(item)
-                    leaves.append(leaf if leaf is not None else _str_leaf(item))
+                    if leaf is None:
+                        leaf = rs.get(item)
+                        if leaf is None:
+                            leaf = _recent_str_leaf(item)
+                    leaves.append(leaf)
                 d = h(_TAG_LIST + (leaves[0] if len(leaves) == 1 else _fold(leaves))).digest()
+                kd = sc.get(k)
+                pair = (kd if kd is not None else _str_leaf(k)) + d
+                e = rec.get(pair)
+                if e is None:
+                    if len(rec) >= _RECENT_MAX:
+                        rec.clear()
+                    e = rec[pair] = h(pair).digest()
+                entries.append(e)
+                continue
         else:
             return None
         kd = sc.get(k)
-        pairs.append((kd if kd is not None else _str_leaf(k)) + d)
-    return _map_digest(pairs) if pairs else _EMPTY_MAP
+        pair = (kd if kd is not None else _str_leaf(k)) + d
+        e = pc.get(pair)
+        if e is None:
+            if len(pc) >= _CACHE_MAX:
+                pc.clear()
+            e = pc[pair] = h(pair).digest()
+        entries.append(e)
+    if not entries:
+        return _EMPTY_MAP
+    return h(_TAG_MAP + (entries[0] if len(entries) == 1 else _fold(entries))).digest()
+
+
+def _recent_str_leaf(s: str) -> bytes:
+    """``_str_leaf`` of a string in a flat map's list, kept only in the small cache."""
+    try:
+        payload = s.encode("utf-8")
+    except UnicodeEncodeError:
+        payload = _js_utf8(s)
+    d = _h(_TAG_STR + payload)
+    if len(_recent_strs) >= _RECENT_MAX:
+        _recent_strs.clear()
+    _recent_strs[s] = d
+    return d
 
 
 def _map_digest(pairs: list[bytes]) -> bytes:

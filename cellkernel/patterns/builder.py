@@ -206,13 +206,14 @@ class LiftFactory(Factory):
     def _node(
         self, frame: BuilderFrame, args: Sequence[Any], kwargs: dict[str, Any]
     ) -> OpaqueRef[Any]:
-        frame.keep.append(self.fn)
+        frame.keep_once(self.fn)
         refs, constants = closure_inputs(self.fn)
         module = self.module(constants)
         inputs: list[str] = []
         binding: dict[str, Any] = {
             "args": bind(frame, list(args), inputs),
-            "kwargs": bind(frame, kwargs, inputs),
+            # no keywords (the usual call): the frame's one empty object (never changed)
+            "kwargs": bind(frame, kwargs, inputs) if kwargs else frame.no_kwargs,
         }
         cause_binding = binding
         if refs:
@@ -314,7 +315,7 @@ class HandlerFactory(Factory):
         frame = current_frame()
         if frame is None:
             raise CapabilityError("bind", "handler", "outside a pattern body")
-        frame.keep.append(self.fn)
+        frame.keep_once(self.fn)
         curried_event: list[list[Any]] = []
         if self.curried:  # SPEC §8: curried state merges by name; index 0 is the event
             state, curried_event = apply_curried_state(self, state)
@@ -467,7 +468,7 @@ class Pattern(Factory):
         if self.curried:  # SPEC §8: curried values merge into the argument object
             argument = merge_argument(self, argument)
         registry.register_pattern(self)
-        frame.keep.append(self)
+        frame.keep_once(self)
         inputs: list[str] = []
         binding = bind(frame, argument, inputs)
         module = self.module()

@@ -111,17 +111,39 @@ def _is_plain(value: Any, ok: set[int]) -> bool:
     return True
 
 
+class _Leave:
+    """A stack entry of ``_walk_plain``: the walk has left the container ``ident``."""
+
+    __slots__ = ("ident",)
+
+    def __init__(self, ident: int) -> None:
+        self.ident = ident
+
+
 def _walk_plain(value: dict[str, Any] | list[Any]) -> bool:
+    """Whether ``value`` is plain JSON; a container inside itself is not (shared ones are).
+
+    A builder frame shares one alias object among the bindings that name the same
+    cell, so a container met again beside itself is walked once; one met again
+    inside itself is a cycle, left to the generic walk (which refuses it).
+    """
     stack: list[Any] = [value]
-    visited: set[int] = set()
+    active: set[int] = set()  # the containers on the current path
+    done: set[int] = set()  # the containers found plain
     while stack:
         v = stack.pop()
         t = type(v)
-        if t is dict or t is list:
+        if t is _Leave:
+            active.discard(v.ident)
+            done.add(v.ident)
+        elif t is dict or t is list:
             ident = id(v)
-            if ident in visited:  # shared or cyclic: leave it to the generic walk
+            if ident in done:
+                continue
+            if ident in active:  # cyclic: leave it to the generic walk
                 return False
-            visited.add(ident)
+            active.add(ident)
+            stack.append(_Leave(ident))
             if t is dict:
                 for k in v:
                     if type(k) is not str:

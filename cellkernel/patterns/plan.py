@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from cellkernel.data import schema as schemas
 from cellkernel.data.identity import create_ref
-from cellkernel.data.links import is_link, is_sigil, make_link
+from cellkernel.data.links import LINK_TAG, is_link, is_sigil, make_link
 
 if TYPE_CHECKING:
     from cellkernel.runtime import Runtime
@@ -37,11 +37,15 @@ def _concrete_input(token: str, ids: dict[str, str]) -> str:
 
 
 def _rewrite_aliases(value: Any, on_alias: Callable[[dict[str, Any]], Any],
-                     on_sigil: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+                     on_sigil: Callable[[dict[str, Any]], Any] | None = None,
+                     share_empty: bool = False) -> Any:
     """A copy of ``value`` with each ``$alias`` replaced by ``on_alias(alias)`` (iterative).
 
     Sigils (links, factory values) are not entered: they stay as they are, or
-    become ``on_sigil(sigil)``.  Only containers are copied; scalars are shared.
+    become ``on_sigil(sigil)``.  Only containers are copied; scalars are shared,
+    and with ``share_empty`` so are empty containers below the top (for a copy
+    that, like the graph, is never changed: a lift's ``kwargs`` are nearly always
+    ``{}``).
     """
     root: list[Any] = [value]
     stack: list[tuple[Any, Any]] = [(root, 0)]
@@ -57,12 +61,16 @@ def _rewrite_aliases(value: Any, on_alias: Callable[[dict[str, Any]], Any],
                 if on_sigil is not None:
                     holder[key] = on_sigil(item)
                 continue
+            if share_empty and not item and holder is not root:
+                continue
             copy = dict(item)
             holder[key] = copy
             for k, v in copy.items():
                 if type(v) is dict or type(v) is list:
                     stack.append((copy, k))
         elif type(item) is list:
+            if share_empty and not item and holder is not root:
+                continue
             copy_l = list(item)
             holder[key] = copy_l
             for i, v in enumerate(copy_l):
@@ -75,21 +83,31 @@ def concretize(binding: Any, ids: dict[str, str], space: str,
                links: dict[tuple[str, ...], dict[str, Any]] | None = None) -> Any:
     """Replace ``$alias`` bindings by write-redirect links to concrete cells.
 
-    With ``links``, an alias to one key of a cell (the usual binding) becomes one
-    shared link object per target: thousands of nodes of an instance bind the
-    same few inputs, and the records are stored as they are, never edited.
+    With ``links``, an alias to a whole cell or to one key of it (the usual
+    bindings) becomes one shared link object per target: thousands of nodes of an
+    instance bind the same few inputs, and the records are stored as they are,
+    never edited.  Such a copy also shares the graph's empty containers and path
+    lists (the graph is never edited either).
     """
     def link_for(alias: dict[str, Any]) -> dict[str, Any]:
         path = alias["path"]
-        if links is not None and len(path) == 1 and type(path[0]) is str:
+        if links is None:
+            return make_link(space, ids[alias["cell"]], path, None, True)
+        target: tuple[str, ...] | None = None
+        if not path:
+            target = (alias["cell"],)
+        elif len(path) == 1 and type(path[0]) is str:
             target = (alias["cell"], path[0])
-            link = links.get(target)
-            if link is None:
-                link = links[target] = make_link(space, ids[target[0]], path, None, True)
-            return link
-        return make_link(space, ids[alias["cell"]], path, None, True)
+        link = links.get(target) if target is not None else None
+        if link is None:
+            link = make_link(space, ids[alias["cell"]], path, None, True)
+            if type(path) is list:  # the graph's own list: one object for both
+                link["/"][LINK_TAG]["path"] = path
+            if target is not None:
+                links[target] = link
+        return link
 
-    return _rewrite_aliases(binding, link_for)
+    return _rewrite_aliases(binding, link_for, share_empty=links is not None)
 
 
 def _concrete_config(config: Any, concrete_input: Callable[[str], str]) -> Any:
@@ -138,15 +156,19 @@ def plan(
             found = concrete[token] = _concrete_input(token, ids)
         return found
 
+    #: a cell's concrete cause inputs, by key: its node's record shares the list when equal
+    cause_inputs: dict[str, list[str]] = {}
     for cell in graph["cells"]:
         if "cause" in cell:
             components: dict[str, Any] = {"parent": result_id, "cause": cell["cause"]}
         else:
+            inputs = sorted([concrete_input(i) for i in cell["inputs"]])
+            cause_inputs[cell["key"]] = inputs
             components = {
                 "parent": result_id,
                 "helper": cell["helper"],
                 "impl": cell["impl"],
-                "inputs": sorted([concrete_input(i) for i in cell["inputs"]]),
+                "inputs": inputs,
                 "index": cell["index"],
                 "config": _concrete_config(cell["config"], concrete_input),
             }
@@ -174,12 +196,16 @@ def plan(
     for node in graph["nodes"]:
         out_id = ids[node["outputs"]]
         cell = by_key[node["outputs"]]
+        node_inputs = sorted({concrete_input(i).split("/", 1)[0] for i in cell.get("inputs", [])})
+        same = cause_inputs.get(node["outputs"])
+        if same is not None and same == node_inputs:
+            node_inputs = same  # whole-cell inputs, each once: the cause's list (never edited)
         record: dict[str, Any] = {
             "id": "node:" + out_id[3:],
             "helper": node["helper"],
             "name": node.get("name"),
             "module": node["module"],
-            "inputs": sorted({concrete_input(i).split("/", 1)[0] for i in cell.get("inputs", [])}),
+            "inputs": node_inputs,
             "outputs": [out_id],
             "bindings": concretize(node["inputs"], ids, space, shared_links),
         }

@@ -88,6 +88,29 @@ class BuilderFrame:
         #: what the pattern being built must keep alive: its nodes' functions and the
         #: patterns it uses (the registry holds them weakly)
         self.keep: list[Any] = []
+        #: one alias object per (cell key, plain path), shared by every binding of this
+        #: frame that names it (a graph is never changed once built: a fan-out's leaves
+        #: all bind one input), and one empty path list and one empty kwargs object
+        self._aliases: dict[tuple[str, tuple[str | int, ...]], dict[str, Any]] = {}
+        self._no_path: list[Any] = []
+        self.no_kwargs: dict[str, Any] = {}
+
+    def alias(self, key: str, path: tuple[str | int, ...]) -> dict[str, Any]:
+        """``{"$alias": {"cell": key, "path": [...path]}}``, shared for a plain path."""
+        for p in path:
+            if type(p) is not str and type(p) is not int:  # (True == 1: no shared key)
+                return {"$alias": {"cell": key, "path": list(path)}}
+        found = self._aliases.get((key, path))
+        if found is None:
+            found = self._aliases[(key, path)] = {
+                "$alias": {"cell": key, "path": list(path) if path else self._no_path}}
+        return found
+
+    def keep_once(self, value: Any) -> None:
+        """Append ``value`` to ``keep`` unless it was the last one kept (a chain's lifts)."""
+        keep = self.keep
+        if not keep or keep[-1] is not value:
+            keep.append(value)
 
     def new_cell(self, helper: str, impl: str | None, inputs: list[str], config: JSON,
                  schema: Any = None, stream: bool = False) -> BCell:
@@ -304,9 +327,9 @@ def _alias(frame: BuilderFrame, inputs: list[str], v: OpaqueRef[Any]) -> dict[st
     ref._bcell.connected = True
     v._bcell.connected = True
     key = ref._bcell.key
-    path = list(ref._path)
+    path = ref._path
     inputs.append(key + "/" + "/".join(map(str, path)) if path else key)
-    return {"$alias": {"cell": key, "path": path}}
+    return frame.alias(key, tuple(path))
 
 
 def _plain_ref(v: Any) -> bool:

@@ -401,3 +401,21 @@ def test_the_merkle_fold_matches_the_level_by_level_definition(n: int) -> None:
         ]
         level = paired + ([level[-1]] if len(level) % 2 else [])
     assert _fold(layer) == level[0]
+
+
+def test_flat_cause_lists_stay_out_of_the_long_lived_caches() -> None:
+    """Issue 20: a cause's input list (nearly always new) is cached only briefly."""
+    identity._entry_cache.clear()
+    identity._str_cache.clear()
+    causes = [{"parent": "of:p", "helper": "lift", "inputs": [f"of:input-{i}"], "index": 0}
+              for i in range(3 * identity._RECENT_MAX)]
+    refs = [identity.create_ref({}, cause) for cause in causes]
+    assert len(identity._entry_cache) <= 8  # parent, helper and index: a few shared entries
+    assert "of:input-0" not in identity._str_cache
+    assert len(identity._recent_entries) <= identity._RECENT_MAX
+    assert len(identity._recent_strs) <= identity._RECENT_MAX
+    for cause, ref in zip(causes, refs, strict=True):
+        assert ref._digest == identity._digest({"causal": cause}, flat=False)
+    # the same list again, back to back (a fan-out's leaves): the same digest from the cache
+    again = {"parent": "of:p", "helper": "lift", "inputs": ["of:input-0"], "index": 0}
+    assert identity.create_ref({}, again) == identity.create_ref({}, dict(again)) == refs[0]
