@@ -114,7 +114,8 @@ class BuilderFrame:
 
     def new_cell(self, helper: str, impl: str | None, inputs: list[str], config: JSON,
                  schema: Any = None, stream: bool = False) -> BCell:
-        ordered = sorted(inputs)
+        ordered = inputs.copy()  # (an exact-size list: the graph keeps one per cell)
+        ordered.sort()
         signature: Any = None
         if config is None and isinstance(helper, str) and (impl is None or isinstance(impl, str)):
             # equal tuples of strings <=> equal JSON texts, and a tuple never equals a text
@@ -357,7 +358,7 @@ def _bind_plain(frame: BuilderFrame, value: Any, inputs: list[str]) -> Any:
             if not (ti is str or ti is int or ti is bool or item is None or _plain_ref(item)):
                 break
         else:
-            items = list(value)
+            items = value.copy() if t is list else list(value)  # (copy: an exact-size list)
             for i in range(len(items) - 1, -1, -1):
                 if type(items[i]) is OpaqueRef:
                     items[i] = _alias(frame, inputs, items[i])

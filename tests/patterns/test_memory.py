@@ -170,7 +170,7 @@ def _deep_size(*roots: Any) -> int:
 
 
 def test_a_chain_s_graph_records_and_snapshot_cells_stay_small() -> None:
-    """The pattern side of a started N-chain, per node (was 3.5 KB on CPython 3.11)."""
+    """The pattern side of a started N-chain, per node (3.5 KB before issue 20; CPython 3.11)."""
     n = 2000
     made = chain(n)
     with Runtime() as rt:
@@ -179,4 +179,4 @@ def test_a_chain_s_graph_records_and_snapshot_cells_stay_small() -> None:
         records, graph = _records(rt, result)
         gc.collect()
         per_node = _deep_size(made.graph, records, graph["cells"]) / n
-        assert per_node < 3350, per_node
+        assert per_node < 3200, per_node
