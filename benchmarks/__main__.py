@@ -5,7 +5,7 @@ Options:
 ``--quick``        smaller sizes (map 1 000 / 2 000, deep chain 10 000) for a smoke run
 ``--deep N``       length of the deep chain (default 100 000; 0 skips it)
 ``--skip NAME``    skip a part: core, patterns, refer, snapshot, jupyter, load, postgres,
-                   peers (repeatable)
+                   peers, collections (repeatable)
 ``--readme``       also write the table into ``benchmarks/README.md`` (between markers)
 
 Order: the core and pattern shapes (the table so far is printed), then the other
@@ -38,7 +38,7 @@ README = Path(__file__).resolve().parent / "README.md"
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
 
-EXTRAS = ("refer", "snapshot", "jupyter", "load", "postgres", "peers")
+EXTRAS = ("refer", "snapshot", "jupyter", "load", "postgres", "peers", "collections")
 
 
 def machine_note() -> str:
@@ -65,7 +65,7 @@ def _extra_rows(name: str, quick: bool) -> str:
         result = module.bench_refer()
         table = getattr(module, "_table", None)
         return table(result) if table is not None else json.dumps(result, indent=1)
-    rows = module.run(quick=quick) if name in ("load", "peers") else module.run()
+    rows = module.run(quick=quick) if name in ("load", "peers", "collections") else module.run()
     if isinstance(rows, dict):
         rows = [rows]
     lines = []

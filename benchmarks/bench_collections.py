@@ -1,0 +1,684 @@
+"""Collections at scale (issue 18): ``map`` over a collection, one element changed, cost O(changed)?
+
+    .venv/bin/python -m benchmarks.bench_collections [--quick] [--readme] [--writes N]
+
+Side by side, in one process and one alternation per shape (both sizes and every
+contestant; ``benchmarks.measure_interleaved`` through ``bench_peers._measure``), so
+the ratio ck(10k) / ck(1k) sees the same load: cellkernel on the memory store, and the fastest
+fine-grained peers of ``bench_peers`` (``observ``, ``pyreactivity`` imported as
+``reactivity``, ``nervio``, ``signe``, ``reaktiv``), each in both of its modes
+(pull: computeds read after the write; eager: an effect per output) and reported
+in the faster one.  Shapes, each at N = 1 000 and N = 10 000:
+
+1. **scalars**: ``items`` holds N plain ints (one document); the pattern
+   ``M(items) = {"items": items, "out": items.map(lambda x: double(x))}``; a
+   write is ``items.key(k).set(v)`` + ``rt.idle()`` + ``result.out.key(k).get()``.
+   Peers: one signal per element, one computed per element (``bench_peers.peer_items``).
+2. **records**: ``items`` holds N ``{"v": i}`` objects, each stored as its own
+   document (as ``bench_peers.ck_records``); a write is
+   ``items.key(k).key("v").set(v)``.  Peers: one signal per record holding a dict.
+3. **inline argument**: ``rt.run(M, {"items": [0, …, N-1]})`` (the list lives in
+   the instance's argument document); a write is ``result.items.key(k).set(v)``
+   (the result's ``items`` field redirects to the argument).  Peers: as 1.
+4. **push + remove**: on the scalar instance of 1, ``items.push(x)`` + idle + read
+   ``result.out.key(N)``, then ``items.remove(x)`` + idle, so every sample starts
+   from N elements (a growing list would give the peers, whose per-write cost is a
+   few µs and whose samples hold thousands of writes, a list many times N).  The
+   figure is that round trip.  Peers: a signal holding the tuple of per-element
+   signals and a ``computed`` that maps it, reusing the per-element computeds of
+   the elements still at the same position (an index-keyed ``mapArray``) and
+   returning them; push sets the tuple with one new element signal, the read
+   evaluates the new element's computed, remove sets the tuple without it.
+
+Work per write is counted for every contestant and must be the same in every
+sample: the per-element function's runs (cellkernel: a counter inside the
+``double`` lift; peers: inside the per-element computed), which must be exactly 1.
+``rt.scheduler.run_count`` per write is reported next to it (it also counts the
+``map`` node itself when that re-runs).
+
+Memory: ``--writes`` scalar-shape writes at N = 1 000 under ``tracemalloc``
+(traced bytes after a collection, before and after) and the store's document
+count (``len(rt.store._docs)``); the issue's target is flat memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.bench_core import _double
+from benchmarks.bench_core import _rk_node as _node  # a counted compute, shared
+from benchmarks.bench_peers import (
+    PEER_LIMIT,
+    Peer,
+    PeerShape,
+    _measure,
+    _peers,
+    _sink,
+    _t,
+    _with_limit,
+    machine_note,
+    peer_items,
+)
+from cellkernel import Cell, Runtime, lift, pattern
+
+README = Path(__file__).resolve().parent / "README.md"
+BEGIN = "<!-- collections:begin -->"
+END = "<!-- collections:end -->"
+
+SIZES = (1_000, 10_000)
+MEMORY_N = 1_000
+MEMORY_WRITES = 100_000
+QUICK_MEMORY_WRITES = 10_000
+#: a time budget for the memory loop (it stops early and says so)
+MEMORY_BUDGET = 1_800.0
+QUICK_MEMORY_BUDGET = 8.0
+SHAPES = ("scalars", "records", "inline argument", "push + remove")
+
+#: runs of the per-element lifts, counted inside their bodies
+LIFT_RUNS = [0]
+
+
+@lift
+def double(x: int) -> int:
+    LIFT_RUNS[0] += 1
+    return x * 2
+
+
+@lift
+def double_v(item: dict[str, Any]) -> int:
+    LIFT_RUNS[0] += 1
+    return int(item["v"]) * 2
+
+
+@pattern
+def M(items: Cell[list[int]]) -> Any:
+    return {"items": items, "out": items.map(lambda x: double(x))}
+
+
+@pattern
+def R(items: Cell[list[dict[str, int]]]) -> Any:
+    return {"items": items, "out": items.map(lambda item: double_v(item))}
+
+
+_causes = iter(range(10**9))
+
+
+def _cause(kind: str) -> str:
+    return f"collections-{kind}-{os.getpid()}-{next(_causes)}"
+
+
+# --------------------------------------------------------------------------- cellkernel
+
+
+class CkCase:
+    """One cellkernel instance and its timed write; counts lift runs and scheduler runs."""
+
+    def __init__(self, rt: Runtime, write: Callable[[int], Any], read: Callable[[], Any],
+                 expect: Callable[[int], Any], after: Callable[[int], Any] | None = None) -> None:
+        self.rt = rt
+        self.write = write
+        self.read = read
+        self.expect = expect
+        self.after = after
+        self.last = 0
+        self.got: Any = None
+        self.sched_runs: set[int] = set()
+
+    def step(self, value: int) -> None:
+        before = self.rt.scheduler.run_count
+        self.write(value)
+        self.rt.idle()
+        self.got = self.read()
+        if self.after is not None:
+            self.after(value)
+            self.rt.idle()
+        self.sched_runs.add(self.rt.scheduler.run_count - before)
+        self.last = value
+
+    def runs(self) -> int:
+        return LIFT_RUNS[0]
+
+    def check(self) -> None:
+        assert self.got == self.expect(self.last), (self.got, self.expect(self.last))
+
+    def close(self) -> None:
+        pass  # the runtime may be shared by two shapes; closed by its owner
+
+
+def _scalar_items(rt: Runtime, n: int) -> tuple[Cell[Any], Cell[Any]]:
+    items = rt.get_cell(_cause("scalars"))
+    items.set(list(range(n)))
+    result = rt.run(M, {"items": items}, cause=_cause("map"))
+    return items, result
+
+
+def ck_scalars(rt: Runtime, items: Cell[Any], result: Cell[Any], n: int) -> CkCase:
+    k = n // 2
+    return CkCase(rt, items.key(k).set, result.out.key(k).get, lambda v: 2 * v)
+
+
+def ck_records(rt: Runtime, n: int) -> CkCase:
+    items = rt.get_cell(_cause("records"))
+    items.set([{"v": i} for i in range(n)])  # every object becomes its own document
+    result = rt.run(R, {"items": items}, cause=_cause("map"))
+    k = n // 2
+    return CkCase(rt, items.key(k).key("v").set, result.out.key(k).get, lambda v: 2 * v)
+
+
+def ck_inline(rt: Runtime, n: int) -> CkCase:
+    result = rt.run(M, {"items": list(range(n))}, cause=_cause("inline"))
+    k = n // 2
+    assert result.items.key(k).get() == k
+    return CkCase(rt, result.items.key(k).set, result.out.key(k).get, lambda v: 2 * v)
+
+
+def ck_push(rt: Runtime, items: Cell[Any], result: Cell[Any], n: int) -> CkCase:
+    def push(v: int) -> None:
+        items.push(-v)  # negative: never equal to an element already there
+
+    def remove(v: int) -> None:
+        items.remove(-v)
+
+    return CkCase(rt, push, result.out.key(n).get, lambda v: -2 * v, after=remove)
+
+
+# --------------------------------------------------------------------------- peers
+
+
+class _MapArray:
+    """A peer's index-keyed map: reuse the computed of an element still at its position."""
+
+    def __init__(self, p: Peer, read_list: Callable[[], Any], counter: list[int]) -> None:
+        self.p = p
+        self.read_list = read_list
+        self.counter = counter
+        self.sources: list[Any] = []
+        self.nodes: list[Any] = []
+        self.reads: list[Callable[[], Any]] = []
+
+    def __call__(self) -> list[Callable[[], Any]]:
+        current = self.read_list()
+        sources, reads = self.sources, self.reads
+        for i, sig in enumerate(current):
+            if i < len(sources) and sources[i] is sig:
+                continue
+            node = self.p.computed(_node(self.counter, self.p.read_signal(sig), _double))
+            if i < len(sources):
+                sources[i], self.nodes[i], reads[i] = sig, node, self.p.reader(node)
+            else:
+                sources.append(sig)
+                self.nodes.append(node)
+                reads.append(self.p.reader(node))
+        del sources[len(current):], self.nodes[len(current):], reads[len(current):]
+        return list(reads)
+
+
+def peer_push(p: Peer, n: int, eager: bool) -> PeerShape:
+    counter = [0]
+    elements = tuple(p.signal(i) for i in range(n))
+    lst = p.signal(elements)
+    read_list = p.read_signal(lst)
+    write_list = p.writer(lst)
+    mapped = p.computed(_MapArray(p, read_list, counter))
+    read_mapped = p.reader(mapped)
+
+    def last_output() -> Any:
+        return read_mapped()[-1]()
+
+    box: list[Any] = [None]
+    effects = [p.effect(_sink(last_output, box))] if eager else []
+    if not eager:
+        for r in read_mapped():
+            r()  # first evaluation, so a push runs only the new element
+    state = {"got": None}
+
+    def write(v: int) -> None:
+        write_list((*read_list(), p.signal(-v)))
+        state["got"] = box[0] if eager else last_output()
+        write_list(read_list()[:-1])
+
+    shape = PeerShape(write, lambda: state["got"], counter, [elements, lst, mapped], effects,
+                      lambda v: -2 * v)
+    return shape
+
+
+# --------------------------------------------------------------------------- driver
+
+
+@dataclass
+class Cellk:
+    time: float | None = None
+    error: str = ""
+    work: int | None = None
+    sched: str = ""
+
+
+@dataclass
+class Result:
+    shape: str
+    n: int
+    ck: Cellk
+    peers: dict[str, float] = field(default_factory=dict)  # "label mode" -> seconds
+    peer_work: set[int] = field(default_factory=set)
+
+    def best(self) -> tuple[str, float]:
+        return min(self.peers.items(), key=lambda kv: kv[1])
+
+    def best_of(self, label: str) -> float | None:
+        times = [t for k, t in self.peers.items() if k.rsplit(" ", 1)[0] == label]
+        return min(times) if times else None
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ").replace("|", "/")
+    return text if len(text) <= 160 else text[:157] + "…"
+
+
+def peer_graphs(peers: list[Peer], build: Callable[[Peer, bool], PeerShape],
+                modes: tuple[bool, ...]) -> list[tuple[str, PeerShape]]:
+    """Every peer in every mode of ``modes`` (False: pull, True: eager), built by ``build``."""
+    return [(f"{p.label} {'eager' if eager else 'pull'}",
+             _with_limit(PEER_LIMIT, lambda p=p, eager=eager: build(p, eager)))
+            for p in peers for eager in modes]
+
+
+def close_all(graphs: list[tuple[str, PeerShape]]) -> None:
+    for _, graph in graphs:
+        graph.close()
+    graphs.clear()
+
+
+def bench_shape(shape: str, cks: dict[int, Callable[[], CkCase]],
+                peers: dict[int, list[tuple[str, PeerShape]]], *, quick: bool) -> list[Result]:
+    """Sample cellkernel's write at every size next to the peers' graphs (built, and closed,
+    by the caller), all in one alternation, so the ratio between sizes sees the same load."""
+    entries: list[tuple[str, Any, int | None]] = []
+    cells = {n: Cellk() for n in cks}
+    cases: dict[int, CkCase] = {}
+    for n, ck in cks.items():
+        try:
+            case = ck()
+            case.step(-1)  # one untimed write: it must work before it is sampled
+            cases[n] = case
+            entries.append((f"cellkernel {n}", case, None))
+        except Exception as exc:  # report it in the table and carry on with the peers
+            cells[n].error = _error_text(exc)
+    for n, graphs in peers.items():
+        entries += [(f"{name} {n}", graph, None) for name, graph in graphs]
+    warmup, repeats = (1, 4) if quick else (2, 7)
+    sample = 0.01 if quick else 0.015
+    # the graphs just built (and the runtime's heap) would make the collection before
+    # every sample take most of a second: freeze them (as ``python -m benchmarks`` does;
+    # no collection first: what garbage there is waits until the unfreeze)
+    outer_frozen = gc.get_freeze_count() > 0
+    gc.freeze()
+    try:
+        try:
+            timed = _measure(entries, warmup=warmup, repeats=repeats, sample_seconds=sample)
+        except Exception as exc:
+            if not cases:
+                raise
+            for n in cases:
+                cells[n].error = _error_text(exc)
+            cases.clear()
+            timed = _measure([e for e in entries if not e[0].startswith("cellkernel ")],
+                             warmup=warmup, repeats=repeats, sample_seconds=sample)
+    finally:
+        if not outer_frozen:
+            gc.unfreeze()
+    results = {n: Result(shape, n, cells[n]) for n in sorted(set(cks) | set(peers))}
+    for n, case in cases.items():
+        try:
+            case.check()
+        except AssertionError as exc:
+            cells[n].error = f"read a wrong value: {exc}"
+    for n, graphs in peers.items():
+        for name, graph in graphs:
+            try:
+                graph.check()
+            except AssertionError as exc:
+                raise AssertionError(f"{shape} at {n}: {name} read a wrong value: {exc}") from exc
+    for key, (seconds, work) in timed.items():
+        name, size = key.rsplit(" ", 1)
+        n = int(size)
+        if name == "cellkernel":
+            cell = cells[n]
+            if n in cases and not cell.error:
+                cell.time, cell.work = seconds, work
+                cell.sched = "/".join(str(r) for r in sorted(cases[n].sched_runs))
+                if work != 1:
+                    cell.error = f"{work} per-element lift runs per write, expected exactly 1"
+        else:
+            results[n].peers[name] = seconds
+            if work is not None:
+                results[n].peer_work.add(work)
+    for r in results.values():
+        if r.peer_work != {1}:
+            raise AssertionError(f"{shape} at {r.n}: peers' work per write {r.peer_work} != {{1}}")
+    return list(results.values())
+
+
+def bench_sizes(peers: list[Peer], sizes: tuple[int, ...], quick: bool,
+                log: Callable[[str], None]) -> tuple[list[Result], dict[str, float]]:
+    """Every shape, all sizes of a shape in one alternation.  One cellkernel instance per
+    size serves scalars and push; one peer graph set serves scalars and the inline
+    argument (the peers have no such distinction)."""
+    results: list[Result] = []
+    setups: dict[str, float] = {}
+    modes = (False,) if quick else (False, True)
+
+    def timed_setup(key: str, make: Callable[[], CkCase]) -> Callable[[], CkCase]:
+        def build() -> CkCase:
+            start = time.perf_counter()
+            try:
+                return make()
+            finally:
+                setups.setdefault(key, time.perf_counter() - start)
+
+        return build
+
+    def done(rows: list[Result]) -> None:
+        results.extend(rows)
+        for r in rows:
+            log(_line(r))
+
+    runtimes = {n: Runtime() for n in sizes}
+    shared: dict[int, tuple[Cell[Any], Cell[Any]]] = {}
+
+    def on_shared(n: int, make: Callable[[Runtime, Cell[Any], Cell[Any], int], CkCase]
+                  ) -> Callable[[], CkCase]:
+        def build() -> CkCase:
+            if n not in shared:
+                shared[n] = _scalar_items(runtimes[n], n)
+            return make(runtimes[n], *shared[n], n)
+
+        return build
+
+    items = {n: peer_graphs(peers, lambda p, e, n=n: peer_items(p, n, e), modes) for n in sizes}
+    done(bench_shape("scalars", {n: timed_setup(f"scalars {n:,}", on_shared(n, ck_scalars))
+                                 for n in sizes}, items, quick=quick))
+    inline = {n: Runtime() for n in sizes}
+    done(bench_shape("inline argument",
+                     {n: timed_setup(f"inline argument {n:,}",
+                                     lambda n=n: ck_inline(inline[n], n)) for n in sizes},
+                     items, quick=quick))
+    for rt in inline.values():
+        rt.close()
+    for graphs in items.values():
+        close_all(graphs)
+    pushes = {n: peer_graphs(peers, lambda p, e, n=n: peer_push(p, n, e), modes) for n in sizes}
+    done(bench_shape("push + remove", {n: on_shared(n, ck_push) for n in sizes}, pushes,
+                     quick=quick))
+    for graphs in pushes.values():
+        close_all(graphs)
+    for rt in runtimes.values():
+        rt.close()
+    shared.clear()
+    rt_records = {n: Runtime() for n in sizes}
+    records = {n: peer_graphs(peers, lambda p, e, n=n: peer_items(p, n, e, records=True), modes)
+               for n in sizes}
+    done(bench_shape("records", {n: timed_setup(f"records {n:,}",
+                                                lambda n=n: ck_records(rt_records[n], n))
+                                 for n in sizes}, records, quick=quick))
+    for graphs in records.values():
+        close_all(graphs)
+    for rt in rt_records.values():
+        rt.close()
+    order = {s: i for i, s in enumerate(SHAPES)}
+    results.sort(key=lambda r: (order[r.shape], r.n))
+    return results, setups
+
+
+_T0 = time.perf_counter()
+
+
+def _line(r: Result) -> str:
+    name, best = r.best()
+    ck = r.ck.error if r.ck.error and r.ck.time is None else _t(r.ck.time)
+    return f"  [{time.perf_counter() - _T0:5.0f} s] {r.shape} N={r.n:,}: cellkernel {ck} " \
+           f"(sched runs {r.ck.sched or '—'}); fastest peer {name} {_t(best)}"
+
+
+@dataclass
+class Memory:
+    n: int
+    writes: int
+    planned: int
+    seconds: float
+    traced_before: int
+    traced_after: int
+    docs_before: int
+    docs_after: int
+    first_ms: float
+    last_ms: float
+    reaktiv_growth: int | None = None
+    error: str = ""
+
+
+def bench_memory(n: int, writes: int, budget: float) -> Memory:
+    """``writes`` scalar-shape writes at ``n``; traced bytes and documents before and after."""
+    rt = Runtime()
+    items, result = _scalar_items(rt, n)
+    k = n // 2
+    target, out = items.key(k), result.out.key(k)
+    for v in range(3):  # warm: caches, first child instance re-runs
+        target.set(v)
+        rt.idle()
+    docs = rt.store._docs  # type: ignore[attr-defined]
+    gc.collect()
+    tracemalloc.start()
+    done, error = 0, ""
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        docs_before = len(docs)
+        start = time.perf_counter()
+        stamps: list[tuple[float, int]] = [(start, 0)]  # (time, writes done) every window
+        window = 10
+        try:
+            for i in range(writes):
+                if i and i % window == 0:
+                    stamps.append((time.perf_counter(), i))
+                    if stamps[-1][0] - start > budget:
+                        break
+                target.set(i + 10)
+                rt.idle()
+                assert out.get() == 2 * (i + 10)
+                done += 1
+        except Exception as exc:  # report and keep what was measured
+            error = _error_text(exc)
+        end = time.perf_counter()
+        if done > stamps[-1][1]:
+            stamps.append((end, done))
+        seconds = end - start
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+        docs_after = len(docs)
+    finally:
+        tracemalloc.stop()
+    rt.close()
+
+    def rate(a: tuple[float, int], b: tuple[float, int]) -> float:
+        return (b[0] - a[0]) / max(1, b[1] - a[1])
+
+    first = rate(stamps[0], stamps[1]) if len(stamps) > 1 else seconds
+    last = rate(stamps[-2], stamps[-1]) if len(stamps) > 1 else seconds
+    mem = Memory(n, done, writes, seconds, before, after, docs_before, docs_after,
+                 first * 1e3, last * 1e3, error=error)
+    mem.reaktiv_growth = _reaktiv_memory(n, done)
+    return mem
+
+
+def _reaktiv_memory(n: int, writes: int) -> int | None:
+    try:
+        import reaktiv
+    except ImportError:
+        return None
+    counter = [0]
+    srcs = [reaktiv.Signal(i) for i in range(n)]
+    nodes = [reaktiv.Computed(_node(counter, s, _double)) for s in srcs]
+    k = n // 2
+    for node in nodes:
+        node()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(writes):
+            srcs[k].set(i + 10)
+            assert nodes[k]() == 2 * (i + 10)
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    return after - before
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "—" if a is None or b is None or b == 0 else f"{a / b:.2f}"
+
+
+def _ck_cell(c: Cellk) -> str:
+    if c.time is None:
+        return f"error: {c.error}" if c.error else "—"
+    text = _t(c.time)
+    return f"{text} ✗ {c.error}" if c.error else text
+
+
+def _mark(value: float | None, target: float) -> str:
+    if value is None:
+        return "—"
+    return f"**{value:.2f}** {'✓' if value <= target else '✗'}"
+
+
+def format_results(results: list[Result], memory: Memory | None, setups: dict[str, float],
+                   note: str, end_note: str) -> str:
+    labels = sorted({k.rsplit(" ", 1)[0] for r in results for k in r.peers})
+    lines = [f"Machine: {note} (at the start; {end_note} at the end)", "",
+             "| shape | N | cellkernel | sched runs / write | reaktiv | ck / reaktiv | "
+             "fastest peer | ck / fastest | ck(10k) / ck(1k) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    by = {(r.shape, r.n): r for r in results}
+    growth: dict[str, float | None] = {}
+    for shape in SHAPES:
+        small, big = by.get((shape, SIZES[0])), by.get((shape, SIZES[-1]))
+        growth[shape] = (big.ck.time / small.ck.time
+                         if small and big and small.ck.time and big.ck.time else None)
+    for r in results:
+        name, best = r.best()
+        rk = r.best_of("reaktiv")
+        g = growth[r.shape] if r.n == SIZES[-1] else None
+        rk_ratio = _ratio(r.ck.time, rk)
+        if r.shape == "scalars" and r.ck.time is not None and rk is not None:
+            rk_ratio = _mark(r.ck.time / rk, 2.0)
+        lines.append(
+            f"| {r.shape} | {r.n:,} | {_ck_cell(r.ck)} | {r.ck.sched or '—'} | {_t(rk)} | "
+            f"{rk_ratio} | {name} {_t(best)} | {_ratio(r.ck.time, best)} | "
+            f"{_mark(g, 1.2) if r.n == SIZES[-1] else ''} |")
+    modes = [m for m in ("pull", "eager") if any(k.endswith(f" {m}") for r in results
+                                                 for k in r.peers)]
+    lines += ["", f"Every peer, {' and '.join(modes)} (per write):", "",
+              "| shape | N | " + " | ".join(f"{lb} {m}" for lb in labels for m in modes) + " |",
+              "|---|---:|" + "---:|" * (len(modes) * len(labels))]
+    for r in results:
+        cells = [_t(r.peers.get(f"{lb} {mode}")) for lb in labels for mode in modes]
+        lines.append(f"| {r.shape} | {r.n:,} | " + " | ".join(cells) + " |")
+    works = sorted({r.ck.work for r in results if r.ck.work is not None})
+    lines += ["", "Per-element function runs per write (checked the same in every sample): "
+              f"cellkernel {works or '—'}, peers "
+              f"{sorted(set().union(*(r.peer_work for r in results)))}. Setup, not timed per "
+              "write (store the items + `rt.run`): "
+              + ", ".join(f"{k} {v:.2f} s" for k, v in setups.items()) + "."]
+    if memory is not None:
+        m = memory
+        grown = m.traced_after - m.traced_before
+        per = grown / m.writes if m.writes else 0.0
+        short = "" if m.writes == m.planned else \
+            f" (stopped by the time budget after {m.writes:,} of {m.planned:,})"
+        rk = "" if m.reaktiv_growth is None else \
+            f"; reaktiv, same writes: {m.reaktiv_growth / 1024:+.1f} KB"
+        err = f"; stopped by an error: {m.error}" if m.error else ""
+        lines += ["", f"Memory over {m.writes:,} scalar writes at N = {m.n:,}{short}, "
+                  f"{m.seconds:.1f} s: tracemalloc {m.traced_before / 2**20:.2f} MB → "
+                  f"{m.traced_after / 2**20:.2f} MB (**{grown / 2**20:+.2f} MB**, "
+                  f"{per:+.0f} B per write); store documents {m.docs_before:,} → "
+                  f"{m.docs_after:,} (**{m.docs_after - m.docs_before:+,}**, "
+                  f"{(m.docs_after - m.docs_before) / max(1, m.writes):+.2f} per write); "
+                  f"per write (traced, collector on) {m.first_ms:.2f} ms over the first 10, "
+                  f"{m.last_ms:.2f} ms over the last 10{rk}{err}."]
+    return "\n".join(lines)
+
+
+def collect(*, quick: bool = False, writes: int | None = None,
+            log: Callable[[str], None] = print) -> str:
+    peers = _peers()
+    note = machine_note(peers)
+    started = time.perf_counter()
+    planned = writes if writes is not None else (QUICK_MEMORY_WRITES if quick else MEMORY_WRITES)
+    memory = None
+    if planned:  # first, on a fresh heap: what the shapes leave behind slows the collector
+        memory = bench_memory(MEMORY_N, planned, QUICK_MEMORY_BUDGET if quick else MEMORY_BUDGET)
+        log(f"  [{time.perf_counter() - _T0:5.0f} s] memory: {memory.writes:,} writes")
+    results, setups = bench_sizes(peers, SIZES, quick, log)
+    end = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    text = format_results(results, memory, setups, note, end)
+    return text + f"\n\n(total {time.perf_counter() - started:.0f} s" \
+        f"{', --quick' if quick else ''})"
+
+
+def run(*, quick: bool = False) -> list[str]:
+    """Every shape, every contestant; the report's lines (for ``python -m benchmarks``)."""
+    return collect(quick=quick,
+                   log=lambda line: print(line, file=sys.stderr, flush=True)).splitlines()
+
+
+def write_readme(text: str) -> None:
+    readme = README.read_text(encoding="utf-8")
+    if BEGIN not in readme or END not in readme:
+        raise SystemExit(f"{README} has no {BEGIN} … {END} markers")
+    head, rest = readme.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_collections")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer samples, peers in pull mode only; memory: 10 000 "
+                             "writes or 8 s, whichever comes first")
+    parser.add_argument("--readme", action="store_true",
+                        help=f"write the report into benchmarks/README.md between {BEGIN} "
+                             f"and {END}")
+    parser.add_argument("--writes", type=int, default=None,
+                        help="scalar writes for the memory check (0 skips it)")
+    args = parser.parse_args(argv)
+    text = collect(quick=args.quick, writes=args.writes,
+                   log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(text)
+    if args.readme:
+        write_readme(text)
+    return 0
+
+
+if __name__ == "__main__":
+    status = main()
+    # Skip the interpreter's teardown: the runtimes closed above are not freed (a
+    # WeakKeyDictionary in ``cellkernel.patterns.arguments`` keeps them alive through its
+    # values), and deallocating their millions of objects one by one takes half a minute.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
