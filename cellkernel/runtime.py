@@ -21,11 +21,12 @@ from typing import Any
 
 from cellkernel.data import schema as schemas
 from cellkernel.data.identity import create_ref
+from cellkernel.data.values import MISSING
 from cellkernel.errors import CellkernelError, ConflictError, NodeError, SnapshotError
 from cellkernel.patterns.materialize import materialize
 from cellkernel.patterns.registry import TrustPolicy
 from cellkernel.patterns.runner import Runner
-from cellkernel.reactive.cells import Cell, current_tx
+from cellkernel.reactive.cells import Cell, current_tx, validate_landing
 from cellkernel.reactive.scheduler import Scheduler
 from cellkernel.store.documents import Store
 from cellkernel.store.transactions import Transaction, backoff_delay, write_lock
@@ -124,12 +125,56 @@ class Runtime:
         (SQLite: one ``PRAGMA data_version`` when nothing changed) and, outside
         a settle, batch or transaction, the scheduler settles on what came in.
         """
+        self._catch_up()
+        return Transaction(self.store, track=False, view=self.writeback)
+
+    def _catch_up(self) -> None:
+        """Apply what other processes committed, before a read outside any action (SPEC §2)."""
         if self._polls and threading.get_ident() == self._owner_thread and self._live_free():
             changes = self.store.poll()
             if changes:
                 self.scheduler.notify(changes, None)
                 self.scheduler.settle()
-        return Transaction(self.store, track=False, view=self.writeback)
+
+    def peek(self, space: str, entity_id: str) -> Any:
+        """The stored value of a whole document (``MISSING`` if absent), as ``read_tx`` sees it.
+
+        ``Cell.get`` takes it for a document holding a scalar: no transaction.
+        """
+        self._catch_up()
+        doc = (self.writeback or self.store).load(space, entity_id)
+        return doc.value if doc is not None else MISSING
+
+    def set_scalar(self, space: str, entity_id: str, value: Any) -> bool:
+        """``Cell.set`` of a scalar over a document holding a scalar (or nothing), landed directly.
+
+        One compare-and-swap on the store (``land_value``), the write checked
+        against its document's schema, then notify and settle as a commit does.
+        Returns False, having done nothing, when the general write must do it:
+        a store without ``land_value``, a link, stream or container stored
+        there, or a conflict (which the general write retries).
+        """
+        store = self.store
+        land = getattr(store, "land_value", None)
+        if land is None or self.writeback:
+            return False
+        if self._polls:
+            self._poll()
+        doc = store.load(space, entity_id)
+        current = doc.value if doc is not None else MISSING
+        if type(current) is dict or type(current) is list:
+            return False
+        validate_landing(self, space, entity_id, (), value)
+        if type(current) is type(value) and current == value:
+            self._settle_if_free()
+            return True
+        try:
+            changes = land(space, entity_id, doc, value, [])
+        except ConflictError:
+            return False
+        self.scheduler.notify(changes, None)
+        self._settle_if_free()
+        return True
 
     @contextlib.contextmanager
     def edit(self) -> Iterator[Transaction]:

@@ -308,6 +308,13 @@ def json_equal(a: Any, b: Any) -> bool:
         return False
     if t is not dict and t is not list:
         return bool(a == b)  # scalars: no stack needed (hot: every trigger check)
+    try:
+        # strict equality implies ``==``, so ``!=`` (C, skips shared parts) settles most
+        # differences at once: a 10 000-element list with one element replaced
+        if a != b:
+            return False
+    except RecursionError:  # deeper than C's comparison may go: the walk below decides
+        pass
     stack = [(a, b)]
     while stack:
         x, y = stack.pop()

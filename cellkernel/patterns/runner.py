@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import difflib
 import inspect
+import itertools
 import json
+import operator
 import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -49,6 +51,7 @@ from cellkernel.patterns.builder import Pattern
 from cellkernel.patterns.curry import merge_argument, resolve_self
 from cellkernel.patterns.gc_pause import collector_paused
 from cellkernel.patterns.instances import Instance, RunningNode, RuntimeFrame
+from cellkernel.patterns.lift_plans import NOTHING, Spec, Stash, lift_plan, pure_function
 from cellkernel.patterns.materialize import as_pattern
 from cellkernel.patterns.plan import (
     concretize,
@@ -522,7 +525,8 @@ class Runner:
 
     def _subscribe(self, instance: Instance, node: RunningNode, run: Callable[[Transaction], Any],
                    name: str, reads: list[tuple[str, str, tuple[str | int, ...]]] | None = None,
-                   extra_writes: tuple[tuple[str, str, tuple[str | int, ...]], ...] = ()) -> None:
+                   extra_writes: tuple[tuple[str, str, tuple[str | int, ...]], ...] = (),
+                   plan: Any = None) -> None:
         """Start a node's reactive action; it writes the node's output cell.
 
         A node started by a running lift, map, filter or instantiate (a child
@@ -538,6 +542,7 @@ class Runner:
             writes.append(self._creator)
         action = Action(run, name=name, node=record["id"], pattern=instance.pattern_hash,
                         space=space, writes=writes, reads=reads or (), frame=record["id"])
+        action.plan = plan
         node.actions.append(action)
         self.rt.scheduler.subscribe(action)
 
@@ -615,6 +620,12 @@ class Runner:
         set_frame = runtime_frame.set
         reset_frame = runtime_frame.reset
         write_output = self._write_output
+        stash = Stash()
+        plan = None
+        if not kwargs_r and not closure_r and not is_async and pure_function(fn):
+            specs = _plan_specs(bindings.get("args", []), curried, space, names, marks)
+            if specs is not None:
+                plan = lift_plan(fn, specs, arg_checks, refusals, space, out_id, stash)
 
         def run(tx: Transaction) -> Any:
             args = [r(tx) for r in args_r]
@@ -638,11 +649,13 @@ class Runner:
             if closure_r:
                 call = rebind(fn, {k: r(tx) for k, r in closure_r})
             frame = RuntimeFrame(self, instance, node, tx, record["id"], "lift")
-            token = set_frame(frame)
-            try:
-                result = call(*args, **kwargs)
-            finally:
-                reset_frame(token)
+            result = stash.take()  # what the plan computed before handing over, if it did
+            if result is NOTHING:
+                token = set_frame(frame)
+                try:
+                    result = call(*args, **kwargs)
+                finally:
+                    reset_frame(token)
             if is_async:
                 return self._finish_async(result, out_id, space, node)
             write_output(tx, space, out_id, result)
@@ -654,7 +667,7 @@ class Runner:
         # and the scheduler keeps the subscription it made here; else whole input documents.
         unknown = None in reads
         self._subscribe(instance, node, run, record.get("name") or "lift",
-                        self._declared_reads(record, space) if unknown else reads)
+                        self._declared_reads(record, space) if unknown else reads, plan=plan)
 
     def _declared_reads(
         self, record: dict[str, Any], space: str
@@ -817,7 +830,8 @@ class Runner:
             if mode != "map" or before is None or len(before) != len(raw) \
                     or last.get("array") != array_link:
                 return False
-            changed = [i for i, (x, y) in enumerate(zip(raw, before, strict=True)) if x is not y]
+            # the indices whose element is not the stored object it was (scanned in C)
+            changed = list(itertools.compress(itertools.count(), map(operator.is_not, raw, before)))
             if len(changed) != 1:
                 return not changed and tx.exists(space, out_id)  # nothing moved at all
             i = changed[0]
@@ -1019,6 +1033,36 @@ class Runner:
 
 
 
+
+
+def _plan_specs(bindings: list[Any], curried: list[Any], space: str, names: list[str],
+                marks: dict[str, str]) -> list[Spec] | None:
+    """Where a planned run reads each argument (``lift_plans``), or None: no plan.
+
+    Covered: scalar constants and plain links to a document or one key of it;
+    a ``Cell[...]`` parameter, a schema on the link or a deeper path is not.
+    """
+    specs: list[Spec] = []
+    for i, binding in enumerate(bindings):
+        if i < len(names) and marks.get(names[i], "any") == "cell":
+            return None
+        if not is_link(binding):
+            if binding is not None and type(binding) not in (int, float, str, bool):
+                return None
+            specs.append((None, binding, None))
+            continue
+        link = parse_link(binding, space)
+        if link.schema is not None:  # (a redirect is followed on reads like a plain link)
+            return None
+        if not link.path:
+            specs.append((link.space, link.id, None))
+        elif len(link.path) == 1 and type(link.path[0]) is str and link.path[0] != "/":
+            specs.append((link.space, link.id, link.path[0]))
+        else:
+            return None
+    for index, value in curried:
+        specs.insert(index, (None, value, None))
+    return specs
 
 
 def _same_behaviour(old: dict[str, Any], new: dict[str, Any]) -> bool:

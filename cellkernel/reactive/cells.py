@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -99,6 +100,22 @@ def resolve(
     position is not (the write replaces it), a redirect is.  Raises
     ``LinkCycleError`` on a cycle or after ``MAX_HOPS`` hops.
     """
+    return resolve_read(tx, space, entity_id, path, for_write=for_write, track=track)[:4]
+
+
+def resolve_read(
+    tx: Transaction,
+    space: str,
+    entity_id: str,
+    path: Path,
+    *,
+    for_write: bool = False,
+    track: bool = True,
+) -> tuple[str, str, Path, Any, Any]:
+    """``resolve``, plus the raw stored value at the final address (``MISSING`` if none).
+
+    The walk finds that value anyway: callers that want it need not read again.
+    """
     hops = 0
     seen: set[tuple[str, str, Path]] | None = None
     link_schema: Any = None
@@ -125,10 +142,10 @@ def resolve(
         if found < 0:
             if track:
                 tx.read(space, entity_id, path)
-            return space, entity_id, path, link_schema
+            return space, entity_id, path, link_schema, node
         link = parse_link(node, space)
         if found == len(path) and for_write and not link.redirect:
-            return space, entity_id, path, link_schema
+            return space, entity_id, path, link_schema, node
         if track:
             tx.read(space, entity_id, path[:found])
         hops += 1
@@ -400,6 +417,14 @@ class Cell(Generic[T]):
         self._check("read")
         if self._id is None:
             return self._initial  # type: ignore[no-any-return]
+        if (
+            self._tx is None and not self._path and self._schema is None
+            and current_tx.get() is None and self._rt is not None
+        ):
+            # outside any transaction, a document holding a scalar: its value, no transaction
+            value = self._rt.peek(self._space, self._id)
+            if type(value) in SCALAR_TYPES:
+                return value  # type: ignore[no-any-return]
         tx, _ = self._read_tx()
         return self._read(tx, track=True)  # type: ignore[no-any-return]
 
@@ -412,14 +437,15 @@ class Cell(Generic[T]):
         return self._read(tx, track=False)  # type: ignore[no-any-return]
 
     def _read(self, tx: Transaction, track: bool) -> Any:
-        space, entity_id, path, link_schema = resolve(
+        space, entity_id, path, link_schema, raw = resolve_read(
             tx, self._space, self._id, self._path, track=track  # type: ignore[arg-type]
         )
         schema = self._schema if self._schema is not None else link_schema
+        if schema is None and type(raw) in SCALAR_TYPES:
+            return raw  # what materialize makes of a scalar without a schema
         if schemas.marker(schema) == "cell":
             # asCell applies to fields inside a value; a cell's own get() is its value
             schema = {k: v for k, v in schema.items() if k != "asCell"}
-        raw = tx.read(space, entity_id, path, track=False)
         via_link = (entity_id, path) != (self._id, self._path)
         return materialize(self._rt, tx, raw, space, entity_id, path, schema, track, via_link)
 
@@ -495,20 +521,27 @@ class Cell(Generic[T]):
 
     def set(self, value: Any) -> Cell[T]:
         """Write ``value``; cells inside become links; on a stream this sends."""
+        t = type(value)
+        if (
+            (t is int or t is str or t is bool or value is None)
+            and self._tx is None and not self._path and self._schema is None
+            and self._cap == "cell" and self._id is not None and current_tx.get() is None
+            and self._rt.set_scalar(self._space, self._id, value)
+        ):
+            return self  # a scalar over a scalar, outside any transaction: landed directly
         self._in_write_tx("write", self._set_in, value)
         return self
 
     def _set_in(self, tx: Transaction, value: Any) -> None:
-        space, entity_id, path, _s = resolve(
+        space, entity_id, path, _s, current = resolve_read(
             tx, self._space, self._id, self._path, for_write=True, track=False  # type: ignore[arg-type]
         )
-        current = tx.read(space, entity_id, path, track=False)
         t = type(value)
         if (t is int or t is str or t is bool or value is None) and type(current) is not dict:
             # a scalar over a scalar, list or nothing: no stream, links or documents involved
             if self._schema is not None:  # schema=False refuses every write
                 schemas.validate(self._schema, value, self._where())
-            _validate_landing(self._rt, space, entity_id, path, value)
+            validate_landing(self._rt, space, entity_id, path, value)
             if type(current) is not t or current != value:  # json_equal, for a scalar
                 tx.write(space, entity_id, path, value)
             return
@@ -533,7 +566,7 @@ class Cell(Generic[T]):
             plain = self._plain_for_validation(tx, stored)
             if self._schema is not None:
                 schemas.validate(self._schema, plain, self._where())
-            _validate_landing(self._rt, space, entity_id, path, plain)
+            validate_landing(self._rt, space, entity_id, path, plain)
         if current is not MISSING and json_equal(current, stored):
             return
         tx.write(space, entity_id, path, stored)
@@ -612,7 +645,7 @@ class Cell(Generic[T]):
                 plain = self._plain_for_validation(tx, combined)
                 if self._schema:
                     schemas.validate(self._schema, plain, self._where())
-                _validate_landing(self._rt, space, entity_id, path, plain)
+                validate_landing(self._rt, space, entity_id, path, plain)
             tx.write(space, entity_id, path, combined)
 
         self._in_write_tx("write", run)
@@ -758,7 +791,7 @@ def _queue_with(tx: Transaction, runtime: Any, stream: tuple[str, str, Path], ev
     return True
 
 
-def _validate_landing(runtime: Any, space: str, entity_id: str, path: Path, value: Any) -> None:
+def validate_landing(runtime: Any, space: str, entity_id: str, path: Path, value: Any) -> None:
     """Check a write against the schema of the document it lands in (SPEC §3).
 
     The pattern layer names that schema (an instance's argument or state
@@ -884,6 +917,38 @@ def _declared_only(value: dict[str, Any], schema: Any, root: Any) -> dict[str, A
     return {k: v for k, v in value.items() if k in declared}
 
 
+#: stored list -> the (space, id) each of its elements links to whole, for the last few
+#: lists read (stored values are never changed in place, and the list is held)
+_list_targets: OrderedDict[int, tuple[list[Any], str, list[tuple[str, str] | None]]] = (
+    OrderedDict()
+)
+_LIST_TARGETS_MAX = 64
+
+
+def _whole_document_links(value: list[Any], space: str) -> list[tuple[str, str] | None] | None:
+    """Per element of a stored list: where it links to a whole document (no path, no schema)."""
+    known = _list_targets.get(id(value))
+    if known is not None and known[0] is value and known[1] == space:
+        _list_targets.move_to_end(id(value))
+        return known[2]
+    targets: list[tuple[str, str] | None] = []
+    found = False
+    for v in value:
+        if type(v) is dict and is_link(v):
+            link = parse_link(v, space)
+            if not link.path and link.schema is None:
+                targets.append((link.space, link.id))
+                found = True
+                continue
+        targets.append(None)
+    if not found:
+        return None
+    _list_targets[id(value)] = (value, space, targets)
+    if len(_list_targets) > _LIST_TARGETS_MAX:
+        _list_targets.popitem(last=False)
+    return targets
+
+
 def materialize(
     runtime: Any,
     tx: Transaction,
@@ -995,9 +1060,18 @@ def materialize(
             if sch is None:
                 lst: list[Any] = list(value)  # scalars stay; containers and links are replaced
                 holder[key] = lst
+                targets = _whole_document_links(value, sp) if hops < MAX_HOPS else None
                 for i, v in enumerate(value):
-                    if type(v) not in SCALAR_TYPES and v is not None:
-                        stack.append((lst, i, v, sp, eid, (*p, i), None, False, hops))
+                    if type(v) in SCALAR_TYPES or v is None:
+                        continue
+                    if targets is not None and (where := targets[i]) is not None:
+                        # a link to a whole document holding a scalar (a list of node outputs):
+                        # what the loop makes of it, without resolving or a trip through it
+                        target = tx.read(where[0], where[1], (), track=track)
+                        if type(target) in SCALAR_TYPES:
+                            lst[i] = target
+                            continue
+                    stack.append((lst, i, v, sp, eid, (*p, i), None, False, hops))
                 continue
             lst = [None] * len(value)
             holder[key] = lst

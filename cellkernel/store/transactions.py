@@ -85,7 +85,8 @@ class Transaction:
         #: a write-back layer this transaction's commit lands in instead of the store
         self.defer: WriteBack | None = None
         self._docs: dict[tuple[str, str], _Working] = {}
-        self._handed: list[Any] | None = None
+        #: values handed over (``hand_over``) by id, held so the ids stay theirs
+        self._handed: dict[int, Any] | None = None
         self.reads: list[Address] = []
         self.writes: list[Address] = []
         self.write_space: str | None = None
@@ -172,7 +173,9 @@ class Transaction:
         )
         if path:
             working.value = set_path(working.value, path, value)
-            if not scalar or len(path) >= FAST_DEPTH:  # a caller's container, or a deep spine
+            if len(path) >= FAST_DEPTH or not (
+                scalar or (self._handed is not None and id(value) in self._handed)
+            ):  # a caller's container (not handed over), or a deep spine
                 working.owned = False
             if working.paths is not None:
                 working.paths.append(path)
@@ -210,8 +213,8 @@ class Transaction:
         such a value is not checked again.  Returns ``value``.
         """
         if self._handed is None:
-            self._handed = []
-        self._handed.append(value)
+            self._handed = {}
+        self._handed[id(value)] = value
         return value
 
     # -- ending ------------------------------------------------------------
@@ -249,7 +252,7 @@ class Transaction:
                 else getattr(store, "commit_working", None)  # MemoryStore: no Documents
             )
             if commit_working is not None:
-                handed = {id(v) for v in self._handed} if self._handed else None
+                handed = set(self._handed) if self._handed else None
                 changes: list[Change] = commit_working(space, parts, self._docs, handed)
             else:
                 basis = {

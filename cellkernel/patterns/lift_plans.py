@@ -1,0 +1,181 @@
+"""Compiled plans for pure lifts over scalars: a run without a transaction (issue 20).
+
+Most lifts in a graph are small pure functions of scalar inputs (``x + 1``).
+For them the general run — a transaction, read journal, working copies, a
+commit — costs twenty times the function.  A plan is worked out once per node
+from its bindings: which document and key each argument is read from, which
+are constants.  A run then loads those documents, calls the function, and
+lands a scalar result with the store's ``land_value`` (the same
+compare-and-swap), or does nothing when the result is unchanged.
+
+A plan is made only when the function provably reaches nothing but its
+arguments (``pure_function``), so skipping the transaction and the runtime
+frame is invisible to it.  Anything a plan does not cover at run time — an
+input that is not a scalar, a failing schema check, a non-scalar result —
+hands over to the general run (``NOT_PLANNED``), which reads the inputs again
+and uses the result already computed, so the function still runs once.
+"""
+
+from __future__ import annotations
+
+import dis
+import functools
+import inspect
+import math
+from collections.abc import Callable
+from types import CodeType, FunctionType
+from typing import Any
+
+from cellkernel.data.values import MISSING
+from cellkernel.reactive.scheduler import NOT_PLANNED
+from cellkernel.store.documents import INT_LIMIT, Change, Document
+
+__all__ = ["NOTHING", "NOT_PLANNED", "Stash", "lift_plan", "pure_function"]
+
+#: an empty ``Stash``
+NOTHING: Any = object()
+
+#: builtins a pure lift may call: none reaches outside its arguments
+SAFE_BUILTINS = frozenset({
+    "abs", "all", "any", "bin", "bool", "chr", "dict", "divmod", "enumerate", "filter",
+    "float", "format", "frozenset", "hex", "int", "isinstance", "len", "list", "map", "max",
+    "min", "oct", "ord", "pow", "range", "repr", "reversed", "round", "set", "sorted", "str",
+    "sum", "tuple", "zip", "ArithmeticError", "Exception", "IndexError", "KeyError",
+    "TypeError", "ValueError", "ZeroDivisionError",
+})
+_GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL",
+                         "STORE_NAME", "DELETE_NAME"})
+_REFUSED_OPS = frozenset({"IMPORT_NAME", "IMPORT_FROM", "IMPORT_STAR", "LOAD_CLASSDEREF",
+                          "LOAD_BUILD_CLASS"})
+
+
+def pure_function(fn: Any) -> bool:
+    """Whether ``fn`` reaches only its arguments, its own constants and ``SAFE_BUILTINS``.
+
+    No globals (not even modules), no closure, no imports, no generator or
+    coroutine, no dunder attribute (``x.__class__`` leads anywhere); nested
+    code (lambdas, comprehensions) is held to the same rule.
+    """
+    if type(fn) is not FunctionType or fn.__closure__ or fn.__kwdefaults__:
+        return False
+    if inspect.isgeneratorfunction(fn) or inspect.iscoroutinefunction(fn):
+        return False
+    if any(d is not None and type(d) not in (int, float, str, bool) for d in fn.__defaults__ or ()):
+        return False
+    globals_ = fn.__globals__
+    return _pure_code(fn.__code__) and not any(n in globals_ for n in _global_names(fn.__code__))
+
+
+@functools.lru_cache(maxsize=4096)
+def _pure_code(code: CodeType) -> bool:
+    stack = [code]
+    while stack:
+        current = stack.pop()
+        for ins in dis.get_instructions(current):
+            if ins.opname in _REFUSED_OPS:
+                return False
+            if ins.opname in _GLOBAL_OPS and ins.argval not in SAFE_BUILTINS:
+                return False
+            if ins.opname in ("LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "DELETE_ATTR") and (
+                str(ins.argval).startswith("_")
+            ):
+                return False
+        stack.extend(c for c in current.co_consts if type(c) is CodeType)
+    return True
+
+
+@functools.lru_cache(maxsize=4096)
+def _global_names(code: CodeType) -> frozenset[str]:
+    """The names ``code`` (and its nested code) looks up as globals."""
+    names: set[str] = set()
+    stack = [code]
+    while stack:
+        current = stack.pop()
+        names.update(ins.argval for ins in dis.get_instructions(current)
+                     if ins.opname in _GLOBAL_OPS)
+        stack.extend(c for c in current.co_consts if type(c) is CodeType)
+    return frozenset(names)
+
+
+def landable(value: Any) -> bool:
+    """A JSON scalar the store keeps as is (what ``land_value`` accepts)."""
+    t = type(value)
+    if t is int:
+        return bool(-INT_LIMIT < value < INT_LIMIT)
+    if t is str:
+        if value.isascii():
+            return True
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    return t is bool or value is None or (t is float and math.isfinite(value))
+
+
+class Stash:
+    """A result a plan computed and handed to the general run (so ``fn`` runs once)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: Any = NOTHING
+
+    def take(self) -> Any:
+        value, self.value = self.value, NOTHING
+        return value
+
+
+#: one argument: (space, entity_id, key or None for the root) of a read, or a constant
+Spec = tuple[str | None, Any, Any]
+Plan = Callable[[Callable[[str, str], Document | None], Callable[..., list[Change]]], Any]
+
+
+def lift_plan(
+    fn: Callable[..., Any],
+    specs: list[Spec],
+    checks: list[tuple[int, Callable[[Any], bool]]],
+    refusals: Any,
+    space: str,
+    out_id: str,
+    stash: Stash,
+) -> Plan:
+    """The plan of one lift node: ``plan(load, land_value)`` -> changes, [] or ``NOT_PLANNED``."""
+
+    def plan(load: Callable[[str, str], Document | None],
+             land: Callable[..., list[Change]]) -> Any:
+        args: list[Any] = []
+        read: list[tuple[tuple[str, str], Document]] = []
+        for sp, target, key in specs:
+            if sp is None:
+                args.append(target)
+                continue
+            doc = load(sp, target)
+            if doc is None:
+                return NOT_PLANNED
+            value: Any = doc.value
+            if key is not None:
+                if type(value) is not dict:
+                    return NOT_PLANNED
+                value = value.get(key, MISSING)
+            t = type(value)
+            if t is not int and t is not str and t is not float and t is not bool:
+                return NOT_PLANNED  # links, containers, nothing: the general read
+            args.append(value)
+            read.append(((sp, target), doc))
+        for i, check in checks:
+            if not check(args[i]):
+                return NOT_PLANNED  # the general run records the refusal
+        if refusals.failing is not None:
+            return NOT_PLANNED  # and clears it
+        result = fn(*args)
+        before = load(space, out_id)
+        current = before.value if before is not None else MISSING
+        if not landable(result) or type(current) is dict:
+            stash.value = result  # a container, or over a link or a stream: the general write
+            return NOT_PLANNED
+        if type(current) is type(result) and current == result:
+            return []
+        return land(space, out_id, before, result, read)
+
+    return plan

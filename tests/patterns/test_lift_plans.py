@@ -1,0 +1,207 @@
+"""Compiled plans for pure lifts (``cellkernel/patterns/lift_plans.py``, issue 20).
+
+A plan runs a pure lift over scalar inputs without a transaction.  These tests
+check which functions count as pure (a wrong "yes" would let a lift reach the
+runtime without its frame), and that planned runs behave exactly as general
+ones: values against a plain-Python oracle, errors recorded on the node,
+schema refusals, inputs that stop being scalars, results that are containers.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Annotated, Any
+
+import pytest
+from pydantic import Field
+
+from cellkernel import Runtime, lift, pattern
+from cellkernel.patterns.lift_plans import landable, pure_function
+
+OFFSET = 3
+
+
+def _plus_offset(x: int) -> int:
+    return x + OFFSET  # a global
+
+
+def _closure() -> Any:
+    k = 2
+
+    def times_k(x: int) -> int:
+        return x * k
+
+    return times_k
+
+
+def _imports(x: int) -> int:
+    import math
+
+    return math.floor(x)
+
+
+def _prints(x: int) -> int:
+    print(x)
+    return x
+
+
+def _dunder(x: int) -> Any:
+    return x.__class__
+
+
+async def _async(x: int) -> int:
+    return x
+
+
+def _generator(x: int) -> Any:
+    yield x
+
+
+def _mutable_default(x: int, seen: list[int] = []) -> int:  # noqa: B006
+    seen.append(x)
+    return x
+
+
+def _nested_global(xs: list[int]) -> list[int]:
+    return [v + OFFSET for v in xs]
+
+
+def _pure_builtins(x: int, y: int = 2) -> Any:
+    return max(abs(x), y) + sum(i * i for i in range(3)) + len(str(x))
+
+
+def _pure_lambda_inside(x: int) -> list[int]:
+    return sorted([x, -x, 0], key=lambda v: abs(v))
+
+
+@pytest.mark.parametrize(("fn", "pure"), [
+    (lambda x: x + 1, True),
+    (_pure_builtins, True),
+    (_pure_lambda_inside, True),
+    (_plus_offset, False),
+    (_closure(), False),
+    (_imports, False),
+    (_prints, False),
+    (_dunder, False),
+    (_async, False),
+    (_generator, False),
+    (_mutable_default, False),
+    (_nested_global, False),
+    (os.getpid, False),
+    (len, False),
+])
+def test_only_functions_that_reach_nothing_but_their_arguments_are_pure(
+    fn: Any, pure: bool
+) -> None:
+    assert pure_function(fn) is pure
+
+
+def test_a_global_shadowing_a_builtin_is_not_pure() -> None:
+    namespace: dict[str, Any] = {"len": lambda v: os.system("true")}
+    exec("def f(x):\n    return len(x)\n", namespace)
+    assert pure_function(namespace["f"]) is False
+
+
+def test_landable_scalars() -> None:
+    assert all(landable(v) for v in (0, -1, 1.5, "a", "é", True, None))
+    assert not any(landable(v) for v in (float("nan"), float("inf"), "\ud800", [1], {}, 10**5000))
+
+
+# --------------------------------------------------------------------------- behaviour
+
+
+@lift
+def inc(x: int) -> int:
+    return x + 1
+
+
+@lift
+def halve(x: int) -> float:
+    return 10 / x
+
+
+@lift
+def pair(x: int) -> list[int]:
+    return [x, x * 2]
+
+
+@lift
+def non_negative(x: Annotated[int, Field(ge=0)]) -> int:
+    return x
+
+
+@pattern
+def Mixed(x: int = 1) -> Any:
+    a = inc(x)
+    return {"x": x, "a": a, "h": halve(x), "p": pair(a), "n": non_negative(x)}
+
+
+def _actions(rt: Runtime) -> dict[str, Any]:
+    return {a.name: a for a in rt.scheduler._known}
+
+
+def test_pure_lifts_get_plans_and_compute_what_python_does() -> None:
+    rt = Runtime()
+    result = rt.run(Mixed, {"x": 1}, cause="plans")
+    planned = {name for name, a in _actions(rt).items() if a.plan is not None}
+    assert planned == {"inc", "halve", "pair", "non_negative"}
+    rng = random.Random(20)
+    for x in [rng.randint(1, 50) for _ in range(30)]:
+        result.key("x").set(x)
+        assert result.get() == {"x": x, "a": x + 1, "h": 10 / x, "p": [x + 1, 2 * x + 2],
+                                "n": x}
+    assert not rt.errors
+
+
+def test_a_planned_lift_that_raises_is_recorded_on_its_node_and_recovers() -> None:
+    rt = Runtime()
+    result = rt.run(Mixed, {"x": 2}, cause="raises")
+    result.key("x").set(0)
+    assert [(e.name, type(e.error)) for e in rt.errors] == [("halve", ZeroDivisionError)]
+    assert result.key("a").get() == 1  # the others ran
+    result.key("x").set(4)
+    assert result.key("h").get() == 2.5
+
+
+def test_a_schema_refusal_goes_through_the_general_run_and_clears() -> None:
+    rt = Runtime()
+    result = rt.run(Mixed, {"x": 2}, cause="refused")
+    result.key("x").set(-1)
+    refused = [e for e in rt.errors if e.name == "non_negative"]
+    assert refused and isinstance(refused[0].error, ValueError)
+    assert result.key("n").get() == 2  # the refused run wrote nothing
+    result.key("x").set(3)
+    assert result.key("n").get() == 3
+
+
+def test_inputs_that_stop_being_scalars_take_the_general_run() -> None:
+    rt = Runtime()
+    source = rt.get_cell("source")
+    source.set(1)
+    result = rt.run(Mixed, {"x": source}, cause="linked")
+    assert result.key("a").get() == 2
+    source.set(7)
+    assert result.key("a").get() == 8
+    assert result.key("p").get() == [8, 16]
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_chain_of_planned_lifts_matches_python(tmp_path: Any, store: str) -> None:
+    url = "memory:" if store == "memory" else f"sqlite:///{tmp_path / 'p.db'}"
+
+    @pattern
+    def Chain(x: int = 0) -> Any:
+        v = x
+        for _ in range(50):
+            v = inc(v)
+        return {"x": x, "out": v}
+
+    rt = Runtime(store=url)
+    result = rt.run(Chain, {"x": 0}, cause="chain")
+    before = rt.scheduler.run_count
+    for x in range(5):
+        result.key("x").set(x * 10)
+        assert result.key("out").get() == x * 10 + 50
+    assert rt.scheduler.run_count - before == 4 * 50  # x=0 again changed nothing
+    rt.close()
