@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -243,25 +242,26 @@ def _plainish(value: Any) -> Any:
 # the schema of the document a write lands in (SPEC §3: every write is checked)
 
 
-class _SchemaIndex:
+class SchemaIndex:
     """Per runner: document -> (owning instance, its pattern hash, the document's schema).
 
     Filled as instances start (``note_instance``, called by the runner), so a write
-    costs one lookup, however many instances run.
+    costs one lookup, however many instances run; an instance's entries leave with
+    it (``forget_instance``).  It lives on its runner (``Runner.schema_index``), so
+    a closed runtime takes it along.
     """
 
-    __slots__ = ("docs", "waiting")
+    __slots__ = ("docs", "owned", "waiting")
 
     def __init__(self) -> None:
         self.docs: dict[tuple[str, str], tuple[Any, str | None, Any]] = {}
+        #: per instance (by id, while indexed): the keys it owns in ``docs``
+        self.owned: dict[int, list[tuple[str, str]]] = {}
         #: instances whose pattern could not be found yet (looked at again on a miss)
         self.waiting: list[Any] = []
 
 
-_indexes: weakref.WeakKeyDictionary[Any, _SchemaIndex] = weakref.WeakKeyDictionary()
-
-
-def _index_instance(index: _SchemaIndex, runner: Any, instance: Any) -> bool:
+def _index_instance(index: SchemaIndex, runner: Any, instance: Any) -> bool:
     """Note the schemas of ``instance``'s argument and state documents; False if unknown yet."""
     digest = instance.pattern_hash
     pattern = registry.registered_pattern(digest) if digest else None
@@ -271,7 +271,9 @@ def _index_instance(index: _SchemaIndex, runner: Any, instance: Any) -> bool:
     space, result_id = instance.space, instance.result_id
     arg_schema = graph.get("argumentSchema")
     arg_id = derive_id({"parent": result_id, "helper": "argument"})
+    owned = index.owned.setdefault(id(instance), [])
     index.docs[(space, arg_id)] = (instance, digest, arg_schema or None)
+    owned.append((space, arg_id))
     state = [c for c in graph.get("cells", []) if c.get("helper") == "cell" and c.get("schema")]
     if state:
         ids, _records, _cells = plan(runner.rt, graph, result_id, space)
@@ -279,24 +281,32 @@ def _index_instance(index: _SchemaIndex, runner: Any, instance: Any) -> bool:
             cell_id = ids.get(cell["key"])
             if cell_id is not None:
                 index.docs[(space, cell_id)] = (instance, digest, cell["schema"])
+                owned.append((space, cell_id))
     return True
 
 
 def note_instance(runner: Any, instance: Any) -> None:
     """Index the schemas of an instance that just started (or re-ran with a new pattern)."""
-    index = _indexes.get(runner)
-    if index is None:
-        index = _indexes[runner] = _SchemaIndex()
+    index: SchemaIndex = runner.schema_index
     if not _index_instance(index, runner, instance):
         index.waiting.append(instance)
+
+
+def forget_instance(runner: Any, instance: Any) -> None:
+    """Drop a stopped instance's entries (its documents have no schema to keep)."""
+    index: SchemaIndex = runner.schema_index
+    for key in index.owned.pop(id(instance), ()):
+        hit = index.docs.get(key)
+        if hit is not None and hit[0] is instance:
+            del index.docs[key]
 
 
 def landing_schema(rt: Any, space: str, entity_id: str) -> Any:
     """The schema of a running instance's argument or state document, else None."""
     runner = getattr(rt, "_runner", None)  # no runner yet: no instance, no schema
-    index = _indexes.get(runner) if runner is not None else None
-    if index is None:
+    if runner is None:
         return None
+    index: SchemaIndex = runner.schema_index
     hit = index.docs.get((space, entity_id))
     if hit is None and index.waiting:
         waiting, index.waiting = index.waiting, []

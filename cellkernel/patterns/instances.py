@@ -53,6 +53,8 @@ class Instance:
         #: what ``SELF.factory`` names inside this instance (see ``Runner._run``)
         self.self_pattern: Any = None
         self.stopped = False
+        #: the documents only this instance's cells live in (its result, argument, cells)
+        self.owned_docs: tuple[str, ...] = ()
 
     @property
     def result(self) -> Cell[Any]:
@@ -68,6 +70,7 @@ class Instance:
             child.stop()
         self.children.clear()
         self.runner.instances.pop((self.space, self.result_id), None)
+        self.runner.instance_stopped(self)
 
 
 class RuntimeFrame:

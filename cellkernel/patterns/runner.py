@@ -22,6 +22,7 @@ import difflib
 import inspect
 import itertools
 import json
+import logging
 import operator
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,6 +34,7 @@ from cellkernel.data.values import MISSING, json_equal, to_json_value
 from cellkernel.errors import (
     CapabilityError,
     InstanceStoppedError,
+    StoreError,
     UnknownImplementationError,
 )
 from cellkernel.patterns import registry
@@ -45,6 +47,8 @@ from cellkernel.patterns.arguments import (
     _is_async,
     _marks,
     _param_validators,
+    SchemaIndex,
+    forget_instance,
     note_instance,
 )
 from cellkernel.patterns.builder import Pattern
@@ -139,6 +143,8 @@ GRAPH_VERSION = 1
 
 
 
+log = logging.getLogger("cellkernel.patterns.runner")
+
 class Runner:
     """Starts, updates, resumes and stops pattern instances of one runtime."""
 
@@ -148,6 +154,11 @@ class Runner:
         self._stopped_streams: set[tuple[str, str, tuple[str | int, ...]]] = set()
         #: the output of the map/filter/instantiate node whose run is creating children now
         self._creator: tuple[str, str, tuple[str | int, ...]] | None = None
+        #: the schemas writes to instance documents are checked against (``arguments``)
+        self.schema_index = SchemaIndex()
+        #: retired map/filter children whose documents go once the runtime is quiet
+        self._released: list[Instance] = []
+        rt.scheduler.on_quiet.append(self._release_stopped)
 
     # -- public ---------------------------------------------------------------
 
@@ -250,6 +261,48 @@ class Runner:
             raise LookupError(f"no graph snapshot stored on {result.entity_id}")
         return GraphSnapshot.model_validate(graph)
 
+    def instance_stopped(self, instance: Instance) -> None:
+        """An instance stopped: forget the schemas of its documents."""
+        forget_instance(self, instance)
+
+    def _retire(self, child: Instance) -> None:
+        """Stop a map/filter child whose element left the list; its documents go later.
+
+        Its own children (a nested map's) go with it.  Stopping an instance
+        for any other reason (``rt.stop``, closing) keeps every document, so a
+        resume finds the state it left.
+        """
+        subtree = [child]
+        for instance in subtree:  # grows while walked: iterative, however deep
+            subtree.extend(instance.children.values())
+        child.stop()
+        self._released.extend(subtree)
+
+    def _release_stopped(self) -> None:
+        """Delete the documents of map/filter children stopped in the settle just ended.
+
+        A child started again meanwhile (its element came back) keeps them.  A
+        store without ``release`` keeps everything; a failing release is logged
+        and the documents stay.
+        """
+        released, self._released = self._released, []
+        release = getattr(self.rt.store, "release", None)
+        if not released or release is None:
+            return
+        by_space: dict[str, list[str]] = {}
+        for instance in released:
+            if (instance.space, instance.result_id) in self.instances:
+                continue
+            by_space.setdefault(instance.space, []).extend(instance.owned_docs)
+        for space, entity_ids in by_space.items():
+            try:
+                release(space, entity_ids)
+            except StoreError as exc:
+                log.warning("could not release %d documents of stopped children: %s",
+                            len(entity_ids), exc)
+                continue
+            self.rt.scheduler.forget_documents(space, entity_ids)
+
     def unhandled_event(self, stream: tuple[str, str, tuple[str | int, ...]], event: Any) -> None:
         if stream in self._stopped_streams:
             raise InstanceStoppedError(
@@ -304,6 +357,7 @@ class Runner:
                 (owner.children if owner is not None else parent.children)[result_id] = instance
             if parent is None or owner is None or owner.record["helper"] not in ("map", "filter"):
                 self._register_instance(tx, space, result_id)
+        instance.owned_docs = tuple(dict.fromkeys(ids.values()))
         instance.self_pattern = me
         # argument: defaults merged under on first run; new values apply on re-runs
         arg_id = ids["argument"]
@@ -850,8 +904,9 @@ class Runner:
             child_id = derive_id({"parent": out_id, "helper": mode, "key": key})
             stopped = node.children.pop(old_child, None)
             if stopped is not None:
-                stopped.stop()
+                self._retire(stopped)
             keys_of.pop(old_child, None)
+            arg_ids.pop(old_child, None)
             start_child(op, child_id, raw[i], i, array_link, tx)
             del counts[old_base]
             counts[new_base] = 1
@@ -893,8 +948,9 @@ class Runner:
             id_of_key.update((key, child_id) for key, child_id, _e, _i in order)
             live = {child_id for _k, child_id, _e, _i in order}
             for child_id in [c for c in node.children if c not in live]:
-                node.children.pop(child_id).stop()
+                self._retire(node.children.pop(child_id))
                 keys_of.pop(child_id, None)
+                arg_ids.pop(child_id, None)
             for _key, child_id, element, index in order:
                 if child_id in node.children:
                     if keys_of.get(child_id) != index:

@@ -96,7 +96,8 @@ class Action:
         self.pattern = pattern
         self.space = space
         self.kind = kind
-        self.writes: list[Address] = list(writes)
+        #: what it writes (an ordered set: released documents leave it in O(1))
+        self.writes: dict[Address, None] = dict.fromkeys(writes)
         self.declared_reads: list[Address] = list(reads)
         self.reads: list[Address] = []
         self.height = 0
@@ -176,6 +177,8 @@ class Scheduler:
         self.run_count = 0
         #: called after each action's run and each handler's event (views flash them)
         self.on_run: list[Callable[[Action | EventHandler], None]] = []
+        #: called when a busy period ends, its writes landed (the runner releases documents)
+        self.on_quiet: list[Callable[[], None]] = []
 
     # -- subscriptions ----------------------------------------------------------
 
@@ -201,6 +204,21 @@ class Scheduler:
                     del self._writers[(space, entity_id)]
         self._pending.discard(action)
         self._dormant.discard(action)
+
+    def forget_documents(self, space: str, entity_ids: list[str]) -> None:
+        """Documents deleted from the store (a retired child's): nobody writes them any more.
+
+        A map node learned a write to each child it started; without this its
+        write set, and the writer index, would grow with every child ever made.
+        """
+        writers_map = self._writers
+        for entity_id in entity_ids:
+            writers = writers_map.pop((space, entity_id), None)
+            if not writers:
+                continue
+            for action, paths in writers.items():
+                for path in paths:
+                    action.writes.pop((space, entity_id, path), None)
 
     def _clear_reads(self, action: Action) -> None:
         for space, entity_id, _path in action.reads:
@@ -386,6 +404,8 @@ class Scheduler:
             self._runs.clear()
             self._dormant.clear()
             self._flush_conflicts = 0
+        for callback in self.on_quiet:
+            callback()
 
     def _flush(self, final: bool = False) -> bool:
         """Commit the drain's derived writes (one store commit per space).
@@ -554,7 +574,7 @@ class Scheduler:
                 known = writers[action] = []
             if path not in known and not any(paths_overlap(path, k) for k in known):
                 known.append(path)
-                action.writes.append((space, entity_id, path))
+                action.writes[(space, entity_id, path)] = None
                 learned.append((space, entity_id, path))
         if learned:  # only readers of what is new: a map starting one child is O(1), not O(N)
             for reader in list(self._readers_of(action, learned)):

@@ -277,7 +277,7 @@ class MemoryStore:
         self.url = "memory:"
         self._lock = threading.RLock()
         self._docs: dict[Key, Document] = {}
-        self._ids: dict[str, list[str]] = {}  # per space, in creation order
+        self._ids: dict[str, dict[str, None]] = {}  # per space, in creation order
 
     def load(self, space: str, entity_id: str) -> Document | None:
         # One dict lookup is atomic on its own; the lock (taken by ``commit``) never gave
@@ -348,7 +348,7 @@ class MemoryStore:
                      (c.version if (c := docs.get(k)) is not None else 0)) for k, d in stale])
             if before is None:
                 after = new_document(value, None, {}, 1)
-                self._ids.setdefault(space, []).append(entity_id)
+                self._ids.setdefault(space, {})[entity_id] = None
             else:
                 after = new_document(value, before.source, before.meta, before.version + 1)
             docs[key] = after
@@ -385,10 +385,26 @@ class MemoryStore:
                 value, source, meta, (before.version if before is not None else 0) + 1
             )
             if before is None:
-                self._ids.setdefault(space, []).append(entity_id)
+                self._ids.setdefault(space, {})[entity_id] = None
             docs[key] = after
             changes.append(new_change(space, entity_id, before, after))
         return changes
+
+    def release(self, space: str, entity_ids: list[str]) -> int:
+        """Delete documents nobody reads any more (a stopped map child's); returns how many.
+
+        Not a commit: no version, no change reported.  Only the runner calls it,
+        for documents of instances it stopped and did not start again.
+        """
+        docs = self._docs
+        ids = self._ids.get(space, {})
+        gone = 0
+        with self._lock:
+            for entity_id in entity_ids:
+                if docs.pop((space, entity_id), None) is not None:
+                    gone += 1
+                ids.pop(entity_id, None)
+        return gone
 
     @contextlib.contextmanager
     def write_lock(self) -> Iterator[None]:

@@ -445,6 +445,42 @@ class SqliteStore:
                 self._seq = seq
             return changes
 
+    def release(self, space: str, entity_ids: list[str]) -> int:
+        """Delete documents nobody reads any more (a stopped map child's); returns how many.
+
+        One file transaction; not a commit of a change (no feed entry): another
+        process that still caches one of them keeps its copy until evicted,
+        which only a process running the same instance (and stopping the same
+        child itself) could read.
+        """
+        if self.readonly or not entity_ids:
+            return 0
+        with self._lock:
+            conn = self._connection()
+            gone = 0
+            try:
+                if self._held:
+                    return 0  # a held write lock belongs to a commit in progress: not now
+                self._begin_write(conn)
+                try:
+                    for start in range(0, len(entity_ids), _CHUNK):
+                        chunk = entity_ids[start:start + _CHUNK]
+                        gone += conn.execute(
+                            f"DELETE FROM documents WHERE space = ? AND id IN "
+                            f"({','.join('?' * len(chunk))})", (space, *chunk)).rowcount
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise _store_error(self.path, exc, f"releasing documents of {space!r}",
+                                   self._busy_ms) from None
+            for entity_id in entity_ids:
+                self._cache.pop((space, entity_id), None)
+                self._corrupt.pop((space, entity_id), None)
+            return gone
+
     @contextlib.contextmanager
     def write_lock(self) -> Iterator[None]:
         """Hold the file's write lock (``BEGIN IMMEDIATE``) for a whole attempt.

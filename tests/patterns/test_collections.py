@@ -9,12 +9,15 @@ the per-element lift must have run for exactly the keys that appeared.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import weakref
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -162,3 +165,85 @@ def test_wish_all_sees_instances_started_before_and_after_in_another_runtime(
         assert os.path.exists(tmp_path / "w.db")
     finally:
         reader.close()
+
+
+# --------------------------------------------------------------------------- releasing children
+# Issue 18: a child whose element left the list is retired; its documents leave the store
+# once the runtime is quiet, and the scheduler forgets the writes the map learned to them.
+
+
+@lift
+def doubled(x: int) -> int:
+    return 2 * x
+
+
+@pattern
+def Doubling(src: list = []):  # noqa: B006 - a schema default, never mutated
+    return {"out": src.map(lambda e: doubled(e))}
+
+
+def _doc_count(rt: Runtime) -> int:
+    return len(rt.store.entity_ids(rt.space))
+
+
+def _map_action(rt: Runtime) -> Any:
+    return next(a for a in rt.scheduler._known if a.name == "map")
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_replacing_elements_leaves_the_document_count_flat(tmp_path: Path, store: str) -> None:
+    url = "memory:" if store == "memory" else f"sqlite:///{tmp_path / 'r.db'}"
+    rt = Runtime(store=url)
+    src = rt.get_cell("src")
+    src.set(list(range(20)))
+    result = rt.run(Doubling, {"src": src}, cause="release")
+    src.key(5).set(1000)  # one child retired, one started: the steady state from here
+    docs, writes = _doc_count(rt), len(_map_action(rt).writes)
+    for v in range(40):
+        src.key(5).set(2000 + v)
+        assert result.out.key(5).get() == 2 * (2000 + v)
+    assert _doc_count(rt) == docs
+    assert len(_map_action(rt).writes) == writes
+    src.set(list(range(10)))  # ten elements gone, with their children's documents
+    assert result.out.get() == [2 * i for i in range(10)]
+    assert _doc_count(rt) < docs
+    assert rt.errors == []
+    rt.close()
+
+
+def test_an_element_that_comes_back_gets_a_fresh_child() -> None:
+    rt = Runtime()
+    src = rt.get_cell("src")
+    src.set([1, 2, 3])
+    result = rt.run(Doubling, {"src": src}, cause="back")
+    src.set([1, 3])
+    src.set([1, 2, 3])  # the child for 2 starts again, computing its output anew
+    assert result.out.get() == [2, 4, 6]
+    rt.close()
+
+
+def test_stopping_an_instance_keeps_its_childrens_documents_for_resume() -> None:
+    rt = Runtime()
+    src = rt.get_cell("src")
+    src.set([1, 2, 3])
+    result = rt.run(Doubling, {"src": src}, cause="kept")
+    docs = set(rt.store.entity_ids(rt.space))
+    rt.stop(result)
+    rt.idle()
+    assert set(rt.store.entity_ids(rt.space)) == docs  # nothing released: it was not retired
+    resumed = rt.resume("kept")
+    assert resumed.out.get() == [2, 4, 6]
+    rt.close()
+
+
+def test_a_closed_runtime_is_freed() -> None:
+    rt = Runtime()
+    src = rt.get_cell("src")
+    src.set([1, 2])
+    rt.run(Doubling, {"src": src}, cause="freed")
+    ref = weakref.ref(rt)
+    runner = weakref.ref(rt.runner)
+    rt.close()
+    del rt, src
+    gc.collect()
+    assert ref() is None and runner() is None
