@@ -40,6 +40,7 @@ from cellkernel.errors import (
 from cellkernel.patterns import registry
 from cellkernel.patterns.arguments import (
     InputRefusals,
+    SchemaIndex,
     _argument_reader,
     _checkers,
     _fn_checkers,
@@ -47,7 +48,6 @@ from cellkernel.patterns.arguments import (
     _is_async,
     _marks,
     _param_validators,
-    SchemaIndex,
     forget_instance,
     note_instance,
 )
