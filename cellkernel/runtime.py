@@ -28,7 +28,7 @@ from cellkernel.patterns.registry import TrustPolicy
 from cellkernel.patterns.runner import Runner
 from cellkernel.reactive.cells import Cell, current_tx, validate_landing
 from cellkernel.reactive.scheduler import Scheduler
-from cellkernel.store.documents import Store
+from cellkernel.store.documents import Store, landable
 from cellkernel.store.transactions import Transaction, backoff_delay, write_lock
 from cellkernel.store.urls import open_store
 from cellkernel.store.writeback import WriteBack
@@ -156,8 +156,8 @@ class Runtime:
         """
         store = self.store
         land = getattr(store, "land_value", None)
-        if land is None or self.writeback:
-            return False
+        if land is None or self.writeback or not landable(value):
+            return False  # (a value the store must check, e.g. a lone surrogate: the general write)
         if self._polls:
             self._poll()
         doc = store.load(space, entity_id)

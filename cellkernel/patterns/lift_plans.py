@@ -21,16 +21,16 @@ from __future__ import annotations
 import dis
 import functools
 import inspect
-import math
+import weakref
 from collections.abc import Callable
 from types import CodeType, FunctionType
 from typing import Any
 
 from cellkernel.data.values import MISSING
 from cellkernel.reactive.scheduler import NOT_PLANNED
-from cellkernel.store.documents import INT_LIMIT, Change, Document
+from cellkernel.store.documents import Change, Document, landable
 
-__all__ = ["NOTHING", "NOT_PLANNED", "Stash", "lift_plan", "pure_function"]
+__all__ = ["NOTHING", "NOT_PLANNED", "Stash", "landable", "lift_plan", "pure_function"]
 
 #: an empty ``Stash``
 NOTHING: Any = object()
@@ -49,14 +49,28 @@ _REFUSED_OPS = frozenset({"IMPORT_NAME", "IMPORT_FROM", "IMPORT_STAR", "LOAD_CLA
                           "LOAD_BUILD_CLASS"})
 
 
+#: function -> ``pure_function``'s answer (weak: a dropped function takes its entry along)
+_pure: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
 def pure_function(fn: Any) -> bool:
     """Whether ``fn`` reaches only its arguments, its own constants and ``SAFE_BUILTINS``.
 
     No globals (not even modules), no closure, no imports, no generator or
-    coroutine, no dunder attribute (``x.__class__`` leads anywhere); nested
-    code (lambdas, comprehensions) is held to the same rule.
+    coroutine, no underscore attribute (``x.__class__`` leads anywhere); nested
+    code (lambdas, comprehensions) is held to the same rule.  Worked out once
+    per function (its globals are looked at then).
     """
-    if type(fn) is not FunctionType or fn.__closure__ or fn.__kwdefaults__:
+    if type(fn) is not FunctionType:
+        return False
+    known = _pure.get(fn)
+    if known is None:
+        known = _pure[fn] = _is_pure(fn)
+    return known
+
+
+def _is_pure(fn: FunctionType) -> bool:
+    if fn.__closure__ or fn.__kwdefaults__:
         return False
     if inspect.isgeneratorfunction(fn) or inspect.iscoroutinefunction(fn):
         return False
@@ -95,22 +109,6 @@ def _global_names(code: CodeType) -> frozenset[str]:
                      if ins.opname in _GLOBAL_OPS)
         stack.extend(c for c in current.co_consts if type(c) is CodeType)
     return frozenset(names)
-
-
-def landable(value: Any) -> bool:
-    """A JSON scalar the store keeps as is (what ``land_value`` accepts)."""
-    t = type(value)
-    if t is int:
-        return bool(-INT_LIMIT < value < INT_LIMIT)
-    if t is str:
-        if value.isascii():
-            return True
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
-    return t is bool or value is None or (t is float and math.isfinite(value))
 
 
 class Stash:

@@ -116,6 +116,7 @@ def resolve_read(
 
     The walk finds that value anyway: callers that want it need not read again.
     """
+    track = track and tx.track  # an untracked transaction journals nothing: skip the calls
     hops = 0
     seen: set[tuple[str, str, Path]] | None = None
     link_schema: Any = None

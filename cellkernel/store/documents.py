@@ -14,6 +14,7 @@ touches storage.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -181,6 +182,22 @@ def encode_commit(
 INT_LIMIT = 1 << 14_000
 #: Deeper values (and cycles) take the ``encode_part`` path, which reports them exactly as before.
 FAST_DEPTH = 100
+
+
+def landable(value: Any) -> bool:
+    """A JSON scalar a store keeps as is: ``land_value`` takes only these (no copy, no check)."""
+    t = type(value)
+    if t is int:
+        return bool(-INT_LIMIT < value < INT_LIMIT)
+    if t is str:
+        if value.isascii():
+            return True
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    return t is bool or value is None or (t is float and math.isfinite(value))
 
 
 def fast_constructor(cls: type, names: tuple[str, ...]) -> Any:

@@ -6,6 +6,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from helpers.core import (
     OTHER_SPACE,
     addr,
@@ -825,3 +827,46 @@ def test_a_value_nested_100000_deep_is_refused_quickly(rt: Runtime) -> None:
     assert time.perf_counter() - start < 2.0
     assert dump_store(rt.store) == before
     assert c.get() == {"a": 1}
+
+
+# --------------------------------------------------------------------------- the scalar fast path
+# ``Cell.set``/``get`` of a scalar over a scalar document skip the transaction (issue 20):
+# for any scalar they must do exactly what the transaction path does.
+
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.sampled_from([10**5000, -(10**5000)]),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=5),
+    st.sampled_from(["\ud800", "a\udfffb", "é", ""]),
+)
+
+
+def _set_fast(cell: Cell[Any], value: Any) -> None:
+    cell.set(value)
+
+
+def _set_in_a_transaction(cell: Cell[Any], value: Any) -> None:
+    rt = cell._rt
+    rt.edit_with_retry(lambda tx: cell.with_tx(tx).set(value))
+
+
+@settings(max_examples=150, deadline=None)
+@given(first=_scalars, second=_scalars)
+def test_a_scalar_set_outside_a_transaction_matches_the_transaction_path(
+    first: Any, second: Any
+) -> None:
+    fast, slow = Runtime(), Runtime()
+    for value in (first, second):
+        results = []
+        for rt, write in ((fast, _set_fast), (slow, _set_in_a_transaction)):
+            cell = rt.get_cell("scalar")
+            before = dump_store(rt.store)
+            try:
+                write(cell, value)
+            except ValueError as exc:
+                assert dump_store(rt.store) == before  # refused: nothing landed
+                results.append(("refused", type(exc)))
+            else:
+                results.append(("landed", repr(cell.get())))
+        assert results[0] == results[1], (value, results)
+    fast.close()
+    slow.close()
