@@ -6,8 +6,6 @@ import time
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from helpers.core import (
     OTHER_SPACE,
     addr,
@@ -18,6 +16,8 @@ from helpers.core import (
     version,
 )
 from helpers.reliability import dump_store
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cellkernel.data.identity import create_ref
 from cellkernel.data.links import is_link, make_link
