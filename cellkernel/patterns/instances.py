@@ -21,11 +21,15 @@ if TYPE_CHECKING:
 class RunningNode:
     """Whatever a node record started: actions, handlers, child instances."""
 
+    __slots__ = ("actions", "children", "handlers", "input_error", "record")
+
     def __init__(self, record: dict[str, Any]) -> None:
         self.record = record
         self.actions: list[Action] = []
         self.handlers: list[EventHandler] = []
         self.children: dict[str, Instance] = {}
+        #: the refusal of an input that fails its schema, while it does (``InputRefusals``)
+        self.input_error: Any = None
 
     def stop(self, runner: Runner) -> None:
         for action in self.actions:

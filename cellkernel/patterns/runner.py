@@ -671,51 +671,14 @@ class Runner:
         arg_checks = [(i, checkers[name]) for i, name in zip(positions, names, strict=False)
                       if name in checkers]
         kwarg_checks = {k: checkers[k] for k, _r in kwargs_r if k in checkers}
-        set_frame = runtime_frame.set
-        reset_frame = runtime_frame.reset
-        write_output = self._write_output
         stash = Stash()
         plan = None
         if not kwargs_r and not closure_r and not is_async and pure_function(fn):
             specs = _plan_specs(bindings.get("args", []), curried, space, names, marks)
             if specs is not None:
                 plan = lift_plan(fn, specs, arg_checks, refusals, space, out_id, stash)
-
-        def run(tx: Transaction) -> Any:
-            args = [r(tx) for r in args_r]
-            for index, value in curried:
-                args.insert(index, value)
-            for i, check in arg_checks:
-                if i < len(args) and not check(args[i]):
-                    refusals.refuse(names[i], args[i])  # a NodeError, the run skipped
-                    return None
-            if kwargs_r:
-                kwargs = {k: r(tx) for k, r in kwargs_r}
-                for k, check in kwarg_checks.items():
-                    if not check(kwargs[k]):
-                        refusals.refuse(k, kwargs[k])
-                        return None
-            else:
-                kwargs = {}
-            if refusals.failing is not None:
-                refusals.clear()  # the inputs are valid again
-            call = fn
-            if closure_r:
-                call = rebind(fn, {k: r(tx) for k, r in closure_r})
-            frame = RuntimeFrame(self, instance, node, tx, record["id"], "lift")
-            result = stash.take()  # what the plan computed before handing over, if it did
-            if result is NOTHING:
-                token = set_frame(frame)
-                try:
-                    result = call(*args, **kwargs)
-                finally:
-                    reset_frame(token)
-            if is_async:
-                return self._finish_async(result, out_id, space, node)
-            write_output(tx, space, out_id, result)
-            if node.children:
-                self._release_children(node, frame)
-            return None
+        run = _LiftRun(self, instance, node, fn, args_r, curried, arg_checks, names, kwargs_r,
+                       kwarg_checks, refusals, closure_r, stash, is_async, out_id)
 
         # Declared exactly (plain links only), the first run's reads are the declared ones
         # and the scheduler keeps the subscription it made here; else whole input documents.
@@ -1089,6 +1052,79 @@ class Runner:
 
 
 
+
+
+class _LiftRun:
+    """One lift node's general run: ``run(tx)`` reads its arguments, calls it, writes its output.
+
+    A slotted object rather than a closure: one per node, and a closure over
+    this many names costs a cell each (about 1 KB per node).
+    """
+
+    __slots__ = ("arg_checks", "args_r", "closure_r", "curried", "fn", "instance", "is_async",
+                 "kwarg_checks", "kwargs_r", "names", "node", "out_id", "refusals", "runner",
+                 "stash")
+
+    def __init__(self, runner: Runner, instance: Instance, node: RunningNode,
+                 fn: Callable[..., Any], args_r: list[Any], curried: list[Any],
+                 arg_checks: list[tuple[int, Callable[[Any], bool]]], names: list[str],
+                 kwargs_r: list[tuple[str, Any]], kwarg_checks: dict[str, Any],
+                 refusals: InputRefusals, closure_r: list[tuple[str, Any]], stash: Stash,
+                 is_async: bool, out_id: str) -> None:
+        self.runner = runner
+        self.instance = instance
+        self.node = node
+        self.fn = fn
+        self.args_r = args_r
+        self.curried = curried
+        self.arg_checks = arg_checks
+        self.names = names
+        self.kwargs_r = kwargs_r
+        self.kwarg_checks = kwarg_checks
+        self.refusals = refusals
+        self.closure_r = closure_r
+        self.stash = stash
+        self.is_async = is_async
+        self.out_id = out_id
+
+    def __call__(self, tx: Transaction) -> Any:
+        args = [r(tx) for r in self.args_r]
+        for index, value in self.curried:
+            args.insert(index, value)
+        refusals = self.refusals
+        for i, check in self.arg_checks:
+            if i < len(args) and not check(args[i]):
+                refusals.refuse(self.names[i], args[i])  # a NodeError, the run skipped
+                return None
+        kwargs_r = self.kwargs_r
+        if kwargs_r:
+            kwargs = {k: r(tx) for k, r in kwargs_r}
+            for k, check in self.kwarg_checks.items():
+                if not check(kwargs[k]):
+                    refusals.refuse(k, kwargs[k])
+                    return None
+        else:
+            kwargs = {}
+        if refusals.failing is not None:
+            refusals.clear()  # the inputs are valid again
+        call = self.fn
+        if self.closure_r:
+            call = rebind(call, {k: r(tx) for k, r in self.closure_r})
+        runner, instance, node = self.runner, self.instance, self.node
+        frame = RuntimeFrame(runner, instance, node, tx, node.record["id"], "lift")
+        result = self.stash.take()  # what the plan computed before handing over, if it did
+        if result is NOTHING:
+            token = runtime_frame.set(frame)
+            try:
+                result = call(*args, **kwargs)
+            finally:
+                runtime_frame.reset(token)
+        if self.is_async:
+            return runner._finish_async(result, self.out_id, instance.space, node)
+        runner._write_output(tx, instance.space, self.out_id, result)
+        if node.children:
+            runner._release_children(node, frame)
+        return None
 
 
 def _plan_specs(bindings: list[Any], curried: list[Any], space: str, names: list[str],
