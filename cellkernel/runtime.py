@@ -192,6 +192,7 @@ class Runtime:
             return
         changes = tx.commit()
         if changes:
+            self.scheduler.note_written(changes, tx)
             self.scheduler.notify(changes, None)
         self._settle_if_free()
 
@@ -242,6 +243,8 @@ class Runtime:
             changes = tx.commit()  # ``_commit``, inline: every write outside a run lands here
         except ConflictError as exc:
             return False, exc
+        if changes:
+            self.scheduler.note_written(changes, tx)
         return True, (result, changes)
 
     def update(self, cell: Cell[Any], fn: Callable[[Any], Any], *, retries: int = 5) -> Any:

@@ -647,7 +647,13 @@ class Cell(Generic[T]):
                 if self._schema:
                     schemas.validate(self._schema, plain, self._where())
                 validate_landing(self._rt, space, entity_id, path, plain)
-            tx.write(space, entity_id, path, combined)
+            if tx.read(space, entity_id, path, track=False) is raw and len(new) <= 8:
+                # element by element: the written paths say which indices are new, so a
+                # map over the list re-keys those only (``Transaction.paths``)
+                for offset, element in enumerate(new):
+                    tx.write(space, entity_id, (*path, base + offset), element)
+            else:
+                tx.write(space, entity_id, path, combined)
 
         self._in_write_tx("write", run)
         return self

@@ -27,7 +27,7 @@ import itertools
 import logging
 import time
 import traceback
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,8 @@ NOT_PLANNED: Any = object()
 #: retries wait a jittered backoff, and the last one runs holding the store's write lock
 EVENT_RETRIES = 5
 REACTIVE_RETRIES = 10
+#: documents whose last written paths are remembered (``Scheduler.note_written``)
+_WRITTEN_MAX = 64
 
 Address = tuple[str, str, Path]
 DocKey = tuple[str, str]
@@ -177,6 +179,8 @@ class Scheduler:
         self.run_count = 0
         #: called after each action's run and each handler's event (views flash them)
         self.on_run: list[Callable[[Action | EventHandler], None]] = []
+        #: per document: (value before, value after, paths) of the last write (``note_written``)
+        self._written: OrderedDict[DocKey, tuple[Any, Any, list[Path]]] = OrderedDict()
         #: called when a busy period ends, its writes landed (the runner releases documents)
         self.on_quiet: list[Callable[[], None]] = []
 
@@ -204,6 +208,33 @@ class Scheduler:
                     del self._writers[(space, entity_id)]
         self._pending.discard(action)
         self._dormant.discard(action)
+
+    def note_written(self, changes: list[Change], tx: Transaction) -> None:
+        """Remember which paths ``tx`` wrote in each document it changed (the last few).
+
+        A map over a list asks (``written_paths``) and re-keys the written
+        indices instead of comparing the whole list with the one it last saw.
+        """
+        written = self._written
+        docs = tx._docs
+        for change in changes:
+            key = (change.space, change.entity_id)
+            working = docs.get(key)
+            if working is None or not working.paths or change.before is None:
+                written.pop(key, None)
+                continue
+            written[key] = (change.before.value, change.after.value, list(working.paths))
+            written.move_to_end(key)
+        while len(written) > _WRITTEN_MAX:
+            written.popitem(last=False)
+
+    def written_paths(self, space: str, entity_id: str, before: Any, after: Any
+                      ) -> list[Path] | None:
+        """The paths one write took the document from ``before`` to ``after`` by, if known."""
+        hint = self._written.get((space, entity_id))
+        if hint is None or hint[0] is not before or hint[1] is not after:
+            return None
+        return hint[2]
 
     def forget_documents(self, space: str, entity_ids: list[str]) -> None:
         """Documents deleted from the store (a retired child's): nobody writes them any more.
@@ -633,6 +664,7 @@ class Scheduler:
         for callback in self.on_run:  # a view flashes the handler, however the event came
             callback(handler)
         if changes:
+            self.note_written(changes, tx)
             self.notify(changes, None)
 
     async def _finish_event(

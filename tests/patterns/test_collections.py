@@ -247,3 +247,46 @@ def test_a_closed_runtime_is_freed() -> None:
     del rt, src
     gc.collect()
     assert ref() is None and runner() is None
+
+
+element_edits = st.lists(st.one_of(
+    st.tuples(st.just("set"), st.integers(0, 20), st.integers(0, 3)),
+    st.tuples(st.just("push"), st.integers(0, 3)),
+    st.tuples(st.just("pop"), st.integers(1, 3)),
+), max_size=12)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(start=st.lists(st.integers(0, 3), max_size=8), steps=element_edits)
+def test_element_edits_in_place_match_a_plain_map(start: list[int], steps: list[Any]) -> None:
+    """Writes to one element, pushes and pops at the end: the incremental re-keying path.
+
+    Duplicates are the point: replacing one occurrence shifts the occurrence
+    numbers of the later ones, whose children must follow their keys.
+    """
+    rt = Runtime()
+    try:
+        src = rt.get_cell("src")
+        values = list(start)
+        src.set(values)
+        result = rt.run(Mapped, {"src": src}, cause="in-place")
+        for step in steps:
+            before = _keys(values)
+            RUNS.clear()
+            if step[0] == "set" and values:
+                i = step[1] % len(values)
+                values[i] = step[2]
+                src.key(i).set(step[2])
+            elif step[0] == "push":
+                values.append(step[1])
+                src.push(step[1])
+            elif step[0] == "pop" and values:
+                del values[-step[1]:]
+                src.set(src.get()[:len(values)])
+            assert result.out.get() == _expect(values)
+            appeared = Counter(_keys(values)) - Counter(before)
+            assert sorted(map(json.dumps, RUNS)) == sorted(
+                json.dumps(json.loads(k.rsplit("#", 1)[0])) for k in appeared.elements())
+        assert rt.errors == []
+    finally:
+        rt.close()
