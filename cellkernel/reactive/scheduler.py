@@ -15,6 +15,11 @@ Model (after Jane Street's Incremental and the labs runner):
   run again in that period; an ``IterationLimitError`` is recorded.
 * Events are queued FIFO and handled one per pass, with pending reactive work
   settled in between.  Handler reads are not subscriptions.
+* On a store that asks for group commit (SQLite, PostgreSQL) the actions' writes
+  land in the runtime's write-back layer and reach the store in one commit at
+  the end of each drain, before any event runs (``store/writeback.py``).  An
+  action with a compiled ``plan`` (a pure lift over scalars) runs without a
+  transaction at all (``patterns/lift_plans.py``).
 """
 
 from __future__ import annotations
