@@ -28,7 +28,7 @@ from typing import Any
 
 from cellkernel.data.values import MISSING
 from cellkernel.reactive.scheduler import NOT_PLANNED
-from cellkernel.store.documents import Change, Document, landable
+from cellkernel.store.documents import INT_LIMIT, Change, Document, landable
 
 __all__ = ["NOTHING", "NOT_PLANNED", "Stash", "landable", "lift_plan", "pure_function"]
 
@@ -169,10 +169,13 @@ def lift_plan(
         result = fn(*args)
         before = load(space, out_id)
         current = before.value if before is not None else MISSING
-        if not landable(result) or type(current) is dict:
+        t = type(result)
+        if not ((t is int and -INT_LIMIT < result < INT_LIMIT) or landable(result)) or (
+            type(current) is dict
+        ):
             stash.value = result  # a container, or over a link or a stream: the general write
             return NOT_PLANNED
-        if type(current) is type(result) and current == result:
+        if type(current) is t and current == result:
             return []
         return land(space, out_id, before, result, read)
 

@@ -177,6 +177,8 @@ class Scheduler:
         self._settling = False
         #: actions whose writes wait in the runtime's write-back layer (group commit)
         self._landed: set[Action] = set()
+        #: (load, the store's land_value, the layer's land_value), for plans (``_run_planned``)
+        self._plan_io: tuple[Any, Any, Any] | None = None
         #: flushes lost to another writer in this busy period (each re-runs its writers)
         self._flush_conflicts = 0
         self._running: Action | None = None
@@ -515,17 +517,20 @@ class Scheduler:
 
     def _run_planned(self, action: Action, plan: Callable[[Any, Any], Any]) -> bool:
         """Run ``action``'s plan; False when it hands the run to the general path."""
-        rt = self._rt
-        writeback = rt.writeback
-        deferred = writeback is not None and self._settling
-        target = writeback if deferred else rt.store
-        land = getattr(target, "land_value", None)
+        io = self._plan_io
+        if io is None:  # worked out once: the store and its layer never change
+            rt = self._rt
+            view = rt.writeback if rt.writeback is not None else rt.store
+            io = self._plan_io = (view.load, getattr(rt.store, "land_value", None),
+                                  getattr(rt.writeback, "land_value", None))
+        deferred = io[2] is not None and self._settling
+        land = io[2] if deferred else io[1]
         if land is None:  # a store without the one-document landing: the general run
             return False
         previous = self._running
         self._running = action
         try:
-            changes = plan(writeback.load if writeback is not None else rt.store.load, land)
+            changes = plan(io[0], land)
         except ConflictError as exc:
             action.retries += 1
             if action.retries < REACTIVE_RETRIES:
@@ -550,7 +555,9 @@ class Scheduler:
         if changes:
             if deferred:
                 self._landed.add(action)
-            self.notify(changes, action)
+            change = changes[0]
+            if len(changes) > 1 or (change.space, change.entity_id) in self._triggers:
+                self.notify(changes, action)  # (a leaf nobody reads needs no call)
         return True
 
     def _run_action(self, action: Action) -> None:

@@ -128,17 +128,24 @@ class Encoded:
 
 
 def encode_document(space: str, entity_id: str, doc: object) -> Encoded:
-    if not isinstance(doc, Document):
+    if type(doc) is not Document and not isinstance(doc, Document):
         raise TypeError(
             f"write of {entity_id!r} in space {space!r} is {type(doc).__name__}, not Document"
         )
+    value, source, meta = doc.value, doc.source, doc.meta
+    if type(value) is int and -INT_LIMIT < value < INT_LIMIT and source is None and (
+        type(meta) is dict and not meta
+    ):  # the usual derived document: a number, no source, no meta (no names to build)
+        encoded: Encoded = new_encoded(int.__repr__(value), "null", "{}",
+                                       new_document(value, None, {}, 0))
+        return encoded
     where = f"{entity_id!r} in space {space!r}"
-    if not isinstance(doc.meta, Mapping):
-        raise ValueError(f"document meta of {where} is not a mapping: {doc.meta!r}")
-    value_text, value = encode_part(f"value of {where}", doc.value)
-    source_text, source = encode_part(f"source of {where}", doc.source)
-    meta_text, meta = encode_part(f"meta of {where}", dict(doc.meta))
-    encoded: Encoded = new_encoded(
+    if not isinstance(meta, Mapping):
+        raise ValueError(f"document meta of {where} is not a mapping: {meta!r}")
+    value_text, value = encode_part(f"value of {where}", value)
+    source_text, source = encode_part(f"source of {where}", source)
+    meta_text, meta = encode_part(f"meta of {where}", dict(meta))
+    encoded = new_encoded(
         value_text, source_text, meta_text, new_document(value, source, meta, 0)
     )
     return encoded
@@ -164,14 +171,15 @@ def encode_commit(
     space: str, writes: Mapping[str, Document], basis: Mapping[tuple[str, str], int]
 ) -> dict[str, Encoded]:
     """Encode everything before touching storage, so bad input writes nothing."""
-    for space_id, entity_id in basis:
-        check_key(space_id, entity_id)
-    for version in basis.values():
-        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+    for (space_id, entity_id), version in basis.items():
+        if type(space_id) is not str or type(entity_id) is not str:
+            check_key(space_id, entity_id)
+        if type(version) is not int or version < 0:
             raise ValueError(f"basis versions must be ints >= 0, got {version!r}")
     encoded: dict[str, Encoded] = {}
     for entity_id, doc in writes.items():
-        check_key(space, entity_id)
+        if type(space) is not str or type(entity_id) is not str:
+            check_key(space, entity_id)
         encoded[entity_id] = encode_document(space, entity_id, doc)
     return encoded
 

@@ -341,8 +341,8 @@ class MemoryStore:
         key = (space, entity_id)
         docs = self._docs
         with self._lock:
-            stale = [(k, d) for k, d in ((key, before), *read) if docs.get(k) is not d]
-            if stale:
+            if docs.get(key) is not before or any(docs.get(k) is not d for k, d in read):
+                stale = [(k, d) for k, d in ((key, before), *read) if docs.get(k) is not d]
                 raise conflict_error(space, [
                     (k, d.version if d is not None else 0,
                      (c.version if (c := docs.get(k)) is not None else 0)) for k, d in stale])

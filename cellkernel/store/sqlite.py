@@ -26,6 +26,7 @@ from cellkernel.store.documents import (
     conflict_error,
     encode_commit,
     loads,
+    new_change,
     new_document,
 )
 
@@ -597,7 +598,7 @@ class SqliteStore:
             else:
                 inserts.append((space, entity_id, enc.value, enc.source, enc.meta,
                                 after.version, seq))
-            changes.append(Change(space, entity_id, before, after))
+            changes.append(new_change(space, entity_id, before, after))
         try:
             if inserts:
                 conn.executemany(
