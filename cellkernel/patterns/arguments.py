@@ -128,27 +128,47 @@ def _argument_reader(rt: Runtime, binding: Any, space: str, out_id: str, mark: s
     if mark == "cell":
         reads.append(None)  # the lift reads the cell itself, if at all
         return lambda tx: Cell(rt, link.space, link.id, link.path, None, None if is_async else tx)
-    link_space, link_id, link_path, link_schema = link.space, link.id, link.path, link.schema
-    reads.append((link_space, link_id, link_path))
-    # One key (not "/") of a document: a stored link at the root would make it MISSING.
-    one_hop = link_schema is None and (
-        not link_path or (len(link_path) == 1 and link_path[0] != "/")
-    )
-    parsed: list[Any] = [None, None]  # the last inner link met, and its parse
+    reads.append((link.space, link.id, link.path))
+    return _LinkReader(rt, link.space, link.id, link.path, link.schema)
 
-    def read(tx: Transaction) -> Any:
-        if one_hop:
-            # the usual binding: one key of a plain document (the instance's argument)
+
+class _LinkReader:
+    """Reads one lift argument bound to a link, in a run's transaction.
+
+    A slotted object rather than a closure (one per argument of every node).
+    The usual binding is one key of a plain document (the instance's argument):
+    a scalar there is returned as is, a link to a whole document of scalars
+    becomes a ``DocDict``; anything else goes through ``resolve`` and
+    ``materialize``, which is what they would make of it.
+    """
+
+    __slots__ = ("id", "one_hop", "parsed", "path", "rt", "schema", "space")
+
+    def __init__(self, rt: Runtime, space: str, entity_id: str, path: Any, schema: Any) -> None:
+        self.rt = rt
+        self.space = space
+        self.id = entity_id
+        self.path = path
+        self.schema = schema
+        # One key (not "/") of a document: a stored link at the root would make it MISSING.
+        self.one_hop = schema is None and (not path or (len(path) == 1 and path[0] != "/"))
+        #: the last inner link met, and its parse
+        self.parsed: tuple[Any, Any] = (None, None)
+
+    def __call__(self, tx: Transaction) -> Any:
+        rt, link_space, link_id, link_path = self.rt, self.space, self.id, self.path
+        if self.one_hop:
             value = tx.read(link_space, link_id, link_path)  # tracked, as resolve does
             if value is not MISSING:
                 if type(value) in SCALAR_TYPES:
                     return value
                 if type(value) is dict and is_link(value):  # e.g. a map element's document
+                    parsed = self.parsed
                     if value is parsed[0]:
                         inner = parsed[1]
                     else:
                         inner = parse_link(value, link_space)
-                        parsed[0], parsed[1] = value, inner
+                        self.parsed = (value, inner)
                     if not inner.path and inner.schema is None:
                         # a whole document of scalars: what materialize makes of it, directly
                         target = tx.read(inner.space, inner.id, ())  # tracked, as resolve does
@@ -168,12 +188,10 @@ def _argument_reader(rt: Runtime, binding: Any, space: str, out_id: str, mark: s
                 return materialize(rt, tx, value, link_space, link_id, link_path, None, True, True)
         sp, eid, p, seen_schema = resolve(tx, link_space, link_id, link_path)
         value = tx.read(sp, eid, p, track=False)
-        schema = link_schema if link_schema is not None else seen_schema
+        schema = self.schema if self.schema is not None else seen_schema
         if schema is None and type(value) in SCALAR_TYPES:
             return value
         return materialize(rt, tx, value, sp, eid, p, schema, True, True)
-
-    return read
 
 
 class InputRefusals:

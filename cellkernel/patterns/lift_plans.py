@@ -30,7 +30,8 @@ from cellkernel.data.values import MISSING
 from cellkernel.reactive.scheduler import NOT_PLANNED
 from cellkernel.store.documents import INT_LIMIT, Change, Document, landable
 
-__all__ = ["NOTHING", "NOT_PLANNED", "Stash", "landable", "lift_plan", "pure_function"]
+__all__ = ["NOTHING", "NOT_PLANNED", "LiftPlan", "Stash", "landable", "lift_plan",
+           "pure_function"]
 
 #: an empty ``Stash``
 NOTHING: Any = object()
@@ -126,25 +127,32 @@ class Stash:
 
 #: one argument: (space, entity_id, key or None for the root) of a read, or a constant
 Spec = tuple[str | None, Any, Any]
-Plan = Callable[[Callable[[str, str], Document | None], Callable[..., list[Change]]], Any]
 
 
-def lift_plan(
-    fn: Callable[..., Any],
-    specs: list[Spec],
-    checks: list[tuple[int, Callable[[Any], bool]]],
-    refusals: Any,
-    space: str,
-    out_id: str,
-    stash: Stash,
-) -> Plan:
-    """The plan of one lift node: ``plan(load, land_value)`` -> changes, [] or ``NOT_PLANNED``."""
+class LiftPlan:
+    """The plan of one lift node: ``plan(load, land_value)`` -> changes, [] or ``NOT_PLANNED``.
 
-    def plan(load: Callable[[str, str], Document | None],
-             land: Callable[..., list[Change]]) -> Any:
+    A slotted object rather than a closure: one per node, a few hundred bytes less.
+    """
+
+    __slots__ = ("checks", "fn", "out_id", "refusals", "space", "specs", "stash")
+
+    def __init__(self, fn: Callable[..., Any], specs: list[Spec],
+                 checks: list[tuple[int, Callable[[Any], bool]]], refusals: Any, space: str,
+                 out_id: str, stash: Stash) -> None:
+        self.fn = fn
+        self.specs = specs
+        self.checks = checks
+        self.refusals = refusals
+        self.space = space
+        self.out_id = out_id
+        self.stash = stash
+
+    def __call__(self, load: Callable[[str, str], Document | None],
+                 land: Callable[..., list[Change]]) -> Any:
         args: list[Any] = []
         read: list[tuple[tuple[str, str], Document]] = []
-        for sp, target, key in specs:
+        for sp, target, key in self.specs:
             if sp is None:
                 args.append(target)
                 continue
@@ -161,22 +169,34 @@ def lift_plan(
                 return NOT_PLANNED  # links, containers, nothing: the general read
             args.append(value)
             read.append(((sp, target), doc))
-        for i, check in checks:
+        for i, check in self.checks:
             if not check(args[i]):
                 return NOT_PLANNED  # the general run records the refusal
-        if refusals.failing is not None:
+        if self.refusals.failing is not None:
             return NOT_PLANNED  # and clears it
-        result = fn(*args)
+        result = self.fn(*args)
+        space, out_id = self.space, self.out_id
         before = load(space, out_id)
         current = before.value if before is not None else MISSING
         t = type(result)
         if not ((t is int and -INT_LIMIT < result < INT_LIMIT) or landable(result)) or (
             type(current) is dict
         ):
-            stash.value = result  # a container, or over a link or a stream: the general write
+            self.stash.value = result  # a container, or over a link or a stream: general write
             return NOT_PLANNED
         if type(current) is t and current == result:
             return []
         return land(space, out_id, before, result, read)
 
-    return plan
+
+def lift_plan(
+    fn: Callable[..., Any],
+    specs: list[Spec],
+    checks: list[tuple[int, Callable[[Any], bool]]],
+    refusals: Any,
+    space: str,
+    out_id: str,
+    stash: Stash,
+) -> LiftPlan:
+    """The plan of one lift node (see ``LiftPlan``)."""
+    return LiftPlan(fn, specs, checks, refusals, space, out_id, stash)
