@@ -529,6 +529,32 @@ class PostgresStore:
                 self._seq = max(self._seq, seq)
             return changes
 
+    def release(self, space: str, entity_ids: list[str]) -> int:
+        """Delete documents nobody reads any more (a retired map child's); returns how many.
+
+        One statement in its own transaction; not a commit of a change (no feed
+        row, no ``NOTIFY``): another runtime that still caches one of them keeps
+        its copy, which only a runtime running the same instance could read.
+        """
+        ids = [e for e in entity_ids if _storable(e)]
+        if not ids or not _storable(space):
+            return 0
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN")
+                gone = conn.execute(
+                    "DELETE FROM cellkernel_documents WHERE space = %s AND id = ANY(%s)",
+                    (space, ids),
+                ).rowcount
+                conn.execute("COMMIT")
+            except self._psycopg.Error as exc:
+                self._rollback(conn)
+                raise self._failed(conn, exc) from None
+            for entity_id in ids:
+                self._cache.pop((space, entity_id), None)
+            return int(gone or 0)
+
     def _rollback(self, conn: psycopg.Connection[Any]) -> None:
         if conn.broken or conn.closed:
             return

@@ -30,7 +30,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import postgres_server as pgs
 
-from cellkernel import ConflictError, Runtime, WriteIsolationError
+from cellkernel import ConflictError, Runtime, WriteIsolationError, lift, pattern
 from cellkernel.store.documents import Change, Document
 from cellkernel.store.postgres import (
     PostgresAuthError,
@@ -100,6 +100,14 @@ def dump(url: str) -> list[tuple[Any, ...]]:
         ).fetchall()
         feed = conn.execute("SELECT seq FROM cellkernel_feed").fetchall()
     return [*rows, *feed]
+
+
+def _rows_and_feed(url: str) -> tuple[int, int]:
+    """How many documents the database holds, and its feed position (commits so far)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        [rows] = conn.execute("SELECT count(*) FROM cellkernel_documents").fetchone() or (0,)
+        [seq] = conn.execute("SELECT seq FROM cellkernel_feed").fetchone() or (0,)
+    return int(rows), int(seq)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -641,3 +649,33 @@ def test_unstorable_values_through_a_runtime_write_nothing(
             cell.with_tx(tx).set([bad])
     assert dump(pg_url) == before
     assert cell.get() == {"ok": 1} and items.get() == [1]
+
+
+# --------------------------------------------------------------------------- group commit, release
+
+
+@lift
+def _pg_triple(x: int) -> int:
+    return 3 * x
+
+
+@pattern
+def _PgMap(src: list = []):  # noqa: B006 - a schema default, never mutated
+    return {"out": src.map(lambda e: _pg_triple(e))}
+
+
+def test_a_settle_is_one_commit_and_retired_children_leave_the_database(
+    pg_url: str, opened: list[Any]
+) -> None:
+    rt = runtime(opened, pg_url)
+    src = rt.get_cell("pg-src")
+    src.set([1, 2, 3])
+    result = rt.run(_PgMap, {"src": src}, cause="pg-map")
+    assert result.out.get() == [3, 6, 9]
+    rows, seq = _rows_and_feed(pg_url)
+    src.key(1).set(20)  # one child retired, one started: the user's commit, then one more
+    assert result.out.get() == [3, 60, 9]
+    assert _rows_and_feed(pg_url) == (rows, seq + 2)  # the retired child's documents left
+    other = runtime(opened, pg_url)  # another runtime reads every derived value
+    assert other.cell_at(result.entity_id).get()["out"] == [3, 60, 9]
+    assert rt.errors == []
