@@ -84,9 +84,9 @@ class WriteBack:
     ) -> list[Change]:
         """``MemoryStore.commit_working``, against this layer: a CAS, then keep the writes.
 
-        Every document the transaction read from this layer must still be the
-        one it read (an identity check: each landing makes a new ``Document``);
-        else a ``ConflictError`` and nothing lands.
+        Every document the transaction touched must still be the one it read
+        (``_moved``: identity for a document landed here, the version for a
+        stored one); else a ``ConflictError`` and nothing lands.
         """
         docs = self._docs
         bases: dict[Key, Any] = {}  # (a document read as absent: None)
