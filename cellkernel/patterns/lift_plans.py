@@ -179,10 +179,12 @@ class LiftPlan:
         before = load(space, out_id)
         current = before.value if before is not None else MISSING
         t = type(result)
-        if not ((t is int and -INT_LIMIT < result < INT_LIMIT) or landable(result)) or (
-            type(current) is dict
+        if t is float or type(current) is dict or not (
+            (t is int and -INT_LIMIT < result < INT_LIMIT) or landable(result)
         ):
-            self.stash.value = result  # a container, or over a link or a stream: general write
+            # a container, a float (the general write normalises 68.0 to 68), or over a
+            # link or a stream: the general write, with the result computed already
+            self.stash.value = result
             return NOT_PLANNED
         if type(current) is t and current == result:
             return []

@@ -205,3 +205,13 @@ def test_a_chain_of_planned_lifts_matches_python(tmp_path: Any, store: str) -> N
         assert result.key("out").get() == x * 10 + 50
     assert rt.scheduler.run_count - before == 4 * 50  # x=0 again changed nothing
     rt.close()
+
+
+def test_an_integral_float_is_stored_as_the_general_write_stores_it() -> None:
+    """68.0 lands as 68 (JSON numbers, as in JavaScript): a plan must not keep the float."""
+    rt = Runtime()
+    result = rt.run(Mixed, {"x": 2}, cause="floats")
+    assert repr(result.key("h").get()) == "5"  # 10 / 2 == 5.0, normalised
+    result.key("x").set(4)
+    assert repr(result.key("h").get()) == "2.5"
+    rt.close()
