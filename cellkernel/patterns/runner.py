@@ -17,19 +17,15 @@ the author function never runs again.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import difflib
 import inspect
-import itertools
 import json
 import logging
-import operator
 import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from cellkernel.data import schema as schemas
 from cellkernel.data.links import is_link, make_link, parse_link
 from cellkernel.data.values import MISSING, json_equal, to_json_value
 from cellkernel.errors import (
@@ -57,6 +53,7 @@ from cellkernel.patterns.curry import merge_argument, resolve_self
 from cellkernel.patterns.gc_pause import collector_paused
 from cellkernel.patterns.instances import Instance, RunningNode, RuntimeFrame
 from cellkernel.patterns.lift_plans import NOTHING, Spec, Stash, lift_plan, pure_function
+from cellkernel.patterns.map_filter import CollectionRun
 from cellkernel.patterns.materialize import as_pattern
 from cellkernel.patterns.plan import (
     concretize,
@@ -72,7 +69,7 @@ from cellkernel.patterns.plan import (
 from cellkernel.patterns.run_context import rebind, runtime_frame
 from cellkernel.patterns.sigils import identity
 from cellkernel.patterns.snapshot import GraphSnapshot
-from cellkernel.reactive.cells import Cell, materialize, resolve
+from cellkernel.reactive.cells import Cell, materialize
 from cellkernel.reactive.scheduler import Action, EventHandler
 
 if TYPE_CHECKING:
@@ -145,8 +142,6 @@ GRAPH_VERSION = 1
 
 
 log = logging.getLogger("cellkernel.patterns.runner")
-#: a map run re-keys at most this many elements incrementally; more: the full pass
-_FEW = 64
 
 class Runner:
     """Starts, updates, resumes and stops pattern instances of one runtime."""
@@ -807,212 +802,9 @@ class Runner:
     def _start_collection(
         self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool
     ) -> None:
-        record = node.record
-        rt = self.rt
-        space = instance.space
-        out_id = record["outputs"][0]
-        op_hash = record["config"]["op"]
-        mode = record["helper"]
-        list_b = record["bindings"]["list"]
-        captured_b = record["bindings"].get("captured") or {}
-        keys_of: dict[str, int] = {}
-        arg_ids: dict[str, str] = {}
-        id_of_key: dict[str, str] = {}  # element key -> child id, so a push hashes one id
-        #: the last run's list, keys and occurrence counts: a run after one element changed
-        #: re-keys that element only (``changed_one``), not the whole list
-        last: dict[str, Any] = {}
-
-        def base_of(element: Any, sp: str) -> str:
-            if is_link(element):
-                target = parse_link(element, sp)
-                return f"{target.space}|{target.id}|{'/'.join(map(str, target.path))}"
-            return "v:" + schemas.canonical(element)
-
-        def start_child(op: Any, child_id: str, element: Any, index: int, array_link: Any,
-                        tx: Transaction) -> None:
-            argument = {"element": element, "index": index, "array": array_link,
-                        "$captured": captured_b}
-            with self._creating(space, out_id):
-                child = self._run(op, argument, result_id=child_id, tx=tx, parent=instance,
-                                  owner=node, space=space, self_pattern=instance.self_pattern)
-            keys_of[child_id] = index
-            arg_ids[child_id] = derive_id({"parent": child.result_id, "helper": "argument"})
-
-        def changed_few(op: Any, raw: list[Any], sp: str, array_link: Any,
-                        tx: Transaction, where: tuple[str, str, Any, Any] | None) -> bool:
-            """A map run after a few elements were replaced, or pushed or popped at the end.
-
-            Then only those elements are keyed again, plus the later occurrences of
-            their old and new values (whose occurrence numbers shift): children whose
-            key vanished stop, those whose key appeared start, a key that moved keeps
-            its child (its index rewritten), and only those output entries are
-            written; the store shares the rest.  ``positions`` (value -> its indices,
-            sorted) makes each occurrence number a bisection, not a scan.  False
-            when the change is anything else; the full pass handles it.
-            """
-            before = last.get("raw")
-            if mode != "map" or before is None or last.get("array") != array_link:
-                return False
-            n_old, n_new = len(before), len(raw)
-            common = min(n_old, n_new)
-            written = _written_indices(self.rt.scheduler, last.get("where"), where)
-            if written is not None:  # one write since the last run, at these indices
-                changed = sorted(i for i in written if i < common)
-            elif n_old == n_new:  # the indices whose element is not the object it was (C)
-                changed = list(itertools.compress(
-                    itertools.count(), map(operator.is_not, raw, before)))
-            else:
-                changed = list(itertools.compress(
-                    itertools.count(), map(operator.is_not, raw[:common], before[:common])))
-            if len(changed) > _FEW or abs(n_new - n_old) > _FEW or (
-                n_new != n_old and changed
-            ):
-                return False
-            if not changed and n_new == n_old:
-                last["raw"], last["where"] = raw, where
-                return tx.exists(space, out_id)  # nothing moved at all
-            output = tx.read(space, out_id, (), track=False)
-            if type(output) is not list or len(output) != n_old:
-                return False  # the output is not what the last run wrote: rebuild it
-            order: list[tuple[str, str, Any, int]] = last["order"]
-            bases: list[str] = last["bases"]
-            positions: dict[str, list[int]] = last["positions"]
-            affected: set[int] = set()
-            for i in range(n_new, n_old):  # popped off the end: each is its value's last
-                positions[bases[i]].pop()
-                if not positions[bases[i]]:
-                    del positions[bases[i]]
-            gone = order[n_new:]
-            del order[n_new:], bases[n_new:]
-            for i in range(n_old, n_new):  # pushed at the end: each is its value's last
-                base = base_of(raw[i], sp)
-                positions.setdefault(base, []).append(i)
-                bases.append(base)
-                order.append(("", "", raw[i], i))
-                affected.add(i)
-            for i in changed:
-                new_base = base_of(raw[i], sp)
-                old_base = bases[i]
-                if new_base == old_base:
-                    key, child_id, _e, _i = order[i]
-                    order[i] = (key, child_id, raw[i], i)
-                    continue
-                held = positions[old_base]
-                j = bisect.bisect_left(held, i)
-                del held[j]
-                affected.update(held[j:])
-                if not held:
-                    del positions[old_base]
-                held = positions.setdefault(new_base, [])
-                j = bisect.bisect_left(held, i)
-                held.insert(j, i)
-                affected.update(held[j:])
-                bases[i] = new_base
-                if len(affected) > _FEW:
-                    return False  # many duplicates shift: the full pass (it rebuilds all)
-            old_keys = {order[i][0]: order[i][1] for i in affected if order[i][0]}
-            old_keys.update((key, child_id) for key, child_id, _e, _i in gone)
-            new_keys: dict[int, str] = {
-                i: f"{bases[i]}#{bisect.bisect_left(positions[bases[i]], i)}" for i in affected}
-            kept = set(new_keys.values())
-            for key, child_id in old_keys.items():
-                if key not in kept:
-                    stopped = node.children.pop(child_id, None)
-                    if stopped is not None:
-                        self._retire(stopped)
-                    keys_of.pop(child_id, None)
-                    arg_ids.pop(child_id, None)
-                    id_of_key.pop(key, None)
-            if n_new != n_old:
-                output = output[:n_new] + [None] * (n_new - min(n_new, n_old))
-            for i in sorted(affected):
-                key = new_keys[i]
-                child_id = old_keys.get(key) or id_of_key.get(key) or ""
-                if child_id in node.children:
-                    if keys_of.get(child_id) != i:  # a key that moved keeps its child
-                        keys_of[child_id] = i
-                        tx.write(space, arg_ids[child_id], ("index",), i)
-                else:
-                    child_id = derive_id({"parent": out_id, "helper": mode, "key": key})
-                    start_child(op, child_id, raw[i], i, array_link, tx)
-                id_of_key[key] = child_id
-                order[i] = (key, child_id, raw[i], i)
-                if n_new == n_old:
-                    tx.write(space, out_id, (i,), tx.hand_over(make_link(space, child_id, ())))
-                else:
-                    output[i] = make_link(space, child_id, ())
-            if n_new != n_old:
-                tx.write(space, out_id, (), tx.hand_over(output))  # (a C-level copy)
-            last["raw"] = raw
-            last["where"] = where
-            return True
-
-        def run(tx: Transaction) -> None:
-            op = self.pattern_by_hash(op_hash, space)
-            sp = space
-            if is_link(list_b):
-                link = parse_link(list_b, space)
-
-                sp, eid, path, _s = resolve(tx, link.space, link.id, link.path)
-                raw = tx.read(sp, eid, path, track=False)
-                array_link = make_link(sp, eid, path, None, True)
-                where: tuple[str, str, Any, Any] | None = (
-                    sp, eid, path, tx.read(sp, eid, (), track=False))
-            else:
-                raw = list_b
-                array_link = list_b
-                where = None
-            if raw is MISSING or raw is None or not isinstance(raw, list):
-                raw = []
-            if changed_few(op, raw, sp, array_link, tx, where):
-                return
-            seen: dict[str, int] = {}
-            order: list[tuple[str, str, Any, int]] = []
-            for index, element in enumerate(raw):
-                base = base_of(element, sp)
-                n = seen.get(base, 0)
-                seen[base] = n + 1
-                key = f"{base}#{n}"
-                child_id = id_of_key.get(key)
-                if child_id is None:
-                    child_id = derive_id({"parent": out_id, "helper": mode, "key": key})
-                order.append((key, child_id, element, index))
-            id_of_key.clear()
-            id_of_key.update((key, child_id) for key, child_id, _e, _i in order)
-            live = {child_id for _k, child_id, _e, _i in order}
-            for child_id in [c for c in node.children if c not in live]:
-                self._retire(node.children.pop(child_id))
-                keys_of.pop(child_id, None)
-                arg_ids.pop(child_id, None)
-            for _key, child_id, element, index in order:
-                if child_id in node.children:
-                    if keys_of.get(child_id) != index:
-                        keys_of[child_id] = index
-                        tx.write(space, arg_ids[child_id], ("index",), index)
-                    continue
-                start_child(op, child_id, element, index, array_link, tx)
-            positions: dict[str, list[int]] = {}
-            bases: list[str] = []
-            for key, _c, _e, index in order:
-                base = key.rsplit("#", 1)[0]
-                bases.append(base)
-                positions.setdefault(base, []).append(index)
-            last.update(raw=raw, order=order, bases=bases, positions=positions,
-                        array=array_link, where=where)
-            if mode == "map":
-                output: list[Any] = [make_link(space, child_id, ())
-                                     for _k, child_id, _e, _i in order]
-            else:
-                output = []
-                for _key, child_id, element, _index in order:
-                    keep: Any = Cell(rt, space, child_id, (), None, tx).get()
-                    if keep:
-                        output.append(element)
-            current = tx.read(space, out_id, (), track=False)
-            if current is MISSING or not json_equal(current, output):
-                tx.write(space, out_id, (), tx.hand_over(output))  # built for this write
-
-        self._subscribe(instance, node, run, mode, self._declared_reads(record, space))
+        run = CollectionRun(self, instance, node)  # patterns/map_filter.py
+        self._subscribe(instance, node, run, run.mode,
+                        self._declared_reads(node.record, instance.space))
 
     def _start_select(
         self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool
@@ -1202,30 +994,6 @@ class _LiftRun:
         if node.children:
             runner._release_children(node, frame)
         return None
-
-
-def _written_indices(scheduler: Any, last: tuple[str, str, Any, Any] | None,
-                     now: tuple[str, str, Any, Any] | None) -> set[int] | None:
-    """The list indices one write changed since a map's last run, if the scheduler knows.
-
-    ``last`` and ``now`` are (space, id, path of the list, document root value)
-    at the last run and now; the scheduler remembers the paths of a document's
-    last write with the values it went from and to, so a match by identity means
-    exactly that one write happened in between.
-    """
-    if last is None or now is None or last[:3] != now[:3]:
-        return None
-    written = scheduler.written_paths(now[0], now[1], last[3], now[3])
-    if written is None:
-        return None
-    path = tuple(now[2])
-    depth = len(path)
-    indices: set[int] = set()
-    for p in written:
-        if len(p) <= depth or tuple(p[:depth]) != path or type(p[depth]) is not int:
-            return None  # the list itself was replaced (or a non-index key): compare it
-        indices.add(p[depth])
-    return indices
 
 
 def _plan_specs(bindings: list[Any], curried: list[Any], space: str, names: list[str],

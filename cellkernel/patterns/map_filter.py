@@ -1,0 +1,276 @@
+"""map and filter nodes: keyed children, re-keyed as the list changes (SPEC §4, issue 18).
+
+Each element has a key: its document (a link), or its value plus its occurrence
+number among equal values.  A child instance of the callback pattern runs per
+key; the output lists them in order (map) or keeps the elements whose child
+says so (filter).  A run after one write re-keys only what that write touched
+(``CollectionRun.changed_few``); anything else takes the full pass.  A child
+whose key vanished is retired: stopped, its documents released once the
+runtime is quiet (``Runner._retire``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import operator
+from typing import TYPE_CHECKING, Any
+
+from cellkernel.data import schema as schemas
+from cellkernel.data.links import is_link, make_link, parse_link
+from cellkernel.data.values import MISSING, json_equal
+from cellkernel.patterns.instances import Instance, RunningNode
+from cellkernel.patterns.plan import derive_id
+from cellkernel.reactive.cells import Cell, resolve
+
+if TYPE_CHECKING:
+    from cellkernel.patterns.runner import Runner
+    from cellkernel.store.transactions import Transaction
+
+#: a map run re-keys at most this many elements incrementally; more: the full pass
+_FEW = 64
+
+
+class CollectionRun:
+    """One map or filter node's run: ``run(tx)`` keys the list and reconciles children."""
+
+    __slots__ = ("arg_ids", "captured_b", "id_of_key", "instance", "keys_of", "last",
+                 "list_b", "mode", "node", "op_hash", "out_id", "runner", "space")
+
+    def __init__(self, runner: Runner, instance: Instance, node: RunningNode) -> None:
+        record = node.record
+        self.runner = runner
+        self.instance = instance
+        self.node = node
+        self.space = instance.space
+        self.out_id: str = record["outputs"][0]
+        self.op_hash: str = record["config"]["op"]
+        self.mode: str = record["helper"]
+        self.list_b: Any = record["bindings"]["list"]
+        self.captured_b: Any = record["bindings"].get("captured") or {}
+        #: child id -> the index its argument holds
+        self.keys_of: dict[str, int] = {}
+        #: child id -> its argument document
+        self.arg_ids: dict[str, str] = {}
+        #: element key -> child id, so a push hashes one id
+        self.id_of_key: dict[str, str] = {}
+        #: the last run's list, keys, bases and positions (see ``changed_few``)
+        self.last: dict[str, Any] = {}
+
+    @staticmethod
+    def base_of(element: Any, sp: str) -> str:
+        """An element's key before its occurrence number: its document, or its value."""
+        if is_link(element):
+            target = parse_link(element, sp)
+            return f"{target.space}|{target.id}|{'/'.join(map(str, target.path))}"
+        return "v:" + schemas.canonical(element)
+
+    def start_child(self, op: Any, child_id: str, element: Any, index: int, array_link: Any,
+                    tx: Transaction) -> None:
+        argument = {"element": element, "index": index, "array": array_link,
+                    "$captured": self.captured_b}
+        with self.runner._creating(self.space, self.out_id):
+            child = self.runner._run(op, argument, result_id=child_id, tx=tx,
+                                     parent=self.instance, owner=self.node, space=self.space,
+                                     self_pattern=self.instance.self_pattern)
+        self.keys_of[child_id] = index
+        self.arg_ids[child_id] = derive_id({"parent": child.result_id, "helper": "argument"})
+
+    def changed_few(self, op: Any, raw: list[Any], sp: str, array_link: Any,
+                    tx: Transaction, where: tuple[str, str, Any, Any] | None) -> bool:
+        """A map run after a few elements were replaced, or pushed or popped at the end.
+
+        Then only those elements are keyed again, plus the later occurrences of
+        their old and new values (whose occurrence numbers shift): children whose
+        key vanished stop, those whose key appeared start, a key that moved keeps
+        its child (its index rewritten), and only those output entries are
+        written; the store shares the rest.  ``positions`` (value -> its indices,
+        sorted) makes each occurrence number a bisection, not a scan.  False
+        when the change is anything else; the full pass handles it.
+        """
+        before = self.last.get("raw")
+        if self.mode != "map" or before is None or self.last.get("array") != array_link:
+            return False
+        n_old, n_new = len(before), len(raw)
+        common = min(n_old, n_new)
+        written = _written_indices(self.runner.rt.scheduler, self.last.get("where"), where)
+        if written is not None:  # one write since the self.last run, at these indices
+            changed = sorted(i for i in written if i < common)
+        elif n_old == n_new:  # the indices whose element is not the object it was (C)
+            changed = list(itertools.compress(
+                itertools.count(), map(operator.is_not, raw, before)))
+        else:
+            changed = list(itertools.compress(
+                itertools.count(), map(operator.is_not, raw[:common], before[:common])))
+        if len(changed) > _FEW or abs(n_new - n_old) > _FEW or (
+            n_new != n_old and changed
+        ):
+            return False
+        if not changed and n_new == n_old:
+            self.last["raw"], self.last["where"] = raw, where
+            return tx.exists(self.space, self.out_id)  # nothing moved at all
+        output = tx.read(self.space, self.out_id, (), track=False)
+        if type(output) is not list or len(output) != n_old:
+            return False  # the output is not what the self.last run wrote: rebuild it
+        order: list[tuple[str, str, Any, int]] = self.last["order"]
+        bases: list[str] = self.last["bases"]
+        positions: dict[str, list[int]] = self.last["positions"]
+        affected: set[int] = set()
+        for i in range(n_new, n_old):  # popped off the end: each is its value's self.last
+            positions[bases[i]].pop()
+            if not positions[bases[i]]:
+                del positions[bases[i]]
+        gone = order[n_new:]
+        del order[n_new:], bases[n_new:]
+        for i in range(n_old, n_new):  # pushed at the end: each is its value's self.last
+            base = self.base_of(raw[i], sp)
+            positions.setdefault(base, []).append(i)
+            bases.append(base)
+            order.append(("", "", raw[i], i))
+            affected.add(i)
+        for i in changed:
+            new_base = self.base_of(raw[i], sp)
+            old_base = bases[i]
+            if new_base == old_base:
+                key, child_id, _e, _i = order[i]
+                order[i] = (key, child_id, raw[i], i)
+                continue
+            held = positions[old_base]
+            j = bisect.bisect_left(held, i)
+            del held[j]
+            affected.update(held[j:])
+            if not held:
+                del positions[old_base]
+            held = positions.setdefault(new_base, [])
+            j = bisect.bisect_left(held, i)
+            held.insert(j, i)
+            affected.update(held[j:])
+            bases[i] = new_base
+            if len(affected) > _FEW:
+                return False  # many duplicates shift: the full pass (it rebuilds all)
+        old_keys = {order[i][0]: order[i][1] for i in affected if order[i][0]}
+        old_keys.update((key, child_id) for key, child_id, _e, _i in gone)
+        new_keys: dict[int, str] = {
+            i: f"{bases[i]}#{bisect.bisect_left(positions[bases[i]], i)}" for i in affected}
+        kept = set(new_keys.values())
+        for key, child_id in old_keys.items():
+            if key not in kept:
+                stopped = self.node.children.pop(child_id, None)
+                if stopped is not None:
+                    self.runner._retire(stopped)
+                self.keys_of.pop(child_id, None)
+                self.arg_ids.pop(child_id, None)
+                self.id_of_key.pop(key, None)
+        if n_new != n_old:
+            output = output[:n_new] + [None] * (n_new - min(n_new, n_old))
+        for i in sorted(affected):
+            key = new_keys[i]
+            child_id = old_keys.get(key) or self.id_of_key.get(key) or ""
+            if child_id in self.node.children:
+                if self.keys_of.get(child_id) != i:  # a key that moved keeps its child
+                    self.keys_of[child_id] = i
+                    tx.write(self.space, self.arg_ids[child_id], ("index",), i)
+            else:
+                child_id = derive_id({"parent": self.out_id, "helper": self.mode, "key": key})
+                self.start_child(op, child_id, raw[i], i, array_link, tx)
+            self.id_of_key[key] = child_id
+            order[i] = (key, child_id, raw[i], i)
+            if n_new == n_old:
+                link = tx.hand_over(make_link(self.space, child_id, ()))
+                tx.write(self.space, self.out_id, (i,), link)
+            else:
+                output[i] = make_link(self.space, child_id, ())
+        if n_new != n_old:
+            tx.write(self.space, self.out_id, (), tx.hand_over(output))  # (a C-level copy)
+        self.last["raw"] = raw
+        self.last["where"] = where
+        return True
+
+    def __call__(self, tx: Transaction) -> None:
+        op = self.runner.pattern_by_hash(self.op_hash, self.space)
+        sp = self.space
+        if is_link(self.list_b):
+            link = parse_link(self.list_b, self.space)
+
+            sp, eid, path, _s = resolve(tx, link.space, link.id, link.path)
+            raw = tx.read(sp, eid, path, track=False)
+            array_link = make_link(sp, eid, path, None, True)
+            where: tuple[str, str, Any, Any] | None = (
+                sp, eid, path, tx.read(sp, eid, (), track=False))
+        else:
+            raw = self.list_b
+            array_link = self.list_b
+            where = None
+        if raw is MISSING or raw is None or not isinstance(raw, list):
+            raw = []
+        if self.changed_few(op, raw, sp, array_link, tx, where):
+            return
+        seen: dict[str, int] = {}
+        order: list[tuple[str, str, Any, int]] = []
+        for index, element in enumerate(raw):
+            base = self.base_of(element, sp)
+            n = seen.get(base, 0)
+            seen[base] = n + 1
+            key = f"{base}#{n}"
+            child_id = self.id_of_key.get(key)
+            if child_id is None:
+                child_id = derive_id({"parent": self.out_id, "helper": self.mode, "key": key})
+            order.append((key, child_id, element, index))
+        self.id_of_key.clear()
+        self.id_of_key.update((key, child_id) for key, child_id, _e, _i in order)
+        live = {child_id for _k, child_id, _e, _i in order}
+        for child_id in [c for c in self.node.children if c not in live]:
+            self.runner._retire(self.node.children.pop(child_id))
+            self.keys_of.pop(child_id, None)
+            self.arg_ids.pop(child_id, None)
+        for _key, child_id, element, index in order:
+            if child_id in self.node.children:
+                if self.keys_of.get(child_id) != index:
+                    self.keys_of[child_id] = index
+                    tx.write(self.space, self.arg_ids[child_id], ("index",), index)
+                continue
+            self.start_child(op, child_id, element, index, array_link, tx)
+        positions: dict[str, list[int]] = {}
+        bases: list[str] = []
+        for key, _c, _e, index in order:
+            base = key.rsplit("#", 1)[0]
+            bases.append(base)
+            positions.setdefault(base, []).append(index)
+        self.last.update(raw=raw, order=order, bases=bases, positions=positions,
+                         array=array_link, where=where)
+        if self.mode == "map":
+            output: list[Any] = [make_link(self.space, child_id, ())
+                                 for _k, child_id, _e, _i in order]
+        else:
+            output = []
+            for _key, child_id, element, _index in order:
+                keep: Any = Cell(self.runner.rt, self.space, child_id, (), None, tx).get()
+                if keep:
+                    output.append(element)
+        current = tx.read(self.space, self.out_id, (), track=False)
+        if current is MISSING or not json_equal(current, output):
+            tx.write(self.space, self.out_id, (), tx.hand_over(output))  # built for this write
+
+
+def _written_indices(scheduler: Any, last: tuple[str, str, Any, Any] | None,
+                     now: tuple[str, str, Any, Any] | None) -> set[int] | None:
+    """The list indices one write changed since a map's last run, if the scheduler knows.
+
+    ``last`` and ``now`` are (space, id, path of the list, document root value)
+    at the last run and now; the scheduler remembers the paths of a document's
+    last write with the values it went from and to, so a match by identity means
+    exactly that one write happened in between.
+    """
+    if last is None or now is None or last[:3] != now[:3]:
+        return None
+    written = scheduler.written_paths(now[0], now[1], last[3], now[3])
+    if written is None:
+        return None
+    path = tuple(now[2])
+    depth = len(path)
+    indices: set[int] = set()
+    for p in written:
+        if len(p) <= depth or tuple(p[:depth]) != path or type(p[depth]) is not int:
+            return None  # the list itself was replaced (or a non-index key): compare it
+        indices.add(p[depth])
+    return indices
