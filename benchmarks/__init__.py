@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 __all__ = [
     "DEFAULT_RECURSION_LIMIT",
@@ -27,6 +28,7 @@ __all__ = [
     "quiet_stderr",
     "raised_recursion_limit",
     "time_once",
+    "write_readme_block",
 ]
 
 #: The interpreter's limit when the benchmarks start (1000 on CPython).
@@ -216,3 +218,13 @@ def format_table(rows: list[Row]) -> str:
         out.append("")
         out.extend(f"[{i}] {text}" for i, text in enumerate(notes, 1))
     return "\n".join(out)
+
+
+def write_readme_block(readme: Path, begin: str, end: str, text: str) -> None:
+    """Replace what stands between the ``begin`` and ``end`` markers of ``readme`` with ``text``."""
+    content = readme.read_text(encoding="utf-8")
+    if begin not in content or end not in content:
+        raise SystemExit(f"{readme} has no {begin} … {end} markers")
+    head, rest = content.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{begin}\n{text}\n{end}{tail}", encoding="utf-8")

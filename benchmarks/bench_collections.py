@@ -57,6 +57,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import write_readme_block
 from benchmarks.bench_core import _double
 from benchmarks.bench_core import _rk_node as _node  # a counted compute, shared
 from benchmarks.bench_peers import (
@@ -647,12 +648,7 @@ def run(*, quick: bool = False) -> list[str]:
 
 
 def write_readme(text: str) -> None:
-    readme = README.read_text(encoding="utf-8")
-    if BEGIN not in readme or END not in readme:
-        raise SystemExit(f"{README} has no {BEGIN} … {END} markers")
-    head, rest = readme.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}", encoding="utf-8")
+    write_readme_block(README, BEGIN, END, text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -248,13 +248,18 @@ class SupportsRefJSON(Protocol):
 # leaves (cache misses only: the hot loop looks the caches up inline)
 
 
-def _str_leaf(s: str) -> bytes:
+def _str_digest(s: str) -> bytes:
+    """A string leaf's digest, uncached."""
     try:
         payload = s.encode("utf-8")
     except UnicodeEncodeError:
         # JavaScript's TextEncoder: surrogate pairs combine, lone surrogates become U+FFFD.
         payload = _js_utf8(s)
-    d = _h(_TAG_STR + payload)
+    return _h(_TAG_STR + payload)
+
+
+def _str_leaf(s: str) -> bytes:
+    d = _str_digest(s)
     if len(_str_cache) >= _CACHE_MAX:
         _str_cache.clear()
     _str_cache[s] = d
@@ -495,11 +500,7 @@ def _flat_map_digest(v: dict[Any, Any]) -> bytes | None:
 
 def _recent_str_leaf(s: str) -> bytes:
     """``_str_leaf`` of a string in a flat map's list, kept only in the small cache."""
-    try:
-        payload = s.encode("utf-8")
-    except UnicodeEncodeError:
-        payload = _js_utf8(s)
-    d = _h(_TAG_STR + payload)
+    d = _str_digest(s)
     if len(_recent_strs) >= _RECENT_MAX:
         _recent_strs.clear()
     _recent_strs[s] = d
