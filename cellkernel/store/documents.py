@@ -244,6 +244,18 @@ new_change = fast_constructor(Change, ("space", "entity_id", "before", "after"))
 new_encoded = fast_constructor(Encoded, ("value", "source", "meta", "doc"))
 
 
+def replaced(before: Document | None, value: Any, version: int) -> Document:
+    """``before`` with its value replaced (source and meta kept), at ``version``.
+
+    What ``land_value`` stores: a new document when ``before`` is None.
+    """
+    if before is None:
+        doc: Document = new_document(value, None, {}, version)
+    else:
+        doc = new_document(value, before.source, before.meta, version)
+    return doc
+
+
 # --------------------------------------------------------------------------- deep JSON
 # ``json`` recurses once per nesting level (in C, against the recursion limit), so a
 # document nested ~990 deep that was stored from a shallow stack cannot be read back
@@ -268,6 +280,17 @@ def _skip(text: str, pos: int) -> int:
     return m.end() if m is not None else pos
 
 
+def _object_key(text: str, pos: int, scan: Any) -> tuple[str, int]:
+    """An object's ``"key":`` at ``pos``: the key and the position of its value."""
+    if pos >= len(text) or text[pos] != '"':
+        raise json.JSONDecodeError("Expecting property name", text, pos)
+    key, pos = scan(text, pos + 1)
+    pos = _skip(text, pos)
+    if pos >= len(text) or text[pos] != ":":
+        raise json.JSONDecodeError("Expecting ':' delimiter", text, pos)
+    return key, _skip(text, pos + 1)
+
+
 def _loads_iterative(text: str) -> Any:
     """A JSON parser with an explicit stack (strings through the C ``scanstring``)."""
     number = _NUMBER.match
@@ -290,14 +313,8 @@ def _loads_iterative(text: str) -> Any:
                 pos += 1
             else:
                 if ch == "{":
-                    if pos >= len(text) or text[pos] != '"':
-                        raise json.JSONDecodeError("Expecting property name", text, pos)
-                    key, pos = scan(text, pos + 1)
-                    pos = _skip(text, pos)
-                    if pos >= len(text) or text[pos] != ":":
-                        raise json.JSONDecodeError("Expecting ':' delimiter", text, pos)
-                    pos = _skip(text, pos + 1)
-                    stack.append((container, key))
+                    first_key, pos = _object_key(text, pos, scan)
+                    stack.append((container, first_key))
                 else:
                     stack.append((container, None))
                 continue
@@ -334,13 +351,7 @@ def _loads_iterative(text: str) -> Any:
             if pos < len(text) and text[pos] == ",":
                 pos = _skip(text, pos + 1)
                 if key is not None:
-                    if pos >= len(text) or text[pos] != '"':
-                        raise json.JSONDecodeError("Expecting property name", text, pos)
-                    next_key, pos = scan(text, pos + 1)
-                    pos = _skip(text, pos)
-                    if pos >= len(text) or text[pos] != ":":
-                        raise json.JSONDecodeError("Expecting ':' delimiter", text, pos)
-                    pos = _skip(text, pos + 1)
+                    next_key, pos = _object_key(text, pos, scan)
                     stack[-1] = (container, next_key)
                 break  # the next value starts at pos
             if pos < len(text) and text[pos] == close:

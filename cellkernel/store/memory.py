@@ -23,6 +23,7 @@ from cellkernel.store.documents import (
     encode_part,
     new_change,
     new_document,
+    replaced,
 )
 
 # --------------------------------------------------------------------------- memory fast path
@@ -346,11 +347,9 @@ class MemoryStore:
                 raise conflict_error(space, [
                     (k, d.version if d is not None else 0,
                      (c.version if (c := docs.get(k)) is not None else 0)) for k, d in stale])
+            after = replaced(before, value, before.version + 1 if before is not None else 1)
             if before is None:
-                after = new_document(value, None, {}, 1)
                 self._ids.setdefault(space, {})[entity_id] = None
-            else:
-                after = new_document(value, before.source, before.meta, before.version + 1)
             docs[key] = after
         return [new_change(space, entity_id, before, after)]
 

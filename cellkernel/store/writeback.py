@@ -27,6 +27,7 @@ from cellkernel.store.documents import (
     conflict_error,
     new_change,
     new_document,
+    replaced,
 )
 from cellkernel.store.memory import owned_parts
 
@@ -134,10 +135,7 @@ class WriteBack:
         basis = self._basis
         if key not in basis:
             basis[key] = before.version if before is not None else 0
-        if before is None:
-            after = new_document(value, None, {}, basis[key] + 1)
-        else:
-            after = new_document(value, before.source, before.meta, basis[key] + 1)
+        after = replaced(before, value, basis[key] + 1)
         docs[key] = after
         return [new_change(space, entity_id, before, after)]
 

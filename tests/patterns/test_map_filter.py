@@ -56,6 +56,14 @@ def _expect(values: list[Any]) -> list[Any]:
     return [{"v": v} if not isinstance(v, dict) else {"v": v.get("name")} for v in values]
 
 
+def _check_against_oracle(result: Any, values: list[Any], before: list[str]) -> None:
+    """The output is a plain Python map, and the lift ran once per key that appeared."""
+    assert result.out.get() == _expect(values)
+    appeared = Counter(_keys(values)) - Counter(before)
+    assert sorted(map(json.dumps, RUNS)) == sorted(
+        json.dumps(json.loads(k.rsplit("#", 1)[0])) for k in appeared.elements())
+
+
 def test_a_reorder_of_fresh_equal_dicts_keeps_every_instance() -> None:
     rt = Runtime()
     try:
@@ -127,10 +135,7 @@ def test_random_list_edits_match_a_plain_map(start: list[int], steps: list[Any],
                 values.sort(key=lambda v: json.dumps(v, sort_keys=True))
             RUNS.clear()
             src.set([dict(v) if isinstance(v, dict) else v for v in values])  # fresh values
-            assert result.out.get() == _expect(values)  # a plain Python map
-            appeared = Counter(_keys(values)) - Counter(before)
-            assert sorted(map(json.dumps, RUNS)) == sorted(
-                json.dumps(json.loads(k.rsplit("#", 1)[0])) for k in appeared.elements())
+            _check_against_oracle(result, values, before)
         assert rt.errors == []
     finally:
         rt.close()
@@ -283,10 +288,7 @@ def test_element_edits_in_place_match_a_plain_map(start: list[int], steps: list[
             elif step[0] == "pop" and values:
                 del values[-step[1]:]
                 src.set(src.get()[:len(values)])
-            assert result.out.get() == _expect(values)
-            appeared = Counter(_keys(values)) - Counter(before)
-            assert sorted(map(json.dumps, RUNS)) == sorted(
-                json.dumps(json.loads(k.rsplit("#", 1)[0])) for k in appeared.elements())
+            _check_against_oracle(result, values, before)
         assert rt.errors == []
     finally:
         rt.close()
