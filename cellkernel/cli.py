@@ -16,6 +16,7 @@ import contextlib
 import importlib.util
 import itertools
 import json
+import logging
 import os
 import re
 import sys
@@ -270,8 +271,6 @@ def use_color(choice: str, stream: TextIO) -> bool:
 
 
 def inspect_causes(args: argparse.Namespace, out: TextIO) -> int:
-    import logging
-
     if args.debug:
         logging.basicConfig(stream=sys.stderr, format="%(name)s: %(message)s")
         logging.getLogger("cellkernel.causes").setLevel(logging.DEBUG)

@@ -279,7 +279,8 @@ class SchemaIndex:
         self.waiting: list[Any] = []
 
 
-def _index_instance(index: SchemaIndex, runner: Any, instance: Any) -> bool:
+def _index_instance(index: SchemaIndex, runner: Any, instance: Any,
+                    ids: dict[str, str] | None = None) -> bool:
     """Note the schemas of ``instance``'s argument and state documents; False if unknown yet."""
     digest = instance.pattern_hash
     pattern = registry.registered_pattern(digest) if digest else None
@@ -288,13 +289,14 @@ def _index_instance(index: SchemaIndex, runner: Any, instance: Any) -> bool:
     graph = pattern.graph
     space, result_id = instance.space, instance.result_id
     arg_schema = graph.get("argumentSchema")
-    arg_id = derive_id({"parent": result_id, "helper": "argument"})
+    arg_id = instance.argument_id or derive_id({"parent": result_id, "helper": "argument"})
     owned = index.owned.setdefault(id(instance), [])
     index.docs[(space, arg_id)] = (instance, digest, arg_schema or None)
     owned.append((space, arg_id))
-    state = [c for c in graph.get("cells", []) if c.get("helper") == "cell" and c.get("schema")]
+    state = _state_cells(graph)
     if state:
-        ids, _records, _cells = plan(runner.rt, graph, result_id, space)
+        if ids is None:
+            ids, _records, _cells = plan(runner.rt, graph, result_id, space)
         for cell in state:
             cell_id = ids.get(cell["key"])
             if cell_id is not None:
@@ -303,10 +305,30 @@ def _index_instance(index: SchemaIndex, runner: Any, instance: Any) -> bool:
     return True
 
 
-def note_instance(runner: Any, instance: Any) -> None:
-    """Index the schemas of an instance that just started (or re-ran with a new pattern)."""
+def _state_cells(graph: dict[str, Any]) -> list[dict[str, Any]]:
+    """A graph's state cells that carry a schema (once per graph: graphs never change)."""
+    key = id(graph)
+    known = _state_by_graph.get(key)
+    if known is not None and known[0] is graph:
+        return known[1]
+    state = [c for c in graph.get("cells", []) if c.get("helper") == "cell" and c.get("schema")]
+    if len(_state_by_graph) >= 4096:
+        _state_by_graph.clear()
+    _state_by_graph[key] = (graph, state)
+    return state
+
+
+#: graph (by id, kept alive with it) -> its state cells with a schema
+_state_by_graph: dict[int, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+
+
+def note_instance(runner: Any, instance: Any, ids: dict[str, str] | None = None) -> None:
+    """Index the schemas of an instance that just started (or re-ran with a new pattern).
+
+    ``ids`` are the instance's planned ids when the caller has them (a start).
+    """
     index: SchemaIndex = runner.schema_index
-    if not _index_instance(index, runner, instance):
+    if not _index_instance(index, runner, instance, ids):
         index.waiting.append(instance)
 
 

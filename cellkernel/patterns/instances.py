@@ -59,6 +59,8 @@ class Instance:
         self.stopped = False
         #: the documents only this instance's cells live in (its result, argument, cells)
         self.owned_docs: tuple[str, ...] = ()
+        #: its argument document (planned once per start, read by the map and schema index)
+        self.argument_id = ""
 
     @property
     def result(self) -> Cell[Any]:

@@ -72,9 +72,10 @@ class CollectionRun:
         with self.runner._creating(self.space, self.out_id):
             child = self.runner._run(op, argument, result_id=child_id, tx=tx,
                                      parent=self.instance, owner=self.node, space=self.space,
-                                     self_pattern=self.instance.self_pattern)
+                                     self_pattern=self.instance.self_pattern,
+                                     plain_argument=not op.curried)
         self.keys_of[child_id] = index
-        self.arg_ids[child_id] = derive_id({"parent": child.result_id, "helper": "argument"})
+        self.arg_ids[child_id] = child.argument_id
 
     def changed_few(self, op: Any, raw: list[Any], sp: str, array_link: Any,
                     tx: Transaction, where: tuple[str, str, Any, Any] | None) -> bool:

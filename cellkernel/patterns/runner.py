@@ -22,6 +22,7 @@ import difflib
 import inspect
 import json
 import logging
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -325,8 +326,12 @@ class Runner:
 
     def _run(self, pattern: Any, argument: Any, *, result_id: str, tx: Transaction,
              parent: Instance | None, owner: RunningNode | None = None,
-             space: str | None = None, self_pattern: Pattern | None = None) -> Instance:
+             space: str | None = None, self_pattern: Pattern | None = None,
+             plain_argument: bool = False) -> Instance:
         """Start or update the instance ``result_id`` of ``pattern``.
+
+        ``plain_argument``: the argument is JSON already, with no cells in it (a
+        map child's, built from stored values), so it is not converted again.
 
         ``self_pattern`` is what ``SELF.factory`` means inside it: the pattern
         itself, except for a map or filter callback's instance, where it is the
@@ -356,10 +361,12 @@ class Runner:
             if parent is None or owner is None or owner.record["helper"] not in ("map", "filter"):
                 self._register_instance(tx, space, result_id)
         instance.owned_docs = tuple(dict.fromkeys(ids.values()))
+        instance.argument_id = ids["argument"]
         instance.self_pattern = me
         # argument: defaults merged under on first run; new values apply on re-runs
         arg_id = ids["argument"]
-        given = None if argument is None else self._argument_json(argument, result_id, space, tx)
+        given = (argument if plain_argument or argument is None
+                 else self._argument_json(argument, result_id, space, tx))
         exists = tx.exists(space, arg_id)
         if not exists:
             value = merge_under(extract_defaults(graph.get("argumentSchema")), given)
@@ -390,7 +397,7 @@ class Runner:
         instance.generation += 1
         previous = instance.pattern_hash
         instance.pattern_hash = pattern.hash
-        note_instance(self, instance)  # the schemas its writes are checked against
+        note_instance(self, instance, ids)  # the schemas its writes are checked against
         snapshot = self._snapshot_json(instance, pattern, records, snap_cells, ids, graph, tx,
                                        previous)
         # the snapshot is built for this write (its records are never changed in place)
@@ -444,27 +451,15 @@ class Runner:
                 for i in range(count if isinstance(count, int) else 0)]
 
     def _store_patterns(self, pattern: Pattern, tx: Transaction, space: str) -> None:
-        """Store the pattern and every sub-pattern it references, for resume."""
-        work = [pattern]
-        seen: set[str] = set()
-        while work:
-            p = work.pop()
-            if p.hash in seen:
-                continue
-            seen.add(p.hash)
-            doc_id = derive_id(pattern_doc_cause(p.hash))
+        """Store the pattern and every sub-pattern it references, for resume.
+
+        The closure of a pattern is worked out once (``_pattern_closure``): a map
+        starts a child per element, each storing the same few documents.
+        """
+        for doc_id, p in _pattern_closure(pattern):
             if not tx.exists(space, doc_id):
                 # a pattern's graph is never changed once built
                 tx.write(space, doc_id, (), tx.hand_over({"name": p.name, "graph": p.graph}))
-            for node in p.graph["nodes"]:
-                sub = None
-                if node["helper"] == "pattern":
-                    sub = registry.registered_pattern(node["module"].get("hash", ""))
-                elif (node.get("config") and isinstance(node["config"], dict)
-                      and "op" in node["config"]):
-                    sub = registry.registered_pattern(node["config"]["op"])
-                if sub is not None:
-                    work.append(sub)
 
     def pattern_by_hash(self, digest: str, space: str) -> Pattern:
 
@@ -693,8 +688,6 @@ class Runner:
         try:
             result = await coro
         except Exception as exc:
-            import traceback
-
             action = node.actions[0]
             self.rt.scheduler._record(action, exc, traceback.format_exc())
             return
@@ -1024,6 +1017,47 @@ def _plan_specs(bindings: list[Any], curried: list[Any], space: str, names: list
     for index, value in curried:
         specs.insert(index, (None, value, None))
     return specs
+
+
+#: pattern hash -> (the pattern, its closure's pattern documents), when every sub-pattern
+#: was registered (an unregistered one is looked for again next time)
+_closures: dict[str, tuple[Pattern, list[tuple[str, Pattern]]]] = {}
+
+
+def _pattern_closure(pattern: Pattern) -> list[tuple[str, Pattern]]:
+    """(document id, pattern) of ``pattern`` and every sub-pattern it references."""
+    known = _closures.get(pattern.hash)
+    if known is not None and known[0] is pattern:
+        return known[1]
+    closure: list[tuple[str, Pattern]] = []
+    complete = True
+    work = [pattern]
+    seen: set[str] = set()
+    while work:
+        p = work.pop()
+        if p.hash in seen:
+            continue
+        seen.add(p.hash)
+        closure.append((derive_id(pattern_doc_cause(p.hash)), p))
+        for node in p.graph["nodes"]:
+            ref = None
+            if node["helper"] == "pattern":
+                ref = node["module"].get("hash", "")
+            elif (node.get("config") and isinstance(node["config"], dict)
+                  and "op" in node["config"]):
+                ref = node["config"]["op"]
+            if ref is None:
+                continue
+            sub = registry.registered_pattern(ref)
+            if sub is None:
+                complete = False
+            else:
+                work.append(sub)
+    if complete:
+        if len(_closures) >= 4096:
+            _closures.clear()
+        _closures[pattern.hash] = (pattern, closure)
+    return closure
 
 
 def _same_behaviour(old: dict[str, Any], new: dict[str, Any]) -> bool:
