@@ -135,24 +135,26 @@ class LiftPlan:
     A slotted object rather than a closure: one per node, a few hundred bytes less.
     """
 
-    __slots__ = ("checks", "fn", "out_id", "refusals", "space", "specs", "stash")
+    __slots__ = ("checks", "fn", "inputs", "out_id", "refusals", "space", "stash")
 
     def __init__(self, fn: Callable[..., Any], specs: list[Spec],
                  checks: list[tuple[int, Callable[[Any], bool]]], refusals: Any, space: str,
                  out_id: str, stash: Stash) -> None:
         self.fn = fn
-        self.specs = specs
         self.checks = checks
         self.refusals = refusals
         self.space = space
         self.out_id = out_id
         self.stash = stash
+        #: the specs with each read's document key built once: (space or None, target,
+        #: key, (space, target))
+        self.inputs = [(sp, target, key, (sp, target)) for sp, target, key in specs]
 
     def __call__(self, load: Callable[[str, str], Document | None],
                  land: Callable[..., list[Change]]) -> Any:
         args: list[Any] = []
         read: list[tuple[tuple[str, str], Document]] = []
-        for sp, target, key in self.specs:
+        for sp, target, key, doc_key in self.inputs:
             if sp is None:
                 args.append(target)
                 continue
@@ -168,7 +170,7 @@ class LiftPlan:
             if t is not int and t is not str and t is not float and t is not bool:
                 return NOT_PLANNED  # links, containers, nothing: the general read
             args.append(value)
-            read.append(((sp, target), doc))
+            read.append((doc_key, doc))
         for i, check in self.checks:
             if not check(args[i]):
                 return NOT_PLANNED  # the general run records the refusal

@@ -181,7 +181,6 @@ class Scheduler:
         self._plan_io: tuple[Any, Any, Any] | None = None
         #: flushes lost to another writer in this busy period (each re-runs its writers)
         self._flush_conflicts = 0
-        self._running: Action | None = None
         self._async: list[asyncio.Future[Any] | Any] = []
         self.run_count = 0
         #: called after each action's run and each handler's event (views flash them)
@@ -481,15 +480,17 @@ class Scheduler:
     def _drain(self) -> None:
         heap = self._heap
         pending = self._pending
+        runs = self._runs
+        heappop = heapq.heappop
         while heap:
-            height, _seq, action = heapq.heappop(heap)
+            height, _seq, action = heappop(heap)
             if action not in pending or height != action.height:
                 continue  # stale entry: already run, or a newer entry carries its height
             pending.discard(action)
             if not action.active:
                 continue
-            count = self._runs.get(action, 0) + 1
-            self._runs[action] = count
+            count = runs.get(action, 0) + 1
+            runs[action] = count
             if count > MAX_ITERATIONS:
                 if action not in self._dormant:
                     self._dormant.add(action)
@@ -502,6 +503,12 @@ class Scheduler:
                         ),
                         "",
                     )
+                continue
+            plan = action.plan
+            if plan is not None and not action.retries and action.reads:
+                # the common case, without ``run_action``'s frames (a fan-out runs thousands)
+                if not self._run_planned(action, plan):
+                    self._run_general(action)
                 continue
             self.run_action(action)
 
@@ -527,8 +534,6 @@ class Scheduler:
         land = io[2] if deferred else io[1]
         if land is None:  # a store without the one-document landing: the general run
             return False
-        previous = self._running
-        self._running = action
         try:
             changes = plan(io[0], land)
         except ConflictError as exc:
@@ -544,8 +549,6 @@ class Scheduler:
             self.run_count += 1
             self._record(action, exc, traceback.format_exc())
             return True
-        finally:
-            self._running = previous
         if changes is NOT_PLANNED:
             return False
         self.run_count += 1
@@ -564,14 +567,16 @@ class Scheduler:
         plan = action.plan
         if plan is not None and action.reads and self._run_planned(action, plan):
             return
+        self._run_general(action)
+
+    def _run_general(self, action: Action) -> None:
+        """Run ``action`` in a transaction of its own (anything a plan does not cover)."""
         rt = self._rt
         writeback = rt.writeback
         tx = Transaction(rt.store, frame=action.frame, view=writeback)
         if writeback is not None and self._settling:
             tx.defer = writeback  # group commit: lands in the layer, flushed after the drain
         token = current_tx.set(tx)
-        previous = self._running
-        self._running = action
         self.run_count += 1
         failed = False
         try:
@@ -584,7 +589,6 @@ class Scheduler:
             self._record(action, exc, traceback.format_exc())
         finally:
             current_tx.reset(token)
-            self._running = previous
         reads = tx.reads if tx.reads or not failed else action.reads or action.declared_reads
         # (_set_reads copies the list when it keeps it)
         if failed:

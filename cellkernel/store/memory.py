@@ -342,7 +342,13 @@ class MemoryStore:
         key = (space, entity_id)
         docs = self._docs
         with self._lock:
-            if docs.get(key) is not before or any(docs.get(k) is not d for k, d in read):
+            moved = docs.get(key) is not before
+            if not moved:
+                for k, d in read:  # (a loop: ``any`` over a generator costs a frame per call)
+                    if docs.get(k) is not d:
+                        moved = True
+                        break
+            if moved:
                 stale = [(k, d) for k, d in ((key, before), *read) if docs.get(k) is not d]
                 raise conflict_error(space, [
                     (k, d.version if d is not None else 0,
