@@ -148,7 +148,8 @@ class LiftPlan:
         self.stash = stash
         #: the specs with each read's document key built once: (space or None, target,
         #: key, (space, target))
-        self.inputs = [(sp, target, key, (sp, target)) for sp, target, key in specs]
+        self.inputs: list[tuple[str | None, Any, Any, tuple[str, str]]] = [
+            (sp, target, key, (sp or "", target)) for sp, target, key in specs]
 
     def __call__(self, load: Callable[[str, str], Document | None],
                  land: Callable[..., list[Change]]) -> Any:
