@@ -94,18 +94,43 @@ _float_cache: dict[float, bytes] = {}
 
 _pack_double = struct.Struct("<d").pack
 
-# base32 (RFC 4648, lower case, no padding), ten bits per table lookup.
+# base32 (RFC 4648, lower case, no padding) of the 36 CID bytes, without a per-symbol loop:
+# the bytes as one int, shifted so its 58 five-bit symbols (and six zero ones) fill 320
+# bits, are spread out to one symbol per byte of a 64-byte int in six steps, each moving
+# the upper half of every block of symbols up by its share of the widening (a block of
+# ``g`` symbols grows from ``5g`` to ``8g`` bits); ``bytes.translate`` then spells them.
 _B32: Final = "abcdefghijklmnopqrstuvwxyz234567"
-_B32_PAIRS: Final = tuple(a + b for a in _B32 for b in _B32)
-_B32_SHIFTS: Final = tuple(range(280, -10, -10))  # 36 bytes << 2 = 290 bits = 29 pairs
 _B32_INDEX: Final = {c: i for i, c in enumerate(_B32)}
+_B32_SPELL: Final = bytes.maketrans(bytes(range(32)), _B32.encode())
+
+
+def _b32_spread_steps() -> list[tuple[int, int]]:
+    """``(mask, factor)`` per step: ``x += (x & mask) * factor`` adds ``(x & mask) << s``."""
+    steps = []
+    g = 64
+    while g > 1:
+        half = g // 2
+        mask = 0
+        for base in range(0, 64 * 8, 8 * g):  # the upper half of each block's symbols
+            mask |= ((1 << (5 * half)) - 1) << (base + 5 * half)
+        steps.append((mask, (1 << (3 * half)) - 1))
+        g = half
+    return steps
+
+
+(_M1, _K1), (_M2, _K2), (_M3, _K3), (_M4, _K4), (_M5, _K5), (_M6, _K6) = _b32_spread_steps()
 
 
 def _cid_string(raw: bytes) -> str:
     """Multibase ``b`` + base32 of the 36 CID bytes; hand-rolled because stdlib is slow."""
-    n = int.from_bytes(raw, "big") << 2
-    pairs = _B32_PAIRS
-    return "b" + "".join([pairs[(n >> s) & 1023] for s in _B32_SHIFTS])
+    x = int.from_bytes(raw, "big") << 32
+    x += (x & _M1) * _K1
+    x += (x & _M2) * _K2
+    x += (x & _M3) * _K3
+    x += (x & _M4) * _K4
+    x += (x & _M5) * _K5
+    x += (x & _M6) * _K6
+    return "b" + x.to_bytes(64, "big")[:58].translate(_B32_SPELL).decode("ascii")
 
 
 class Reference:
@@ -316,7 +341,15 @@ def _fold(layer: list[bytes]) -> bytes:
     if n == 4:
         return h(h(layer[0] + layer[1]).digest() + h(layer[2] + layer[3]).digest()).digest()
     if n <= 8:  # a cause has 6 entries: its levels spelled out, no list per level
-        a = h(h(layer[0] + layer[1]).digest() + h(layer[2] + layer[3]).digest()).digest()
+        # the subtree of the first four: a start's causes share them (config, helper,
+        # impl, index), so it is kept briefly, like the recent entries below
+        four = layer[0] + layer[1] + layer[2] + layer[3]
+        a = _recent_quads.get(four)
+        if a is None:
+            a = h(h(layer[0] + layer[1]).digest() + h(layer[2] + layer[3]).digest()).digest()
+            if len(_recent_quads) >= _RECENT_MAX:
+                _recent_quads.clear()
+            _recent_quads[four] = a
         if n == 5:
             return h(a + layer[4]).digest()
         if n == 6:
@@ -410,6 +443,11 @@ _CAUSAL_LEAF: Final = _h(_TAG_STR + b"causal")
 
 #: digest of a map entry by its key and value digests (see ``_digest``)
 _entry_cache: dict[bytes, bytes] = {}
+#: the entry digests of flat maps (causes) by key and value: ``(k, str)``, ``(k, int)``
+#: and ``k`` for null (separate dicts: ``(k, 1) == (k, 1.0) == (k, True)``)
+_entries_by_str: dict[tuple[str, str], bytes] = {}
+_entries_by_int: dict[tuple[str, int], bytes] = {}
+_null_entries: dict[str, bytes] = {}
 
 #: the same for the list entries of flat maps (a cause's ``inputs``) and the strings in
 #: them (cell ids): nearly every one is met once, so the long-lived caches above would
@@ -418,6 +456,8 @@ _entry_cache: dict[bytes, bytes] = {}
 _RECENT_MAX: Final = 512
 _recent_entries: dict[bytes, bytes] = {}
 _recent_strs: dict[str, bytes] = {}
+#: the merkle subtree of four digests by their concatenation (see ``_fold``)
+_recent_quads: dict[bytes, bytes] = {}
 
 _PASS: Final = 0  # a frame of one value hashed as itself (the root, replacements)
 _LIST: Final = 1
@@ -430,6 +470,9 @@ def _flat_map_digest(v: dict[Any, Any]) -> bytes | None:
     Same bytes as the general walk in ``_digest``, without its frames: causes
     are hashed once per cell, thousands per start.  None for anything else
     (nested maps, other lists, non-ASCII or non-string keys, unusual types).
+    The entry of a key and a str or int value is cached by the pair itself, so
+    the entries a start's causes share (parent, helper, impl, index) cost one
+    lookup each.
     """
     try:
         joined = "".join(v)
@@ -437,65 +480,76 @@ def _flat_map_digest(v: dict[Any, Any]) -> bytes | None:
         return None
     if not joined.isascii():
         return None
-    sc = _str_cache
-    ic = _int_cache
+    by_str = _entries_by_str
+    by_int = _entries_by_int
     h = _sha256
-    pc = _entry_cache
-    rec = _recent_entries
-    rs = _recent_strs
     entries: list[bytes] = []
     for k in sorted(v):
         value = v[k]
         t = type(value)
         if t is str:
-            d = sc.get(value)
-            if d is None:
-                d = _str_leaf(value)
-        elif t is int:
-            d = ic.get(value)
-            if d is None:
-                d = _int_leaf(value)
-        elif value is None:
-            d = _NULL
-        elif t is bool:
-            d = _TRUE if value else _FALSE
+            e = by_str.get((k, value))
+            if e is None:
+                e = _scalar_entry(by_str, k, value, _str_cache.get(value) or _str_leaf(value))
+        elif t is int:  # (not bool: its type is bool, and these caches hold no bools)
+            e = by_int.get((k, value))
+            if e is None:
+                e = _scalar_entry(by_int, k, value, _int_cache.get(value) or _int_leaf(value))
         elif t is list:
-            if not value:
-                d = _EMPTY_LIST
-            else:
-                leaves = []
-                for item in value:
-                    if type(item) is not str:
-                        return None
-                    leaf = sc.get(item)
-                    if leaf is None:
-                        leaf = rs.get(item)
-                        if leaf is None:
-                            leaf = _recent_str_leaf(item)
-                    leaves.append(leaf)
-                d = h(_TAG_LIST + (leaves[0] if len(leaves) == 1 else _fold(leaves))).digest()
-                kd = sc.get(k)
-                pair = (kd if kd is not None else _str_leaf(k)) + d
-                e = rec.get(pair)
-                if e is None:
-                    if len(rec) >= _RECENT_MAX:
-                        rec.clear()
-                    e = rec[pair] = h(pair).digest()
-                entries.append(e)
-                continue
+            e = _list_entry(k, value)
+            if e is None:
+                return None
+        elif value is None:
+            e = _null_entries.get(k) or _scalar_entry(_null_entries, k, k, _NULL)
+        elif t is bool:
+            e = _scalar_entry(None, k, value, _TRUE if value else _FALSE)
         else:
             return None
-        kd = sc.get(k)
-        pair = (kd if kd is not None else _str_leaf(k)) + d
-        e = pc.get(pair)
-        if e is None:
-            if len(pc) >= _CACHE_MAX:
-                pc.clear()
-            e = pc[pair] = h(pair).digest()
         entries.append(e)
     if not entries:
         return _EMPTY_MAP
     return h(_TAG_MAP + (entries[0] if len(entries) == 1 else _fold(entries))).digest()
+
+
+def _scalar_entry(cache: dict[Any, bytes] | None, k: str, value: Any, d: bytes) -> bytes:
+    """The entry digest of key ``k`` with a value of digest ``d``, kept in ``cache``."""
+    kd = _str_cache.get(k)
+    e = _sha256((kd if kd is not None else _str_leaf(k)) + d).digest()
+    if cache is not None:
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[k if cache is _null_entries else (k, value)] = e
+    return e
+
+
+def _list_entry(k: str, value: list[Any]) -> bytes | None:
+    """The entry digest of key ``k`` with a list of strings (None for any other list)."""
+    h = _sha256
+    if not value:
+        d = _EMPTY_LIST
+    else:
+        sc = _str_cache
+        rs = _recent_strs
+        leaves = []
+        for item in value:
+            if type(item) is not str:
+                return None
+            leaf = sc.get(item)
+            if leaf is None:
+                leaf = rs.get(item)
+                if leaf is None:
+                    leaf = _recent_str_leaf(item)
+            leaves.append(leaf)
+        d = h(_TAG_LIST + (leaves[0] if len(leaves) == 1 else _fold(leaves))).digest()
+    kd = _str_cache.get(k)
+    pair = (kd if kd is not None else _str_leaf(k)) + d
+    rec = _recent_entries
+    e = rec.get(pair)
+    if e is None:
+        if len(rec) >= _RECENT_MAX:
+            rec.clear()
+        e = rec[pair] = h(pair).digest()
+    return e
 
 
 def _recent_str_leaf(s: str) -> bytes:

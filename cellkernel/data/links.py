@@ -65,7 +65,7 @@ def make_link(
     return {"/": {LINK_TAG: body}}
 
 
-_plain_links: dict[tuple[str, str], Link] = {}
+_plain_links: dict[tuple[str, str, bool], Link] = {}
 _PLAIN_LINKS_MAX: Final = 65_536
 
 
@@ -87,15 +87,27 @@ def parse_link(value: Any, base_space: str) -> Link:
             f"malformed link: 'id' must be an entity id ('of:' + a reference), got {entity_id!r}"
         )
     path = body.get("path", [])
-    if len(body) == 2 and type(path) is list and not path and "path" in body:
-        # the common case, {"id": ..., "path": []}: Links are immutable, so one per target
-        key = (base_space, entity_id)
-        link = _plain_links.get(key)
-        if link is None:
-            if len(_plain_links) >= _PLAIN_LINKS_MAX:
-                _plain_links.clear()
-            link = _plain_links[key] = Link(base_space, entity_id, ())
-        return link
+    if type(path) is list and not path and "path" in body:
+        # the common cases, a whole-cell link, plain or a write redirect (every binding a
+        # start plans), with or without its space: Links are immutable, so one per target
+        size = len(body)
+        space = base_space
+        if "space" in body:
+            space = body["space"]
+            size -= 1
+        overwrite = body.get("overwrite")
+        if overwrite is not None:
+            size -= 1
+        if size == 2 and type(space) is str and space \
+                and (overwrite is None or overwrite == "redirect" or overwrite == "this"):
+            redirect = overwrite == "redirect"
+            key = (space, entity_id, redirect)
+            link = _plain_links.get(key)
+            if link is None:
+                if len(_plain_links) >= _PLAIN_LINKS_MAX:
+                    _plain_links.clear()
+                link = _plain_links[key] = Link(space, entity_id, (), None, redirect)
+            return link
     if type(path) is not list or not all(
         type(p) is str or (type(p) is int and p >= 0) for p in path
     ):

@@ -401,6 +401,25 @@ def test_the_merkle_fold_matches_the_level_by_level_definition(n: int) -> None:
         ]
         level = paired + ([level[-1]] if len(level) % 2 else [])
     assert _fold(layer) == level[0]
+    assert _fold(list(layer)) == level[0]  # again: the first four's subtree from the cache
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix=st.lists(st.sampled_from([bytes([i]) * 32 for i in range(3)]), min_size=4,
+                       max_size=4),
+       rest=st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=4))
+def test_the_fold_cache_serves_only_the_same_four(prefix: list[bytes], rest: list[bytes]) -> None:
+    """Layers sharing (or not) their first four digests fold as the plain definition."""
+    from cellkernel.data.identity import _fold
+
+    layer = prefix + rest
+    level = list(layer)
+    while len(level) > 1:
+        paired = [
+            hashlib.sha256(level[j] + level[j + 1]).digest() for j in range(0, len(level) - 1, 2)
+        ]
+        level = paired + ([level[-1]] if len(level) % 2 else [])
+    assert _fold(layer) == level[0]
 
 
 def test_flat_cause_lists_stay_out_of_the_long_lived_caches() -> None:
@@ -419,3 +438,21 @@ def test_flat_cause_lists_stay_out_of_the_long_lived_caches() -> None:
     # the same list again, back to back (a fan-out's leaves): the same digest from the cache
     again = {"parent": "of:p", "helper": "lift", "inputs": ["of:input-0"], "index": 0}
     assert identity.create_ref({}, again) == identity.create_ref({}, dict(again)) == refs[0]
+
+
+@settings(max_examples=500, deadline=None)
+@given(raw=st.binary(min_size=36, max_size=36))
+def test_cid_string_is_rfc4648_base32(raw: bytes) -> None:
+    """The spread-out base32 spells any 36 bytes as the stdlib does (lower case, no padding)."""
+    import base64
+
+    expected = "b" + base64.b32encode(raw).decode("ascii").lower().rstrip("=")
+    assert identity._cid_string(raw) == expected
+    assert len(expected) == 59
+
+
+@pytest.mark.parametrize("fill", [0x00, 0xFF, 0x55, 0xAA])
+def test_cid_string_round_trips_extreme_digests(fill: int) -> None:
+    ref = Reference(bytes([fill]) * 32)
+    assert Reference.parse(str(ref)) == ref
+    assert str(ref).startswith("baedrei")

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 from helpers.core import OTHER_SPACE, doc, raw, store_state, version, write_raw
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from cellkernel.data.links import MAX_HOPS, Link, is_link, is_sigil, make_link, parse_link
+from cellkernel.data.links import LINK_TAG, MAX_HOPS, Link, is_link, is_sigil, make_link, parse_link
 from cellkernel.errors import LinkCycleError
 from cellkernel.runtime import Runtime
 
@@ -203,3 +205,36 @@ def test_write_through_a_cross_space_redirect_lands_in_the_target_space(rt: Runt
     assert version(rt, b) == version_b
     stored = doc(rt, b)
     assert stored is not None and is_link(stored.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    entity=st.sampled_from(["of:a", "of:b", "of:baedreiqq"]),
+    overwrite=st.sampled_from([None, "this", "redirect"]),
+    space=st.sampled_from([None, "did:one", "did:two"]),
+    base=st.sampled_from(["did:one", "did:two"]),
+)
+def test_the_cached_parse_is_the_checked_parse(
+    entity: str, overwrite: str | None, space: str | None, base: str
+) -> None:
+    """Issue 20: the shortcut for plain and redirect links gives the fully checked Link."""
+    body: dict[str, Any] = {"id": entity, "path": []}
+    if overwrite is not None:
+        body["overwrite"] = overwrite
+    if space is not None:
+        body["space"] = space
+    fast = parse_link({"/": {LINK_TAG: body}}, base)
+    # "schema": None is valid and absent, and takes every link past the shortcut
+    checked = parse_link({"/": {LINK_TAG: {**body, "schema": None}}}, base)
+    assert fast == checked
+    assert fast.redirect is (overwrite == "redirect")
+    assert fast.space == (space or base)
+
+
+@pytest.mark.parametrize("extra", [
+    {"space": ""}, {"space": None}, {"overwrite": None}, {"overwrite": "merge"},
+    {"space": "did:x", "other": 1}, {"overwrite": "redirect", "other": 1},
+])
+def test_the_cached_parse_still_refuses_malformed_fields(extra: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="malformed link"):
+        parse_link({"/": {LINK_TAG: {"id": "of:a", "path": [], **extra}}}, SPACE)
