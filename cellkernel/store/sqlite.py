@@ -19,12 +19,15 @@ from typing import Any, TypeAlias
 
 from cellkernel.errors import CorruptDocumentError, StoreError
 from cellkernel.store.documents import (
+    INT_LIMIT,
     Change,
     Document,
     Encoded,
     Key,
+    check_key,
     conflict_error,
     encode_commit,
+    encode_document,
     loads,
     new_change,
     new_document,
@@ -56,6 +59,9 @@ CACHE_SIZE = 10_000
 _ROW = "space, id, value, source, meta, version, seq"
 #: ids per ``IN (...)`` query (SQLite allows 32 766 variables; this stays far below)
 _CHUNK = 500
+
+#: ``load``'s marker for a key the cache does not hold (None: known absent)
+_UNCACHED: Any = object()
 
 _Row: TypeAlias = tuple[str, str, str, str, str, int, int]
 
@@ -321,9 +327,20 @@ class SqliteStore:
 
     def load(self, space: str, entity_id: str) -> Document | None:
         key = (space, entity_id)
+        cache = self._cache
+        # A cached document needs no lock: the cache only ever holds what is on file
+        # (a commit fills it after COMMIT), each lookup and move is one atomic call,
+        # and a commit's lock never gave a series of loads one snapshot anyway (the
+        # compare-and-swap basis does that).  A key evicted in between is not moved.
+        doc: Document | None = cache.get(key, _UNCACHED)
+        if doc is not _UNCACHED:
+            try:
+                cache.move_to_end(key)
+            except KeyError:  # evicted by another thread just now
+                return doc
+            return doc
         with self._lock:
-            cache = self._cache
-            if key in cache:
+            if key in cache:  # loaded by another thread meanwhile
                 cache.move_to_end(key)
                 return cache[key]
             if key in self._corrupt:
@@ -421,11 +438,7 @@ class SqliteStore:
         with self._lock:
             conn = self._connection()
             try:
-                if self._held:
-                    self._held = False  # this commit ends the transaction ``write_lock`` began
-                    self._release_mark()
-                else:
-                    self._begin_write(conn)
+                self._begin_commit(conn)
                 try:
                     self._absorb(conn)
                     changes, seq = self._apply(conn, space, encoded, basis)
@@ -445,6 +458,125 @@ class SqliteStore:
             if seq:
                 self._seq = seq
             return changes
+
+    def commit_landed(self, space: str, landed: Mapping[Key, Document]) -> None:
+        """Group commit (``store/writeback.py``): a settle's documents of ``space``, one commit.
+
+        ``landed`` maps ``(space, entity_id)`` to the document a runtime's
+        write-back layer holds for it: store-owned JSON at version ``v + 1``,
+        where ``v`` is the stored version it replaces (0: a new document).
+        The same compare-and-swap, checks and errors as ``commit`` with that
+        basis, and the same rows; what it skips is work nobody uses: the
+        layer reported the changes when it landed them, so none are built,
+        and the usual derived document (an int, no source, no meta) is encoded
+        inline.  A version-checked ``UPDATE`` (an ``INSERT`` for a new
+        document) is the check: one that misses a row is a ``ConflictError``
+        and nothing lands.  The cache then holds the landed documents
+        themselves.
+        """
+        if type(space) is not str:
+            check_key(space, "")
+        seq = self._seq + 1  # what the commit will write at, unless the feed moves first
+        limit = INT_LIMIT
+        updates: list[tuple[Any, ...]] = []
+        inserts: list[tuple[Any, ...]] = []
+        decoded: list[tuple[Key, Document]] | None = None  # encoded the general way
+        for key, doc in landed.items():
+            entity_id = key[1]
+            version = doc.version
+            value = doc.value
+            meta = doc.meta
+            if (type(value) is int and -limit < value < limit and doc.source is None
+                    and type(meta) is dict and not meta and type(entity_id) is str
+                    and key[0] == space):
+                text, source, meta_text = int.__repr__(value), "null", "{}"
+            else:
+                if key[0] != space:
+                    raise ValueError(f"landed document {key!r} is not in space {space!r}")
+                enc = encode_document(space, entity_id, doc)
+                text, source, meta_text = enc.value, enc.source, enc.meta
+                if decoded is None:
+                    decoded = []
+                decoded.append((key, new_document(enc.doc.value, enc.doc.source,
+                                                  enc.doc.meta, version)))
+            if version > 1:
+                updates.append((text, source, meta_text, version, seq, space, entity_id,
+                                version - 1))
+            else:
+                inserts.append((space, entity_id, text, source, meta_text, version, seq))
+        if self.readonly:
+            raise StoreError(f"sqlite store {self.path} was opened read-only (mode=ro)")
+        if not landed:
+            return
+        with self._lock:
+            conn = self._connection()
+            try:
+                self._begin_commit(conn)
+                try:
+                    self._absorb(conn)
+                    if self._seq + 1 != seq:  # other writers committed meanwhile
+                        seq = self._seq + 1
+                        updates = [(*row[:4], seq, *row[5:]) for row in updates]
+                        inserts = [(*row[:6], seq) for row in inserts]
+                    self._write_rows(conn, space, inserts, updates, seq)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                doing = f"committing to space {space!r}"
+                raise _store_error(self.path, exc, doing, self._busy_ms) from None
+            # Only now is the write durable; the cache must never run ahead of the file.
+            cache = self._cache
+            move = cache.move_to_end
+            for key, doc in landed.items():
+                cache[key] = doc
+                move(key)
+            if decoded is not None:
+                for key, doc in decoded:
+                    cache[key] = doc
+            if self._corrupt:
+                for key in landed:
+                    self._corrupt.pop(key, None)
+            while len(cache) > self.cache_size:
+                cache.popitem(last=False)
+            self._seq = seq
+
+    def _write_rows(self, conn: sqlite3.Connection, space: str, inserts: list[tuple[Any, ...]],
+                    updates: list[tuple[Any, ...]], seq: int) -> None:
+        """``commit_landed``'s rows: version-checked, so a missed row is a conflict."""
+        try:
+            if inserts:
+                conn.executemany(
+                    "INSERT INTO documents (space, id, value, source, meta, version, seq) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)", inserts)
+            if updates:
+                cursor = conn.executemany(
+                    "UPDATE documents SET value = ?, source = ?, meta = ?, version = ?, "
+                    "seq = ? WHERE space = ? AND id = ? AND version = ?", updates)
+                if cursor.rowcount == len(updates):
+                    return
+            else:
+                return
+        except sqlite3.IntegrityError:  # a new document was created meanwhile by another writer
+            pass
+        # a compare-and-swap lost: which ones (rows written by this commit are at ``seq``)
+        basis = {(space, row[1]): 0 for row in inserts}
+        basis.update(((space, row[6]), row[7]) for row in updates)
+        current = self._versions(conn, basis, seq)
+        conflicts = [(key, read, current.get(key, 0)) for key, read in basis.items()
+                     if current.get(key, 0) != read]
+        raise conflict_error(space, conflicts or [
+            (key, read, current.get(key, 0)) for key, read in basis.items()])
+
+    def _begin_commit(self, conn: sqlite3.Connection) -> None:
+        """Open the commit's write transaction (or take over the one ``write_lock`` began)."""
+        if self._held:
+            self._held = False  # this commit ends the transaction ``write_lock`` began
+            self._release_mark()
+        else:
+            self._begin_write(conn)
 
     def release(self, space: str, entity_ids: list[str]) -> int:
         """Delete documents nobody reads any more (a stopped map child's); returns how many.
@@ -605,48 +737,55 @@ class SqliteStore:
                     "INSERT INTO documents (space, id, value, source, meta, version, seq) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)", inserts)
         except sqlite3.IntegrityError:  # created meanwhile by a writer the feed had not shown
-            self._raise_conflicts(conn, space, basis, encoded)
+            self._raise_conflicts(conn, space, basis, encoded, seq)
         if updates:
             cursor = conn.executemany(
                 "UPDATE documents SET value = ?, source = ?, meta = ?, version = ?, seq = ? "
                 "WHERE space = ? AND id = ? AND version = ?", updates)
             if cursor.rowcount != len(updates):  # a version moved: a compare-and-swap lost
-                self._raise_conflicts(conn, space, basis, encoded)
+                self._raise_conflicts(conn, space, basis, encoded, seq)
         return changes, seq
 
     def _raise_conflicts(self, conn: sqlite3.Connection, space: str,
-                         basis: Mapping[Key, int], encoded: Mapping[str, Encoded]) -> None:
-        """The ``ConflictError`` for a write whose expected version was not the stored one."""
+                         basis: Mapping[Key, int], encoded: Mapping[str, Encoded],
+                         seq: int) -> None:
+        """The ``ConflictError`` for a write whose expected version was not the stored one.
+
+        Rows this commit wrote already (at ``seq``) count at the version they had.
+        """
         keys = set(basis) | {(space, e) for e in encoded}
-        current = self._versions(conn, keys)
+        current = self._versions(conn, keys, seq)
         conflicts = [(key, read, current.get(key, 0)) for key, read in basis.items()
                      if current.get(key, 0) != read]
         raise conflict_error(space, conflicts or [
             ((space, e), 0, current.get((space, e), 0)) for e in encoded])
 
     @staticmethod
-    def _versions(conn: sqlite3.Connection, keys: Iterable[Key]) -> dict[Key, int]:
-        """The stored version of each of ``keys`` that exists: one query per space and chunk."""
+    def _versions(conn: sqlite3.Connection, keys: Iterable[Key],
+                  written_at: int | None = None) -> dict[Key, int]:
+        """The stored version of each of ``keys`` that exists: one query per space and chunk.
+
+        A row this transaction wrote at sequence ``written_at`` counts at the
+        version it had before (one less: 0 for one it created).
+        """
         by_space: dict[str, list[str]] = {}
         for space, entity_id in keys:
             by_space.setdefault(space, []).append(entity_id)
         found: dict[Key, int] = {}
         for space, ids in by_space.items():
-            if len(ids) == 1:
-                row = conn.execute(
-                    "SELECT version FROM documents WHERE space = ? AND id = ?", (space, ids[0])
-                ).fetchone()
-                if row is not None:
-                    found[(space, ids[0])] = int(row[0])
-                continue
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start:start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                for entity_id, version in conn.execute(
-                    f"SELECT id, version FROM documents WHERE space = ? AND id IN ({marks})",
-                    (space, *chunk),
-                ):
-                    found[(space, entity_id)] = int(version)
+                if len(chunk) == 1:
+                    rows = conn.execute(
+                        "SELECT id, version, seq FROM documents WHERE space = ? AND id = ?",
+                        (space, chunk[0]))
+                else:
+                    marks = ",".join("?" * len(chunk))
+                    rows = conn.execute(
+                        f"SELECT id, version, seq FROM documents WHERE space = ? AND id IN "
+                        f"({marks})", (space, *chunk))
+                for entity_id, version, seq in rows:
+                    found[(space, entity_id)] = int(version) - (seq == written_at)
         return found
 
     # -- lifecycle

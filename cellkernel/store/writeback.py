@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from cellkernel.errors import ConflictError
 from cellkernel.store.documents import (
     Change,
     Document,
@@ -38,16 +39,18 @@ class WriteBack:
     A landed document's version is the one the store will give it: one more
     than the stored version it replaces, however often the settle rewrote it,
     so a transaction that read it commits against the right basis after the
-    flush.
+    flush.  That version is also the flush's basis: the stored version it
+    replaces is ``version - 1`` (0: it is new).
     """
 
-    __slots__ = ("_basis", "_docs", "store")
+    __slots__ = ("_commit_landed", "_docs", "_load", "store")
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._docs: dict[Key, Document] = {}
-        #: the stored version each landed document replaces (0: it is new)
-        self._basis: dict[Key, int] = {}
+        self._load = store.load
+        #: the store's own group commit of landed documents (``SqliteStore.commit_landed``)
+        self._commit_landed = getattr(store, "commit_landed", None)
 
     def __bool__(self) -> bool:
         return bool(self._docs)
@@ -60,7 +63,7 @@ class WriteBack:
         doc = self._docs.get((space, entity_id))
         if doc is not None:
             return doc
-        return self.store.load(space, entity_id)
+        return self._load(space, entity_id)
 
     def _moved(self, key: Key, base: Document | None) -> bool:
         """Whether ``key`` changed since a transaction read it as ``base``.
@@ -71,10 +74,15 @@ class WriteBack:
         current = self._docs.get(key)
         if current is not None:
             return current is not base
-        stored = self.store.load(*key)
+        stored = self._load(*key)
         if stored is None or base is None:
             return stored is not base
         return stored.version != base.version
+
+    def _conflict(self, space: str, stale: list[tuple[Key, Document | None]]) -> ConflictError:
+        return conflict_error(space, [
+            (k, d.version if d is not None else 0,
+             (c.version if (c := self.load(*k)) is not None else 0)) for k, d in stale])
 
     def land(
         self,
@@ -91,27 +99,25 @@ class WriteBack:
         """
         docs = self._docs
         bases: dict[Key, Any] = {}  # (a document read as absent: None)
-        conflicts: list[tuple[Key, int, int]] | None = None
+        stale: list[tuple[Key, Document | None]] | None = None
         for key, read in working.items():
             base = read.base
             bases[key] = base
             if self._moved(key, base):
-                if conflicts is None:
-                    conflicts = []
-                current = self.load(*key)
-                conflicts.append((key, base.version if base is not None else 0,
-                                  current.version if current is not None else 0))
-        if conflicts:
-            raise conflict_error(space, conflicts)
+                if stale is None:
+                    stale = []
+                stale.append((key, base))
+        if stale:
+            raise self._conflict(space, stale)
         owned = owned_parts(space, dirty, bases, handed)
         changes: list[Change] = []
-        basis = self._basis
         for entity_id, value, source, meta in owned:
             key = (space, entity_id)
             before = bases.get(key)
-            if key not in basis:
-                basis[key] = before.version if before is not None else 0
-            after = new_document(value, source, meta, basis[key] + 1)
+            landed = docs.get(key)
+            version = (landed.version if landed is not None
+                       else before.version + 1 if before is not None else 1)
+            after = new_document(value, source, meta, version)
             docs[key] = after
             changes.append(new_change(space, entity_id, before, after))
         return changes
@@ -127,39 +133,66 @@ class WriteBack:
         """``land`` for one run that read ``read`` and replaces ``before`` with a scalar."""
         key = (space, entity_id)
         docs = self._docs
-        for k, d in ((key, before), *read):
-            if self._moved(k, d):
-                current = self.load(*k)
-                raise conflict_error(space, [(k, d.version if d is not None else 0,
-                                              current.version if current is not None else 0)])
-        basis = self._basis
-        if key not in basis:
-            basis[key] = before.version if before is not None else 0
-        after = replaced(before, value, basis[key] + 1)
+        load = self._load
+        landed = docs.get(key)
+        if landed is not None:  # rewritten in this settle: same version, checked by identity
+            if landed is not before:
+                raise self._conflict(space, [(key, before)])
+            version = landed.version
+        else:  # ``_moved`` inline: the stored document must still be at the version read
+            stored = load(space, entity_id)
+            if stored is not before and (
+                stored is None or before is None or stored.version != before.version
+            ):
+                raise self._conflict(space, [(key, before)])
+            version = before.version + 1 if before is not None else 1
+        for k, d in read:
+            current = docs.get(k)
+            if current is not None:
+                if current is d:
+                    continue
+            else:
+                stored = load(*k)
+                if stored is d or (
+                    stored is not None and d is not None and stored.version == d.version
+                ):
+                    continue
+            raise self._conflict(space, [(k, d)])
+        after = replaced(before, value, version)
         docs[key] = after
         return [new_change(space, entity_id, before, after)]
 
     def flush(self) -> None:
         """Write every landed document to the store: one commit per space.
 
-        On ``ConflictError`` (another process wrote one of these documents
-        meanwhile) nothing of that space lands and the layer is emptied anyway:
-        the caller re-runs the nodes that wrote them, against fresh data.
+        Each document is compared against the stored version it replaces
+        (its own version minus one).  On ``ConflictError`` (another process
+        wrote one of these documents meanwhile) nothing of that space lands
+        and the layer is emptied anyway: the caller re-runs the nodes that
+        wrote them, against fresh data.
         """
-        if not self._docs:
+        docs = self._docs
+        if not docs:
             return
-        by_space: dict[str, dict[str, Document]] = {}
-        for (space, entity_id), doc in self._docs.items():
-            by_space.setdefault(space, {})[entity_id] = doc
-        basis = self._basis
         self._docs = {}
-        self._basis = {}
-        for space, writes in by_space.items():
-            self.store.commit(space, writes, {(space, e): basis[(space, e)] for e in writes})
+        spaces = {space for space, _ in docs}
+        by_space: dict[str, dict[Key, Document]]
+        if len(spaces) == 1:
+            by_space = {spaces.pop(): docs}
+        else:
+            by_space = {}
+            for key, doc in docs.items():
+                by_space.setdefault(key[0], {})[key] = doc
+        commit_landed = self._commit_landed
+        for space, landed in by_space.items():
+            if commit_landed is not None:
+                commit_landed(space, landed)
+            else:
+                self.store.commit(space, {e: doc for (_, e), doc in landed.items()},
+                                  {key: doc.version - 1 for key, doc in landed.items()})
 
     def discard(self) -> list[Key]:
         """Drop every landed document (the store never sees them); returns their keys."""
         keys = list(self._docs)
         self._docs = {}
-        self._basis = {}
         return keys

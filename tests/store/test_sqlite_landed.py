@@ -1,0 +1,185 @@
+"""``SqliteStore.commit_landed``: the write-back layer's group commit (issue 20).
+
+The same compare-and-swap as ``commit``, written as version-checked rows
+without a version query first: a stale basis is still a ``ConflictError``
+naming exactly the stale documents, and nothing of the commit lands.  Other
+store objects on the file see the commit through their change feed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from cellkernel import Runtime
+from cellkernel.errors import ConflictError
+from cellkernel.store.documents import Document
+from cellkernel.store.sqlite import SqliteStore
+from cellkernel.store.writeback import WriteBack
+
+SPACE = "s"
+
+
+def _stored(db: Path) -> dict[str, tuple[str, int]]:
+    with sqlite3.connect(db) as conn:
+        return {i: (v, n) for i, v, n in conn.execute("SELECT id, value, version FROM documents")}
+
+
+def _seed(db: Path, n: int = 3) -> SqliteStore:
+    store = SqliteStore(db)
+    store.commit(SPACE, {f"d{i}": Document(i) for i in range(n)}, {})
+    return store
+
+
+def _landed(store: SqliteStore, values: dict[str, object]) -> dict[tuple[str, str], Document]:
+    out: dict[tuple[str, str], Document] = {}
+    for entity_id, value in values.items():
+        before = store.load(SPACE, entity_id)
+        out[(SPACE, entity_id)] = Document(value, None, {},
+                                           (before.version if before else 0) + 1)
+    return out
+
+
+def test_a_landed_commit_writes_every_row_and_others_see_it(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    store = _seed(db)
+    other = SqliteStore(db)
+    assert other.load(SPACE, "d1") == Document(1, None, {}, 1)
+    landed = _landed(store, {"d0": 10, "d1": 11, "new": 12})
+    store.commit_landed(SPACE, landed)
+    assert _stored(db) == {"d0": ("10", 2), "d1": ("11", 2), "d2": ("2", 1), "new": ("12", 1)}
+    assert store.load(SPACE, "d1") is landed[(SPACE, "d1")]  # the cache holds them as landed
+    seen = {(c.entity_id, c.before.version if c.before else 0, c.after.version)
+            for c in other.poll()}
+    assert seen == {("d1", 1, 2), ("d0", 0, 2), ("new", 0, 1)}  # (d0 was not cached there)
+    assert other.load(SPACE, "d1") == Document(11, None, {}, 2)
+    store.close()
+    other.close()
+
+
+def test_a_stale_basis_conflicts_naming_only_the_stale_document_and_lands_nothing(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "c.db"
+    store = _seed(db)
+    landed = _landed(store, {"d0": 10, "d1": 11, "d2": 12})
+    other = SqliteStore(db)
+    other.commit(SPACE, {"d1": Document(99)}, {(SPACE, "d1"): 1})  # d1 moves to version 2
+    before = _stored(db)
+    with pytest.raises(ConflictError) as caught:
+        store.commit_landed(SPACE, landed)
+    # d0 was written first in the same statement batch: it is not a conflict
+    assert caught.value.conflicts == [(SPACE, "d1")]
+    assert "'d1' in space 's' is at version 2, transaction read 1" in str(caught.value)
+    assert _stored(db) == before  # all or nothing
+    assert store.load(SPACE, "d1") == Document(99, None, {}, 2)  # the winner, from the feed
+    assert store.load(SPACE, "d0") == Document(0, None, {}, 1)
+    store.close()
+    other.close()
+
+
+def test_a_document_created_meanwhile_conflicts_and_lands_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "n.db"
+    store = _seed(db)
+    landed = _landed(store, {"d0": 10, "fresh": 1})
+    other = SqliteStore(db)
+    other.commit(SPACE, {"fresh": Document("theirs")}, {(SPACE, "fresh"): 0})
+    with pytest.raises(ConflictError) as caught:
+        store.commit_landed(SPACE, landed)
+    assert caught.value.conflicts == [(SPACE, "fresh")]
+    assert _stored(db)["d0"] == ("0", 1) and _stored(db)["fresh"] == ('"theirs"', 1)
+    store.close()
+    other.close()
+
+
+def test_a_landed_commit_after_unseen_commits_is_ordered_after_them(tmp_path: Path) -> None:
+    """Its rows carry a sequence past every commit on file, so a change feed never skips it."""
+    db = tmp_path / "q.db"
+    store = _seed(db)
+    watcher = SqliteStore(db)
+    watcher.poll()
+    landed = _landed(store, {"d0": 10})
+    other = SqliteStore(db)
+    other.commit(SPACE, {"d2": Document(22)}, {(SPACE, "d2"): 1})  # our store has not seen it
+    assert {c.entity_id for c in watcher.poll()} == {"d2"}  # the watcher's feed is past it
+    store.commit_landed(SPACE, landed)
+    assert [(c.entity_id, c.after.value) for c in watcher.poll()] == [("d0", 10)]
+    with sqlite3.connect(db) as conn:
+        seqs = dict(conn.execute("SELECT id, seq FROM documents"))
+    assert seqs["d0"] > seqs["d2"]
+    for s in (store, watcher, other):
+        s.close()
+
+
+def test_a_landed_document_of_any_json_is_checked_and_encoded(tmp_path: Path) -> None:
+    db = tmp_path / "j.db"
+    store = _seed(db)
+    doc = Document({"a": [1, 2.5, "é"]}, {"src": True}, {"k": "v"}, 2)
+    store.commit_landed(SPACE, {(SPACE, "d0"): doc})
+    fresh = SqliteStore(db)
+    assert fresh.load(SPACE, "d0") == doc
+    with pytest.raises(ValueError, match="not normalised JSON"):
+        store.commit_landed(SPACE, {(SPACE, "d1"): Document((1, 2), None, {}, 2),
+                                    (SPACE, "d2"): Document(5, None, {}, 2)})
+    assert _stored(db)["d2"] == ("2", 1)  # nothing of it landed
+    with pytest.raises(ValueError, match="not in space"):
+        store.commit_landed(SPACE, {("elsewhere", "d1"): Document(5, None, {}, 2)})
+    store.close()
+    fresh.close()
+
+
+def test_the_layer_flushes_each_space_with_the_version_it_replaces(tmp_path: Path) -> None:
+    db = tmp_path / "w.db"
+    rt = Runtime(store=f"sqlite:///{db}")
+    store = rt.store
+    assert isinstance(store, SqliteStore)
+    store.commit(SPACE, {"d0": Document(0)}, {})
+    layer = WriteBack(store)
+    first = store.load(SPACE, "d0")
+    [change] = layer.land_value(SPACE, "d0", first, 1, [])
+    assert change.after.version == 2
+    [again] = layer.land_value(SPACE, "d0", change.after, 2, [])  # rewritten: same version
+    assert again.after.version == 2
+    layer.land_value("t", "x", None, 7, [])
+    with pytest.raises(ConflictError):  # a stale read of the landed document
+        layer.land_value(SPACE, "d0", change.after, 3, [])
+    layer.flush()
+    assert not layer
+    assert store.load(SPACE, "d0") == Document(2, None, {}, 2)
+    assert SqliteStore(db).load("t", "x") == Document(7, None, {}, 1)
+    rt.close()
+
+
+def test_cached_loads_need_no_lock_and_survive_concurrent_eviction(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    store = SqliteStore(db, cache_size=50)
+    store.commit(SPACE, {f"e{i}": Document(i) for i in range(200)}, {})
+    assert store.load(SPACE, "e1") == Document(1, None, {}, 1)
+    with store._lock:  # held by this thread: another thread's cached load does not wait
+        seen: list[Document | None] = []
+        reader = threading.Thread(target=lambda: seen.append(store.load(SPACE, "e1")))
+        reader.start()
+        reader.join(timeout=5)
+        assert seen == [Document(1, None, {}, 1)]
+    errors: list[BaseException] = []
+
+    def churn(offset: int) -> None:
+        try:
+            for n in range(2000):
+                i = (n * 7 + offset) % 200
+                doc = store.load(SPACE, f"e{i}")
+                assert doc is not None and doc.value == i
+        except BaseException as exc:  # pragma: no cover - the failure being tested for
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(store._cache) <= 50
+    store.close()
