@@ -358,6 +358,15 @@ class SqliteStore:
             self._remember(key, doc)
             return doc
 
+    def cached_view(self) -> OrderedDict[Key, Document | None]:
+        """The cache itself, for the write-back layer's reads (``store/writeback.py``).
+
+        Every entry is a document as it is on file (None: known absent), least
+        recently used first.  Read it, and move a key read to the end as
+        ``load`` does; never change it otherwise.
+        """
+        return self._cache
+
     def _remember(self, key: Key, doc: Document | None) -> None:
         cache = self._cache
         cache[key] = doc

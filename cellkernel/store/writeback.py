@@ -16,6 +16,7 @@ which every node recomputes when its instance is resumed (SPEC §2).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +33,9 @@ from cellkernel.store.documents import (
 )
 from cellkernel.store.memory import owned_parts
 
+#: a key the store's cache does not hold (None there: known absent)
+_UNCACHED: Any = object()
+
 
 class WriteBack:
     """Derived documents not yet in ``store``, keyed ``(space, entity_id)``.
@@ -43,12 +47,18 @@ class WriteBack:
     replaces is ``version - 1`` (0: it is new).
     """
 
-    __slots__ = ("_commit_landed", "_docs", "_load", "store")
+    __slots__ = ("_cached", "_commit_landed", "_docs", "_load", "store")
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._docs: dict[Key, Document] = {}
         self._load = store.load
+        #: the store's cache of documents as on file (``SqliteStore.cached_view``), read
+        #: here without a call into the store: what ``store.load`` would return for a
+        #: key it holds (moved to the end, as a load would); other keys go to ``load``
+        view = getattr(store, "cached_view", None)
+        self._cached: OrderedDict[Key, Document | None] = (
+            view() if view is not None else OrderedDict())
         #: the store's own group commit of landed documents (``SqliteStore.commit_landed``)
         self._commit_landed = getattr(store, "commit_landed", None)
 
@@ -60,8 +70,17 @@ class WriteBack:
 
     def load(self, space: str, entity_id: str) -> Document | None:
         """The document as this settle sees it: landed here, else stored."""
-        doc = self._docs.get((space, entity_id))
+        key = (space, entity_id)
+        doc = self._docs.get(key)
         if doc is not None:
+            return doc
+        cached = self._cached
+        doc = cached.get(key, _UNCACHED)  # (a cached hit: ``SqliteStore.load`` without a call)
+        if doc is not _UNCACHED:
+            try:
+                cached.move_to_end(key)
+            except KeyError:  # evicted by another thread just now
+                return doc
             return doc
         return self._load(space, entity_id)
 
@@ -74,7 +93,9 @@ class WriteBack:
         current = self._docs.get(key)
         if current is not None:
             return current is not base
-        stored = self._load(*key)
+        stored: Document | None = self._cached.get(key, _UNCACHED)
+        if stored is _UNCACHED:
+            stored = self._load(*key)
         if stored is None or base is None:
             return stored is not base
         return stored.version != base.version
@@ -133,14 +154,16 @@ class WriteBack:
         """``land`` for one run that read ``read`` and replaces ``before`` with a scalar."""
         key = (space, entity_id)
         docs = self._docs
-        load = self._load
+        cached = self._cached
         landed = docs.get(key)
         if landed is not None:  # rewritten in this settle: same version, checked by identity
             if landed is not before:
                 raise self._conflict(space, [(key, before)])
             version = landed.version
         else:  # ``_moved`` inline: the stored document must still be at the version read
-            stored = load(space, entity_id)
+            stored = cached.get(key, _UNCACHED)
+            if stored is _UNCACHED:
+                stored = self._load(space, entity_id)
             if stored is not before and (
                 stored is None or before is None or stored.version != before.version
             ):
@@ -148,16 +171,16 @@ class WriteBack:
             version = before.version + 1 if before is not None else 1
         for k, d in read:
             current = docs.get(k)
-            if current is not None:
-                if current is d:
-                    continue
-            else:
-                stored = load(*k)
-                if stored is d or (
-                    stored is not None and d is not None and stored.version == d.version
+            if current is None:
+                current = cached.get(k, _UNCACHED)
+                if current is _UNCACHED:
+                    current = self._load(*k)
+                if current is not d and current is not None and d is not None and (
+                    current.version == d.version
                 ):
                     continue
-            raise self._conflict(space, [(k, d)])
+            if current is not d:
+                raise self._conflict(space, [(k, d)])
         after = replaced(before, value, version)
         docs[key] = after
         return [new_change(space, entity_id, before, after)]

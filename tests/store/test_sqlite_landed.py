@@ -183,3 +183,32 @@ def test_cached_loads_need_no_lock_and_survive_concurrent_eviction(tmp_path: Pat
     assert errors == []
     assert len(store._cache) <= 50
     store.close()
+
+
+def test_the_layer_checks_stored_reads_against_the_store_cache(tmp_path: Path) -> None:
+    db = tmp_path / "v.db"
+    store = SqliteStore(db)
+    store.commit(SPACE, {"in": Document(1), "out": Document(0)}, {})
+    layer = WriteBack(store)
+    seen_in, seen_out = store.load(SPACE, "in"), store.load(SPACE, "out")
+    assert seen_in is not None and seen_out is not None
+    same_version = Document(seen_in.value, None, {}, seen_in.version)  # a fresh equal copy
+    layer.land_value(SPACE, "out", seen_out, 2, [((SPACE, "in"), same_version)])
+    layer.discard()
+    other = SqliteStore(db)
+    other.commit(SPACE, {"in": Document(5)}, {(SPACE, "in"): 1})
+    store.poll()  # the cache now holds in@2
+    with pytest.raises(ConflictError) as caught:
+        layer.land_value(SPACE, "out", seen_out, 2, [((SPACE, "in"), seen_in)])
+    assert caught.value.conflicts == [(SPACE, "in")]
+    assert not layer
+    store._cache.clear()  # not cached: the layer asks the store
+    with pytest.raises(ConflictError):
+        layer.land_value(SPACE, "out", seen_out, 2, [((SPACE, "in"), seen_in)])
+    assert layer.load(SPACE, "in") == Document(5, None, {}, 2)
+    fresh = store.load(SPACE, "in")
+    assert fresh is not None
+    [change] = layer.land_value(SPACE, "out", seen_out, 6, [((SPACE, "in"), fresh)])
+    assert change.after == Document(6, None, {}, 2)
+    store.close()
+    other.close()
