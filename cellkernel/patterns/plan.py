@@ -107,7 +107,48 @@ def concretize(binding: Any, ids: dict[str, str], space: str,
                 links[target] = link
         return link
 
+    if links is not None:
+        flat = _rewrite_flat(binding, link_for)
+        if flat is not None:
+            return flat
     return _rewrite_aliases(binding, link_for, share_empty=links is not None)
+
+
+def _rewrite_flat(binding: Any, on_alias: Callable[[dict[str, Any]], Any]) -> Any:
+    """``_rewrite_aliases(binding, on_alias, share_empty=True)`` for a lift's usual binding.
+
+    That is a dict of lists of scalars and aliases, empty dicts and scalars
+    (``{"args": [...], "kwargs": {}}``): one level, no stack.  None for anything
+    else (an alias or sigil at the top or in a list, deeper nesting).
+    """
+    if type(binding) is not dict or is_sigil(binding) \
+            or (len(binding) == 1 and binding.get("$alias") is not None):
+        return None
+    out: dict[str, Any] = {}
+    for key, value in binding.items():
+        t = type(value)
+        if t is list:
+            if not value:
+                out[key] = value  # shared, like an empty dict
+                continue
+            items = value.copy()
+            for i, item in enumerate(items):
+                ti = type(item)
+                if ti is dict:
+                    alias = item.get("$alias") if len(item) == 1 else None
+                    if alias is None:
+                        return None
+                    items[i] = on_alias(alias)
+                elif ti is list:
+                    return None
+            out[key] = items
+        elif t is dict:
+            if value:
+                return None
+            out[key] = value  # an empty dict below the top is shared
+        else:
+            out[key] = value
+    return out
 
 
 def _concrete_config(config: Any, concrete_input: Callable[[str], str]) -> Any:
@@ -200,10 +241,12 @@ def plan(
     for node in graph["nodes"]:
         out_id = ids[node["outputs"]]
         cell = by_key[node["outputs"]]
-        node_inputs = sorted({concrete_input(i).split("/", 1)[0] for i in cell.get("inputs", [])})
         same = cause_inputs.get(node["outputs"])
-        if same is not None and same == node_inputs:
+        if same is not None and _whole_and_distinct(same):
             node_inputs = same  # whole-cell inputs, each once: the cause's list (never edited)
+        else:
+            node_inputs = sorted(
+                {concrete_input(i).split("/", 1)[0] for i in cell.get("inputs", [])})
         record: dict[str, Any] = {
             "id": "node:" + out_id[3:],
             "helper": node["helper"],
@@ -217,6 +260,18 @@ def plan(
             record["config"] = node["config"]
         records.append(record)
     return ids, records, snap_cells
+
+
+def _whole_and_distinct(ids: list[str]) -> bool:
+    """Whether a sorted list of concrete inputs names whole cells (no path), each once."""
+    if len(ids) == 1:
+        return "/" not in ids[0]
+    previous = None
+    for i in ids:
+        if "/" in i or i == previous:
+            return False
+        previous = i
+    return True
 
 
 _schema_hashes: dict[str, str] = {}
