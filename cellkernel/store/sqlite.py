@@ -57,6 +57,8 @@ _BUSY_TIMEOUT_MS = 10_000
 CACHE_SIZE = 10_000
 
 _ROW = "space, id, value, source, meta, version, seq"
+#: ``_ROW`` and the row id (``n``): what a read remembers for ``commit_landed``
+_ROW_N = _ROW + ", n"
 #: ids per ``IN (...)`` query (SQLite allows 32 766 variables; this stays far below)
 _CHUNK = 500
 
@@ -64,18 +66,26 @@ _CHUNK = 500
 _UNCACHED: Any = object()
 
 _Row: TypeAlias = tuple[str, str, str, str, str, int, int]
+_RowN: TypeAlias = tuple[str, str, str, str, str, int, int, int]
+
+#: ``commit_landed``'s version-checked writes: by key, and by a row id already known
+#: (the id and space checked too: a row id of a deleted row may be given to another)
+_UPDATE_BY_KEY = ("UPDATE documents SET value = ?, source = ?, meta = ?, version = ?, seq = ? "
+                  "WHERE space = ? AND id = ? AND version = ?")
+_UPDATE_BY_ROWID = ("UPDATE documents SET value = ?, source = ?, meta = ?, version = ?, seq = ? "
+                    "WHERE n = ? AND id = ? AND space = ? AND version = ?")
 
 #: file path -> (thread, store) holding its write lock through ``SqliteStore.write_lock``
 _held_locks: dict[str, tuple[int, weakref.ref[SqliteStore]]] = {}
 _held_guard = threading.Lock()
 
 
-def _decode_row(row: _Row) -> Document:
+def _decode_row(row: _Row | _RowN) -> Document:
     """The document a row holds; ``CorruptDocumentError`` names it if it cannot be decoded.
 
     Decoding does not depend on the recursion limit (``documents.loads``).
     """
-    space, entity_id, value, source, meta, version, _ = row
+    space, entity_id, value, source, meta, version = row[:6]
     try:
         decoded_meta = loads(meta)
         if type(decoded_meta) is not dict:
@@ -212,6 +222,9 @@ class SqliteStore:
         self._cache: OrderedDict[Key, Document | None] = OrderedDict()
         #: rows that could not be decoded, by key: (version, problem); read raises
         self._corrupt: dict[Key, tuple[int, str]] = {}
+        #: the row id (``n``) of documents read or written here, for ``commit_landed``'s
+        #: updates by row id; kept for cached keys only, and only ever a hint
+        self._rowids: dict[Key, int] = {}
         self._pending: list[Change] = []
         self._seq = 0  # every row with seq <= this is reflected in the cache (or uncached)
         self._data_version = -1  # PRAGMA data_version when the feed was last read
@@ -348,7 +361,7 @@ class SqliteStore:
             try:
                 row = (
                     self._connection()
-                    .execute(f"SELECT {_ROW} FROM documents WHERE space = ? AND id = ?", key)
+                    .execute(f"SELECT {_ROW_N} FROM documents WHERE space = ? AND id = ?", key)
                     .fetchone()
                 )
             except sqlite3.Error as exc:
@@ -356,6 +369,8 @@ class SqliteStore:
                 raise _store_error(self.path, exc, doing, self._busy_ms) from None
             doc = _decode_row(row) if row is not None else None
             self._remember(key, doc)
+            if row is not None:
+                self._rowids[key] = row[7]
             return doc
 
     def cached_view(self) -> OrderedDict[Key, Document | None]:
@@ -371,8 +386,15 @@ class SqliteStore:
         cache = self._cache
         cache[key] = doc
         cache.move_to_end(key)
+        if len(cache) > self.cache_size:
+            self._evict()
+
+    def _evict(self) -> None:
+        """Drop the least recently used entries past ``cache_size`` (and their row ids)."""
+        cache = self._cache
+        rowids = self._rowids
         while len(cache) > self.cache_size:
-            cache.popitem(last=False)
+            rowids.pop(cache.popitem(last=False)[0], None)
 
     def entity_ids(self, space: str) -> list[str]:
         """Read from the database, not the cache: a listing should include every id."""
@@ -410,12 +432,13 @@ class SqliteStore:
         not changes from our point of view and are skipped.  A row that cannot be
         decoded is remembered as corrupt (reading *it* raises) and the feed moves on.
         """
-        rows: Iterable[_Row] = conn.execute(
-            f"SELECT {_ROW} FROM documents WHERE seq > ? ORDER BY seq, n", (self._seq,)
+        rows: Iterable[_RowN] = conn.execute(
+            f"SELECT {_ROW_N} FROM documents WHERE seq > ? ORDER BY seq, n", (self._seq,)
         )
         cache = self._cache
+        rowids = self._rowids
         for row in rows:
-            space, entity_id, *_, version, seq = row
+            space, entity_id, *_, version, seq, n = row
             key = (space, entity_id)
             before = cache.get(key)
             if before is None or before.version < version:
@@ -431,6 +454,8 @@ class SqliteStore:
                     else:
                         self._remember(key, after)
                     self._pending.append(Change(space, entity_id, before, after))
+            if key in cache:
+                rowids[key] = n
             self._seq = max(self._seq, seq)
 
     # -- writing
@@ -487,8 +512,10 @@ class SqliteStore:
             check_key(space, "")
         seq = self._seq + 1  # what the commit will write at, unless the feed moves first
         limit = INT_LIMIT
-        updates: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []  # by key
+        by_rowid: list[tuple[Any, ...]] = []
         inserts: list[tuple[Any, ...]] = []
+        rowids = self._rowids
         decoded: list[tuple[Key, Document]] | None = None  # encoded the general way
         for key, doc in landed.items():
             entity_id = key[1]
@@ -509,8 +536,13 @@ class SqliteStore:
                 decoded.append((key, new_document(enc.doc.value, enc.doc.source,
                                                   enc.doc.meta, version)))
             if version > 1:
-                updates.append((text, source, meta_text, version, seq, space, entity_id,
-                                version - 1))
+                n = rowids.get(key)
+                if n is not None:
+                    by_rowid.append((text, source, meta_text, version, seq, n, entity_id, space,
+                                     version - 1))
+                else:
+                    updates.append((text, source, meta_text, version, seq, space, entity_id,
+                                    version - 1))
             else:
                 inserts.append((space, entity_id, text, source, meta_text, version, seq))
         if self.readonly:
@@ -526,8 +558,9 @@ class SqliteStore:
                     if self._seq + 1 != seq:  # other writers committed meanwhile
                         seq = self._seq + 1
                         updates = [(*row[:4], seq, *row[5:]) for row in updates]
+                        by_rowid = [(*row[:4], seq, *row[5:]) for row in by_rowid]
                         inserts = [(*row[:6], seq) for row in inserts]
-                    self._write_rows(conn, space, inserts, updates, seq)
+                    learned = self._write_rows(conn, space, inserts, updates, by_rowid, seq)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -548,31 +581,51 @@ class SqliteStore:
             if self._corrupt:
                 for key in landed:
                     self._corrupt.pop(key, None)
-            while len(cache) > self.cache_size:
-                cache.popitem(last=False)
+            if learned:
+                rowids.update(learned)
+            if len(cache) > self.cache_size:
+                self._evict()
             self._seq = seq
 
     def _write_rows(self, conn: sqlite3.Connection, space: str, inserts: list[tuple[Any, ...]],
-                    updates: list[tuple[Any, ...]], seq: int) -> None:
-        """``commit_landed``'s rows: version-checked, so a missed row is a conflict."""
+                    updates: list[tuple[Any, ...]], by_rowid: list[tuple[Any, ...]],
+                    seq: int) -> dict[Key, int]:
+        """``commit_landed``'s rows: version-checked, so a missed row is a conflict.
+
+        Returns the row ids of the documents it created.  A row id that no longer
+        names the document (deleted and made again by another process) misses
+        its row: those rows are written again by key before anything counts as
+        a conflict.
+        """
+        learned: dict[Key, int] = {}
         try:
             if inserts:
                 conn.executemany(
                     "INSERT INTO documents (space, id, value, source, meta, version, seq) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)", inserts)
-            if updates:
-                cursor = conn.executemany(
-                    "UPDATE documents SET value = ?, source = ?, meta = ?, version = ?, "
-                    "seq = ? WHERE space = ? AND id = ? AND version = ?", updates)
-                if cursor.rowcount == len(updates):
-                    return
-            else:
-                return
+                learned = {(space, entity_id): n for entity_id, n in conn.execute(
+                    "SELECT id, n FROM documents WHERE seq = ? AND space = ?", (seq, space))}
+            missed = bool(updates) and (
+                conn.executemany(_UPDATE_BY_KEY, updates).rowcount != len(updates))
+            if by_rowid and not missed and (
+                conn.executemany(_UPDATE_BY_ROWID, by_rowid).rowcount != len(by_rowid)
+            ):  # a stale row id, or a lost compare-and-swap: by key, what did not land
+                written = {entity_id for (entity_id,) in conn.execute(
+                    "SELECT id FROM documents WHERE seq = ? AND space = ?", (seq, space))}
+                retry = [(*row[:5], space, row[6], row[8]) for row in by_rowid
+                         if row[6] not in written]
+                for row in retry:
+                    self._rowids.pop((space, row[6]), None)
+                missed = bool(retry) and (
+                    conn.executemany(_UPDATE_BY_KEY, retry).rowcount != len(retry))
+            if not missed:
+                return learned
         except sqlite3.IntegrityError:  # a new document was created meanwhile by another writer
             pass
         # a compare-and-swap lost: which ones (rows written by this commit are at ``seq``)
         basis = {(space, row[1]): 0 for row in inserts}
         basis.update(((space, row[6]), row[7]) for row in updates)
+        basis.update(((space, row[6]), row[8]) for row in by_rowid)
         current = self._versions(conn, basis, seq)
         conflicts = [(key, read, current.get(key, 0)) for key, read in basis.items()
                      if current.get(key, 0) != read]
@@ -621,6 +674,7 @@ class SqliteStore:
             for entity_id in entity_ids:
                 self._cache.pop((space, entity_id), None)
                 self._corrupt.pop((space, entity_id), None)
+                self._rowids.pop((space, entity_id), None)
             return gone
 
     @contextlib.contextmanager

@@ -212,3 +212,36 @@ def test_the_layer_checks_stored_reads_against_the_store_cache(tmp_path: Path) -
     assert change.after == Document(6, None, {}, 2)
     store.close()
     other.close()
+
+
+def test_a_row_id_given_to_another_document_never_writes_it(tmp_path: Path) -> None:
+    """Updates go by the row id a read saw; one deleted and reused is caught, then by key."""
+    db = tmp_path / "r.db"
+    store = SqliteStore(db)
+    store.commit(SPACE, {"keep": Document(0)}, {})
+    store.commit_landed(SPACE, {(SPACE, "x"): Document(1, None, {}, 1)})  # created here
+    other = SqliteStore(db)
+    assert other.release(SPACE, ["x"]) == 1  # another process deletes x (no feed entry) ...
+    other.commit(SPACE, {"y": Document("y")}, {})  # ... y takes x's row id ...
+    other.commit(SPACE, {"x": Document(1)}, {})  # ... and x is made again, at version 1
+    with sqlite3.connect(db) as conn:
+        ids = dict(conn.execute("SELECT id, n FROM documents"))
+    assert store._rowids[(SPACE, "x")] == ids["y"]  # what this store still believes
+    store.commit_landed(SPACE, {(SPACE, "x"): Document(2, None, {}, 2)})
+    assert _stored(db) == {"keep": ("0", 1), "x": ("2", 2), "y": ('"y"', 1)}
+    fresh = SqliteStore(db)
+    assert fresh.load(SPACE, "y") == Document("y", None, {}, 1)
+    assert fresh.load(SPACE, "x") == Document(2, None, {}, 2)
+    # and by row id the compare-and-swap still holds: a stale basis lands nothing
+    assert fresh.load(SPACE, "keep") is not None
+    assert set(fresh._rowids) == {(SPACE, "keep"), (SPACE, "x"), (SPACE, "y")}
+    other.poll()
+    other.commit(SPACE, {"x": Document(9)}, {(SPACE, "x"): 2})
+    with pytest.raises(ConflictError) as caught:
+        fresh.commit_landed(SPACE, {(SPACE, "keep"): Document(1, None, {}, 2),
+                                    (SPACE, "x"): Document(3, None, {}, 3)})
+    assert caught.value.conflicts == [(SPACE, "x")]
+    assert _stored(db) == {"keep": ("0", 1), "x": ("9", 3), "y": ('"y"', 1)}
+    assert fresh.load(SPACE, "x") == Document(9, None, {}, 3)
+    for s in (store, other, fresh):
+        s.close()
