@@ -7,6 +7,12 @@ says so (filter).  A run after one write re-keys only what that write touched
 (``CollectionRun.changed_few``); anything else takes the full pass.  A child
 whose key vanished is retired: stopped, its documents released once the
 runtime is quiet (``Runner._retire``).
+
+A filter is two actions: ``CollectionRun`` keys the list and starts children,
+``FilterCollect`` reads the children's verdicts and writes the output.  One
+action doing both would read what the children it starts write and write what
+they read: a cycle, which left the scheduler no order (every child's verdict
+re-ran the whole filter, and raising heights round the cycle cost O(N) a step).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from cellkernel.reactive.cells import Cell, resolve
 
 if TYPE_CHECKING:
     from cellkernel.patterns.runner import Runner
-    from cellkernel.store.transactions import Transaction
+    from cellkernel.store.transactions import Address, Transaction
 
 #: a map run re-keys at most this many elements incrementally; more: the full pass
 _FEW = 64
@@ -35,7 +41,8 @@ class CollectionRun:
     """One map or filter node's run: ``run(tx)`` keys the list and reconciles children."""
 
     __slots__ = ("arg_ids", "captured_b", "id_of_key", "instance", "keys_of", "last",
-                 "list_b", "mode", "node", "op_hash", "out_id", "runner", "space")
+                 "list_b", "mode", "node", "op_hash", "out_id", "retired", "runner", "space",
+                 "touched")
 
     def __init__(self, runner: Runner, instance: Instance, node: RunningNode) -> None:
         record = node.record
@@ -56,6 +63,10 @@ class CollectionRun:
         self.id_of_key: dict[str, str] = {}
         #: the last run's list, keys, bases and positions (see ``changed_few``)
         self.last: dict[str, Any] = {}
+        #: the indices re-keyed since a filter's collect last ran (None: all of them)
+        self.touched: set[int] | None = None
+        #: children retired by re-keying since a filter's collect last ran
+        self.retired: list[str] = []
 
     @staticmethod
     def base_of(element: Any, sp: str) -> str:
@@ -90,8 +101,9 @@ class CollectionRun:
         when the change is anything else; the full pass handles it.
         """
         before = self.last.get("raw")
-        if self.mode != "map" or before is None or self.last.get("array") != array_link:
+        if before is None or self.last.get("array") != array_link:
             return False
+        is_map = self.mode == "map"
         n_old, n_new = len(before), len(raw)
         common = min(n_old, n_new)
         written = _written_indices(self.runner.rt.scheduler, self.last.get("where"), where)
@@ -109,10 +121,12 @@ class CollectionRun:
             return False
         if not changed and n_new == n_old:
             self.last["raw"], self.last["where"] = raw, where
-            return tx.exists(self.space, self.out_id)  # nothing moved at all
-        output = tx.read(self.space, self.out_id, (), track=False)
-        if type(output) is not list or len(output) != n_old:
-            return False  # the output is not what the self.last run wrote: rebuild it
+            return not is_map or tx.exists(self.space, self.out_id)  # nothing moved at all
+        output: Any = None
+        if is_map:
+            output = tx.read(self.space, self.out_id, (), track=False)
+            if type(output) is not list or len(output) != n_old:
+                return False  # the output is not what the last run wrote: rebuild it
         order: list[tuple[str, str, Any, int]] = self.last["order"]
         bases: list[str] = self.last["bases"]
         positions: dict[str, list[int]] = self.last["positions"]
@@ -159,10 +173,12 @@ class CollectionRun:
                 stopped = self.node.children.pop(child_id, None)
                 if stopped is not None:
                     self.runner._retire(stopped)
+                    if self.mode != "map":
+                        self.retired.append(child_id)
                 self.keys_of.pop(child_id, None)
                 self.arg_ids.pop(child_id, None)
                 self.id_of_key.pop(key, None)
-        if n_new != n_old:
+        if is_map and n_new != n_old:
             output = output[:n_new] + [None] * (n_new - min(n_new, n_old))
         for i in sorted(affected):
             key = new_keys[i]
@@ -176,19 +192,24 @@ class CollectionRun:
                 self.start_child(op, child_id, raw[i], i, array_link, tx)
             self.id_of_key[key] = child_id
             order[i] = (key, child_id, raw[i], i)
+            if not is_map:
+                continue  # the filter's output is FilterCollect's
             if n_new == n_old:
                 link = tx.hand_over(make_link(self.space, child_id, ()))
                 tx.write(self.space, self.out_id, (i,), link)
             else:
                 output[i] = make_link(self.space, child_id, ())
-        if n_new != n_old:
+        if is_map and n_new != n_old:
             tx.write(self.space, self.out_id, (), tx.hand_over(output))  # (a C-level copy)
+        if self.touched is not None:
+            self.touched.update(affected)
         self.last["raw"] = raw
         self.last["where"] = where
         return True
 
-    def __call__(self, tx: Transaction) -> None:
-        op = self.runner.pattern_by_hash(self.op_hash, self.space)
+    def read_list(self, tx: Transaction) -> tuple[list[Any], str, Any,
+                                                  tuple[str, str, Any, Any] | None]:
+        """The list (tracked), its space, a link to it, and where it lives (see ``changed_few``)."""
         sp = self.space
         if is_link(self.list_b):
             link = parse_link(self.list_b, self.space)
@@ -204,6 +225,11 @@ class CollectionRun:
             where = None
         if raw is MISSING or raw is None or not isinstance(raw, list):
             raw = []
+        return raw, sp, array_link, where
+
+    def __call__(self, tx: Transaction) -> None:
+        op = self.runner.pattern_by_hash(self.op_hash, self.space)
+        raw, sp, array_link, where = self.read_list(tx)
         if self.changed_few(op, raw, sp, array_link, tx, where):
             return
         seen: dict[str, int] = {}
@@ -239,18 +265,168 @@ class CollectionRun:
             positions.setdefault(base, []).append(index)
         self.last.update(raw=raw, order=order, bases=bases, positions=positions,
                          array=array_link, where=where)
-        if self.mode == "map":
-            output: list[Any] = [make_link(self.space, child_id, ())
-                                 for _k, child_id, _e, _i in order]
-        else:
-            output = []
-            for _key, child_id, element, _index in order:
-                keep: Any = Cell(self.runner.rt, self.space, child_id, (), None, tx).get()
-                if keep:
-                    output.append(element)
+        self.touched = None  # a filter's collect takes its full pass too
+        self.retired = []
+        if self.mode != "map":
+            return  # the filter's output is FilterCollect's
+        output: list[Any] = [make_link(self.space, child_id, ())
+                             for _k, child_id, _e, _i in order]
         current = tx.read(self.space, self.out_id, (), track=False)
         if current is MISSING or not json_equal(current, output):
             tx.write(self.space, self.out_id, (), tx.hand_over(output))  # built for this write
+
+
+class FilterCollect:
+    """A filter's second action: the elements whose child said keep, in list order.
+
+    It reads the list as the keying action does (so a change that starts no child
+    still collects again) and every child's verdict; the keying action wrote the
+    children's documents, so the scheduler orders this after it and after them.
+
+    After its first run it is incremental: the scheduler tells it which of the
+    documents it reads changed (``Action.changed``), the keying action which
+    indices it re-keyed (``CollectionRun.touched``), and only those verdicts are
+    read again.  It subscribes to whole documents and keeps that subscription
+    itself (``Scheduler.add_reads`` / ``drop_reads``).  ``kept`` (one 0/1 per
+    index) places an element in the output with a C-level ``sum``.
+    """
+
+    __slots__ = ("action", "children_of", "docs_of", "full", "kept", "keying", "list_keys",
+                 "values")
+
+    def __init__(self, keying: CollectionRun) -> None:
+        self.keying = keying
+        self.action: Any = None  # the scheduler action running this (set when subscribed)
+        #: child id -> the documents its verdict was read from
+        self.docs_of: dict[str, list[tuple[str, str]]] = {}
+        #: document -> the children whose verdict read it (each key: one subscription)
+        self.children_of: dict[tuple[str, str], set[str]] = {}
+        #: the documents the list itself is read from (never dropped)
+        self.list_keys: set[tuple[str, str]] = set()
+        #: per index of the keyed order: 1 if its element is in the output
+        self.kept: list[int] = []
+        #: the output as last written
+        self.values: list[Any] = []
+        self.full = True
+
+    def _verdict(self, tx: Transaction, child_id: str,
+                 fresh: list[tuple[str, str]] | None = None) -> bool:
+        """A child's verdict; notes the documents reading it touched (``docs_of``).
+
+        Documents no child read before are appended to ``fresh``.
+        """
+        start = len(tx.reads)
+        keep = bool(Cell(self.keying.runner.rt, self.keying.space, child_id, (), None, tx).get())
+        keys = list(dict.fromkeys((sp, eid) for sp, eid, _p in tx.reads[start:]))
+        self.docs_of[child_id] = keys
+        children_of = self.children_of
+        for key in keys:
+            readers = children_of.get(key)
+            if readers is None:
+                readers = children_of[key] = set()
+                if fresh is not None:
+                    fresh.append(key)
+            readers.add(child_id)
+        return keep
+
+    def _forget(self, child_id: str, emptied: list[tuple[str, str]]) -> None:
+        for key in self.docs_of.pop(child_id, ()):
+            readers = self.children_of.get(key)
+            if readers is not None:
+                readers.discard(child_id)
+                if not readers:
+                    emptied.append(key)
+
+    def __call__(self, tx: Transaction) -> None:
+        keying = self.keying
+        action = self.action
+        space = keying.space
+        order: list[Any] = keying.last.get("order", [])
+        changed, action.changed = action.changed, set()
+        touched, keying.touched = keying.touched, set()
+        tx.on_abort.append(self._aborted)
+        if self.full or touched is None:
+            self._full_pass(tx, order)
+        else:
+            self._update(tx, order, changed, touched)
+        current = tx.read(space, keying.out_id, (), track=False)
+        if current is MISSING or not json_equal(current, self.values):
+            tx.write(space, keying.out_id, (), tx.hand_over(list(self.values)))  # (a C copy)
+
+    def _full_pass(self, tx: Transaction, order: list[Any]) -> None:
+        start = len(tx.reads)
+        self.keying.read_list(tx)  # tracked: a change that starts no child collects again
+        list_reads = tx.reads[start:]
+        self.list_keys = {(sp, eid) for sp, eid, _p in list_reads}
+        self.docs_of.clear()
+        self.children_of.clear()
+        kept: list[int] = []
+        values: list[Any] = []
+        for _key, child_id, element, _index in order:
+            keep = self._verdict(tx, child_id)
+            kept.append(1 if keep else 0)
+            if keep:
+                values.append(element)
+        self.kept, self.values = kept, values
+        self.full = False
+        # whole documents, the list's too: a verdict read through it (an inline argument)
+        # must see its other paths change
+        whole: list[Address] = [(sp, eid, ()) for sp, eid in self.children_of]
+        self.keying.runner.rt.scheduler.replace_reads(self.action, list_reads + whole)
+
+    def _update(self, tx: Transaction, order: list[Any], changed: set[tuple[str, str]],
+                touched: set[int]) -> None:
+        """Read again only the verdicts that may have changed; place them in ``values``."""
+        keys_of = self.keying.keys_of
+        kept, values = self.kept, self.values
+        n = len(order)
+        if len(kept) > n:  # popped off the end: their kept elements end the output
+            tail = sum(kept[n:])
+            if tail:
+                del values[len(values) - tail:]
+            del kept[n:]
+        kept.extend([0] * (n - len(kept)))
+        indices = {i for i in touched if i < n}
+        for key in changed:
+            for child_id in self.children_of.get(key, ()):
+                index = keys_of.get(child_id)
+                if index is not None and index < n:
+                    indices.add(index)
+        emptied: list[tuple[str, str]] = []
+        fresh: list[tuple[str, str]] = []
+        retired, self.keying.retired = self.keying.retired, []
+        for child_id in retired:
+            if child_id not in keys_of:
+                self._forget(child_id, emptied)
+        for i in sorted(indices):
+            _key, child_id, element, _index = order[i]
+            self._forget(child_id, emptied)  # (its documents stay subscribed if read again)
+            keep = self._verdict(tx, child_id, fresh)
+            was = kept[i]
+            if keep or was:
+                at = sum(itertools.islice(kept, i))  # its place among the kept (C-level)
+                if keep and was:
+                    values[at] = element
+                elif keep:
+                    values.insert(at, element)
+                else:
+                    del values[at]
+            kept[i] = 1 if keep else 0
+        children_of = self.children_of
+        drop = []
+        for key in dict.fromkeys(emptied):
+            if not children_of.get(key):
+                children_of.pop(key, None)
+                if key not in self.list_keys:  # (the list's own subscription stays)
+                    drop.append(key)
+        added: list[Address] = [(sp, eid, ()) for sp, eid in fresh if (sp, eid) in children_of]
+        scheduler = self.keying.runner.rt.scheduler
+        if drop:
+            scheduler.drop_reads(self.action, drop)
+        scheduler.add_reads(self.action, added)
+
+    def _aborted(self, _tx: Transaction) -> None:
+        self.full = True  # what it changed did not land: start over next time
 
 
 def _written_indices(scheduler: Any, last: tuple[str, str, Any, Any] | None,

@@ -54,7 +54,7 @@ from cellkernel.patterns.curry import merge_argument, resolve_self
 from cellkernel.patterns.gc_pause import collector_paused
 from cellkernel.patterns.instances import Instance, RunningNode, RuntimeFrame
 from cellkernel.patterns.lift_plans import NOTHING, Spec, Stash, lift_plan, pure_function
-from cellkernel.patterns.map_filter import CollectionRun
+from cellkernel.patterns.map_filter import CollectionRun, FilterCollect
 from cellkernel.patterns.materialize import as_pattern
 from cellkernel.patterns.plan import (
     concretize,
@@ -796,8 +796,13 @@ class Runner:
         self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool
     ) -> None:
         run = CollectionRun(self, instance, node)  # patterns/map_filter.py
-        self._subscribe(instance, node, run, run.mode,
-                        self._declared_reads(node.record, instance.space))
+        reads = self._declared_reads(node.record, instance.space)
+        self._subscribe(instance, node, run, run.mode, reads)
+        if run.mode == "filter":  # its output: a second action, after the children
+            collect = FilterCollect(run)
+            self._subscribe(instance, node, collect, "filter", reads)
+            collect.action = node.actions[-1]
+            collect.action.changed = set()
 
     def _start_select(
         self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool

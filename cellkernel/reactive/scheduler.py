@@ -65,6 +65,7 @@ class Action:
 
     __slots__ = (
         "active",
+        "changed",
         "declared_reads",
         "fn",
         "frame",
@@ -116,6 +117,10 @@ class Action:
         #: a compiled run without a transaction (``patterns/lift_plans.py``), if it has one:
         #: ``plan(load, land_value)`` -> its changes, or ``NOT_PLANNED`` for the general run
         self.plan: Callable[[Any, Any], Any] | None = None
+        #: an incremental action's (a filter's collect) documents that changed among its
+        #: reads since its last run; such an action keeps its own subscription
+        #: (``Scheduler.add_reads`` / ``drop_reads`` / ``replace_reads``), not its journal's
+        self.changed: set[DocKey] | None = None
 
     def __repr__(self) -> str:
         return f"<Action {self.name} h={self.height}>"
@@ -174,6 +179,8 @@ class Scheduler:
         self._dormant: set[Action] = set()
         #: every action with a place in the graph (bounds heights: see ``_adjust_height``)
         self._known: set[Action] = set()
+        #: per incremental action: dropped documents still listed in its ``reads``
+        self._stale: dict[Action, int] = {}
         self._settling = False
         #: actions whose writes wait in the runtime's write-back layer (group commit)
         self._landed: set[Action] = set()
@@ -205,6 +212,7 @@ class Scheduler:
         """Stop an action for good: release its triggers, writes and pending run."""
         action.active = False
         self._known.discard(action)
+        self._stale.pop(action, None)
         self._clear_reads(action)
         for space, entity_id, _path in action.writes:
             writers = self._writers.get((space, entity_id))
@@ -285,6 +293,60 @@ class Scheduler:
             self._triggers.setdefault(key, {})[action] = paths
         action.reads = list(reads)
         self._adjust_height(action)
+
+    def replace_reads(self, action: Action, reads: list[Address]) -> None:
+        """An incremental action's whole subscription, anew (its full pass)."""
+        self._stale.pop(action, None)
+        self._set_reads(action, reads)
+
+    def add_reads(self, action: Action, reads: list[Address]) -> None:
+        """Subscribe an incremental action to more addresses, in O(len(reads)).
+
+        Its height rises above the writers of those addresses only: the rest
+        of its reads ordered it already.
+        """
+        if not reads:
+            return
+        triggers = self._triggers
+        for space, entity_id, path in reads:
+            paths = triggers.setdefault((space, entity_id), {}).setdefault(action, [])
+            if path not in paths:
+                paths.append(path)
+        action.reads.extend(reads)
+        self._known.add(action)
+        needed = 0
+        writers_map = self._writers
+        for space, entity_id, path in reads:
+            for writer, paths in (writers_map.get((space, entity_id)) or {}).items():
+                if writer is not action and writer.height >= needed and any(
+                        paths_overlap(path, p) for p in paths):
+                    needed = writer.height + 1
+        if needed > action.height:
+            action.height = needed
+            if action in self._pending:
+                heapq.heappush(self._heap, (action.height, action.seq, action))
+            for reader in list(self._readers_of(action)):
+                self._adjust_height(reader)
+
+    def drop_reads(self, action: Action, keys: Iterable[DocKey]) -> None:
+        """Unsubscribe an incremental action from whole documents (a retired child's).
+
+        ``action.reads`` keeps their addresses until they are half of it, then it
+        is compacted once: amortised O(1) per dropped document.
+        """
+        triggers_map = self._triggers
+        dropped = 0
+        for key in keys:
+            triggers = triggers_map.get(key)
+            if triggers is not None and triggers.pop(action, None) is not None:
+                dropped += 1
+                if not triggers:
+                    del triggers_map[key]
+        stale = self._stale[action] = self._stale.get(action, 0) + dropped
+        if stale * 2 > len(action.reads):
+            action.reads = [r for r in action.reads
+                            if action in triggers_map.get((r[0], r[1]), ())]
+            del self._stale[action]
 
     def _writers_of(self, action: Action) -> Iterable[Action]:
         for space, entity_id, path in action.reads:
@@ -369,7 +431,11 @@ class Scheduler:
             changed: dict[Path, bool] = {}
             # (scheduling touches only the pending set and heap, never ``triggers``)
             for action, paths in triggers.items():
-                if action is source or action in pending:
+                if action is source:
+                    continue
+                if action in pending:
+                    if action.changed is not None:  # (it reads the new value when it runs)
+                        action.changed.add((change.space, change.entity_id))
                     continue
                 for path in paths:
                     if path == ():  # the whole document: get_path(x, ()) is x
@@ -388,6 +454,8 @@ class Scheduler:
                         if action.active:  # ``_schedule``, inline: it runs per trigger
                             pending.add(action)
                             heappush(heap, (action.height, action.seq, action))
+                            if action.changed is not None:
+                                action.changed.add((change.space, change.entity_id))
                         break
 
     # -- events ---------------------------------------------------------------------
@@ -591,14 +659,17 @@ class Scheduler:
             current_tx.reset(token)
         reads = tx.reads if tx.reads or not failed else action.reads or action.declared_reads
         # (_set_reads copies the list when it keeps it)
+        manual = action.changed is not None  # an incremental action keeps its subscription
         if failed:
-            self._set_reads(action, reads)
+            if not manual:
+                self._set_reads(action, reads)
             return
         try:
             changes = tx.commit()
         except ConflictError as exc:
             action.retries += 1
-            self._set_reads(action, reads)
+            if not manual:
+                self._set_reads(action, reads)
             if action.retries < REACTIVE_RETRIES:
                 self._schedule(action)
             else:  # give up for now, visibly: the next change of an input runs it again
@@ -608,7 +679,7 @@ class Scheduler:
         action.retries = 0
         if changes and tx.defer is not None:
             self._landed.add(action)
-        if reads != action.reads or not reads:  # the usual run reads what it read last time
+        if not manual and (reads != action.reads or not reads):  # (usually what it read last)
             self._set_reads(action, reads)
         learned: list[tuple[str, str, Path]] = []
         all_writers = self._writers

@@ -59,6 +59,7 @@ def _expect(values: list[Any]) -> list[Any]:
 def _check_against_oracle(result: Any, values: list[Any], before: list[str]) -> None:
     """The output is a plain Python map, and the lift ran once per key that appeared."""
     assert result.out.get() == _expect(values)
+    assert result.kept.get() == [v for v in values if _truthy(v)]  # a plain Python filter
     appeared = Counter(_keys(values)) - Counter(before)
     assert sorted(map(json.dumps, RUNS)) == sorted(
         json.dumps(json.loads(k.rsplit("#", 1)[0])) for k in appeared.elements())
@@ -292,3 +293,182 @@ def test_element_edits_in_place_match_a_plain_map(start: list[int], steps: list[
         assert rt.errors == []
     finally:
         rt.close()
+
+
+# ---------------------------------------------------------------------------
+# filter: keyed by one action, collected incrementally by another
+
+
+VERDICTS: list[Any] = []
+
+
+@lift
+def above(value: int, threshold: int) -> bool:
+    VERDICTS.append(value)
+    return value > threshold
+
+
+@pattern
+def Above(src: list = [], threshold: int = 0):  # noqa: B006 - a schema default
+    return {"big": src.filter(lambda e: above(e, threshold))}
+
+
+def _filter_actions(rt: Runtime) -> tuple[Any, Any]:
+    keying = next(a for a in rt.scheduler._known if a.name == "filter" and a.changed is None)
+    collect = next(a for a in rt.scheduler._known if a.name == "filter" and a.changed is not None)
+    return keying, collect
+
+
+def test_a_filter_collects_after_its_children_and_keys_before_them() -> None:
+    """No cycle: one action keying the list and reading the verdicts left no order at all."""
+    rt = Runtime()
+    src = rt.get_cell("src")
+    src.set(list(range(30)))
+    result = rt.run(Above, {"src": src, "threshold": 10}, cause="order")
+    assert result.big.get() == list(range(11, 30))
+    keying, collect = _filter_actions(rt)
+    children = [a for a in rt.scheduler._known if a.name == "above"]
+    assert len(children) == 30
+    assert all(keying.height < c.height < collect.height for c in children)
+    runs = rt.scheduler.run_count
+    src.key(3).set(50)  # one child retired, one started, one verdict collected
+    assert result.big.get() == [50, *range(11, 30)]
+    assert rt.scheduler.run_count - runs == 3  # keying, the new child, the collect
+    rt.close()
+
+
+def test_a_filter_follows_a_captured_input_and_its_elements_documents() -> None:
+    rt = Runtime()
+    src = rt.get_cell("src")
+    src.set([5, 1, 9, 3])
+    threshold = rt.get_cell("threshold")
+    threshold.set(4)
+    result = rt.run(Above, {"src": src, "threshold": threshold}, cause="captured")
+    assert result.big.get() == [5, 9]
+    threshold.set(2)  # every verdict changes from outside the list
+    assert result.big.get() == [5, 9, 3]
+    threshold.set(100)
+    assert result.big.get() == []
+    src.push(101)
+    src.key(0).set(200)
+    assert result.big.get() == [200, 101]
+    assert rt.errors == []
+    rt.close()
+
+
+def test_a_failing_verdict_is_recorded_on_its_node_and_the_rest_is_kept() -> None:
+    @lift
+    def picky(value: int) -> bool:
+        if value == 13:
+            raise ValueError("thirteen")
+        return value % 2 == 0
+
+    @pattern
+    def Picky(src: list = []):  # noqa: B006 - a schema default
+        return {"even": src.filter(lambda e: picky(e))}
+
+    rt = Runtime()
+    src = rt.get_cell("src")
+    src.set([2, 4, 6])
+    result = rt.run(Picky, {"src": src}, cause="picky")
+    src.key(1).set(13)
+    assert result.even.get() == [2, 6]  # the failing child keeps nothing
+    assert [e.name for e in rt.errors] == ["picky"]
+    assert "thirteen" in str(rt.errors[0].error)
+    src.key(1).set(8)
+    assert result.even.get() == [2, 8, 6]
+    rt.close()
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_filters_subscription_and_documents_stay_flat(tmp_path: Path, store: str) -> None:
+    url = "memory:" if store == "memory" else f"sqlite:///{tmp_path / 'f.db'}"
+    rt = Runtime(store=url)
+    src = rt.get_cell("src")
+    src.set(list(range(40)))
+    result = rt.run(Above, {"src": src, "threshold": 20}, cause="flat")
+    src.key(7).set(1000)
+    _keying, collect = _filter_actions(rt)
+    docs, reads = _doc_count(rt), len(collect.reads)
+    for v in range(60):
+        src.key(7).set(1001 + v if v % 2 else v % 20)  # in and out of the output
+        expect = [x for x in src.get() if x > 20]
+        assert result.big.get() == expect
+        assert len(collect.reads) <= 2 * reads  # compacted as children retire
+    assert _doc_count(rt) == docs
+    assert rt.errors == []
+    rt.close()
+
+
+filter_edits = st.lists(st.one_of(
+    st.tuples(st.just("set"), st.integers(0, 20), st.integers(0, 6)),
+    st.tuples(st.just("push"), st.integers(0, 6)),
+    st.tuples(st.just("pop"), st.integers(1, 3)),
+    st.tuples(st.just("threshold"), st.integers(0, 6)),
+    st.tuples(st.just("replace"), st.lists(st.integers(0, 6), max_size=8)),
+), max_size=12)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(start=st.lists(st.integers(0, 6), max_size=8), steps=filter_edits)
+def test_filter_edits_match_a_plain_filter(start: list[int], steps: list[Any]) -> None:
+    """Incremental collects against Python's filter; a verdict runs per new key or threshold."""
+    rt = Runtime()
+    try:
+        src = rt.get_cell("src")
+        threshold = rt.get_cell("threshold")
+        values, limit = list(start), 3
+        src.set(values)
+        threshold.set(limit)
+        result = rt.run(Above, {"src": src, "threshold": threshold}, cause="prop")
+        assert result.big.get() == [v for v in values if v > limit]
+        for step in steps:
+            before = _keys(values)
+            VERDICTS.clear()
+            if step[0] == "set" and values:
+                i = step[1] % len(values)
+                values[i] = step[2]
+                src.key(i).set(step[2])
+            elif step[0] == "push":
+                values.append(step[1])
+                src.push(step[1])
+            elif step[0] == "pop" and values:
+                del values[-step[1]:]
+                src.set(src.get()[:len(values)])
+            elif step[0] == "threshold":
+                changed = step[1] != limit
+                limit = step[1]
+                threshold.set(limit)
+                assert result.big.get() == [v for v in values if v > limit]
+                assert len(VERDICTS) == (len(values) if changed else 0)
+                continue
+            elif step[0] == "replace":
+                values = list(step[1])
+                src.set(values)
+            assert result.big.get() == [v for v in values if v > limit]
+            appeared = Counter(_keys(values)) - Counter(before)
+            assert sorted(VERDICTS) == sorted(
+                json.loads(k.rsplit("#", 1)[0]) for k in appeared.elements())
+        assert rt.errors == []
+    finally:
+        rt.close()
+
+
+def test_a_filter_whose_verdict_reads_the_lists_own_document() -> None:
+    """An inline argument: list and captured flag share the argument document."""
+    @pattern
+    def Flagged(src: list = [], flag: bool = True):  # noqa: B006 - a schema default
+        return {"kept": src.filter(lambda e: flag), "flag": flag, "src": src}
+
+    rt = Runtime()
+    result = rt.run(Flagged, {"src": [1, 2, 3], "flag": True}, cause="inline")
+    assert result.kept.get() == [1, 2, 3]
+    result.flag.set(False)  # another path of the list's document
+    assert result.kept.get() == []
+    result.src.key(1).set(7)
+    result.flag.set(True)
+    assert result.kept.get() == [1, 7, 3]
+    result.src.key(1).set(8)
+    assert result.kept.get() == [1, 8, 3]
+    assert rt.errors == []
+    rt.close()
