@@ -392,19 +392,44 @@ class Scheduler:
             return  # nothing writes what it reads, nothing reads what it writes: height 0 holds
         limit = max(len(self._runs) + len(self._pending), len(self._known)) + 10_000
         work = [action]
+        #: how often each action was raised in this call, and those found on a cycle
+        raised: dict[Action, int] = {}
+        cyclic: set[Action] = set()
         while work:
             current = work.pop()
             needed = 1 + max((w.height for w in self._writers_of(current)), default=-1)
             if needed <= current.height:
                 if current is not action:
                     continue
-            elif needed > limit:
+            elif needed > limit or current in cyclic:
                 continue  # a cycle: leave the order to the iteration cap
             else:
+                count = raised[current] = raised.get(current, 0) + 1
+                if count > 2 and self._on_cycle(current):
+                    # raised again and again: round a cycle, each step costing its reads
+                    # (a wide node on one climbed to ``limit`` at O(width) a step)
+                    cyclic.add(current)
+                    continue
                 current.height = needed
                 if current in self._pending:
                     heapq.heappush(self._heap, (current.height, current.seq, current))
             work.extend(r for r in self._readers_of(current) if r.height <= current.height)
+
+    def _on_cycle(self, action: Action) -> bool:
+        """Whether ``action`` reads, through other actions, what it writes (breadth first)."""
+        seen: set[Action] = set()
+        frontier = [action]
+        while frontier:
+            following = []
+            for current in frontier:
+                for reader in self._readers_of(current):
+                    if reader is action:
+                        return True
+                    if reader not in seen:
+                        seen.add(reader)
+                        following.append(reader)
+            frontier = following
+        return False
 
     def _schedule(self, action: Action) -> None:
         if action in self._pending or not action.active:

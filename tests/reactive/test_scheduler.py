@@ -327,6 +327,34 @@ def test_a_stopped_cycle_does_not_stop_the_runtime(rt: Runtime) -> None:
     assert len(rt.errors) == 2
 
 
+def test_ordering_a_cycle_through_a_wide_node_stops_at_once(rt: Runtime) -> None:
+    """Heights stop rising round a cycle after a few steps, not near the height limit.
+
+    One node reads 300 documents and sits on a cycle; each step round it reads all of
+    them, so the old climb to ``limit`` (actions + 10 000) cost millions of reads.
+    """
+    sources = [rt.get_cell(f"s{i}") for i in range(300)]
+    with rt.batch():
+        for i, cell in enumerate(sources):
+            cell.set(i)
+    x, y = rt.get_cell("x"), rt.get_cell("y")
+    x.set(0)
+    steps = [0]
+    original = rt.scheduler._writers_of
+
+    def counted(action: Any) -> Any:
+        steps[0] += 1
+        return original(action)
+
+    rt.scheduler._writers_of = counted  # type: ignore[method-assign]
+    lift(rt, "wide", [x, *sources], y, lambda *v: sum(v) % 7)
+    lift(rt, "back", [y], x, lambda v: (v or 0) * 0)
+    rt.idle()
+    assert steps[0] < 100  # (before: 10 003 steps, each over 300 reads)
+    assert y.get() == sum(range(300)) % 7 and x.get() == 0  # it settles: a fixed point
+    assert rt.errors == []
+
+
 # --------------------------------------------------------------------------- failures
 
 
