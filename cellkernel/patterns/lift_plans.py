@@ -135,7 +135,7 @@ class LiftPlan:
     A slotted object rather than a closure: one per node, a few hundred bytes less.
     """
 
-    __slots__ = ("checks", "fn", "inputs", "out_id", "refusals", "space", "stash")
+    __slots__ = ("checks", "fn", "out_id", "refusals", "space", "specs", "stash")
 
     def __init__(self, fn: Callable[..., Any], specs: list[Spec],
                  checks: list[tuple[int, Callable[[Any], bool]]], refusals: Any, space: str,
@@ -146,16 +146,15 @@ class LiftPlan:
         self.space = space
         self.out_id = out_id
         self.stash = stash
-        #: the specs with each read's document key built once: (space or None, target,
-        #: key, (space, target))
-        self.inputs: list[tuple[str | None, Any, Any, tuple[str, str]]] = [
-            (sp, target, key, (sp or "", target)) for sp, target, key in specs]
+        # (the specs as given: a document key per read, built once, cost more memory
+        # per node than building it per run costs time)
+        self.specs = specs
 
     def __call__(self, load: Callable[[str, str], Document | None],
                  land: Callable[..., list[Change]]) -> Any:
         args: list[Any] = []
         read: list[tuple[tuple[str, str], Document]] = []
-        for sp, target, key, doc_key in self.inputs:
+        for sp, target, key in self.specs:
             if sp is None:
                 args.append(target)
                 continue
@@ -171,7 +170,7 @@ class LiftPlan:
             if t is not int and t is not str and t is not float and t is not bool:
                 return NOT_PLANNED  # links, containers, nothing: the general read
             args.append(value)
-            read.append((doc_key, doc))
+            read.append(((sp, target), doc))
         for i, check in self.checks:
             if not check(args[i]):
                 return NOT_PLANNED  # the general run records the refusal
