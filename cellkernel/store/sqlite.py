@@ -527,6 +527,8 @@ class SqliteStore:
                     and key[0] == space):
                 text, source, meta_text = int.__repr__(value), "null", "{}"
             else:
+                if type(entity_id) is not str:
+                    check_key(space, entity_id)
                 if key[0] != space:
                     raise ValueError(f"landed document {key!r} is not in space {space!r}")
                 enc = encode_document(space, entity_id, doc)

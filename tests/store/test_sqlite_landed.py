@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,7 @@ def _seed(db: Path, n: int = 3) -> SqliteStore:
     return store
 
 
-def _landed(store: SqliteStore, values: dict[str, object]) -> dict[tuple[str, str], Document]:
+def _landed(store: SqliteStore, values: dict[str, Any]) -> dict[tuple[str, str], Document]:
     out: dict[tuple[str, str], Document] = {}
     for entity_id, value in values.items():
         before = store.load(SPACE, entity_id)
@@ -122,9 +123,11 @@ def test_a_landed_document_of_any_json_is_checked_and_encoded(tmp_path: Path) ->
     fresh = SqliteStore(db)
     assert fresh.load(SPACE, "d0") == doc
     with pytest.raises(ValueError, match="not normalised JSON"):
-        store.commit_landed(SPACE, {(SPACE, "d1"): Document((1, 2), None, {}, 2),
+        store.commit_landed(SPACE, {(SPACE, "d1"): Document((1, 2), None, {}, 2),  # type: ignore[arg-type]
                                     (SPACE, "d2"): Document(5, None, {}, 2)})
     assert _stored(db)["d2"] == ("2", 1)  # nothing of it landed
+    with pytest.raises(TypeError, match="must be str"):
+        store.commit_landed(SPACE, {(SPACE, 3): Document(5, None, {}, 2)})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="not in space"):
         store.commit_landed(SPACE, {("elsewhere", "d1"): Document(5, None, {}, 2)})
     store.close()
