@@ -456,6 +456,12 @@ _null_entries: dict[str, bytes] = {}
 _RECENT_MAX: Final = 512
 _recent_entries: dict[bytes, bytes] = {}
 _recent_strs: dict[str, bytes] = {}
+#: cause keys whose string values name one instance or one element (a parent's id, a
+#: map key): met by one start's causes, then hardly again, so their entries go to the
+#: small caches (a map whose elements keep changing grew the long-lived ones by about
+#: 700 bytes a write, up to their bound)
+_ONE_START_KEYS: Final = frozenset({"parent", "key"})
+_recent_pairs: dict[tuple[str, str], bytes] = {}
 #: the merkle subtree of four digests by their concatenation (see ``_fold``)
 _recent_quads: dict[bytes, bytes] = {}
 
@@ -488,9 +494,15 @@ def _flat_map_digest(v: dict[Any, Any]) -> bytes | None:
         value = v[k]
         t = type(value)
         if t is str:
-            e = by_str.get((k, value))
-            if e is None:
-                e = _scalar_entry(by_str, k, value, _str_cache.get(value) or _str_leaf(value))
+            if k in _ONE_START_KEYS:
+                e = _recent_pairs.get((k, value))
+                if e is None:
+                    e = _recent_str_entry(k, value)
+            else:
+                e = by_str.get((k, value))
+                if e is None:
+                    e = _scalar_entry(by_str, k, value,
+                                      _str_cache.get(value) or _str_leaf(value))
         elif t is int:  # (not bool: its type is bool, and these caches hold no bools)
             e = by_int.get((k, value))
             if e is None:
@@ -519,6 +531,17 @@ def _scalar_entry(cache: dict[Any, bytes] | None, k: str, value: Any, d: bytes) 
         if len(cache) >= _CACHE_MAX:
             cache.clear()
         cache[k if cache is _null_entries else (k, value)] = e
+    return e
+
+
+def _recent_str_entry(k: str, value: str) -> bytes:
+    """The entry of key ``k`` with a one-start string, kept in the small caches only."""
+    leaf = _str_cache.get(value) or _recent_strs.get(value) or _recent_str_leaf(value)
+    kd = _str_cache.get(k)
+    e = _sha256((kd if kd is not None else _str_leaf(k)) + leaf).digest()
+    if len(_recent_pairs) >= _RECENT_MAX:
+        _recent_pairs.clear()
+    _recent_pairs[(k, value)] = e
     return e
 
 

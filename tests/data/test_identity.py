@@ -440,6 +440,40 @@ def test_flat_cause_lists_stay_out_of_the_long_lived_caches() -> None:
     assert identity.create_ref({}, again) == identity.create_ref({}, dict(again)) == refs[0]
 
 
+def test_one_start_strings_stay_out_of_the_long_lived_caches() -> None:
+    """Issue 18: a map whose elements keep changing hashes a new parent id and key per child.
+
+    Kept in the long-lived caches, they grew memory by about 700 bytes a write up to
+    the caches' bound; the small caches hold them, and the digests are the walk's.
+    """
+    identity._entries_by_str.clear()
+    identity._str_cache.clear()
+    causes = [{"parent": f"of:child-{i}", "helper": "map", "key": f"v:{i}#0"}
+              for i in range(3 * identity._RECENT_MAX)]
+    refs = [identity.create_ref({}, cause) for cause in causes]
+    assert len(identity._entries_by_str) <= 2  # ("helper", "map"), and nothing per child
+    assert "of:child-0" not in identity._str_cache and "v:0#0" not in identity._str_cache
+    assert len(identity._recent_pairs) <= identity._RECENT_MAX
+    for cause, ref in zip(causes, refs, strict=True):
+        assert ref._digest == identity._digest({"causal": cause}, flat=False)
+    again = dict(causes[-1])  # met again back to back: from the small cache, the same digest
+    assert identity.create_ref({}, again) == refs[-1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(cause=st.dictionaries(
+    st.sampled_from(["parent", "key", "helper", "impl", "index", "inputs", "pärent"]),
+    st.one_of(st.none(), st.integers(-5, 5), st.sampled_from(["of:a", "of:b", "v:1#0", "é"]),
+              st.lists(st.sampled_from(["of:a", "of:b"]), max_size=3)),
+    max_size=6,
+))
+def test_causes_with_one_start_keys_hash_as_the_general_walk(cause: dict[str, Any]) -> None:
+    """The small-cache branch for ``parent`` and ``key`` gives the walk's exact bytes."""
+    walked = identity._digest({"causal": cause}, flat=False)
+    assert identity.create_ref({}, cause)._digest == walked
+    assert identity.create_ref({}, dict(cause))._digest == walked  # from the caches now
+
+
 @settings(max_examples=500, deadline=None)
 @given(raw=st.binary(min_size=36, max_size=36))
 def test_cid_string_is_rfc4648_base32(raw: bytes) -> None:
