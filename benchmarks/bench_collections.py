@@ -1,4 +1,5 @@
-"""Collections at scale (issue 18): ``map`` over a collection, one element changed, cost O(changed)?
+"""Collections at scale (issue 18): ``map`` / ``filter`` over a collection, one element changed,
+cost O(changed)?
 
     .venv/bin/python -m benchmarks.bench_collections [--quick] [--readme] [--writes N]
 
@@ -29,12 +30,30 @@ in the faster one.  Shapes, each at N = 1 000 and N = 10 000:
    the elements still at the same position (an index-keyed ``mapArray``) and
    returning them; push sets the tuple with one new element signal, the read
    evaluates the new element's computed, remove sets the tuple without it.
+5. **filter**: ``items`` holds N plain ints (one document, as 1, its own runtime);
+   the pattern ``F(items) = {"items": items, "kept": items.filter(lambda x:
+   is_even(x))}``; a write is ``items.key(k).set(w)`` + ``rt.idle()`` + read
+   ``result.kept.key(j).get()``, ``j = (k + 1) // 2`` (the evens before ``k``):
+   ``w`` alternates even and odd (and is negative and new every write, so it never
+   equals another element), so the element goes in and out of the output and every
+   write changes it; ``kept[j]`` is ``w`` when it is even, else the next even element
+   after ``k``, so the read tells the current output from the last one.  One element,
+   not ``result.kept.get()``: reading the whole list is O(N) itself (about 60 µs at
+   1 000, 630 µs at 10 000, as much as the write), and would hide whether the
+   filter is O(changed); the whole list is checked against Python's ``filter`` after
+   timing.  Elements are keyed by value, so the new value's key starts one child:
+   one ``is_even`` run per write.  Peers: one signal per element, one ``computed``
+   predicate per element, and one ``computed`` collecting, in order, the elements
+   whose predicate is true (it reads all N predicates, so a peer's write is O(N):
+   that is how a filter is written with these libraries, none has an incremental
+   one; ``nervio`` and ``reactivity`` grow faster than N, 100-160 times from 1 000 to
+   10 000, seconds per write at 10 000); the read is its ``[j]``.
 
 Work per write is counted for every contestant and must be the same in every
 sample: the per-element function's runs (cellkernel: a counter inside the
-``double`` lift; peers: inside the per-element computed), which must be exactly 1.
-``rt.scheduler.run_count`` per write is reported next to it (it also counts the
-``map`` node itself when that re-runs).
+``double`` / ``is_even`` lift; peers: inside the per-element computed), which must be
+exactly 1.  ``rt.scheduler.run_count`` per write is reported next to it (it also
+counts the ``map`` node itself when that re-runs, a filter's keying and collect).
 
 Memory: ``--writes`` scalar-shape writes at N = 1 000 under ``tracemalloc``
 (traced bytes after a collection, before and after) and the store's document
@@ -85,7 +104,7 @@ QUICK_MEMORY_WRITES = 10_000
 #: a time budget for the memory loop (it stops early and says so)
 MEMORY_BUDGET = 1_800.0
 QUICK_MEMORY_BUDGET = 8.0
-SHAPES = ("scalars", "records", "inline argument", "push + remove")
+SHAPES = ("scalars", "records", "inline argument", "push + remove", "filter")
 
 #: runs of the per-element lifts, counted inside their bodies
 LIFT_RUNS = [0]
@@ -103,6 +122,12 @@ def double_v(item: dict[str, Any]) -> int:
     return int(item["v"]) * 2
 
 
+@lift
+def is_even(x: int) -> bool:
+    LIFT_RUNS[0] += 1
+    return x % 2 == 0
+
+
 @pattern
 def M(items: Cell[list[int]]) -> Any:
     return {"items": items, "out": items.map(lambda x: double(x))}
@@ -111,6 +136,11 @@ def M(items: Cell[list[int]]) -> Any:
 @pattern
 def R(items: Cell[list[dict[str, int]]]) -> Any:
     return {"items": items, "out": items.map(lambda item: double_v(item))}
+
+
+@pattern
+def F(items: Cell[list[int]]) -> Any:
+    return {"items": items, "kept": items.filter(lambda x: is_even(x))}
 
 
 _causes = iter(range(10**9))
@@ -195,6 +225,56 @@ def ck_push(rt: Runtime, items: Cell[Any], result: Cell[Any], n: int) -> CkCase:
     return CkCase(rt, push, result.out.key(n).get, lambda v: -2 * v, after=remove)
 
 
+class InOut:
+    """A filter write's value: new every write, even and odd in turn, never in ``0..n-1``.
+
+    Element ``k`` of ``0, 1, …, n-1`` is written; ``kept[(k + 1) // 2]`` is then the
+    value when it is even, else the next even element after ``k``.
+    """
+
+    def __init__(self, k: int) -> None:
+        self.flip = 0
+        self.last = 0
+        self.next_even = k + 1 if (k + 1) % 2 == 0 else k + 2
+
+    def __call__(self, value: int) -> int:
+        self.flip ^= 1
+        self.last = -(10 + 2 * value) - self.flip  # values are -1, then 1, 2, 3, …
+        return self.last
+
+    def expected(self) -> int:
+        return self.last if self.last % 2 == 0 else self.next_even
+
+
+class FilterCase(CkCase):
+    """``CkCase`` whose check also compares the whole output with Python's ``filter``."""
+
+    def __init__(self, rt: Runtime, items: Cell[Any], result: Cell[Any], n: int) -> None:
+        k = n // 2
+        assert k + 2 < n
+        target, kept = items.key(k), result.kept.key((k + 1) // 2)
+        value = InOut(k)
+
+        def write(v: int) -> None:
+            target.set(value(v))
+
+        super().__init__(rt, write, kept.get, lambda v: value.expected())
+        self.items, self.result = items, result
+
+    def check(self) -> None:
+        super().check()
+        want = [x for x in self.items.get() if x % 2 == 0]
+        got = self.result.kept.get()
+        assert got == want, f"kept has {len(got)} elements, expected {len(want)}"
+
+
+def ck_filter(rt: Runtime, n: int) -> CkCase:
+    items = rt.get_cell(_cause("filter"))
+    items.set(list(range(n)))
+    result = rt.run(F, {"items": items}, cause=_cause("filter"))
+    return FilterCase(rt, items, result, n)
+
+
 # --------------------------------------------------------------------------- peers
 
 
@@ -253,6 +333,50 @@ def peer_push(p: Peer, n: int, eager: bool) -> PeerShape:
     shape = PeerShape(write, lambda: state["got"], counter, [elements, lst, mapped], effects,
                       lambda v: -2 * v)
     return shape
+
+
+def _is_even(x: int) -> bool:
+    return x % 2 == 0
+
+
+def _collector(values: list[Callable[[], Any]], keeps: list[Callable[[], Any]]
+               ) -> Callable[[], list[Any]]:
+    def collect() -> list[Any]:
+        return [value() for value, keep in zip(values, keeps, strict=True) if keep()]
+
+    return collect
+
+
+def peer_filter(p: Peer, n: int, eager: bool) -> PeerShape:
+    """A signal and a counted predicate ``computed`` per element, a ``computed`` collecting
+    the elements kept (O(N): it reads every predicate); the write stores ``InOut``'s value."""
+    counter = [0]
+    srcs = [p.signal(i) for i in range(n)]
+    values = [p.read_signal(s) for s in srcs]
+    preds = [p.computed(_node(counter, read, _is_even)) for read in values]
+    kept = p.computed(_collector(values, [p.reader(pred) for pred in preds]))
+    read_kept = p.reader(kept)
+    k = n // 2
+    j = (k + 1) // 2
+
+    def kept_j() -> Any:
+        return read_kept()[j]
+
+    box: list[Any] = [None]
+    effects = [p.effect(_sink(kept_j, box))] if eager else []
+    if not eager:
+        kept_j()  # first evaluation, so a write re-runs only its own predicate
+    value = InOut(k)
+    return PeerShape(p.writer(srcs[k]), (lambda: box[0]) if eager else kept_j, counter,
+                     [srcs, preds, kept], effects, lambda v: value.expected(), value)
+
+
+def _peer_filter_at(n: int) -> Callable[[Peer, bool], PeerShape]:
+    return lambda p, eager: peer_filter(p, n, eager)
+
+
+def _ck_filter_at(rt: Runtime, n: int) -> Callable[[], CkCase]:
+    return lambda: ck_filter(rt, n)
 
 
 # --------------------------------------------------------------------------- driver
@@ -436,6 +560,14 @@ def bench_sizes(peers: list[Peer], sizes: tuple[int, ...], quick: bool,
     for graphs in records.values():
         close_all(graphs)
     for rt in rt_records.values():
+        rt.close()
+    rt_filter = {n: Runtime() for n in sizes}
+    filters = {n: peer_graphs(peers, _peer_filter_at(n), modes) for n in sizes}
+    done(bench_shape("filter", {n: timed_setup(f"filter {n:,}", _ck_filter_at(rt_filter[n], n))
+                                for n in sizes}, filters, quick=quick))
+    for graphs in filters.values():
+        close_all(graphs)
+    for rt in rt_filter.values():
         rt.close()
     order = {s: i for i, s in enumerate(SHAPES)}
     results.sort(key=lambda r: (order[r.shape], r.n))
