@@ -345,12 +345,13 @@ class FilterCollect:
         changed, action.changed = action.changed, set()
         touched, keying.touched = keying.touched, set()
         tx.on_abort.append(self._aborted)
-        if self.full or touched is None:
-            self._full_pass(tx, order)
-        else:
-            self._update(tx, order, changed, touched)
         current = tx.read(space, keying.out_id, (), track=False)
-        if current is MISSING or not json_equal(current, self.values):
+        if self.full or touched is None or current is MISSING:
+            self._full_pass(tx, order)
+            moved = current is MISSING or not json_equal(current, self.values)
+        else:  # (comparing the lists would walk them in Python: _update knows)
+            moved = self._update(tx, order, changed, touched)
+        if moved:
             tx.write(space, keying.out_id, (), tx.hand_over(list(self.values)))  # (a C copy)
 
     def _full_pass(self, tx: Transaction, order: list[Any]) -> None:
@@ -375,15 +376,20 @@ class FilterCollect:
         self.keying.runner.rt.scheduler.replace_reads(self.action, list_reads + whole)
 
     def _update(self, tx: Transaction, order: list[Any], changed: set[tuple[str, str]],
-                touched: set[int]) -> None:
-        """Read again only the verdicts that may have changed; place them in ``values``."""
+                touched: set[int]) -> bool:
+        """Read again only the verdicts that may have changed; place them in ``values``.
+
+        Returns whether ``values`` changed.
+        """
         keys_of = self.keying.keys_of
         kept, values = self.kept, self.values
+        moved = False
         n = len(order)
         if len(kept) > n:  # popped off the end: their kept elements end the output
             tail = sum(kept[n:])
             if tail:
                 del values[len(values) - tail:]
+                moved = True
             del kept[n:]
         kept.extend([0] * (n - len(kept)))
         indices = {i for i in touched if i < n}
@@ -406,11 +412,15 @@ class FilterCollect:
             if keep or was:
                 at = sum(itertools.islice(kept, i))  # its place among the kept (C-level)
                 if keep and was:
-                    values[at] = element
+                    if not json_equal(values[at], element):
+                        values[at] = element
+                        moved = True
                 elif keep:
                     values.insert(at, element)
+                    moved = True
                 else:
                     del values[at]
+                    moved = True
             kept[i] = 1 if keep else 0
         children_of = self.children_of
         drop = []
@@ -424,6 +434,7 @@ class FilterCollect:
         if drop:
             scheduler.drop_reads(self.action, drop)
         scheduler.add_reads(self.action, added)
+        return moved
 
     def _aborted(self, _tx: Transaction) -> None:
         self.full = True  # what it changed did not land: start over next time

@@ -472,3 +472,21 @@ def test_a_filter_whose_verdict_reads_the_lists_own_document() -> None:
     assert result.kept.get() == [1, 8, 3]
     assert rt.errors == []
     rt.close()
+
+
+def test_a_verdict_that_stays_the_same_leaves_the_output_document_alone() -> None:
+    rt = Runtime()
+    src = rt.get_cell("src")
+    src.set([1, 30, 2, 40])
+    result = rt.run(Above, {"src": src, "threshold": 10}, cause="same")
+    assert result.big.get() == [30, 40]
+    _space, out_id, _path = result.big.resolve_as_cell()._address()
+    version = rt.store.load(rt.space, out_id).version
+    src.key(0).set(3)  # out before, out after: a new child, the same output
+    src.key(1).set(30)  # the same value: no new child at all
+    assert result.big.get() == [30, 40]
+    assert rt.store.load(rt.space, out_id).version == version
+    src.key(3).set(50)
+    assert result.big.get() == [30, 50]
+    assert rt.store.load(rt.space, out_id).version == version + 1
+    rt.close()
