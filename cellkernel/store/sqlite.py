@@ -50,7 +50,12 @@ CREATE TABLE IF NOT EXISTS documents (
     UNIQUE (space, id)
 );
 CREATE INDEX IF NOT EXISTS documents_by_seq ON documents (seq);
+CREATE TABLE IF NOT EXISTS feed_mark (seq INTEGER NOT NULL);
 """
+#: ``feed_mark`` holds the highest sequence number a ``release`` deleted (one row, or
+#: none): a store opened later starts its feed past it.  A version-1 file without the
+#: table gets it on its first release; readers that find none read ``documents`` alone.
+_FEED_MARK = "CREATE TABLE IF NOT EXISTS feed_mark (seq INTEGER NOT NULL)"
 
 _BUSY_TIMEOUT_MS = 10_000
 #: documents (and known-absent ids) kept decoded in memory; older entries are dropped
@@ -328,8 +333,14 @@ class SqliteStore:
 
     @staticmethod
     def _max_seq(conn: sqlite3.Connection) -> int:
+        """The feed's position: the newest commit on file, or a newer one released since."""
         row = conn.execute("SELECT coalesce(max(seq), 0) FROM documents").fetchone()
-        return int(row[0])
+        marked = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'feed_mark'").fetchone()
+        if marked is None:
+            return int(row[0])
+        mark = conn.execute("SELECT coalesce(max(seq), 0) FROM feed_mark").fetchone()
+        return max(int(row[0]), int(mark[0]))
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -660,6 +671,11 @@ class SqliteStore:
                     return 0  # a held write lock belongs to a commit in progress: not now
                 self._begin_write(conn)
                 try:
+                    # the newest sequence number outlives its row (see ``_max_seq``)
+                    top = self._max_seq(conn)
+                    conn.execute(_FEED_MARK)
+                    conn.execute("DELETE FROM feed_mark")
+                    conn.execute("INSERT INTO feed_mark (seq) VALUES (?)", (top,))
                     for start in range(0, len(entity_ids), _CHUNK):
                         chunk = entity_ids[start:start + _CHUNK]
                         gone += conn.execute(

@@ -352,6 +352,24 @@ def test_memory_poll_is_empty() -> None:
     assert store.poll() == []
 
 
+def test_a_store_opened_after_a_release_does_not_reuse_sequence_numbers(tmp_path: Path) -> None:
+    """Releasing the rows that carry the newest commits must not rewind the change feed.
+
+    A store opened later starts its feed at the highest sequence number on file; had
+    the release taken it away, its commits would reuse numbers a running store has
+    already read past, and that store would never see them.
+    """
+    db = tmp_path / "release.db"
+    with SqliteStore(db) as a, SqliteStore(db) as watcher:
+        write(a, "s", "kept", 1)
+        write(a, "s", "child", 2)  # the newest commit
+        assert [c.entity_id for c in watcher.poll()] == ["kept", "child"]
+        assert a.release("s", ["child"]) == 1
+        with SqliteStore(db) as late:  # a process started after the release
+            made = write(late, "s", "new", 3)
+        assert watcher.poll() == [Change("s", "new", None, made.after)]
+
+
 def test_poll_reports_other_objects_commits(tmp_path: Path) -> None:
     db = tmp_path / "p.db"
     with SqliteStore(db) as a, SqliteStore(db) as b:
