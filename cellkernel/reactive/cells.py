@@ -563,11 +563,13 @@ class Cell(Generic[T]):
         stored = to_storable(self._rt, tx, value, (space, entity_id, path))
         if type(stored) in (dict, list):
             stored = _keep_equal_links(tx, current, stored, space)
-        if self._schema is not None or _hooks.get("landing_schema") is not None:
+        landing = landing_schema_at(self._rt, space, entity_id, path)
+        if self._schema is not None or landing is not None:
             plain = self._plain_for_validation(tx, stored)
             if self._schema is not None:
                 schemas.validate(self._schema, plain, self._where())
-            validate_landing(self._rt, space, entity_id, path, plain)
+            if landing is not None:
+                schemas.validate(landing, plain, f"{entity_id}{format_path(path)}")
         if current is not MISSING and json_equal(current, stored):
             return
         tx.write(space, entity_id, path, stored)
@@ -642,11 +644,13 @@ class Cell(Generic[T]):
             base = len(raw)
             new = to_storable(self._rt, tx, list(items), (space, entity_id, path), offset=base)
             combined = [*raw, *new]
-            if self._schema or _hooks.get("landing_schema") is not None:
+            landing = landing_schema_at(self._rt, space, entity_id, path)
+            if self._schema is not None or landing is not None:  # (schema=False refuses all)
                 plain = self._plain_for_validation(tx, combined)
-                if self._schema:
+                if self._schema is not None:
                     schemas.validate(self._schema, plain, self._where())
-                validate_landing(self._rt, space, entity_id, path, plain)
+                if landing is not None:
+                    schemas.validate(landing, plain, f"{entity_id}{format_path(path)}")
             if tx.read(space, entity_id, path, track=False) is raw and len(new) <= 8:
                 # element by element: the written paths say which indices are new, so a
                 # map over the list re-keys those only (``Transaction.paths``)
@@ -683,6 +687,12 @@ class Cell(Generic[T]):
                 )
             target = _identity_of(item, tx)
             plain = None if target is not None else to_json_value(item, hook=_plain_hook)
+            if first_only and target is None and type(plain) in SCALAR_TYPES:
+                at = _index_of_scalar(raw, plain)  # the search in C, not an element loop
+                if at >= 0:
+                    # a fresh spine of stored elements: handed over, not copied again
+                    tx.write(space, entity_id, path, tx.hand_over(raw[:at] + raw[at + 1:]))
+                return
             kept: list[Any] = []
             removed = False
             for element in raw:
@@ -805,24 +815,53 @@ def validate_landing(runtime: Any, space: str, entity_id: str, path: Path, value
     document) through the ``landing_schema`` hook; a document it does not know
     has none.  Raises ``ValueError`` naming the path and the schema.
     """
+    schema = landing_schema_at(runtime, space, entity_id, path)
+    if schema is not None:
+        schemas.validate(schema, value, f"{entity_id}{format_path(path)}")
+
+
+def landing_schema_at(runtime: Any, space: str, entity_id: str, path: Path) -> Any:
+    """The schema a write at ``path`` of that document is checked against, or None.
+
+    Asked first, so a write nothing checks builds no plain copy of its value (a
+    push onto a list of 10 000 walked the whole list for a check that was not there).
+    """
     hook = _hooks.get("landing_schema")
     if hook is None or runtime is None:
-        return
+        return None
     doc_schema = hook(runtime, space, entity_id)
     if doc_schema is None:
-        return
+        return None
     schema = schemas.at_path(doc_schema, path) if path else doc_schema
     if schema is None or schema is True or schema == {}:
-        return
+        return None
     if isinstance(schema, dict) and (schema.get("asCell") or schema.get("asStream")):
-        return  # a Cell or stream field holds a link or a stream marker, not the value
-    schemas.validate(schema, value, f"{entity_id}{format_path(path)}")
+        return None  # a Cell or stream field holds a link or a stream marker, not the value
+    return schema
 
 
 def _event_hook(value: Any) -> Any:
     if isinstance(value, Cell):
         return None
     return NotImplemented
+
+
+def _index_of_scalar(values: list[Any], scalar: Any) -> int:
+    """The first index holding ``scalar`` as ``json_equal`` sees it, or -1.
+
+    ``list.index`` searches in C by ``==``; a match of another type (``True == 1``,
+    ``1 == 1.0``) is not one to ``json_equal``, so the search goes on past it.
+    """
+    start = 0
+    t = type(scalar)
+    while True:
+        try:
+            at = values.index(scalar, start)
+        except ValueError:
+            return -1
+        if type(values[at]) is t and json_equal(values[at], scalar):
+            return at
+        start = at + 1
 
 
 def _plain_hook(value: Any) -> Any:

@@ -390,6 +390,42 @@ def test_remove_and_remove_all_primitives_by_equality(rt: Runtime) -> None:
     assert c.get() == [2, 3]
 
 
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 3),
+                    st.sampled_from([0.5, -1.5, 2.25]), st.sampled_from(["", "a", "1"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(_scalars, max_size=12), target=_scalars)
+def test_remove_of_a_scalar_is_the_first_json_equal_element(values: list[Any],
+                                                            target: Any) -> None:
+    """The C-level search finds what an element loop with ``json_equal`` would."""
+    from cellkernel.data.values import json_equal
+
+    rt = Runtime()
+    try:
+        c = rt.get_cell("c")
+        c.set(values)
+        stored = c.get()  # as stored (the store normalises nothing here, but to be sure)
+        c.remove(target)
+        at = next((i for i, v in enumerate(stored) if json_equal(v, target)), None)
+        expect = stored if at is None else stored[:at] + stored[at + 1:]
+        assert c.get() == expect
+        assert [type(v) for v in c.get()] == [type(v) for v in expect]  # True stays True
+    finally:
+        rt.close()
+
+
+def test_push_through_a_refusing_schema_is_refused_like_set(rt: Runtime) -> None:
+    """``schema=False`` refuses every write: push too (it was skipped as falsy)."""
+    c = rt.get_cell("c")
+    c.set([1])
+    with pytest.raises(ValueError, match="no value is allowed"):
+        c.as_schema(False).push(2)
+    with pytest.raises(ValueError, match="no value is allowed"):
+        c.as_schema(False).set([3])
+    assert c.get() == [1]
+
+
 def test_remove_matches_documents_by_identity(rt: Runtime) -> None:
     c = rt.get_cell("c")
     c.set([{"n": 1}, {"n": 1}, {"n": 2}])
