@@ -44,6 +44,7 @@ from cellkernel.patterns.arguments import (
     _fn_checkers,
     _fn_validators,
     _is_async,
+    _LinkReader,
     _marks,
     _param_validators,
     forget_instance,
@@ -667,7 +668,7 @@ class Runner:
         stash = Stash()
         plan = None
         if not kwargs_r and not closure_r and not is_async and pure_function(fn):
-            specs = _plan_specs(bindings.get("args", []), curried, space, names, marks)
+            specs = _plan_specs(bindings.get("args", []), args_r, curried, names, marks)
             if specs is not None:
                 plan = lift_plan(fn, specs, arg_checks, refusals, space, out_id, stash)
         run = _LiftRun(self, instance, node, fn, args_r, curried, arg_checks, names, kwargs_r,
@@ -994,12 +995,13 @@ class _LiftRun:
         return None
 
 
-def _plan_specs(bindings: list[Any], curried: list[Any], space: str, names: list[str],
+def _plan_specs(bindings: list[Any], readers: list[Any], curried: list[Any], names: list[str],
                 marks: dict[str, str]) -> list[Spec] | None:
     """Where a planned run reads each argument (``lift_plans``), or None: no plan.
 
-    Covered: scalar constants and plain links to a document or one key of it;
-    a ``Cell[...]`` parameter, a schema on the link or a deeper path is not.
+    Covered: scalar constants and plain links to a document or one key of it (the
+    links ``_argument_reader`` parsed: its ``_LinkReader`` carries them); a
+    ``Cell[...]`` parameter, a schema on the link or a deeper path is not.
     """
     specs: list[Spec] = []
     for i, binding in enumerate(bindings):
@@ -1010,9 +1012,9 @@ def _plan_specs(bindings: list[Any], curried: list[Any], space: str, names: list
                 return None
             specs.append((None, binding, None))
             continue
-        link = parse_link(binding, space)
-        if link.schema is not None:  # (a redirect is followed on reads like a plain link)
-            return None
+        link = readers[i]
+        if type(link) is not _LinkReader or link.schema is not None:
+            return None  # (a redirect is followed on reads like a plain link)
         if not link.path:
             specs.append((link.space, link.id, None))
         elif len(link.path) == 1 and type(link.path[0]) is str and link.path[0] != "/":
