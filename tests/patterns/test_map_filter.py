@@ -255,6 +255,20 @@ def test_a_closed_runtime_is_freed() -> None:
     assert ref() is None and runner() is None
 
 
+def _edit_in_place(src: Any, values: list[Any], step: Any) -> None:
+    """Apply a set/push/pop step to the cell and to the oracle list alike."""
+    if step[0] == "set" and values:
+        i = step[1] % len(values)
+        values[i] = step[2]
+        src.key(i).set(step[2])
+    elif step[0] == "push":
+        values.append(step[1])
+        src.push(step[1])
+    elif step[0] == "pop" and values:
+        del values[-step[1]:]
+        src.set(src.get()[:len(values)])
+
+
 element_edits = st.lists(st.one_of(
     st.tuples(st.just("set"), st.integers(0, 20), st.integers(0, 3)),
     st.tuples(st.just("push"), st.integers(0, 3)),
@@ -279,16 +293,7 @@ def test_element_edits_in_place_match_a_plain_map(start: list[int], steps: list[
         for step in steps:
             before = _keys(values)
             RUNS.clear()
-            if step[0] == "set" and values:
-                i = step[1] % len(values)
-                values[i] = step[2]
-                src.key(i).set(step[2])
-            elif step[0] == "push":
-                values.append(step[1])
-                src.push(step[1])
-            elif step[0] == "pop" and values:
-                del values[-step[1]:]
-                src.set(src.get()[:len(values)])
+            _edit_in_place(src, values, step)
             _check_against_oracle(result, values, before)
         assert rt.errors == []
     finally:
@@ -425,26 +430,18 @@ def test_filter_edits_match_a_plain_filter(start: list[int], steps: list[Any]) -
         for step in steps:
             before = _keys(values)
             VERDICTS.clear()
-            if step[0] == "set" and values:
-                i = step[1] % len(values)
-                values[i] = step[2]
-                src.key(i).set(step[2])
-            elif step[0] == "push":
-                values.append(step[1])
-                src.push(step[1])
-            elif step[0] == "pop" and values:
-                del values[-step[1]:]
-                src.set(src.get()[:len(values)])
-            elif step[0] == "threshold":
+            if step[0] == "threshold":
                 changed = step[1] != limit
                 limit = step[1]
                 threshold.set(limit)
                 assert result.big.get() == [v for v in values if v > limit]
                 assert len(VERDICTS) == (len(values) if changed else 0)
                 continue
-            elif step[0] == "replace":
+            if step[0] == "replace":
                 values = list(step[1])
                 src.set(values)
+            else:
+                _edit_in_place(src, values, step)
             assert result.big.get() == [v for v in values if v > limit]
             appeared = Counter(_keys(values)) - Counter(before)
             assert sorted(VERDICTS) == sorted(
