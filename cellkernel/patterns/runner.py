@@ -24,6 +24,7 @@ import json
 import logging
 import traceback
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -1026,16 +1027,20 @@ def _plan_specs(bindings: list[Any], readers: list[Any], curried: list[Any], nam
     return specs
 
 
-#: pattern hash -> (the pattern, its closure's pattern documents), when every sub-pattern
-#: was registered (an unregistered one is looked for again next time)
-_closures: dict[str, tuple[Pattern, list[tuple[str, Pattern]]]] = {}
+#: pattern -> its closure's pattern documents (id, weak reference to the pattern), when
+#: every sub-pattern was registered (an unregistered one is looked for again next time).
+#: Weak both ways, as the registry is: a dropped pattern leaves no entry behind.
+_closures: weakref.WeakKeyDictionary[Pattern, list[tuple[str, weakref.ref[Pattern]]]] = (
+    weakref.WeakKeyDictionary())
 
 
 def _pattern_closure(pattern: Pattern) -> list[tuple[str, Pattern]]:
     """(document id, pattern) of ``pattern`` and every sub-pattern it references."""
-    known = _closures.get(pattern.hash)
-    if known is not None and known[0] is pattern:
-        return known[1]
+    known = _closures.get(pattern)
+    if known is not None:
+        found = [(doc_id, ref()) for doc_id, ref in known]
+        if all(p is not None for _d, p in found):
+            return found  # type: ignore[return-value]
     closure: list[tuple[str, Pattern]] = []
     complete = True
     work = [pattern]
@@ -1061,9 +1066,7 @@ def _pattern_closure(pattern: Pattern) -> list[tuple[str, Pattern]]:
             else:
                 work.append(sub)
     if complete:
-        if len(_closures) >= 4096:
-            _closures.clear()
-        _closures[pattern.hash] = (pattern, closure)
+        _closures[pattern] = [(doc_id, weakref.ref(p)) for doc_id, p in closure]
     return closure
 
 

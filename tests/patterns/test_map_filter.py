@@ -487,3 +487,28 @@ def test_a_verdict_that_stays_the_same_leaves_the_output_document_alone() -> Non
     assert result.big.get() == [30, 50]
     assert rt.store.load(rt.space, out_id).version == version + 1
     rt.close()
+
+
+def _tripled() -> Any:
+    @lift
+    def triple(x: int) -> int:
+        return 3 * x
+
+    @pattern
+    def Tripled(src: list = []):  # noqa: B006 - a schema default
+        return {"out": src.map(lambda e: triple(e))}
+
+    return Tripled
+
+
+def test_a_dropped_pattern_is_freed_after_its_children_started() -> None:
+    """The runner's cache of a pattern's stored documents holds it weakly, as the registry."""
+    tripled = _tripled()
+    ref = weakref.ref(tripled)
+    rt = Runtime()
+    result = rt.run(tripled, {"src": [1, 2]}, cause="dropped")
+    assert result.out.get() == [3, 6]
+    rt.close()
+    del rt, result, tripled
+    gc.collect()
+    assert ref() is None
