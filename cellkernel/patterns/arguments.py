@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -293,7 +294,7 @@ def _index_instance(index: SchemaIndex, runner: Any, instance: Any,
     owned = index.owned.setdefault(id(instance), [])
     index.docs[(space, arg_id)] = (instance, digest, arg_schema or None)
     owned.append((space, arg_id))
-    state = _state_cells(graph)
+    state = _state_cells(pattern)
     if state:
         if ids is None:
             ids, _records, _cells = plan(runner.rt, graph, result_id, space)
@@ -305,21 +306,19 @@ def _index_instance(index: SchemaIndex, runner: Any, instance: Any,
     return True
 
 
-def _state_cells(graph: dict[str, Any]) -> list[dict[str, Any]]:
-    """A graph's state cells that carry a schema (once per graph: graphs never change)."""
-    key = id(graph)
-    known = _state_by_graph.get(key)
-    if known is not None and known[0] is graph:
-        return known[1]
-    state = [c for c in graph.get("cells", []) if c.get("helper") == "cell" and c.get("schema")]
-    if len(_state_by_graph) >= 4096:
-        _state_by_graph.clear()
-    _state_by_graph[key] = (graph, state)
-    return state
+def _state_cells(pattern: Any) -> list[dict[str, Any]]:
+    """A pattern's state cells that carry a schema (once per pattern: graphs never change)."""
+    known = _state_by_pattern.get(pattern)
+    if known is None:
+        known = _state_by_pattern[pattern] = [
+            c for c in pattern.graph.get("cells", [])
+            if c.get("helper") == "cell" and c.get("schema")]
+    return known
 
 
-#: graph (by id, kept alive with it) -> its state cells with a schema
-_state_by_graph: dict[int, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+#: pattern -> its state cells with a schema; weak, so a dropped pattern leaves nothing
+_state_by_pattern: weakref.WeakKeyDictionary[Any, list[dict[str, Any]]] = (
+    weakref.WeakKeyDictionary())
 
 
 def note_instance(runner: Any, instance: Any, ids: dict[str, str] | None = None) -> None:
