@@ -14,7 +14,7 @@ import time
 import urllib.parse
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeAlias
 
 from cellkernel.errors import CorruptDocumentError, StoreError
@@ -482,19 +482,10 @@ class SqliteStore:
             raise StoreError(f"sqlite store {self.path} was opened read-only (mode=ro)")
         with self._lock:
             conn = self._connection()
-            try:
-                self._begin_commit(conn)
-                try:
-                    self._absorb(conn)
-                    changes, seq = self._apply(conn, space, encoded, basis)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                doing = f"committing to space {space!r}"
-                raise _store_error(self.path, exc, doing, self._busy_ms) from None
+            with self._file_transaction(conn, self._begin_commit,
+                                        f"committing to space {space!r}"):
+                self._absorb(conn)
+                changes, seq = self._apply(conn, space, encoded, basis)
             # Only now is the write durable; the cache must never run ahead of the file.
             for change in changes:
                 key = (change.space, change.entity_id)
@@ -564,24 +555,15 @@ class SqliteStore:
             return
         with self._lock:
             conn = self._connection()
-            try:
-                self._begin_commit(conn)
-                try:
-                    self._absorb(conn)
-                    if self._seq + 1 != seq:  # other writers committed meanwhile
-                        seq = self._seq + 1
-                        updates = [(*row[:4], seq, *row[5:]) for row in updates]
-                        by_rowid = [(*row[:4], seq, *row[5:]) for row in by_rowid]
-                        inserts = [(*row[:6], seq) for row in inserts]
-                    learned = self._write_rows(conn, space, inserts, updates, by_rowid, seq)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                doing = f"committing to space {space!r}"
-                raise _store_error(self.path, exc, doing, self._busy_ms) from None
+            with self._file_transaction(conn, self._begin_commit,
+                                        f"committing to space {space!r}"):
+                self._absorb(conn)
+                if self._seq + 1 != seq:  # other writers committed meanwhile
+                    seq = self._seq + 1
+                    updates = [(*row[:4], seq, *row[5:]) for row in updates]
+                    by_rowid = [(*row[:4], seq, *row[5:]) for row in by_rowid]
+                    inserts = [(*row[:6], seq) for row in inserts]
+                learned = self._write_rows(conn, space, inserts, updates, by_rowid, seq)
             # Only now is the write durable; the cache must never run ahead of the file.
             cache = self._cache
             move = cache.move_to_end
@@ -645,6 +627,26 @@ class SqliteStore:
         raise conflict_error(space, conflicts or [
             (key, read, current.get(key, 0)) for key, read in basis.items()])
 
+    @contextlib.contextmanager
+    def _file_transaction(self, conn: sqlite3.Connection,
+                          begin: Callable[[sqlite3.Connection], None],
+                          doing: str) -> Iterator[None]:
+        """One file transaction: ``begin``, the body, COMMIT; ROLLBACK on any error.
+
+        An ``sqlite3.Error`` on the way becomes the ``StoreError`` naming ``doing``.
+        """
+        try:
+            begin(conn)
+            try:
+                yield
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _store_error(self.path, exc, doing, self._busy_ms) from None
+
     def _begin_commit(self, conn: sqlite3.Connection) -> None:
         """Open the commit's write transaction (or take over the one ``write_lock`` began)."""
         if self._held:
@@ -664,31 +666,22 @@ class SqliteStore:
         if self.readonly or not entity_ids:
             return 0
         with self._lock:
+            if self._held:
+                return 0  # a held write lock belongs to a commit in progress: not now
             conn = self._connection()
             gone = 0
-            try:
-                if self._held:
-                    return 0  # a held write lock belongs to a commit in progress: not now
-                self._begin_write(conn)
-                try:
-                    # the newest sequence number outlives its row (see ``_max_seq``)
-                    top = self._max_seq(conn)
-                    conn.execute(_FEED_MARK)
-                    conn.execute("DELETE FROM feed_mark")
-                    conn.execute("INSERT INTO feed_mark (seq) VALUES (?)", (top,))
-                    for start in range(0, len(entity_ids), _CHUNK):
-                        chunk = entity_ids[start:start + _CHUNK]
-                        gone += conn.execute(
-                            f"DELETE FROM documents WHERE space = ? AND id IN "
-                            f"({','.join('?' * len(chunk))})", (space, *chunk)).rowcount
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise _store_error(self.path, exc, f"releasing documents of {space!r}",
-                                   self._busy_ms) from None
+            with self._file_transaction(conn, self._begin_write,
+                                        f"releasing documents of {space!r}"):
+                # the newest sequence number outlives its row (see ``_max_seq``)
+                top = self._max_seq(conn)
+                conn.execute(_FEED_MARK)
+                conn.execute("DELETE FROM feed_mark")
+                conn.execute("INSERT INTO feed_mark (seq) VALUES (?)", (top,))
+                for start in range(0, len(entity_ids), _CHUNK):
+                    chunk = entity_ids[start:start + _CHUNK]
+                    gone += conn.execute(
+                        f"DELETE FROM documents WHERE space = ? AND id IN "
+                        f"({','.join('?' * len(chunk))})", (space, *chunk)).rowcount
             for entity_id in entity_ids:
                 self._cache.pop((space, entity_id), None)
                 self._corrupt.pop((space, entity_id), None)
