@@ -575,7 +575,7 @@ class Runner:
     def _subscribe(self, instance: Instance, node: RunningNode, run: Callable[[Transaction], Any],
                    name: str, reads: list[tuple[str, str, tuple[str | int, ...]]] | None = None,
                    extra_writes: tuple[tuple[str, str, tuple[str | int, ...]], ...] = (),
-                   plan: Any = None) -> None:
+                   plan: Any = None, incremental: bool = False) -> Action:
         """Start a node's reactive action; it writes the node's output cell.
 
         A node started by a running lift, map, filter or instantiate (a child
@@ -592,8 +592,11 @@ class Runner:
         action = Action(run, name=name, node=record["id"], pattern=instance.pattern_hash,
                         space=space, writes=writes, reads=reads or (), frame=record["id"])
         action.plan = plan
+        if incremental:  # told which read documents changed (``Action.changed``)
+            action.changed = set()
         node.actions.append(action)
         self.rt.scheduler.subscribe(action)
+        return action
 
     @contextlib.contextmanager
     def _creating(self, space: str, out_id: str) -> Iterator[None]:
@@ -802,9 +805,8 @@ class Runner:
         self._subscribe(instance, node, run, run.mode, reads)
         if run.mode == "filter":  # its output: a second action, after the children
             collect = FilterCollect(run)
-            self._subscribe(instance, node, collect, "filter", reads)
-            collect.action = node.actions[-1]
-            collect.action.changed = set()
+            collect.action = self._subscribe(instance, node, collect, "filter", reads,
+                                             incremental=True)
 
     def _start_select(
         self, instance: Instance, node: RunningNode, tx: Transaction, resume: bool
