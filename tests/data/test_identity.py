@@ -388,20 +388,25 @@ def test_flat_cause_shortcuts_hash_as_the_general_walk(cause: dict[str, Any]) ->
     assert identity._digest({"causal": cause}) == walked
 
 
-@pytest.mark.parametrize("n", range(2, 21))
-def test_the_merkle_fold_matches_the_level_by_level_definition(n: int) -> None:
-    """Pairs hashed level by level, an odd last node raised as is (the spelled-out cases too)."""
-    from cellkernel.data.identity import _fold
-
-    layer = [hashlib.sha256(bytes([i])).digest() for i in range(n)]
+def _fold_by_levels(layer: list[bytes]) -> bytes:
+    """The merkle fold by its definition: pairs hashed level by level, an odd last raised."""
     level = list(layer)
     while len(level) > 1:
         paired = [
             hashlib.sha256(level[j] + level[j + 1]).digest() for j in range(0, len(level) - 1, 2)
         ]
         level = paired + ([level[-1]] if len(level) % 2 else [])
-    assert _fold(layer) == level[0]
-    assert _fold(list(layer)) == level[0]  # again: the first four's subtree from the cache
+    return level[0]
+
+
+@pytest.mark.parametrize("n", range(2, 21))
+def test_the_merkle_fold_matches_the_level_by_level_definition(n: int) -> None:
+    """Pairs hashed level by level, an odd last node raised as is (the spelled-out cases too)."""
+    from cellkernel.data.identity import _fold
+
+    layer = [hashlib.sha256(bytes([i])).digest() for i in range(n)]
+    assert _fold(layer) == _fold_by_levels(layer)
+    assert _fold(list(layer)) == _fold_by_levels(layer)  # again: the first four from the cache
 
 
 @settings(max_examples=200, deadline=None)
@@ -413,13 +418,7 @@ def test_the_fold_cache_serves_only_the_same_four(prefix: list[bytes], rest: lis
     from cellkernel.data.identity import _fold
 
     layer = prefix + rest
-    level = list(layer)
-    while len(level) > 1:
-        paired = [
-            hashlib.sha256(level[j] + level[j + 1]).digest() for j in range(0, len(level) - 1, 2)
-        ]
-        level = paired + ([level[-1]] if len(level) % 2 else [])
-    assert _fold(layer) == level[0]
+    assert _fold(layer) == _fold_by_levels(layer)
 
 
 def test_flat_cause_lists_stay_out_of_the_long_lived_caches() -> None:
