@@ -1040,9 +1040,14 @@ def _pattern_closure(pattern: Pattern) -> list[tuple[str, Pattern]]:
     """(document id, pattern) of ``pattern`` and every sub-pattern it references."""
     known = _closures.get(pattern)
     if known is not None:
-        found = [(doc_id, ref()) for doc_id, ref in known]
-        if all(p is not None for _d, p in found):
-            return found  # type: ignore[return-value]
+        found: list[tuple[str, Pattern]] = []
+        for doc_id, weak in known:
+            sub = weak()
+            if sub is None:
+                break  # a sub-pattern went: work it out again
+            found.append((doc_id, sub))
+        else:
+            return found
     closure: list[tuple[str, Pattern]] = []
     complete = True
     work = [pattern]
