@@ -122,7 +122,13 @@ def checker(schema: Schema) -> Callable[[Any], bool] | None:
         return check
     if sure == (dict,):
         return lambda value: isinstance(value, dict) or check(value)
-    return lambda value: type(value) in sure or check(value)
+    fast = lambda value: type(value) in sure or check(value)  # noqa: E731
+    setattr(fast, SURE_TYPES, sure)  # a compiled plan tests these inline (``lift_plans``)
+    return fast
+
+
+#: the attribute of a ``checker`` result naming the exact types that always pass it
+SURE_TYPES = "sure_types"
 
 
 #: JSON types whose values of these exact Python types always pass ``{"type": t}``.

@@ -1113,7 +1113,8 @@ def materialize(
                     if targets is not None and (where := targets[i]) is not None:
                         # a link to a whole document holding a scalar (a list of node outputs):
                         # what the loop makes of it, without resolving or a trip through it
-                        target = tx.read(where[0], where[1], (), track=track)
+                        target = (tx.read(where[0], where[1], (), track=True)
+                                  if track and tx.track else tx.peek(where[0], where[1]))
                         if type(target) in SCALAR_TYPES:
                             lst[i] = target
                             continue

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("cellkernel.reactive.scheduler")
 
 MAX_ITERATIONS = 100
+#: a queued run's key is ``height << SEQ_BITS | seq``: by height, then creation order
+SEQ_BITS = 48
 #: what a plan returns when it leaves the run to the general path (``Action.plan``)
 NOT_PLANNED: Any = object()
 #: conflicts an event may meet before it is dropped (with a ``NodeError`` naming it);
@@ -115,7 +117,7 @@ class Action:
         self.frame = frame
         self.on_error: Callable[[NodeError], None] | None = None
         #: a compiled run without a transaction (``patterns/lift_plans.py``), if it has one:
-        #: ``plan(load, land_value)`` -> its changes, or ``NOT_PLANNED`` for the general run
+        #: ``plan(load_key, land_value)`` -> its changes, or ``NOT_PLANNED`` for the general run
         self.plan: Callable[[Any, Any], Any] | None = None
         #: an incremental action's (a filter's collect) documents that changed among its
         #: reads since its last run; such an action keeps its own subscription
@@ -171,7 +173,10 @@ class Scheduler:
         self._rt = runtime
         self._triggers: dict[DocKey, dict[Action, list[Path]]] = {}
         self._writers: dict[DocKey, dict[Action, list[Path]]] = {}
-        self._heap: list[tuple[int, int, Action]] = []
+        #: pending runs as ``queue_key(height, seq)`` ints (a heap of plain ints compares
+        #: in C without tuples), and the action each key stands for
+        self._heap: list[int] = []
+        self._queued: dict[int, Action] = {}
         self._pending: set[Action] = set()
         self._events: deque[tuple[EventHandler, Any, int, Any]] = deque()
         self._handlers: dict[Address, list[EventHandler]] = {}
@@ -184,7 +189,8 @@ class Scheduler:
         self._settling = False
         #: actions whose writes wait in the runtime's write-back layer (group commit)
         self._landed: set[Action] = set()
-        #: (load, the store's land_value, the layer's land_value), for plans (``_run_planned``)
+        #: (load by key, the store's land_value, the layer's land_value), for plans
+        #: (``_run_planned``)
         self._plan_io: tuple[Any, Any, Any] | None = None
         #: flushes lost to another writer in this busy period (each re-runs its writers)
         self._flush_conflicts = 0
@@ -324,7 +330,7 @@ class Scheduler:
         if needed > action.height:
             action.height = needed
             if action in self._pending:
-                heapq.heappush(self._heap, (action.height, action.seq, action))
+                self._push(action)
             for reader in list(self._readers_of(action)):
                 self._adjust_height(reader)
 
@@ -412,7 +418,7 @@ class Scheduler:
                     continue
                 current.height = needed
                 if current in self._pending:
-                    heapq.heappush(self._heap, (current.height, current.seq, current))
+                    self._push(current)
             work.extend(r for r in self._readers_of(current) if r.height <= current.height)
 
     def _on_cycle(self, action: Action) -> bool:
@@ -435,7 +441,12 @@ class Scheduler:
         if action in self._pending or not action.active:
             return
         self._pending.add(action)
-        heapq.heappush(self._heap, (action.height, action.seq, action))
+        self._push(action)
+
+    def _push(self, action: Action) -> None:
+        key = (action.height << SEQ_BITS) | action.seq
+        self._queued[key] = action
+        heapq.heappush(self._heap, key)
 
     # -- change notification ------------------------------------------------------
 
@@ -443,6 +454,7 @@ class Scheduler:
         """Schedule the actions whose read values changed (not ``source`` itself)."""
         triggers_map = self._triggers
         heap = self._heap
+        queued = self._queued
         heappush = heapq.heappush
         for change in changes:
             triggers = triggers_map.get((change.space, change.entity_id))
@@ -467,18 +479,22 @@ class Scheduler:
                         if root_differs is None:
                             root_differs = not json_equal(before, after)
                         differs = root_differs
-                    elif _cacheable(path):
-                        known = changed.get(path)
-                        if known is None:
-                            known = not json_equal(get_path(before, path), get_path(after, path))
-                            changed[path] = known
-                        differs = known
                     else:
-                        differs = not json_equal(get_path(before, path), get_path(after, path))
+                        # only str-key paths are cached, and a path equal to one of those
+                        # looks up the same (``_cacheable``): a hit needs no check
+                        known = changed.get(path) if type(path) is tuple else None
+                        if known is not None:
+                            differs = known
+                        else:
+                            differs = not json_equal(get_path(before, path), get_path(after, path))
+                            if _cacheable(path):
+                                changed[path] = differs
                     if differs:
                         if action.active:  # ``_schedule``, inline: it runs per trigger
                             pending.add(action)
-                            heappush(heap, (action.height, action.seq, action))
+                            key = (action.height << SEQ_BITS) | action.seq
+                            queued[key] = action
+                            heappush(heap, key)
                             if action.changed is not None:
                                 action.changed.add((change.space, change.entity_id))
                         break
@@ -574,10 +590,12 @@ class Scheduler:
         heap = self._heap
         pending = self._pending
         runs = self._runs
+        queued = self._queued
         heappop = heapq.heappop
         while heap:
-            height, _seq, action = heappop(heap)
-            if action not in pending or height != action.height:
+            key = heappop(heap)
+            action = queued.pop(key, None)  # (None: the same key was queued twice)
+            if action is None or action not in pending or key >> SEQ_BITS != action.height:
                 continue  # stale entry: already run, or a newer entry carries its height
             pending.discard(action)
             if not action.active:
@@ -621,7 +639,11 @@ class Scheduler:
         if io is None:  # worked out once: the store and its layer never change
             rt = self._rt
             view = rt.writeback if rt.writeback is not None else rt.store
-            io = self._plan_io = (view.load, getattr(rt.store, "land_value", None),
+            load_key = getattr(view, "load_key", None)
+            if load_key is None:  # (a store without it: its ``load``, by key)
+                load = view.load
+                load_key = lambda key: load(*key)  # noqa: E731
+            io = self._plan_io = (load_key, getattr(rt.store, "land_value", None),
                                   getattr(rt.writeback, "land_value", None))
         deferred = io[2] is not None and self._settling
         land = io[2] if deferred else io[1]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from cellkernel.store.documents import (
@@ -23,7 +23,6 @@ from cellkernel.store.documents import (
     encode_part,
     new_change,
     new_document,
-    replaced,
 )
 
 # --------------------------------------------------------------------------- memory fast path
@@ -279,6 +278,8 @@ class MemoryStore:
         self._lock = threading.RLock()
         self._docs: dict[Key, Document] = {}
         self._ids: dict[str, dict[str, None]] = {}  # per space, in creation order
+        #: ``load`` by key, with no Python frame: the dict's own lookup (compiled plans)
+        self.load_key: Callable[[Key], Document | None] = self._docs.get
 
     def load(self, space: str, entity_id: str) -> Document | None:
         # One dict lookup is atomic on its own; the lock (taken by ``commit``) never gave
@@ -353,11 +354,13 @@ class MemoryStore:
                 raise conflict_error(space, [
                     (k, d.version if d is not None else 0,
                      (c.version if (c := docs.get(k)) is not None else 0)) for k, d in stale])
-            after = replaced(before, value, before.version + 1 if before is not None else 1)
+            after = new_document(  # (``replaced``, inline: this runs once per planned node)
+                (value, None, {}, 1) if before is None
+                else (value, before.source, before.meta, before.version + 1))
             if before is None:
                 self._ids.setdefault(space, {})[entity_id] = None
             docs[key] = after
-        return [new_change(space, entity_id, before, after)]
+        return [new_change((space, entity_id, before, after))]
 
     def _land(
         self,
@@ -387,12 +390,12 @@ class MemoryStore:
             key = (space, entity_id)
             before = docs.get(key)
             after = new_document(
-                value, source, meta, (before.version if before is not None else 0) + 1
+                (value, source, meta, (before.version if before is not None else 0) + 1)
             )
             if before is None:
                 self._ids.setdefault(space, {})[entity_id] = None
             docs[key] = after
-            changes.append(new_change(space, entity_id, before, after))
+            changes.append(new_change((space, entity_id, before, after)))
         return changes
 
     def release(self, space: str, entity_ids: list[str]) -> int:

@@ -537,8 +537,8 @@ class SqliteStore:
                 text, source, meta_text = enc.value, enc.source, enc.meta
                 if decoded is None:
                     decoded = []
-                decoded.append((key, new_document(enc.doc.value, enc.doc.source,
-                                                  enc.doc.meta, version)))
+                decoded.append((key, new_document((enc.doc.value, enc.doc.source,
+                                                   enc.doc.meta, version))))
             if version > 1:
                 n = rowids.get(key)
                 if n is not None:
@@ -797,14 +797,14 @@ class SqliteStore:
                         f"SELECT {_ROW} FROM documents WHERE space = ? AND id = ?", key
                     ).fetchone()
                     before = _decode_row(row)
-            after = new_document(enc.doc.value, enc.doc.source, enc.doc.meta, version + 1)
+            after = new_document((enc.doc.value, enc.doc.source, enc.doc.meta, version + 1))
             if version:
                 updates.append((enc.value, enc.source, enc.meta, after.version, seq, space,
                                 entity_id, version))
             else:
                 inserts.append((space, entity_id, enc.value, enc.source, enc.meta,
                                 after.version, seq))
-            changes.append(new_change(space, entity_id, before, after))
+            changes.append(new_change((space, entity_id, before, after)))
         try:
             if inserts:
                 conn.executemany(

@@ -127,6 +127,19 @@ class Transaction:
             return value.get(path[0], MISSING)
         return get_path(value, path)
 
+    def peek(self, space: str, entity_id: str) -> Any:
+        """The raw value of a whole document, untracked (``MISSING`` if absent).
+
+        A read-only transaction (``track=False``, what ``Runtime.read_tx`` makes)
+        loads a document it has not read yet without keeping a working copy:
+        it never commits, so nothing needs the copy (a list of N output links
+        is read in N loads).
+        """
+        if not self.track and self.status == "open" and (space, entity_id) not in self._docs:
+            doc = self._view.load(space, entity_id)
+            return doc.value if doc is not None else MISSING
+        return self.read(space, entity_id, (), track=False)
+
     def document(self, space: str, entity_id: str) -> _Working:
         """The working document (for metadata reads); not tracked."""
         return self._working(space, entity_id)
@@ -259,7 +272,7 @@ class Transaction:
                     key: working.base.version if working.base is not None else 0
                     for key, working in self._docs.items()
                 }
-                writes = {eid: new_document(v, src, m, 0) for eid, v, src, m, _o in parts}
+                writes = {eid: new_document((v, src, m, 0)) for eid, v, src, m, _o in parts}
                 changes = store.commit(space, writes, basis)
         except Exception:
             self._aborted()

@@ -70,7 +70,10 @@ class WriteBack:
 
     def load(self, space: str, entity_id: str) -> Document | None:
         """The document as this settle sees it: landed here, else stored."""
-        key = (space, entity_id)
+        return self.load_key((space, entity_id))
+
+    def load_key(self, key: Key) -> Document | None:
+        """``load`` by its key (a compiled plan builds the key once for its CAS list too)."""
         doc = self._docs.get(key)
         if doc is not None:
             return doc
@@ -82,7 +85,7 @@ class WriteBack:
             except KeyError:  # evicted by another thread just now
                 return doc
             return doc
-        return self._load(space, entity_id)
+        return self._load(*key)
 
     def _moved(self, key: Key, base: Document | None) -> bool:
         """Whether ``key`` changed since a transaction read it as ``base``.
@@ -138,9 +141,9 @@ class WriteBack:
             landed = docs.get(key)
             version = (landed.version if landed is not None
                        else before.version + 1 if before is not None else 1)
-            after = new_document(value, source, meta, version)
+            after = new_document((value, source, meta, version))
             docs[key] = after
-            changes.append(new_change(space, entity_id, before, after))
+            changes.append(new_change((space, entity_id, before, after)))
         return changes
 
     def land_value(
@@ -183,7 +186,7 @@ class WriteBack:
                 raise self._conflict(space, [(k, d)])
         after = replaced(before, value, version)
         docs[key] = after
-        return [new_change(space, entity_id, before, after)]
+        return [new_change((space, entity_id, before, after))]
 
     def flush(self) -> None:
         """Write every landed document to the store: one commit per space.
