@@ -128,13 +128,13 @@ class Stash:
 
 @functools.lru_cache(maxsize=4096)
 def _inline_checks(
-    checks: tuple[tuple[int, Callable[[Any], bool]], ...],
+    checks: tuple[tuple[int, Callable[[Any], bool]], ...], reads: frozenset[int],
 ) -> tuple[tuple[int, tuple[type, ...], Callable[[Any], bool]], ...]:
-    """Each check with the exact types that always pass it, tested inline before calling it.
+    """The checks of read arguments, each with the exact types that always pass it.
 
     Shared by every node of one function (a cache), so a node pays nothing for it.
     """
-    return tuple((i, getattr(check, SURE_TYPES, ()), check) for i, check in checks)
+    return tuple((i, getattr(check, SURE_TYPES, ()), check) for i, check in checks if i in reads)
 
 
 #: one argument: (space, entity_id, key or None for the root) of a read, or a constant
@@ -145,31 +145,35 @@ class LiftPlan:
     """One lift node's plan: ``plan(load_key, land_value)`` -> changes, [] or ``NOT_PLANNED``.
 
     A slotted object rather than a closure: one per node, a few hundred bytes less.
+    Constants sit in ``template`` already (and were checked once, here); a run
+    copies it and fills in what ``reads`` names: (position, space, entity_id, key).
     """
 
-    __slots__ = ("checks", "fn", "out_id", "refusals", "space", "specs", "stash")
+    __slots__ = ("checks", "fn", "out_id", "reads", "refusals", "space", "stash", "template")
 
     def __init__(self, fn: Callable[..., Any], specs: list[Spec],
                  checks: list[tuple[int, Callable[[Any], bool]]], refusals: Any, space: str,
                  out_id: str, stash: Stash) -> None:
         self.fn = fn
-        self.checks = _inline_checks(tuple(checks))
+        self.template = [target if sp is None else None for sp, target, _k in specs]
+        # (a tuple per read, built per run rather than kept: less memory per node)
+        self.reads = tuple((i, sp, target, key) for i, (sp, target, key) in enumerate(specs)
+                           if sp is not None)
+        self.checks = _inline_checks(tuple(checks), frozenset(r[0] for r in self.reads))
+        failing = tuple((i, (), check) for i, check in checks
+                        if i < len(specs) and specs[i][0] is None and not check(specs[i][1]))
+        if failing:  # a constant the schema refuses: every run is the general one, which says so
+            self.checks = self.checks + failing
         self.refusals = refusals
         self.space = space
         self.out_id = out_id
         self.stash = stash
-        # (the specs as given: a document key per read, built once, cost more memory
-        # per node than building it per run costs time)
-        self.specs = specs
 
     def __call__(self, load: Callable[[tuple[str, str]], Document | None],
                  land: Callable[..., list[Change]]) -> Any:
-        args: list[Any] = []
+        args = self.template.copy()
         read: list[tuple[tuple[str, str], Document]] = []
-        for sp, target, key in self.specs:
-            if sp is None:
-                args.append(target)
-                continue
+        for i, sp, target, key in self.reads:
             doc_key = (sp, target)
             doc = load(doc_key)
             if doc is None:
@@ -182,7 +186,7 @@ class LiftPlan:
             t = type(value)
             if t is not int and t is not str and t is not float and t is not bool:
                 return NOT_PLANNED  # links, containers, nothing: the general read
-            args.append(value)
+            args[i] = value
             read.append((doc_key, doc))
         for i, sure, check in self.checks:
             arg = args[i]
@@ -195,8 +199,8 @@ class LiftPlan:
         before = load((space, out_id))
         current = before.value if before is not None else MISSING
         t = type(result)
-        if t is float or type(current) is dict or not (
-            (t is int and -INT_LIMIT < result < INT_LIMIT) or landable(result)
+        if type(current) is dict or not (
+            (-INT_LIMIT < result < INT_LIMIT) if t is int else t is not float and landable(result)
         ):
             # a container, a float (the general write normalises 68.0 to 68), or over a
             # link or a stream: the general write, with the result computed already

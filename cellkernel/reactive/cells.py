@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+_new_object = object.__new__
+
 #: The transaction of the action currently running (reads through any cell are tracked in it).
 current_tx: ContextVar[Transaction | None] = ContextVar("cellkernel_current_tx", default=None)
 
@@ -353,7 +355,22 @@ class Cell(Generic[T]):
         return self._derive(schema=schema)
 
     def with_tx(self, tx: Transaction | None) -> Cell[T]:
-        return self._derive(tx=tx)
+        if self._id is None or type(self) is not Cell or self._cap == "stream":
+            return self._derive(tx=tx)
+        # ``_derive(tx=tx)`` for a connected plain cell, field by field (an action's run
+        # binds each cell it touches: this is on every such run's path)
+        cell: Cell[T] = _new_object(Cell)
+        cell._rt = self._rt
+        cell._space = self._space
+        cell._id = self._id
+        cell._path = self._path
+        cell._schema = self._schema
+        cell._tx = tx
+        cell._cap = self._cap
+        cell._cause = self._cause
+        cell._initial = None
+        cell._origin = None
+        return cell
 
     def readonly(self) -> Cell[T]:
         return self._derive(capability="readonly")
@@ -1107,14 +1124,16 @@ def materialize(
                 lst: list[Any] = list(value)  # scalars stay; containers and links are replaced
                 holder[key] = lst
                 targets = _whole_document_links(value, sp) if hops < MAX_HOPS else None
+                # (a read-only transaction loads them all in one call)
+                found = tx.peek_all(targets) if targets is not None else None
                 for i, v in enumerate(value):
                     if type(v) in SCALAR_TYPES or v is None:
                         continue
                     if targets is not None and (where := targets[i]) is not None:
                         # a link to a whole document holding a scalar (a list of node outputs):
                         # what the loop makes of it, without resolving or a trip through it
-                        target = (tx.read(where[0], where[1], (), track=True)
-                                  if track and tx.track else tx.peek(where[0], where[1]))
+                        target = (found[i] if found is not None
+                                  else tx.read(where[0], where[1], (), track=track))
                         if type(target) in SCALAR_TYPES:
                             lst[i] = target
                             continue

@@ -191,7 +191,7 @@ class Scheduler:
         self._landed: set[Action] = set()
         #: (load by key, the store's land_value, the layer's land_value), for plans
         #: (``_run_planned``)
-        self._plan_io: tuple[Any, Any, Any] | None = None
+        self._plan_stores: tuple[Any, Any, Any] | None = None
         #: flushes lost to another writer in this busy period (each re-runs its writers)
         self._flush_conflicts = 0
         self._async: list[asyncio.Future[Any] | Any] = []
@@ -592,6 +592,7 @@ class Scheduler:
         runs = self._runs
         queued = self._queued
         heappop = heapq.heappop
+        io = None  # ``_plan_io()``, asked for once at the first plan
         while heap:
             key = heappop(heap)
             action = queued.pop(key, None)  # (None: the same key was queued twice)
@@ -618,7 +619,9 @@ class Scheduler:
             plan = action.plan
             if plan is not None and not action.retries and action.reads:
                 # the common case, without ``run_action``'s frames (a fan-out runs thousands)
-                if not self._run_planned(action, plan):
+                if io is None:
+                    io = self._plan_io()
+                if not self._run_planned(action, plan, *io):
                     self._run_general(action)
                 continue
             self.run_action(action)
@@ -633,9 +636,9 @@ class Scheduler:
                 return
         self._run_action(action)
 
-    def _run_planned(self, action: Action, plan: Callable[[Any, Any], Any]) -> bool:
-        """Run ``action``'s plan; False when it hands the run to the general path."""
-        io = self._plan_io
+    def _plan_io(self) -> tuple[Callable[[DocKey], Any], Any, bool]:
+        """(load by key, the land_value a plan lands with now, whether that is the layer's)."""
+        io = self._plan_stores
         if io is None:  # worked out once: the store and its layer never change
             rt = self._rt
             view = rt.writeback if rt.writeback is not None else rt.store
@@ -643,14 +646,21 @@ class Scheduler:
             if load_key is None:  # (a store without it: its ``load``, by key)
                 load = view.load
                 load_key = lambda key: load(*key)  # noqa: E731
-            io = self._plan_io = (load_key, getattr(rt.store, "land_value", None),
-                                  getattr(rt.writeback, "land_value", None))
+            io = self._plan_stores = (load_key, getattr(rt.store, "land_value", None),
+                                      getattr(rt.writeback, "land_value", None))
         deferred = io[2] is not None and self._settling
-        land = io[2] if deferred else io[1]
+        return io[0], io[2] if deferred else io[1], deferred
+
+    def _run_planned(self, action: Action, plan: Callable[[Any, Any], Any],
+                     load: Callable[[DocKey], Any], land: Any, deferred: bool) -> bool:
+        """Run ``action``'s plan; False when it hands the run to the general path.
+
+        ``load``, ``land`` and ``deferred`` are ``_plan_io()``'s (a drain asks once).
+        """
         if land is None:  # a store without the one-document landing: the general run
             return False
         try:
-            changes = plan(io[0], land)
+            changes = plan(load, land)
         except ConflictError as exc:
             action.retries += 1
             if action.retries < REACTIVE_RETRIES:
@@ -673,14 +683,15 @@ class Scheduler:
         if changes:
             if deferred:
                 self._landed.add(action)
-            change = changes[0]
-            if len(changes) > 1 or (change.space, change.entity_id) in self._triggers:
-                self.notify(changes, action)  # (a leaf nobody reads needs no call)
+            # (a leaf nobody reads needs no call; ``change[:2]`` is its document's key)
+            if len(changes) > 1 or changes[0][:2] in self._triggers:
+                self.notify(changes, action)
         return True
 
     def _run_action(self, action: Action) -> None:
         plan = action.plan
-        if plan is not None and action.reads and self._run_planned(action, plan):
+        if plan is not None and action.reads and self._run_planned(action, plan,
+                                                                    *self._plan_io()):
             return
         self._run_general(action)
 

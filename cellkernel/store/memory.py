@@ -342,25 +342,25 @@ class MemoryStore:
         """
         key = (space, entity_id)
         docs = self._docs
+        get = docs.get
         with self._lock:
-            moved = docs.get(key) is not before
-            if not moved:
-                for k, d in read:  # (a loop: ``any`` over a generator costs a frame per call)
-                    if docs.get(k) is not d:
-                        moved = True
+            if get(key) is before:
+                for k, d in read:
+                    if get(k) is not d:
                         break
-            if moved:
-                stale = [(k, d) for k, d in ((key, before), *read) if docs.get(k) is not d]
-                raise conflict_error(space, [
-                    (k, d.version if d is not None else 0,
-                     (c.version if (c := docs.get(k)) is not None else 0)) for k, d in stale])
-            after = new_document(  # (``replaced``, inline: this runs once per planned node)
-                (value, None, {}, 1) if before is None
-                else (value, before.source, before.meta, before.version + 1))
-            if before is None:
-                self._ids.setdefault(space, {})[entity_id] = None
-            docs[key] = after
-        return [new_change((space, entity_id, before, after))]
+                else:  # nothing moved: land
+                    if before is None:
+                        after = new_document((value, None, {}, 1))
+                        self._ids.setdefault(space, {})[entity_id] = None
+                    else:  # (``replaced``, inline: this runs once per planned node)
+                        after = new_document(
+                            (value, before.source, before.meta, before.version + 1))
+                    docs[key] = after
+                    return [new_change((space, entity_id, before, after))]
+            stale = [(k, d) for k, d in ((key, before), *read) if get(k) is not d]
+            raise conflict_error(space, [
+                (k, d.version if d is not None else 0,
+                 (c.version if (c := get(k)) is not None else 0)) for k, d in stale])
 
     def _land(
         self,

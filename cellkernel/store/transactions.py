@@ -127,18 +127,32 @@ class Transaction:
             return value.get(path[0], MISSING)
         return get_path(value, path)
 
-    def peek(self, space: str, entity_id: str) -> Any:
-        """The raw value of a whole document, untracked (``MISSING`` if absent).
+    def peek_all(self, keys: list[tuple[str, str] | None]) -> list[Any] | None:
+        """The raw values of whole documents (``MISSING`` for an absent one or a None key).
 
-        A read-only transaction (``track=False``, what ``Runtime.read_tx`` makes)
-        loads a document it has not read yet without keeping a working copy:
-        it never commits, so nothing needs the copy (a list of N output links
-        is read in N loads).
+        Only for a read-only transaction (``track=False``, what ``Runtime.read_tx``
+        makes; None otherwise): documents it has not read are loaded without
+        a working copy, since it never commits (a list of N output links is
+        read in N loads).
         """
-        if not self.track and self.status == "open" and (space, entity_id) not in self._docs:
-            doc = self._view.load(space, entity_id)
-            return doc.value if doc is not None else MISSING
-        return self.read(space, entity_id, (), track=False)
+        if self.track or self.status != "open":
+            return None
+        docs = self._docs
+        view = self._view
+        load = getattr(view, "load_key", None)
+        if load is None:
+            load = lambda key: view.load(*key)  # noqa: E731
+        values: list[Any] = []
+        append = values.append
+        for key in keys:
+            if key is None:
+                append(MISSING)
+            elif key in docs:
+                append(self.read(key[0], key[1], (), track=False))
+            else:
+                doc = load(key)
+                append(doc.value if doc is not None else MISSING)
+        return values
 
     def document(self, space: str, entity_id: str) -> _Working:
         """The working document (for metadata reads); not tracked."""
