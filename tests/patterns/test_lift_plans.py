@@ -215,3 +215,31 @@ def test_an_integral_float_is_stored_as_the_general_write_stores_it() -> None:
     result.key("x").set(4)
     assert repr(result.key("h").get()) == "2.5"
     rt.close()
+
+
+@lift
+def shift(x: int, by: Annotated[int, Field(ge=0)]) -> int:
+    return x + by
+
+
+def test_constant_arguments_are_checked_once_and_a_refused_one_is_always_recorded() -> None:
+    """A plan places constants in its template and checks them when it is made.
+
+    A constant the schema passes costs nothing per run; one it refuses makes
+    every run the general one, which keeps the refusal recorded on the node.
+    """
+    @pattern
+    def Shifts(x: int = 0) -> Any:
+        return {"x": x, "ok": shift(x, 5), "bad": shift(x, -5)}
+
+    rt = Runtime()
+    result = rt.run(Shifts, {"x": 1}, cause="constants")
+    plans = [a.plan for a in rt.scheduler._known if a.name == "shift"]
+    assert len(plans) == 2 and all(p is not None for p in plans)
+    for x in (2, 9, 4):
+        result.key("x").set(x)
+        assert result.key("ok").get() == x + 5
+        assert result.key("bad").get() is None  # never written
+        refused = [e for e in rt.errors if e.name == "shift"]
+        assert len(refused) == 1 and isinstance(refused[0].error, ValueError)
+        assert "by" in str(refused[0].error)

@@ -906,3 +906,19 @@ def test_a_scalar_set_outside_a_transaction_matches_the_transaction_path(
         assert results[0] == results[1], (value, results)
     fast.close()
     slow.close()
+
+
+def test_with_tx_binds_a_copy_that_keeps_everything_else(rt: Runtime) -> None:
+    """``with_tx``'s field-by-field copy of a plain cell equals ``_derive(tx=...)``."""
+    base = rt.get_cell("bound", schema={"type": "object"}).key("a").readonly()
+    tx = Transaction(rt.store)
+    bound = base.with_tx(tx)
+    derived = base._derive(tx=tx)
+    assert type(bound) is Cell
+    for field in Cell.__slots__:
+        assert getattr(bound, field) == getattr(derived, field), field
+    assert bound._tx is tx and base._tx is None
+    stream = Stream(rt, rt.space, "of:events", (), None)
+    assert type(stream.with_tx(tx)) is type(stream._derive(tx=tx))  # the general copy
+    loose = Cell(None, None, None, (), None)
+    assert loose.with_tx(tx)._origin is loose  # unconnected: the general copy keeps its origin

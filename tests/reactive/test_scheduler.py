@@ -669,3 +669,22 @@ def test_idle_returns_when_the_queue_is_empty(rt: Runtime) -> None:
     rt.idle()
     assert seen == ["queued"]
     assert rt.scheduler.quiet()
+
+
+def test_runs_of_one_height_go_in_creation_order_and_the_queue_empties(rt: Runtime) -> None:
+    """The run queue (int keys: height, then creation order) leaves nothing behind."""
+    a = rt.get_cell("a")
+    a.set(1)
+    log: list[Any] = []
+    outs = [rt.get_cell(f"o{i}") for i in range(6)]
+    tail = rt.get_cell("tail")
+    lift(rt, "tail", [outs[2], outs[4]], tail, lambda x, y: x + y, log)  # height 2, made first
+    for i in (3, 0, 5, 1, 4, 2):  # made out of name order: creation order is this one
+        lift(rt, f"o{i}", [a], outs[i], lambda x, i=i: x * 10 + i, log)
+    rt.idle()
+    for value in range(2, 30):
+        log.clear()
+        a.set(value)
+        assert names(log) == ["o3", "o0", "o5", "o1", "o4", "o2", "tail"]
+        assert tail.get() == value * 20 + 6
+        assert rt.scheduler._heap == [] and rt.scheduler._queued == {}

@@ -248,3 +248,19 @@ def test_a_row_id_given_to_another_document_never_writes_it(tmp_path: Path) -> N
     assert fresh.load(SPACE, "x") == Document(9, None, {}, 3)
     for s in (store, other, fresh):
         s.close()
+
+
+def test_the_layer_loads_by_key_what_it_loads_by_name(tmp_path: Path) -> None:
+    """``load_key`` (a plan's load) agrees with ``load``: landed, cached, on file, absent."""
+    db = tmp_path / "k.db"
+    store = _seed(db, 3)
+    layer = WriteBack(store)
+    layer.land_value(SPACE, "d0", store.load(SPACE, "d0"), 10, [])  # landed here
+    store.load(SPACE, "d1")  # cached by the store
+    SqliteStore(db).commit(SPACE, {"d9": Document(9)}, {})  # on file, never loaded here
+    for entity_id in ("d0", "d1", "d2", "d9", "absent"):
+        by_name = layer.load(SPACE, entity_id)
+        assert layer.load_key((SPACE, entity_id)) == by_name
+    assert layer.load_key((SPACE, "d0")) == Document(10, None, {}, 2)
+    assert layer.load_key((SPACE, "absent")) is None
+    store.close()

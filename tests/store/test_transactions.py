@@ -5,11 +5,13 @@ Read journal, working copies, one write space, CAS commit.
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import pytest
 from helpers.core import OTHER_SPACE, store_state
 
+from cellkernel.data.links import make_link
 from cellkernel.data.values import MISSING
 from cellkernel.errors import ConflictError, TransactionClosedError, WriteIsolationError
 from cellkernel.runtime import Runtime
@@ -361,3 +363,56 @@ def test_a_bad_scalar_at_a_path_is_refused_and_nothing_lands() -> None:
             tx.commit()
         assert tx.status == "aborted"
     assert store_state(rt) == before
+
+
+# --------------------------------------------------------------------------- documents as tuples
+
+
+def test_a_document_is_an_immutable_record_with_fresh_default_meta() -> None:
+    first, second = Document(1), Document(2)
+    assert (first.value, first.source, first.meta, first.version) == (1, None, {}, 0)
+    assert first.meta is not second.meta  # no shared default to corrupt
+    with pytest.raises(AttributeError):
+        first.value = 3  # type: ignore[misc]
+    full = Document({"a": [1]}, "src", {"graph": {}}, 4)
+    assert pickle.loads(pickle.dumps(full)) == full
+    assert full == Document(value={"a": [1]}, source="src", meta={"graph": {}}, version=4)
+    assert repr(Document(1)) == "Document(value=1, source=None, meta={}, version=0)"
+
+
+# --------------------------------------------------------------------------- peek_all
+
+
+def test_peek_all_reads_whole_documents_only_in_a_read_only_transaction(rt: Runtime) -> None:
+    _seed(rt, rt.space, "of:a", 1)
+    _seed(rt, rt.space, "of:b", {"x": 2})
+    keys: list[tuple[str, str] | None] = [(rt.space, "of:a"), None, (rt.space, "of:b"),
+                                          (rt.space, "of:absent")]
+    reader = Transaction(rt.store, track=False)
+    assert reader.peek_all(keys) == [1, MISSING, {"x": 2}, MISSING]
+    assert reader.reads == []
+    tracking = Transaction(rt.store)
+    assert tracking.peek_all(keys) is None  # reads there are journaled one by one
+    reader.abort()
+    assert reader.peek_all(keys) is None  # a closed transaction reads nothing
+
+
+def test_peek_all_sees_a_document_the_transaction_wrote(rt: Runtime) -> None:
+    _seed(rt, rt.space, "of:a", 1)
+    tx = Transaction(rt.store, track=False)
+    tx.write(rt.space, "of:a", (), 5)
+    assert tx.peek_all([(rt.space, "of:a")]) == [5]
+    assert rt.store.load(rt.space, "of:a").value == 1  # type: ignore[union-attr]
+
+
+def test_a_list_of_output_links_reads_the_same_through_peek_all(rt: Runtime) -> None:
+    """``materialize``'s one-call read of a list of links equals the journaled read."""
+    outs = [f"of:out{i}" for i in range(5)]
+    for i, out in enumerate(outs):
+        _seed(rt, rt.space, out, i * i if i != 3 else {"deep": i})
+    _seed(rt, rt.space, "of:list", [*(make_link(rt.space, o, ()) for o in outs), 7, None])
+    expected = [0, 1, 4, {"deep": 3}, 16, 7, None]
+    assert rt.cell_at("of:list").get() == expected  # outside any transaction: peek_all
+    tx = Transaction(rt.store)
+    assert rt.cell_at("of:list").with_tx(tx).get() == expected  # journaled, hop by hop
+    assert {(eid, path) for _s, eid, path in tx.reads} >= {(o, ()) for o in outs}
