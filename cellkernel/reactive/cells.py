@@ -15,7 +15,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from cellkernel.data import schema as schemas
 from cellkernel.data.identity import create_ref, short_id
@@ -980,36 +980,42 @@ def _declared_only(value: dict[str, Any], schema: Any, root: Any) -> dict[str, A
     return {k: v for k, v in value.items() if k in declared}
 
 
-#: stored list -> the (space, id) each of its elements links to whole, for the last few
-#: lists read (stored values are never changed in place, and the list is held)
-_list_targets: OrderedDict[int, tuple[list[Any], str, list[tuple[str, str] | None]]] = (
-    OrderedDict()
-)
+#: stored list -> the (space, id) each of its elements links to whole, and whether every
+#: element does, for the last few lists read (stored values are never changed in place,
+#: and the list is held)
+_list_targets: OrderedDict[
+    int, tuple[list[Any], str, list[tuple[str, str] | None], bool]] = OrderedDict()
 _LIST_TARGETS_MAX = 64
+#: the types of the values ``materialize`` keeps as they are (a set, for one C-level test)
+_SCALARS = frozenset(SCALAR_TYPES)
 
 
-def _whole_document_links(value: list[Any], space: str) -> list[tuple[str, str] | None] | None:
-    """Per element of a stored list: where it links to a whole document (no path, no schema)."""
+def _whole_document_links(
+    value: list[Any], space: str,
+) -> tuple[list[tuple[str, str] | None], bool] | None:
+    """Per element of a stored list: where it links to a whole document (no path, no schema),
+    and whether every element is such a link; None when none is."""
     known = _list_targets.get(id(value))
     if known is not None and known[0] is value and known[1] == space:
         _list_targets.move_to_end(id(value))
-        return known[2]
+        return known[2], known[3]
     targets: list[tuple[str, str] | None] = []
-    found = False
+    found = 0
     for v in value:
         if type(v) is dict and is_link(v):
             link = parse_link(v, space)
             if not link.path and link.schema is None:
                 targets.append((link.space, link.id))
-                found = True
+                found += 1
                 continue
         targets.append(None)
     if not found:
         return None
-    _list_targets[id(value)] = (value, space, targets)
+    every = found == len(value)
+    _list_targets[id(value)] = (value, space, targets, every)
     if len(_list_targets) > _LIST_TARGETS_MAX:
         _list_targets.popitem(last=False)
-    return targets
+    return targets, every
 
 
 def materialize(
@@ -1121,19 +1127,25 @@ def materialize(
             continue
         if t is list:
             if sch is None:
+                links = _whole_document_links(value, sp) if hops < MAX_HOPS else None
+                targets = None
+                if links is not None:
+                    targets, every = links
+                    # every element a link (a list of node outputs), read in one call by a
+                    # read-only transaction: if each holds a scalar, that is what the loop makes
+                    found = tx.peek_all(cast("list[tuple[str, str]]", targets)) if every else None
+                    if found is not None and set(map(type, found)) <= _SCALARS:
+                        holder[key] = found
+                        continue
                 lst: list[Any] = list(value)  # scalars stay; containers and links are replaced
                 holder[key] = lst
-                targets = _whole_document_links(value, sp) if hops < MAX_HOPS else None
-                # (a read-only transaction loads them all in one call)
-                found = tx.peek_all(targets) if targets is not None else None
                 for i, v in enumerate(value):
                     if type(v) in SCALAR_TYPES or v is None:
                         continue
                     if targets is not None and (where := targets[i]) is not None:
                         # a link to a whole document holding a scalar (a list of node outputs):
                         # what the loop makes of it, without resolving or a trip through it
-                        target = (found[i] if found is not None
-                                  else tx.read(where[0], where[1], (), track=track))
+                        target = tx.read(where[0], where[1], (), track=track)
                         if type(target) in SCALAR_TYPES:
                             lst[i] = target
                             continue

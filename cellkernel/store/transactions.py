@@ -10,6 +10,7 @@ what the scheduler subscribes an action to.
 from __future__ import annotations
 
 import contextlib
+import operator
 import random
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from cellkernel.store.writeback import WriteBack
 
 Address = tuple[str, str, Path]
+
+#: a stored document's value (a ``Document`` is a tuple: its first field, taken in C)
+_document_value = operator.itemgetter(0)
 
 
 class _Working:
@@ -127,13 +131,13 @@ class Transaction:
             return value.get(path[0], MISSING)
         return get_path(value, path)
 
-    def peek_all(self, keys: list[tuple[str, str] | None]) -> list[Any] | None:
-        """The raw values of whole documents (``MISSING`` for an absent one or a None key).
+    def peek_all(self, keys: list[tuple[str, str]]) -> list[Any] | None:
+        """The raw values of whole documents (``MISSING`` for an absent one).
 
         Only for a read-only transaction (``track=False``, what ``Runtime.read_tx``
         makes; None otherwise): documents it has not read are loaded without
         a working copy, since it never commits (a list of N output links is
-        read in N loads).
+        read in N loads, and their values taken in C).
         """
         if self.track or self.status != "open":
             return None
@@ -142,12 +146,15 @@ class Transaction:
         load = getattr(view, "load_key", None)
         if load is None:
             load = lambda key: view.load(*key)  # noqa: E731
+        if docs.keys().isdisjoint(keys):
+            try:
+                return list(map(_document_value, map(load, keys)))
+            except TypeError:  # an absent document (None has no value): one by one
+                pass
         values: list[Any] = []
         append = values.append
         for key in keys:
-            if key is None:
-                append(MISSING)
-            elif key in docs:
+            if key in docs:
                 append(self.read(key[0], key[1], (), track=False))
             else:
                 doc = load(key)

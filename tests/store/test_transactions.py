@@ -386,10 +386,10 @@ def test_a_document_is_an_immutable_record_with_fresh_default_meta() -> None:
 def test_peek_all_reads_whole_documents_only_in_a_read_only_transaction(rt: Runtime) -> None:
     _seed(rt, rt.space, "of:a", 1)
     _seed(rt, rt.space, "of:b", {"x": 2})
-    keys: list[tuple[str, str] | None] = [(rt.space, "of:a"), None, (rt.space, "of:b"),
-                                          (rt.space, "of:absent")]
+    keys = [(rt.space, "of:a"), (rt.space, "of:b"), (rt.space, "of:absent")]
     reader = Transaction(rt.store, track=False)
-    assert reader.peek_all(keys) == [1, MISSING, {"x": 2}, MISSING]
+    assert reader.peek_all(keys) == [1, {"x": 2}, MISSING]
+    assert reader.peek_all(keys[:2]) == [1, {"x": 2}]  # (none absent: values taken in C)
     assert reader.reads == []
     tracking = Transaction(rt.store)
     assert tracking.peek_all(keys) is None  # reads there are journaled one by one
