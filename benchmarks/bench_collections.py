@@ -63,6 +63,7 @@ count (``len(rt.store._docs)``); the issue's target is flat memory.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import os
 import sys
@@ -89,7 +90,7 @@ from benchmarks.bench_peers import (
     _t,
     _with_limit,
     machine_note,
-    peer_items,
+    peer_items_at,
 )
 from cellkernel import Cell, Runtime, lift, pattern
 
@@ -379,6 +380,18 @@ def _ck_filter_at(rt: Runtime, n: int) -> Callable[[], CkCase]:
     return lambda: ck_filter(rt, n)
 
 
+def _peer_push_at(n: int) -> Callable[[Peer, bool], PeerShape]:
+    return lambda p, eager: peer_push(p, n, eager)
+
+
+def _ck_inline_at(rt: Runtime, n: int) -> Callable[[], CkCase]:
+    return lambda: ck_inline(rt, n)
+
+
+def _ck_records_at(rt: Runtime, n: int) -> Callable[[], CkCase]:
+    return lambda: ck_records(rt, n)
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -415,7 +428,7 @@ def peer_graphs(peers: list[Peer], build: Callable[[Peer, bool], PeerShape],
                 modes: tuple[bool, ...]) -> list[tuple[str, PeerShape]]:
     """Every peer in every mode of ``modes`` (False: pull, True: eager), built by ``build``."""
     return [(f"{p.label} {'eager' if eager else 'pull'}",
-             _with_limit(PEER_LIMIT, lambda p=p, eager=eager: build(p, eager)))
+             _with_limit(PEER_LIMIT, functools.partial(build, p, eager)))
             for p in peers for eager in modes]
 
 
@@ -531,19 +544,19 @@ def bench_sizes(peers: list[Peer], sizes: tuple[int, ...], quick: bool,
 
         return build
 
-    items = {n: peer_graphs(peers, lambda p, e, n=n: peer_items(p, n, e), modes) for n in sizes}
+    items = {n: peer_graphs(peers, peer_items_at(n), modes) for n in sizes}
     done(bench_shape("scalars", {n: timed_setup(f"scalars {n:,}", on_shared(n, ck_scalars))
                                  for n in sizes}, items, quick=quick))
     inline = {n: Runtime() for n in sizes}
     done(bench_shape("inline argument",
                      {n: timed_setup(f"inline argument {n:,}",
-                                     lambda n=n: ck_inline(inline[n], n)) for n in sizes},
+                                     _ck_inline_at(inline[n], n)) for n in sizes},
                      items, quick=quick))
     for rt in inline.values():
         rt.close()
     for graphs in items.values():
         close_all(graphs)
-    pushes = {n: peer_graphs(peers, lambda p, e, n=n: peer_push(p, n, e), modes) for n in sizes}
+    pushes = {n: peer_graphs(peers, _peer_push_at(n), modes) for n in sizes}
     done(bench_shape("push + remove", {n: on_shared(n, ck_push) for n in sizes}, pushes,
                      quick=quick))
     for graphs in pushes.values():
@@ -552,10 +565,9 @@ def bench_sizes(peers: list[Peer], sizes: tuple[int, ...], quick: bool,
         rt.close()
     shared.clear()
     rt_records = {n: Runtime() for n in sizes}
-    records = {n: peer_graphs(peers, lambda p, e, n=n: peer_items(p, n, e, records=True), modes)
-               for n in sizes}
+    records = {n: peer_graphs(peers, peer_items_at(n, records=True), modes) for n in sizes}
     done(bench_shape("records", {n: timed_setup(f"records {n:,}",
-                                                lambda n=n: ck_records(rt_records[n], n))
+                                                _ck_records_at(rt_records[n], n))
                                  for n in sizes}, records, quick=quick))
     for graphs in records.values():
         close_all(graphs)
@@ -742,7 +754,7 @@ def format_results(results: list[Result], memory: Memory | None, setups: dict[st
         per = grown / m.writes if m.writes else 0.0
         short = "" if m.writes == m.planned else \
             f" (stopped by the time budget after {m.writes:,} of {m.planned:,})"
-        rk = "" if m.reaktiv_growth is None else \
+        rk_note = "" if m.reaktiv_growth is None else \
             f"; reaktiv, same writes: {m.reaktiv_growth / 1024:+.1f} KB"
         err = f"; stopped by an error: {m.error}" if m.error else ""
         lines += ["", f"Memory over {m.writes:,} scalar writes at N = {m.n:,}{short}, "
@@ -752,7 +764,7 @@ def format_results(results: list[Result], memory: Memory | None, setups: dict[st
                   f"{m.docs_after:,} (**{m.docs_after - m.docs_before:+,}**, "
                   f"{(m.docs_after - m.docs_before) / max(1, m.writes):+.2f} per write); "
                   f"per write (traced, collector on) {m.first_ms:.2f} ms over the first 10, "
-                  f"{m.last_ms:.2f} ms over the last 10{rk}{err}."]
+                  f"{m.last_ms:.2f} ms over the last 10{rk_note}{err}."]
     return "\n".join(lines)
 
 

@@ -79,7 +79,7 @@ def run(repeat: int = 9) -> list[dict[str, Any]]:
     from cellkernel.notebook import session
     from cellkernel.notebook.widgets import GraphView, PatternUI
 
-    ip = get_ipython()
+    ip = get_ipython()  # type: ignore[no-untyped-call]
     if "cellkernel" not in ip.extension_manager.loaded:
         ip.run_line_magic("load_ext", "cellkernel")
     ip.run_cell(SETUP)

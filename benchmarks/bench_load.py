@@ -29,8 +29,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -85,7 +86,9 @@ def _bumper() -> Any:
 def _mapper() -> Any:
     @pattern
     def Many(items: list[int] | None = None) -> Any:
-        return {"items": items, "doubled": items.map(lambda x: _double(x))}
+        # traced: ``items`` is the argument's ref, not the list the annotation describes
+        mapped = cast("Cell[list[int]]", items).map(lambda x: _double(x))
+        return {"items": items, "doubled": mapped}
 
     return Many
 
@@ -208,7 +211,7 @@ def _child_map(n: str) -> None:
                       "instances": len(rt.runner.instances), **rss.stop()}), flush=True)
 
 
-CHILDREN = {
+CHILDREN: dict[str, Callable[..., None]] = {
     "writer": _child_writer,
     "events": _child_events,
     "instances": _child_instances,

@@ -51,7 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -77,11 +77,11 @@ PEER_LIMIT = 20_000
 
 def _prop_reader(node: Any) -> Callable[[], Any]:
     """The ``value`` property's getter bound to ``node`` (no extra Python frame)."""
-    return type(node).value.fget.__get__(node)
+    return cast(Callable[[], Any], type(node).value.fget.__get__(node))
 
 
 def _prop_writer(node: Any) -> Callable[[Any], Any]:
-    return type(node).value.fset.__get__(node)
+    return cast(Callable[[Any], Any], type(node).value.fset.__get__(node))
 
 
 def _dispose(handle: Any) -> None:
@@ -237,6 +237,11 @@ def peer_items(p: Peer, n: int, eager: bool, *, records: bool = False) -> PeerSh
                      (lambda v: {"v": v}) if records else int)
 
 
+def peer_items_at(n: int, *, records: bool = False) -> Callable[[Peer, bool], PeerShape]:
+    """``peer_items`` over ``n`` items as a ``build(peer, eager)``."""
+    return lambda p, eager: peer_items(p, n, eager, records=records)
+
+
 def peer_build(p: Peer, n: int, eager: bool) -> Callable[[int], None]:
     def build(value: int) -> None:
         shape = peer_chain(p, n, eager)
@@ -280,6 +285,12 @@ def peer_diamond(p: Peer, eager: bool) -> bool:
 
 class PNode:
     __slots__ = ("fn", "height", "inputs", "outputs", "value")
+
+    fn: Callable[..., Any] | None
+    inputs: tuple[PNode, ...]
+    outputs: list[PNode]
+    height: int
+    value: Any
 
     def __init__(self, value: Any = None, fn: Callable[..., Any] | None = None,
                  inputs: tuple[PNode, ...] = ()) -> None:
@@ -542,14 +553,14 @@ def bench_shape(title: str, peers: list[Peer], sqlite_url: Callable[[], str] | N
     entries.append(("hand-written", floor(), None))
     for p in peers:
         for eager in (False, True):
-            shape = _with_limit(PEER_LIMIT, lambda p=p, eager=eager: peer(p, eager))
+            shape = _with_limit(PEER_LIMIT, functools.partial(peer, p, eager))
             entries.append((f"{p.label} {'eager' if eager else 'pull'}", shape, limit))
     # one untimed-for-the-table write each: a mode that is far off the best peer (an eager
     # summing effect re-run once per leaf) is dropped rather than sampled for minutes
     probe: dict[str, float] = {}
     for name, obj, lim in entries:
         start = time.perf_counter()
-        _with_limit(lim or 0, lambda obj=obj: obj.step(-1))
+        _with_limit(lim or 0, functools.partial(obj.step, -1))
         probe[name] = time.perf_counter() - start
     best_probe = min(t for k, t in probe.items() if " " in k and "sqlite" not in k)
     dropped = {k: t for k, t in probe.items()
@@ -764,14 +775,14 @@ def collect(*, quick: bool = False) -> str:
         for size in (n,) if quick else (n, BIG):
             results.append(bench_shape(
                 f"{size:,} independent items, change one", peers, sqlite_url,
-                lambda rt, s=size: ck_items(rt, s), lambda s=size: floor_items(s),
-                lambda p, e, s=size: peer_items(p, s, e)))
+                functools.partial(ck_items, n=size), functools.partial(floor_items, size),
+                peer_items_at(size)))
         for size in (n,) if quick else (n, BIG):
             results.append(bench_shape(
                 f"{size:,} records mapped, change one field", peers, sqlite_url,
-                lambda rt, s=size: ck_records(rt, s),
-                lambda s=size: floor_items(s, records=True),
-                lambda p, e, s=size: peer_items(p, s, e, records=True)))
+                functools.partial(ck_records, n=size),
+                functools.partial(floor_items, size, records=True),
+                peer_items_at(size, records=True)))
         results.append(bench_build(peers, sqlite_url, n))
     memory_nodes = 2_000 if quick else MEMORY_NODES
     memory = bench_memory(peers, memory_nodes)

@@ -66,7 +66,7 @@ def commits_per_second(url: str, writers: int, seconds: float) -> float:
         for _ in procs:
             ready.get(timeout=120)
         go.set()
-        total = sum(out.get(timeout=seconds + 120) for _ in procs)
+        total: int = sum(out.get(timeout=seconds + 120) for _ in procs)
     finally:
         for p in procs:
             p.join(timeout=30)
