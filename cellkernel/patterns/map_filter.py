@@ -178,8 +178,8 @@ class CollectionRun:
                 self.keys_of.pop(child_id, None)
                 self.arg_ids.pop(child_id, None)
                 self.id_of_key.pop(key, None)
-        if is_map and n_new != n_old:
-            output = output[:n_new] + [None] * (n_new - min(n_new, n_old))
+        if is_map and n_new != n_old:  # one C-level copy of the spine: cut, or grown
+            output = output[:n_new] if n_new < n_old else output + [None] * (n_new - n_old)
         for i in sorted(affected):
             key = new_keys[i]
             child_id = old_keys.get(key) or self.id_of_key.get(key) or ""

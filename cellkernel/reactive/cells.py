@@ -660,10 +660,9 @@ class Cell(Generic[T]):
                 )
             base = len(raw)
             new = to_storable(self._rt, tx, list(items), (space, entity_id, path), offset=base)
-            combined = [*raw, *new]
             landing = landing_schema_at(self._rt, space, entity_id, path)
             if self._schema is not None or landing is not None:  # (schema=False refuses all)
-                plain = self._plain_for_validation(tx, combined)
+                plain = self._plain_for_validation(tx, [*raw, *new])
                 if self._schema is not None:
                     schemas.validate(self._schema, plain, self._where())
                 if landing is not None:
@@ -674,7 +673,7 @@ class Cell(Generic[T]):
                 for offset, element in enumerate(new):
                     tx.write(space, entity_id, (*path, base + offset), element)
             else:
-                tx.write(space, entity_id, path, combined)
+                tx.write(space, entity_id, path, [*raw, *new])
 
         self._in_write_tx("write", run)
         return self
@@ -706,7 +705,12 @@ class Cell(Generic[T]):
             plain = None if target is not None else to_json_value(item, hook=_plain_hook)
             if first_only and target is None and type(plain) in SCALAR_TYPES:
                 at = _index_of_scalar(raw, plain)  # the search in C, not an element loop
-                if at >= 0:
+                if at == len(raw) - 1:
+                    # the last one: the list cut short, and only that index changed (a map
+                    # re-keys it alone, as it does for a push); the spine is handed over
+                    tx.write(space, entity_id, path, tx.hand_over(raw[:at]),
+                             changed=[(*path, at)])
+                elif at >= 0:
                     # a fresh spine of stored elements: handed over, not copied again
                     tx.write(space, entity_id, path, tx.hand_over(raw[:at] + raw[at + 1:]))
                 return

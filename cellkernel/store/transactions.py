@@ -190,8 +190,14 @@ class Transaction:
                 f"refusing a write to {space!r}"
             )
 
-    def write(self, space: str, entity_id: str, path: Path, value: Any) -> None:
-        """Write ``value`` at ``path``; copy-on-write so stored documents stay shared."""
+    def write(self, space: str, entity_id: str, path: Path, value: Any, *,
+              changed: list[Path] | None = None) -> None:
+        """Write ``value`` at ``path``; copy-on-write so stored documents stay shared.
+
+        ``changed`` names the paths that write changes when they are fewer than
+        all of ``path`` (a list cut short: its removed indices), so a map over
+        the list re-keys those only, as it does for element writes.
+        """
         if self.write_space != space or self.status != "open":
             if self.write_space is None and self.status == "open":
                 self.write_space = space  # the first write claims its space (``_claim``)
@@ -212,11 +218,17 @@ class Transaction:
             ):  # a caller's container (not handed over), or a deep spine
                 working.owned = False
             if working.paths is not None:
-                working.paths.append(path)
+                if changed is None:
+                    working.paths.append(path)
+                else:
+                    working.paths.extend(changed)
         else:
             working.value = value
             working.owned = scalar
-            working.paths = None
+            if changed is None or working.paths is None:
+                working.paths = None
+            else:
+                working.paths.extend(changed)
         working.dirty = True
         self.writes.append((space, entity_id, path))
 

@@ -256,7 +256,7 @@ def test_a_closed_runtime_is_freed() -> None:
 
 
 def _edit_in_place(src: Any, values: list[Any], step: Any) -> None:
-    """Apply a set/push/pop step to the cell and to the oracle list alike."""
+    """Apply a set/push/pop/remove step to the cell and to the oracle list alike."""
     if step[0] == "set" and values:
         i = step[1] % len(values)
         values[i] = step[2]
@@ -267,12 +267,17 @@ def _edit_in_place(src: Any, values: list[Any], step: Any) -> None:
     elif step[0] == "pop" and values:
         del values[-step[1]:]
         src.set(src.get()[:len(values)])
+    elif step[0] == "remove":  # the first equal element (the last one: the list cut short)
+        if step[1] in values:
+            values.remove(step[1])
+        src.remove(step[1])
 
 
 element_edits = st.lists(st.one_of(
     st.tuples(st.just("set"), st.integers(0, 20), st.integers(0, 3)),
     st.tuples(st.just("push"), st.integers(0, 3)),
     st.tuples(st.just("pop"), st.integers(1, 3)),
+    st.tuples(st.just("remove"), st.integers(0, 3)),
 ), max_size=12)
 
 

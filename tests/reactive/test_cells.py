@@ -415,6 +415,31 @@ def test_remove_of_a_scalar_is_the_first_json_equal_element(values: list[Any],
         rt.close()
 
 
+@pytest.mark.parametrize("path", [(), ("xs",)])
+def test_removing_the_last_element_writes_only_its_index(rt: Runtime, path: tuple[str, ...]
+                                                        ) -> None:
+    """A map re-keys the indices a write names: the last element's removal names its own.
+
+    One in the middle shifts every later element: the list counts as replaced.
+    """
+    doc = rt.get_cell(f"list{len(path)}")
+    doc.set({"xs": [5, 6, 7, 6]} if path else [5, 6, 7, 6])
+    lst = doc.key(*path)
+
+    def written(edit: Any) -> Any:
+        before = rt.store.load(rt.space, doc.entity_id).value  # type: ignore[union-attr]
+        edit()
+        after = rt.store.load(rt.space, doc.entity_id).value  # type: ignore[union-attr]
+        return rt.scheduler.written_paths(rt.space, doc.entity_id or "", before, after)
+
+    # index 1 of 4: the rest shift, the write names the list itself (at the root: nothing)
+    assert written(lambda: lst.remove(6)) == ([path] if path else None)
+    assert lst.get() == [5, 7, 6]
+    assert written(lambda: lst.remove(6)) == [(*path, 2)]  # the last: its index alone
+    assert lst.get() == [5, 7]
+    assert written(lambda: lst.push(8)) == [(*path, 2)]  # (as a push names its new one)
+
+
 def test_push_through_a_refusing_schema_is_refused_like_set(rt: Runtime) -> None:
     """``schema=False`` refuses every write: push too (it was skipped as falsy)."""
     c = rt.get_cell("c")
