@@ -705,7 +705,7 @@ class Cell(Generic[T]):
             plain = None if target is not None else to_json_value(item, hook=_plain_hook)
             if first_only and target is None and type(plain) in SCALAR_TYPES:
                 at = _index_of_scalar(raw, plain)  # the search in C, not an element loop
-                if at == len(raw) - 1:
+                if at >= 0 and at == len(raw) - 1:
                     # the last one: the list cut short, and only that index changed (a map
                     # re-keys it alone, as it does for a push); the spine is handed over
                     tx.write(space, entity_id, path, tx.hand_over(raw[:at]),

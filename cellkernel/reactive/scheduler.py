@@ -173,8 +173,8 @@ class Scheduler:
         self._rt = runtime
         self._triggers: dict[DocKey, dict[Action, list[Path]]] = {}
         self._writers: dict[DocKey, dict[Action, list[Path]]] = {}
-        #: pending runs as ``queue_key(height, seq)`` ints (a heap of plain ints compares
-        #: in C without tuples), and the action each key stands for
+        #: pending runs as ``height << SEQ_BITS | seq`` ints (``_push``; a heap of plain
+        #: ints compares in C without tuples), and the action each key stands for
         self._heap: list[int] = []
         self._queued: dict[int, Action] = {}
         self._pending: set[Action] = set()

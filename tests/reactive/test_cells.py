@@ -438,6 +438,11 @@ def test_removing_the_last_element_writes_only_its_index(rt: Runtime, path: tupl
     assert written(lambda: lst.remove(6)) == [(*path, 2)]  # the last: its index alone
     assert lst.get() == [5, 7]
     assert written(lambda: lst.push(8)) == [(*path, 2)]  # (as a push names its new one)
+    lst.set([])
+    version = rt.store.load(rt.space, doc.entity_id or "").version  # type: ignore[union-attr]
+    lst.remove(6)  # nothing to remove from an empty list: nothing written
+    assert lst.get() == []
+    assert rt.store.load(rt.space, doc.entity_id or "").version == version  # type: ignore[union-attr]
 
 
 def test_push_through_a_refusing_schema_is_refused_like_set(rt: Runtime) -> None:
