@@ -121,3 +121,8 @@ def store_state(rt: Runtime, *spaces: str) -> dict[Any, Any]:
                 "ORDER BY space, id"
             ).fetchall()
     return state
+
+
+def runtime_on(store: str, tmp_path: Any, name: str = "state.db") -> Runtime:
+    """A fresh runtime on ``store`` ("memory" or "sqlite": a file ``name`` in ``tmp_path``)."""
+    return Runtime(store="memory:" if store == "memory" else f"sqlite:///{tmp_path / name}")

@@ -14,6 +14,7 @@ import random
 from typing import Annotated, Any
 
 import pytest
+from helpers.core import runtime_on
 from pydantic import Field
 
 from cellkernel import Runtime, lift, pattern
@@ -188,7 +189,6 @@ def test_inputs_that_stop_being_scalars_take_the_general_run() -> None:
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
 def test_a_chain_of_planned_lifts_matches_python(tmp_path: Any, store: str) -> None:
-    url = "memory:" if store == "memory" else f"sqlite:///{tmp_path / 'p.db'}"
 
     @pattern
     def Chain(x: int = 0) -> Any:
@@ -197,7 +197,7 @@ def test_a_chain_of_planned_lifts_matches_python(tmp_path: Any, store: str) -> N
             v = inc(v)
         return {"x": x, "out": v}
 
-    rt = Runtime(store=url)
+    rt = runtime_on(store, tmp_path, "p.db")
     result = rt.run(Chain, {"x": 0}, cause="chain")
     before = rt.scheduler.run_count
     for x in range(5):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.core import runtime_on
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -198,8 +199,7 @@ def _map_action(rt: Runtime) -> Any:
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
 def test_replacing_elements_leaves_the_document_count_flat(tmp_path: Path, store: str) -> None:
-    url = "memory:" if store == "memory" else f"sqlite:///{tmp_path / 'r.db'}"
-    rt = Runtime(store=url)
+    rt = runtime_on(store, tmp_path, "r.db")
     src = rt.get_cell("src")
     src.set(list(range(20)))
     result = rt.run(Doubling, {"src": src}, cause="release")
@@ -392,8 +392,7 @@ def test_a_failing_verdict_is_recorded_on_its_node_and_the_rest_is_kept() -> Non
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
 def test_a_filters_subscription_and_documents_stay_flat(tmp_path: Path, store: str) -> None:
-    url = "memory:" if store == "memory" else f"sqlite:///{tmp_path / 'f.db'}"
-    rt = Runtime(store=url)
+    rt = runtime_on(store, tmp_path, "f.db")
     src = rt.get_cell("src")
     src.set(list(range(40)))
     result = rt.run(Above, {"src": src, "threshold": 20}, cause="flat")
