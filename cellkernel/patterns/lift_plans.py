@@ -26,13 +26,14 @@ from collections.abc import Callable
 from types import CodeType, FunctionType
 from typing import Any
 
+from cellkernel.data.links import is_link, parse_link
 from cellkernel.data.schema import SURE_TYPES
 from cellkernel.data.values import MISSING
 from cellkernel.reactive.scheduler import NOT_PLANNED
 from cellkernel.store.documents import INT_LIMIT, Change, Document, landable
 
-__all__ = ["NOTHING", "NOT_PLANNED", "LiftPlan", "Stash", "landable", "lift_plan",
-           "pure_function"]
+__all__ = ["NOTHING", "NOT_PLANNED", "LiftPlan", "Stash", "follow_links", "landable",
+           "lift_plan", "pure_function"]
 
 #: an empty ``Stash``
 NOTHING: Any = object()
@@ -149,7 +150,8 @@ class LiftPlan:
     copies it and fills in what ``reads`` names: (position, space, entity_id, key).
     """
 
-    __slots__ = ("checks", "fn", "out_id", "reads", "refusals", "space", "stash", "template")
+    __slots__ = ("action", "checks", "fn", "last_link", "out_id", "reads", "refusals", "space",
+                 "stash", "template")
 
     def __init__(self, fn: Callable[..., Any], specs: list[Spec],
                  checks: list[tuple[int, Callable[[Any], bool]]], refusals: Any, space: str,
@@ -168,6 +170,11 @@ class LiftPlan:
         self.space = space
         self.out_id = out_id
         self.stash = stash
+        #: the node's action, when a link to a document may be followed (``follow_links``):
+        #: only into documents its subscription reads already (the last general run's)
+        self.action: Any = None
+        #: the last link followed and its parse (a map child's element link is met each run)
+        self.last_link: tuple[Any, Any] = (None, None)
 
     def __call__(self, load: Callable[[tuple[str, str]], Document | None],
                  land: Callable[..., list[Change]]) -> Any:
@@ -185,7 +192,11 @@ class LiftPlan:
                 value = value.get(key, MISSING)
             t = type(value)
             if t is not int and t is not str and t is not float and t is not bool:
-                return NOT_PLANNED  # links, containers, nothing: the general read
+                if t is not dict or self.action is None:
+                    return NOT_PLANNED  # links, containers, nothing: the general read
+                value = self._document(value, sp, load, read)  # a record's own document
+                if value is NOT_PLANNED:
+                    return NOT_PLANNED
             args[i] = value
             read.append((doc_key, doc))
         for i, sure, check in self.checks:
@@ -203,12 +214,93 @@ class LiftPlan:
             (-INT_LIMIT < result < INT_LIMIT) if t is int else t is not float and landable(result)
         ):
             # a container, a float (the general write normalises 68.0 to 68), or over a
-            # link or a stream: the general write, with the result computed already
-            self.stash.value = result
+            # link or a stream: the general write, with the result computed already --
+            # unless it holds a document's dict handed in here, which the general run
+            # hands in as a ``DocDict`` (written back as a link, not copied): it runs again
+            if len(read) == len(self.reads) or not _holds_any(result, args):
+                self.stash.value = result
             return NOT_PLANNED
         if type(current) is t and current == result:
             return []
         return land(space, out_id, before, result, read)
+
+    def _document(self, link: dict[str, Any], sp: str,
+                  load: Callable[[tuple[str, str]], Document | None],
+                  read: list[tuple[tuple[str, str], Document]]) -> Any:
+        """A copy of the document of scalars ``link`` points to, or ``NOT_PLANNED``.
+
+        What the general read makes of it (``_LinkReader``: a ``DocDict``), as a
+        plain dict: the function cannot tell them apart, since it never names
+        ``.cell`` (``follow_links``).  Only a whole-document link without a
+        schema, and only into a document the node's subscription reads already:
+        otherwise the general run follows it and subscribes to what it finds.
+        """
+        last = self.last_link
+        if link is last[0]:
+            inner = last[1]
+        else:
+            if not is_link(link):
+                return NOT_PLANNED
+            try:
+                inner = parse_link(link, sp)
+            except ValueError:
+                return NOT_PLANNED  # the general read says what is malformed
+            self.last_link = (link, inner)
+        if inner.path or inner.schema is not None:
+            return NOT_PLANNED
+        if (inner.space, inner.id, ()) not in self.action.reads:
+            return NOT_PLANNED
+        key = (inner.space, inner.id)
+        doc = load(key)
+        if doc is None:
+            return NOT_PLANNED
+        target = doc.value
+        if type(target) is not dict or "/" in target or "$stream" in target:
+            return NOT_PLANNED
+        for field in target.values():
+            t = type(field)
+            if t is not int and t is not str and t is not float and t is not bool \
+                    and field is not None:
+                return NOT_PLANNED  # nested values: the general read materialises them
+        read.append((key, doc))
+        return dict(target)  # (its own copy: the function may change it)
+
+
+def _holds_any(result: Any, args: list[Any]) -> bool:
+    """Whether ``result`` is, or holds at any depth, one of the dicts in ``args`` (iterative)."""
+    handed = {id(a) for a in args if type(a) is dict}
+    stack = [result]
+    while stack:
+        value = stack.pop()
+        if id(value) in handed:
+            return True
+        if type(value) is dict:
+            stack.extend(value.values())
+        elif type(value) is list or type(value) is tuple:
+            stack.extend(value)
+    return False
+
+
+def follow_links(fn: Callable[..., Any]) -> bool:
+    """Whether a plan may hand ``fn`` a document's values as a plain dict (never names ``.cell``).
+
+    The general run hands it a ``DocDict``, whose ``cell`` reaches the runtime;
+    a pure function that never names that attribute cannot tell the two apart.
+    """
+    code = getattr(fn, "__code__", None)
+    return type(code) is CodeType and "cell" not in _attribute_names(code)
+
+
+@functools.lru_cache(maxsize=4096)
+def _attribute_names(code: CodeType) -> frozenset[str]:
+    """Every name ``code`` (and its nested code) may use as an attribute."""
+    names: set[str] = set()
+    stack = [code]
+    while stack:
+        current = stack.pop()
+        names.update(current.co_names)
+        stack.extend(c for c in current.co_consts if type(c) is CodeType)
+    return frozenset(names)
 
 
 def lift_plan(

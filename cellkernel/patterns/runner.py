@@ -32,6 +32,7 @@ from cellkernel.data.links import is_link, make_link, parse_link
 from cellkernel.data.values import MISSING, json_equal, to_json_value
 from cellkernel.errors import (
     CapabilityError,
+    CauseError,
     InstanceStoppedError,
     StoreError,
     UnknownImplementationError,
@@ -55,7 +56,14 @@ from cellkernel.patterns.builder import Pattern
 from cellkernel.patterns.curry import merge_argument, resolve_self
 from cellkernel.patterns.gc_pause import collector_paused
 from cellkernel.patterns.instances import Instance, RunningNode, RuntimeFrame
-from cellkernel.patterns.lift_plans import NOTHING, Spec, Stash, lift_plan, pure_function
+from cellkernel.patterns.lift_plans import (
+    NOTHING,
+    Spec,
+    Stash,
+    follow_links,
+    lift_plan,
+    pure_function,
+)
 from cellkernel.patterns.map_filter import CollectionRun, FilterCollect
 from cellkernel.patterns.materialize import as_pattern
 from cellkernel.patterns.plan import (
@@ -173,6 +181,7 @@ class Runner:
         with collector_paused(self.rt.pause_gc):
             tx = self.rt._begin()
             try:
+                self._refuse_non_instance(tx, cause, result_id)
                 instance = self._run(pattern, argument, result_id=result_id, tx=tx, parent=None)
                 # the cause a user gave, so a mistyped ``resume`` can suggest it (a label only)
                 if "cause" not in (tx.document(instance.space, result_id).meta or {}):
@@ -184,6 +193,23 @@ class Runner:
                 raise
             self.rt._commit(tx)
         return Cell(self.rt, instance.space, result_id, (), pattern.result_schema or None)
+
+    def _refuse_non_instance(self, tx: Transaction, cause: Any, result_id: str) -> None:
+        """Raise ``CauseError`` when ``cause`` names a stored document that is no instance.
+
+        ``rt.get_cell("x")`` and ``rt.run(P, cause="x")`` derive the same id: running
+        there would overwrite the cell with the result (and its argument would then
+        link to itself).  Every instance's result carries its ``graph`` snapshot.
+        """
+        space = self.rt.space
+        if tx.exists(space, result_id) and "graph" not in (tx.document(space, result_id).meta
+                                                            or {}):
+            raise CauseError(
+                f"rt.run: the cause {cause!r} names a stored document that is not an "
+                f"instance (id {result_id}; a cell from get_cell or .for_ with the same "
+                "cause has that id): running there would overwrite it, so nothing was "
+                "written; give the instance another cause"
+            )
 
     def _unknown_instance(self, cause_or_id: Any, result_id: str, space: str) -> LookupError:
         """What ``resume`` says when nothing is stored there: the cause, and near ones."""
@@ -372,12 +398,14 @@ class Runner:
         exists = tx.exists(space, arg_id)
         if not exists:
             value = merge_under(extract_defaults(graph.get("argumentSchema")), given)
-            tx.write(space, arg_id, (), value if value is not None else {})
+            tx.write(space, arg_id, (), self._fresh(tx, value, plain_argument)
+                     if value is not None else {})
         elif given is not None:
             current = tx.read(space, arg_id, (), track=False)
             if not json_equal(current, given):
                 defaults = extract_defaults(graph.get("argumentSchema"))
-                tx.write(space, arg_id, (), merge_under(defaults, given))
+                tx.write(space, arg_id, (),
+                         self._fresh(tx, merge_under(defaults, given), plain_argument))
         # initial state that does not exist yet (state survives edits)
         for cell_key, initial in graph.get("initial", {}).items():
             cell_id = ids[cell_key]
@@ -409,6 +437,16 @@ class Runner:
         if fresh:
             self._resume_children(instance, tx)
         return instance
+
+    @staticmethod
+    def _fresh(tx: Transaction, value: Any, plain: bool) -> Any:
+        """``value``, handed over to the store when it is a plain argument (``plain``).
+
+        A map child's argument is a dict built for this write from stored values,
+        schema defaults and links, all plain JSON that nobody changes: the memory
+        store may keep it without walking it again (a scalar write starts a child).
+        """
+        return tx.hand_over(value) if plain else value
 
     def _remember_child(self, tx: Transaction, instance: Instance, node: RunningNode,
                         child_id: str) -> None:
@@ -681,8 +719,11 @@ class Runner:
         # Declared exactly (plain links only), the first run's reads are the declared ones
         # and the scheduler keeps the subscription it made here; else whole input documents.
         unknown = None in reads
-        self._subscribe(instance, node, run, record.get("name") or "lift",
-                        self._declared_reads(record, space) if unknown else reads, plan=plan)
+        action = self._subscribe(instance, node, run, record.get("name") or "lift",
+                                 self._declared_reads(record, space) if unknown else reads,
+                                 plan=plan)
+        if plan is not None and follow_links(fn):
+            plan.action = action  # it may follow a link into a document of scalars (a record)
 
     def _declared_reads(
         self, record: dict[str, Any], space: str

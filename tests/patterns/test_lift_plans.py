@@ -18,7 +18,8 @@ from helpers.core import runtime_on
 from pydantic import Field
 
 from cellkernel import Runtime, lift, pattern
-from cellkernel.patterns.lift_plans import landable, pure_function
+from cellkernel.data.links import is_link, parse_link
+from cellkernel.patterns.lift_plans import follow_links, landable, pure_function
 
 OFFSET = 3
 
@@ -243,3 +244,141 @@ def test_constant_arguments_are_checked_once_and_a_refused_one_is_always_recorde
         refused = [e for e in rt.errors if e.name == "shift"]
         assert len(refused) == 1 and isinstance(refused[0].error, ValueError)
         assert "by" in str(refused[0].error)
+
+
+# -- links to record documents (a map over records: each element its own document) ------
+
+
+@lift
+def double_v(item: dict[str, Any]) -> int:
+    return int(item["v"]) * 2
+
+
+@lift
+def itself(item: dict[str, Any]) -> Any:
+    return item  # the general run writes the DocDict back as a link to its document
+
+
+@lift
+def wrapped(item: dict[str, Any]) -> Any:
+    return {"inner": [item]}
+
+
+@lift
+def names_cell(item: dict[str, Any]) -> bool:
+    return item.cell is not None  # type: ignore[attr-defined]
+
+
+@lift
+def total(item: dict[str, Any]) -> int:
+    return sum(item["xs"]) if isinstance(item.get("xs"), list) else -1
+
+
+@pattern
+def OneRecord(item: dict[str, Any]) -> Any:
+    return {"item": item, "d": double_v(item), "same": itself(item), "w": wrapped(item),
+            "has_cell": names_cell(item), "t": total(item)}
+
+
+@pattern
+def Records(items: list[dict[str, Any]]) -> Any:
+    return {"items": items, "out": items.map(lambda it: double_v(it))}
+
+
+def _general_runs(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the actions that take the general (transaction) run from now on."""
+    seen: list[str] = []
+    general = rt.scheduler._run_general
+
+    def spy(action: Any) -> None:
+        seen.append(action.name)
+        general(action)
+
+    monkeypatch.setattr(rt.scheduler, "_run_general", spy)
+    return seen
+
+
+def _raw(rt: Runtime, name: str) -> Any:
+    """The stored value (links not followed) of the output of the lift named ``name``."""
+    action = next(a for a in rt.scheduler._known if a.name == name)
+    space, out_id, _path = next(iter(action.writes))
+    return rt.read_tx().read(space, out_id, ())
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_lift_over_record_documents_runs_planned_and_matches_python(
+    tmp_path: Any, store: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A map child's element is a link to its record: the plan follows it (after the
+    first general run subscribed the record), and every field write re-runs it."""
+    rt = runtime_on(store, tmp_path, "records.db")
+    items = rt.get_cell("record-list")
+    items.set([{"v": i} for i in range(20)])
+    result = rt.run(Records, {"items": items}, cause="records")
+    assert result.key("out").get() == [2 * i for i in range(20)]
+    general = _general_runs(rt, monkeypatch)
+    rng = random.Random(7)
+    oracle = list(range(20))
+    for _ in range(40):
+        k, v = rng.randrange(20), rng.randint(-50, 50)
+        items.key(k).key("v").set(v)
+        oracle[k] = v
+        assert result.key("out").get() == [2 * x for x in oracle]
+    assert "double_v" not in general  # every per-record run took the plan
+    assert not rt.errors
+    rt.close()
+
+
+def test_a_followed_link_is_subscribed_and_a_changed_route_takes_the_general_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Re-pointing the record (here: its document becomes a link to another) is a
+    route the plan has not subscribed to: the general run follows and subscribes it."""
+    rt = Runtime()
+    a, b = rt.get_cell("rec-a"), rt.get_cell("rec-b")
+    a.set({"v": 1})
+    b.set({"v": 10})
+    result = rt.run(OneRecord, {"item": a}, cause="one")
+    general = _general_runs(rt, monkeypatch)
+    a.key("v").set(2)
+    assert result.key("d").get() == 4
+    assert "double_v" not in general
+    result.key("item").set(b)  # writes through: a's document becomes a link to b
+    assert result.key("d").get() == 20
+    b.key("v").set(11)
+    assert result.key("d").get() == 22  # b is subscribed now
+    assert "double_v" in general
+    assert not rt.errors
+
+
+def test_a_result_holding_the_record_is_written_as_the_general_run_writes_it() -> None:
+    """Returning the record (or a container holding it) writes a link to its document,
+    as with the ``DocDict`` of a general run; the plan's plain copy must not be stored."""
+    rt = Runtime()
+    a = rt.get_cell("rec")
+    a.set({"v": 1})
+    result = rt.run(OneRecord, {"item": a}, cause="holds")
+    for v in (2, 3):
+        a.key("v").set(v)
+        same, inner = _raw(rt, "itself"), _raw(rt, "wrapped")
+        assert is_link(same) and parse_link(same, rt.space).id == a.entity_id
+        assert is_link(inner["inner"][0])
+        assert result.key("same").get() == {"v": v}
+        assert result.key("w").get() == {"inner": [{"v": v}]}
+    assert not rt.errors
+
+
+def test_only_a_function_that_never_names_cell_is_handed_a_plain_dict() -> None:
+    assert follow_links(double_v.fn) and not follow_links(names_cell.fn)
+    rt = Runtime()
+    a = rt.get_cell("rec")
+    a.set({"v": 1, "xs": [1, 2]})
+    result = rt.run(OneRecord, {"item": a}, cause="cell")
+    plans = {x.name: x.plan for x in rt.scheduler._known}
+    assert plans["names_cell"] is not None and plans["names_cell"].action is None
+    assert plans["double_v"].action is not None
+    a.key("v").set(5)
+    assert result.key("has_cell").get() is True  # a DocDict, from the general run
+    a.key("xs").set([1, 2, 3])  # nested values: the general read materialises them
+    assert result.key("t").get() == 6 and result.key("d").get() == 10
+    assert not rt.errors

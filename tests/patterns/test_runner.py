@@ -25,7 +25,7 @@ from cellkernel import (
     lift,
     pattern,
 )
-from cellkernel.errors import InstanceStoppedError
+from cellkernel.errors import CauseError, InstanceStoppedError
 
 # ``rt`` (tests/conftest.py): a fresh runtime on the memory store, then on SQLite.
 
@@ -1102,3 +1102,28 @@ def test_a_start_pauses_the_collector_only_when_asked_and_always_restores_it(
     finally:
         rt.close()
 
+
+
+# ---------------------------------------------------------------------------
+# a cause that names a cell
+
+
+def test_running_on_the_cause_of_a_stored_cell_is_refused_and_writes_nothing(
+    rt: Runtime,
+) -> None:
+    """``get_cell("x")`` and ``run(..., cause="x")`` derive one id: the run would
+    overwrite the cell with its result (whose argument then links to itself)."""
+
+    @pattern
+    def Doubled(items: list[int]) -> Any:
+        return {"items": items, "out": items.map(lambda x: lift(lambda v: v * 2)(x))}
+
+    items = _cell(rt, "shared-cause", [1, 2, 3])
+    before = rt.store.load(rt.space, items.entity_id or "")
+    with pytest.raises(CauseError, match="'shared-cause' names a stored document"):
+        rt.run(Doubled, {"items": items}, cause="shared-cause")
+    assert rt.store.load(rt.space, items.entity_id or "") == before  # storage as it was
+    assert items.get() == [1, 2, 3]
+    result = rt.run(Doubled, {"items": items}, cause="another cause")
+    assert result.key("out").get() == [2, 4, 6]
+    assert rt.run(Doubled, {"items": items}, cause="another cause").key("out").get() == [2, 4, 6]
