@@ -9,6 +9,7 @@ the per-element lift must have run for exactly the keys that appeared.
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import os
@@ -516,3 +517,27 @@ def test_a_dropped_pattern_is_freed_after_its_children_started() -> None:
     del rt, result, tripled
     gc.collect()
     assert ref() is None
+
+
+def test_map_edits_never_change_a_stored_document_in_place() -> None:
+    """A child's argument is handed to the store as built (not copied): every later
+    write to it (an index that moved) must copy, never touch the stored object."""
+    rt = Runtime()
+    src = rt.get_cell("in-place-src")
+    src.set([1, 2, 2, 3, 2])
+    result = rt.run(Mapped, {"src": src}, cause="in-place")
+    docs = rt.store._docs  # type: ignore[attr-defined]
+    edits: list[Any] = [
+        lambda: src.key(1).set(5),       # a duplicate's occurrences shift: indices move
+        lambda: src.set([2, 3, 2, 1]),   # a reorder: every child's index moves
+        lambda: src.push(2),
+        lambda: src.key(0).set(7),
+    ]
+    for edit in edits:
+        held = [(doc, copy.deepcopy(doc.value)) for doc in docs.values()]
+        edit()
+        for doc, value in held:
+            assert doc.value == value
+        values = src.get()
+        assert result.key("out").get() == _expect(values)
+    assert not rt.errors
