@@ -354,15 +354,6 @@ class Scheduler:
                             if action in triggers_map.get((r[0], r[1]), ())]
             del self._stale[action]
 
-    def _writers_of(self, action: Action) -> Iterable[Action]:
-        for space, entity_id, path in action.reads:
-            writers = self._writers.get((space, entity_id))
-            if not writers:
-                continue
-            for writer, paths in writers.items():
-                if writer is not action and any(paths_overlap(path, p) for p in paths):
-                    yield writer
-
     def _readers_of(self, action: Action,
                     writes: Iterable[tuple[str, str, Path]] | None = None) -> Iterable[Action]:
         """Actions reading what ``action`` writes (or, given, only those ``writes``)."""
@@ -403,7 +394,7 @@ class Scheduler:
         cyclic: set[Action] = set()
         while work:
             current = work.pop()
-            needed = 1 + max((w.height for w in self._writers_of(current)), default=-1)
+            needed = self._needed_height(current)
             if needed <= current.height:
                 if current is not action:
                     continue
@@ -419,7 +410,42 @@ class Scheduler:
                 current.height = needed
                 if current in self._pending:
                     self._push(current)
-            work.extend(r for r in self._readers_of(current) if r.height <= current.height)
+            self._lower_readers(current, work)
+
+    def _needed_height(self, action: Action) -> int:
+        """1 + the highest height of the actions writing what ``action`` reads (0: none).
+
+        Without generators (every subscribe asks): a writer no higher than the
+        best so far is not compared path by path.
+        """
+        best = -1
+        writers_map = self._writers
+        for space, entity_id, path in action.reads:
+            writers = writers_map.get((space, entity_id))
+            if not writers:
+                continue
+            for writer, paths in writers.items():
+                if writer.height > best and writer is not action:
+                    for p in paths:
+                        if not p or not path or paths_overlap(path, p):
+                            best = writer.height
+                            break
+        return best + 1
+
+    def _lower_readers(self, action: Action, work: list[Action]) -> None:
+        """Append to ``work`` the readers of what ``action`` writes not above its height."""
+        height = action.height
+        triggers_map = self._triggers
+        for space, entity_id, path in action.writes:
+            triggers = triggers_map.get((space, entity_id))
+            if not triggers:
+                continue
+            for reader, paths in triggers.items():
+                if reader.height <= height and reader is not action:
+                    for p in paths:
+                        if not p or not path or paths_overlap(path, p):
+                            work.append(reader)
+                            break
 
     def _on_cycle(self, action: Action) -> bool:
         """Whether ``action`` reads, through other actions, what it writes (breadth first)."""
