@@ -41,8 +41,8 @@ class CollectionRun:
     """One map or filter node's run: ``run(tx)`` keys the list and reconciles children."""
 
     __slots__ = ("arg_ids", "captured_b", "id_of_key", "instance", "keys_of", "last",
-                 "list_b", "mode", "node", "op_hash", "out_id", "retired", "runner", "space",
-                 "touched")
+                 "list_b", "list_link", "mode", "node", "op_hash", "out_id", "retired", "runner",
+                 "space", "touched")
 
     def __init__(self, runner: Runner, instance: Instance, node: RunningNode) -> None:
         record = node.record
@@ -54,6 +54,8 @@ class CollectionRun:
         self.op_hash: str = record["config"]["op"]
         self.mode: str = record["helper"]
         self.list_b: Any = record["bindings"]["list"]
+        #: the list binding parsed once (None: the list is inline in the record)
+        self.list_link = parse_link(self.list_b, self.space) if is_link(self.list_b) else None
         self.captured_b: Any = record["bindings"].get("captured") or {}
         #: child id -> the index its argument holds
         self.keys_of: dict[str, int] = {}
@@ -211,12 +213,14 @@ class CollectionRun:
                                                   tuple[str, str, Any, Any] | None]:
         """The list (tracked), its space, a link to it, and where it lives (see ``changed_few``)."""
         sp = self.space
-        if is_link(self.list_b):
-            link = parse_link(self.list_b, self.space)
-
+        link = self.list_link
+        if link is not None:
             sp, eid, path, _s = resolve(tx, link.space, link.id, link.path)
             raw = tx.read(sp, eid, path, track=False)
-            array_link = make_link(sp, eid, path, None, True)
+            if self.last.get("array_at") == (sp, eid, path):
+                array_link = self.last["array"]  # the list the full pass keyed: its link
+            else:
+                array_link = make_link(sp, eid, path, None, True)
             where: tuple[str, str, Any, Any] | None = (
                 sp, eid, path, tx.read(sp, eid, (), track=False))
         else:
@@ -264,7 +268,8 @@ class CollectionRun:
             bases.append(base)
             positions.setdefault(base, []).append(index)
         self.last.update(raw=raw, order=order, bases=bases, positions=positions,
-                         array=array_link, where=where)
+                         array=array_link, array_at=where[:3] if where is not None else None,
+                         where=where)
         self.touched = None  # a filter's collect takes its full pass too
         self.retired = []
         if self.mode != "map":
