@@ -36,7 +36,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from cellkernel.data.values import Path, get_path, json_equal, paths_overlap
+from cellkernel.data.values import MISSING, Path, get_path, json_equal, paths_overlap
 from cellkernel.errors import ConflictError, IterationLimitError, NodeError
 from cellkernel.reactive.cells import Cell, current_tx
 from cellkernel.store.transactions import Transaction, backoff_delay, write_lock
@@ -166,12 +166,35 @@ def _cacheable(path: Path) -> bool:
     return True
 
 
+#: a document read by at least this many actions is notified by path groups
+BULK_READERS = 16
+
+
+def _path_groups(triggers: dict[Action, list[Path]]) -> dict[Path, list[Action]] | None:
+    """The readers of one document by the path they read; None if one is incremental.
+
+    An incremental action (``Action.changed``) is told of every change to a
+    document it reads while pending, which the per-action loop of ``notify`` does.
+    """
+    groups: dict[Path, list[Action]] = {}
+    for action, paths in triggers.items():
+        if action.changed is not None:
+            return None
+        for path in paths:
+            groups.setdefault(path, []).append(action)
+    return groups
+
+
 class Scheduler:
     """Owns triggers, the pending heap, the event queue and the busy period."""
 
     def __init__(self, runtime: Any) -> None:
         self._rt = runtime
         self._triggers: dict[DocKey, dict[Action, list[Path]]] = {}
+        #: per document read by many actions: its readers grouped by the path they read
+        #: (``_path_groups``), so a change compares each path once and schedules its
+        #: readers in bulk; dropped whenever that document's triggers change
+        self._groups: dict[DocKey, dict[Path, list[Action]] | None] = {}
         self._writers: dict[DocKey, dict[Action, list[Path]]] = {}
         #: pending runs as ``height << SEQ_BITS | seq`` ints (``_push``; a heap of plain
         #: ints compares in C without tuples), and the action each key stands for
@@ -272,10 +295,13 @@ class Scheduler:
                     action.writes.pop((space, entity_id, path), None)
 
     def _clear_reads(self, action: Action) -> None:
+        groups = self._groups
         for space, entity_id, _path in action.reads:
             triggers = self._triggers.get((space, entity_id))
             if triggers is not None:
                 triggers.pop(action, None)
+                if groups:
+                    groups.pop((space, entity_id), None)
                 if not triggers:
                     del self._triggers[(space, entity_id)]
 
@@ -286,6 +312,8 @@ class Scheduler:
         if not action.reads and len(reads) == 1:  # a new action reading one path (most lifts)
             space, entity_id, path = reads[0]
             self._triggers.setdefault((space, entity_id), {})[action] = [path]
+            if self._groups:
+                self._groups.pop((space, entity_id), None)
             action.reads = [reads[0]]
             self._adjust_height(action)
             return
@@ -297,6 +325,8 @@ class Scheduler:
                 paths.append(path)
         for key, paths in compact.items():
             self._triggers.setdefault(key, {})[action] = paths
+            if self._groups:
+                self._groups.pop(key, None)
         action.reads = list(reads)
         self._adjust_height(action)
 
@@ -318,6 +348,8 @@ class Scheduler:
             paths = triggers.setdefault((space, entity_id), {}).setdefault(action, [])
             if path not in paths:
                 paths.append(path)
+            if self._groups:
+                self._groups.pop((space, entity_id), None)
         action.reads.extend(reads)
         self._known.add(action)
         needed = 0
@@ -346,6 +378,7 @@ class Scheduler:
             triggers = triggers_map.get(key)
             if triggers is not None and triggers.pop(action, None) is not None:
                 dropped += 1
+                self._groups.pop(key, None)
                 if not triggers:
                     del triggers_map[key]
         stale = self._stale[action] = self._stale.get(action, 0) + dropped
@@ -483,11 +516,19 @@ class Scheduler:
         queued = self._queued
         heappush = heapq.heappush
         for change in changes:
-            triggers = triggers_map.get((change.space, change.entity_id))
+            doc_key = (change.space, change.entity_id)
+            triggers = triggers_map.get(doc_key)
             if not triggers:
                 continue
             before = change.before.value if change.before is not None else None
             after = change.after.value
+            if len(triggers) >= BULK_READERS:
+                groups = self._groups.get(doc_key, MISSING)
+                if groups is MISSING:
+                    groups = self._groups[doc_key] = _path_groups(triggers)
+                if groups is not None:
+                    self._schedule_groups(groups, before, after, source)
+                    continue
             pending = self._pending
             # many readers of one document mostly read the same few paths: compare each once
             root_differs: bool | None = None
@@ -524,6 +565,31 @@ class Scheduler:
                             if action.changed is not None:
                                 action.changed.add((change.space, change.entity_id))
                         break
+
+    def _schedule_groups(self, groups: dict[Path, list[Action]], before: Any, after: Any,
+                         source: Action | None) -> None:
+        """``notify`` for a document many actions read: each path compared once, its
+        readers scheduled in bulk (a fan-out's thousand readers of one input)."""
+        pending = self._pending
+        heap = self._heap
+        for path, actions in groups.items():
+            if path == ():
+                if json_equal(before, after):
+                    continue
+            elif json_equal(get_path(before, path), get_path(after, path)):
+                continue
+            fresh = [a for a in actions if a not in pending and a.active and a is not source]
+            if not fresh:
+                continue
+            pending.update(fresh)
+            keys = [(a.height << SEQ_BITS) | a.seq for a in fresh]
+            self._queued.update(zip(keys, fresh, strict=True))
+            if len(keys) * 2 > len(heap):
+                heap.extend(keys)
+                heapq.heapify(heap)  # (linear, in C)
+            else:
+                for key in keys:
+                    heapq.heappush(heap, key)
 
     # -- events ---------------------------------------------------------------------
 

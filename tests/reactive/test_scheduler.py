@@ -7,6 +7,7 @@ test/scheduler.test.ts) with their expected values; runs are counted, never time
 from __future__ import annotations
 
 import asyncio
+import random
 import sys
 from collections import Counter
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from helpers.core import addr, lift, make_stream, on_event, raw
 
 from cellkernel.errors import ConflictError, IterationLimitError, NodeError
-from cellkernel.reactive.scheduler import MAX_ITERATIONS, Action
+from cellkernel.reactive.scheduler import BULK_READERS, MAX_ITERATIONS, Action
 from cellkernel.runtime import Runtime
 from cellkernel.store.transactions import Transaction
 
@@ -688,3 +689,80 @@ def test_runs_of_one_height_go_in_creation_order_and_the_queue_empties(rt: Runti
         assert names(log) == ["o3", "o0", "o5", "o1", "o4", "o2", "tail"]
         assert tail.get() == value * 20 + 6
         assert rt.scheduler._heap == [] and rt.scheduler._queued == {}
+
+
+# --------------------------------------------------------------------------- many readers
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_readers_of_one_document_run_exactly_when_their_path_changed(rt: Runtime,
+                                                                     seed: int) -> None:
+    """Below and above ``BULK_READERS`` (grouped by path, scheduled in bulk): after each
+    write, the actions that ran are exactly those whose read value changed (the
+    oracle compares the document before and after at each reader's path).  Readers
+    subscribed and unsubscribed between writes are (and stop being) scheduled."""
+    rng = random.Random(seed)
+    keys = [f"k{i}" for i in range(5)]
+    src = rt.get_cell(f"many-src-{seed}")
+    src.set({k: 0 for k in keys})
+    log: list[Any] = []
+    readers: dict[str, tuple[Action, str | None]] = {}
+
+    def add_reader(i: int) -> None:
+        key = rng.choice([*keys, None])  # None: the whole document
+        cell = src if key is None else src.key(key)
+        name = f"r{i}"
+        readers[name] = (lift(rt, name, [cell], rt.get_cell(f"many-out-{seed}-{i}"),
+                              lambda v: v, log), key)
+
+    count = rng.choice([3, BULK_READERS - 1, BULK_READERS, 40])
+    for i in range(count):
+        add_reader(i)
+    rt.idle()
+    added = count
+    for _ in range(30):
+        roll = rng.random()
+        if roll < 0.1:
+            add_reader(added)
+            added += 1
+            rt.idle()
+        elif roll < 0.2 and readers:
+            name = rng.choice(sorted(readers))
+            rt.scheduler.unsubscribe(readers.pop(name)[0])
+        before = src.get()
+        log.clear()
+        if rng.random() < 0.2:
+            src.set({k: rng.randint(0, 2) for k in keys})
+        else:
+            src.key(rng.choice(keys)).set(rng.randint(0, 2))
+        after = src.get()
+        expected = {name for name, (_a, key) in readers.items()
+                    if (before if key is None else before[key])
+                    != (after if key is None else after[key])}
+        assert set(names(log)) == expected
+        assert len(log) == len(expected)  # each at most once
+
+
+def test_an_incremental_reader_among_many_is_told_of_every_change(rt: Runtime) -> None:
+    """With an incremental action (``Action.changed``) among the readers, the document
+    is notified action by action: a pending incremental reader still learns of it."""
+    src = rt.get_cell("incremental-src")
+    src.set({"a": 0, "b": 0})
+    for i in range(BULK_READERS + 4):
+        lift(rt, f"plain{i}", [src.key("a")], rt.get_cell(f"inc-out-{i}"), lambda v: v)
+    seen: list[set[Any]] = []
+
+    def incremental(tx: Transaction) -> None:
+        seen.append(set(action.changed or ()))
+        action.changed = set()
+        src.with_tx(tx).key("b").get()
+
+    action = Action(incremental, name="incremental", writes=[], reads=[addr(src)])
+    action.changed = set()  # it keeps its own subscription: the declared whole document
+    rt.scheduler.subscribe(action)
+    rt.idle()
+    seen.clear()
+    with rt.batch():
+        src.key("b").set(1)  # the incremental action is pending after this one
+        src.key("a").set(1)  # and must learn of this change too
+    assert seen and (rt.space, src.entity_id) in seen[-1]
