@@ -544,7 +544,11 @@ class Scheduler:
                 for path in paths:
                     if path == ():  # the whole document: get_path(x, ()) is x
                         if root_differs is None:
-                            root_differs = not json_equal(before, after)
+                            t = type(after)
+                            if t is type(before) and (t is int or t is str or t is float):
+                                root_differs = before != after  # ``json_equal`` of scalars
+                            else:
+                                root_differs = not json_equal(before, after)
                         differs = root_differs
                     else:
                         # only str-key paths are cached, and a path equal to one of those
