@@ -36,9 +36,14 @@ class _Working:
 
     def __init__(self, base: Document | None) -> None:
         self.base = base
-        self.value: Any = base.value if base is not None else None
-        self.source: Any = base.source if base is not None else None
-        self.meta: Mapping[str, Any] = base.meta if base is not None else {}
+        self.value: Any
+        self.source: Any
+        self.meta: Mapping[str, Any]
+        if base is None:
+            self.value = self.source = None
+            self.meta = {}
+        else:  # (one test, not one per field: a transaction makes one per document it reads)
+            self.value, self.source, self.meta, _version = base
         self.dirty = False
         #: ``value`` is stored parts, spines copied by ``write`` and plain scalars only:
         #: a store that keeps decoded copies need not copy it again
@@ -275,13 +280,20 @@ class Transaction:
             if not working.dirty:
                 continue
             base = working.base
-            if (
-                base is not None
-                and _unchanged(base.value, working)
-                and json_equal(base.source, working.source)
-                and (working.meta is base.meta or json_equal(dict(base.meta), dict(working.meta)))
-            ):
-                continue
+            if base is not None:
+                stored = base.value
+                value = working.value
+                t = type(stored)
+                if t is dict or t is list:
+                    same = _unchanged(stored, working)
+                else:  # ``json_equal`` of a scalar, inline (every write of one lands here)
+                    same = stored is value or (type(value) is t and stored == value)
+                if same and (
+                    working.source is base.source or json_equal(base.source, working.source)
+                ) and (
+                    working.meta is base.meta or json_equal(dict(base.meta), dict(working.meta))
+                ):
+                    continue
             # meta untouched is the stored mapping itself (the store keeps it);
             # set_meta made a new dict
             parts.append((key[1], working.value, working.source, working.meta, working.owned))

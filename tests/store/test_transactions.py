@@ -100,6 +100,38 @@ def test_rewriting_the_same_value_commits_nothing(rt: Runtime) -> None:
     assert stored is not None and stored.version == 1
 
 
+@pytest.mark.parametrize(("stored", "written", "lands"), [
+    (5, 5, False), ("a", "a", False), (None, None, False), (1.5, 1.5, False),
+    (1, True, True), (True, 1, True), (0, False, True), (1, 1.0, True), (5, 6, True),
+    (None, 0, True), ([1], 1, True), ({"a": 1}, None, True),
+])
+def test_a_scalar_write_lands_only_if_its_json_value_changed(
+    rt: Runtime, stored: Any, written: Any, lands: bool
+) -> None:
+    """The commit's inline scalar check is ``json_equal``: ``True`` is not ``1``."""
+    _seed(rt, rt.space, "of:a", stored)
+    tx = Transaction(rt.store)
+    tx.write(rt.space, "of:a", (), written)
+    changes = tx.commit()
+    after = rt.store.load(rt.space, "of:a")
+    assert after is not None and after.version == (2 if lands else 1)
+    assert len(changes) == (1 if lands else 0)
+    assert type(after.value) is type(written if lands else stored)
+
+
+def test_an_unchanged_value_with_a_new_meta_or_source_still_lands(rt: Runtime) -> None:
+    _seed(rt, rt.space, "of:a", 5)
+    tx = Transaction(rt.store)
+    tx.write(rt.space, "of:a", (), 5)
+    tx.set_meta(rt.space, "of:a", "kind", "demo")
+    assert len(tx.commit()) == 1
+    tx = Transaction(rt.store)
+    tx.write(rt.space, "of:a", (), 5)
+    tx.set_source(rt.space, "of:a", {"/": "src"})
+    assert len(tx.commit()) == 1
+    assert rt.store.load(rt.space, "of:a") == Document(5, {"/": "src"}, {"kind": "demo"}, 3)
+
+
 def test_true_and_one_are_different_values(rt: Runtime) -> None:
     _seed(rt, rt.space, "of:a", {"done": 1, "flags": [0]})
     tx = Transaction(rt.store)
