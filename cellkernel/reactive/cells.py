@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from cellkernel.data import schema as schemas
 from cellkernel.data.identity import create_ref, short_id
-from cellkernel.data.links import MAX_HOPS, is_link, is_sigil, make_link, parse_link
+from cellkernel.data.links import (
+    MAX_HOPS,
+    Link,
+    as_link,
+    is_link,
+    is_sigil,
+    make_link,
+    parse_link,
+)
 from cellkernel.data.values import (
     MAX_DEPTH,
     MISSING,
@@ -124,12 +132,12 @@ def resolve_read(
     link_schema: Any = None
     while True:
         node = tx.read(space, entity_id, (), track=False)
-        found = -1
-        if type(node) is dict and "/" in node and is_link(node):
-            found = 0
-        else:
-            for depth, key in enumerate(path):
+        found = 0
+        link: Link | None = None
+        if type(node) is not dict or "/" not in node or (link := as_link(node, space)) is None:
+            for key in path:
                 # one step of ``get_path`` inline for the usual dict key and list index
+                found += 1
                 t = type(node)
                 if t is dict:
                     node = node.get(key, MISSING)
@@ -139,18 +147,18 @@ def resolve_read(
                     node = get_path(node, (key,))
                 if node is MISSING:
                     break
-                if type(node) is dict and "/" in node and is_link(node):
-                    found = depth + 1
-                    break
-        if found < 0:
-            if track:
-                tx.read(space, entity_id, path)
+                if type(node) is dict and "/" in node:
+                    link = as_link(node, space)
+                    if link is not None:
+                        break
+        if link is None:
+            if track:  # (the document is read already: only its journal entry is new)
+                tx.reads.append((space, entity_id, path))
             return space, entity_id, path, link_schema, node
-        link = parse_link(node, space)
         if found == len(path) and for_write and not link.redirect:
             return space, entity_id, path, link_schema, node
         if track:
-            tx.read(space, entity_id, path[:found])
+            tx.reads.append((space, entity_id, path[:found]))
         hops += 1
         here = (space, entity_id, path)
         space, entity_id, path = link.space, link.id, link.path + tuple(path[found:])
