@@ -440,18 +440,22 @@ class Cell(Generic[T]):
 
     def get(self) -> T:
         """The current value, links resolved, schema defaults applied."""
-        self._check("read")
-        if self._id is None:
-            return self._initial  # type: ignore[no-any-return]
-        if (
-            self._tx is None and not self._path and self._schema is None
-            and current_tx.get() is None and self._rt is not None
-        ):
-            # outside any transaction, a document holding a scalar: its value, no transaction
-            value = self._rt.peek(self._space, self._id)
-            if type(value) in SCALAR_TYPES:
-                return value  # type: ignore[no-any-return]
-        tx, _ = self._read_tx()
+        if self._cap != "cell" or self._id is None:  # a connected cell passes every check
+            self._check("read")
+            if self._id is None:
+                return self._initial  # type: ignore[no-any-return]
+        tx = self._tx
+        if tx is None:  # (bound to a transaction, the usual read in a run: read in it)
+            if (
+                not self._path and self._schema is None
+                and current_tx.get() is None and self._rt is not None
+            ):
+                # outside any transaction, a document holding a scalar: its value, no
+                # transaction
+                value = self._rt.peek(self._space, self._id)
+                if type(value) in SCALAR_TYPES:
+                    return value  # type: ignore[no-any-return]
+            tx, _ = self._read_tx()
         return self._read(tx, track=True)  # type: ignore[no-any-return]
 
     def sample(self) -> T:
@@ -555,7 +559,11 @@ class Cell(Generic[T]):
             and self._rt.set_scalar(self._space, self._id, value)
         ):
             return self  # a scalar over a scalar, outside any transaction: landed directly
-        self._in_write_tx("write", self._set_in, value)
+        tx = self._tx
+        if tx is not None and self._cap == "cell" and self._id is not None:
+            self._set_in(tx, value)  # ``_in_write_tx`` for a bound, connected cell
+        else:
+            self._in_write_tx("write", self._set_in, value)
         return self
 
     def _set_in(self, tx: Transaction, value: Any) -> None:
@@ -567,7 +575,9 @@ class Cell(Generic[T]):
             # a scalar over a scalar, list or nothing: no stream, links or documents involved
             if self._schema is not None:  # schema=False refuses every write
                 schemas.validate(self._schema, value, self._where())
-            validate_landing(self._rt, space, entity_id, path, value)
+            landing = landing_schema_at(self._rt, space, entity_id, path)  # validate_landing
+            if landing is not None:
+                schemas.validate(landing, value, f"{entity_id}{format_path(path)}")
             if type(current) is not t or current != value:  # json_equal, for a scalar
                 tx.write(space, entity_id, path, value)
             return
