@@ -72,6 +72,7 @@ class Transaction:
     __slots__ = (
         "_docs",
         "_handed",
+        "_load_key",
         "_store",
         "_view",
         "defer",
@@ -91,6 +92,10 @@ class Transaction:
         #: what documents are loaded from: the store, or the settle's write-back layer
         #: on top of it (``store/writeback.py``), so derived values not flushed are seen
         self._view: Store | WriteBack = store if view is None else view
+        #: the view's load by key where it has one (MemoryStore: its dict's own ``get``, no
+        #: Python frame per document a transaction reads), else None: ``load``
+        self._load_key: Callable[[tuple[str, str]], Document | None] | None = getattr(
+            self._view, "load_key", None)
         #: a write-back layer this transaction's commit lands in instead of the store
         self.defer: WriteBack | None = None
         self._docs: dict[tuple[str, str], _Working] = {}
@@ -114,17 +119,21 @@ class Transaction:
         if working is None:
             if self.status != "open":
                 raise TransactionClosedError(f"transaction is {self.status}")
-            working = _Working(self._view.load(space, entity_id))
+            load = self._load_key
+            working = _Working(load(key) if load is not None else self._view.load(*key))
             self._docs[key] = working
         return working
 
     def read(self, space: str, entity_id: str, path: Path, *, track: bool = True) -> Any:
         """The raw stored value at ``path`` (links not followed), or ``MISSING``."""
-        working = self._docs.get((space, entity_id))  # hot path: inlined ``_working``
+        key = (space, entity_id)
+        working = self._docs.get(key)  # hot path: inlined ``_working``
         if working is None:
             if self.status != "open":
                 raise TransactionClosedError(f"transaction is {self.status}")
-            working = self._docs[(space, entity_id)] = _Working(self._view.load(space, entity_id))
+            load = self._load_key
+            working = self._docs[key] = _Working(
+                load(key) if load is not None else self._view.load(space, entity_id))
         if track and self.track:
             self.reads.append((space, entity_id, path))
         value = working.value

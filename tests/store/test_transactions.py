@@ -16,6 +16,7 @@ from cellkernel.data.values import MISSING
 from cellkernel.errors import ConflictError, TransactionClosedError, WriteIsolationError
 from cellkernel.runtime import Runtime
 from cellkernel.store.documents import Document
+from cellkernel.store.memory import MemoryStore
 from cellkernel.store.transactions import Transaction
 
 
@@ -448,3 +449,34 @@ def test_a_list_of_output_links_reads_the_same_through_peek_all(rt: Runtime) -> 
     tx = Transaction(rt.store)
     assert rt.cell_at("of:list").with_tx(tx).get() == expected  # journaled, hop by hop
     assert {(eid, path) for _s, eid, path in tx.reads} >= {(o, ()) for o in outs}
+
+
+class _LoadOnly:
+    """A store with ``load`` and ``commit`` only (no ``load_key``, no ``commit_working``)."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStore()
+        self.loaded: list[tuple[str, str]] = []
+
+    def load(self, space: str, entity_id: str) -> Document | None:
+        self.loaded.append((space, entity_id))
+        return self.inner.load(space, entity_id)
+
+    def commit(self, space: str, writes: Any, basis: Any) -> Any:
+        return self.inner.commit(space, writes, basis)
+
+
+def test_a_transaction_loads_by_key_where_the_store_can_and_by_load_elsewhere() -> None:
+    memory = MemoryStore()
+    memory.commit("sp", {"e": Document({"n": 1})}, {})
+    tx = Transaction(memory)
+    assert tx.read("sp", "e", ("n",)) == 1 and tx.document("sp", "e").base is memory.load("sp", "e")
+    plain = _LoadOnly()
+    plain.inner.commit("sp", {"e": Document({"n": 1})}, {})
+    tx = Transaction(plain)  # type: ignore[arg-type]
+    assert tx.read("sp", "e", ("n",)) == 1 and tx.read("sp", "f", ()) is MISSING
+    tx.write("sp", "e", ("n",), 2)
+    assert tx.exists("sp", "g") is False
+    assert plain.loaded == [("sp", "e"), ("sp", "f"), ("sp", "g")]
+    [change] = tx.commit()
+    assert change.after == Document({"n": 2}, None, {}, 2)
