@@ -73,12 +73,12 @@ class Transaction:
         "_docs",
         "_handed",
         "_load_key",
+        "_on_abort",
+        "_on_commit",
         "_store",
         "_view",
         "defer",
         "frame",
-        "on_abort",
-        "on_commit",
         "reads",
         "status",
         "track",
@@ -107,9 +107,25 @@ class Transaction:
         self.status = "open"
         self.track = track
         self.frame = frame
-        self.on_commit: list[Callable[[Transaction], None]] = []
-        #: called once if the transaction ends without landing (abort or failed commit)
-        self.on_abort: list[Callable[[Transaction], None]] = []
+        #: ``on_commit`` and ``on_abort``, made on first use (most transactions have none)
+        self._on_commit: list[Callable[[Transaction], None]] | None = None
+        self._on_abort: list[Callable[[Transaction], None]] | None = None
+
+    @property
+    def on_commit(self) -> list[Callable[[Transaction], None]]:
+        """Called once after the commit (also one that lands nothing), in order."""
+        callbacks = self._on_commit
+        if callbacks is None:
+            callbacks = self._on_commit = []
+        return callbacks
+
+    @property
+    def on_abort(self) -> list[Callable[[Transaction], None]]:
+        """Called once if the transaction ends without landing (abort or failed commit)."""
+        callbacks = self._on_abort
+        if callbacks is None:
+            callbacks = self._on_abort = []
+        return callbacks
 
     # -- reading -----------------------------------------------------------
 
@@ -308,8 +324,9 @@ class Transaction:
             parts.append((key[1], working.value, working.source, working.meta, working.owned))
         if not parts or space is None:
             self.status = "committed"
-            for callback in self.on_commit:
-                callback(self)
+            if self._on_commit is not None:
+                for callback in self._on_commit:
+                    callback(self)
             return []
         try:
             store = self._store
@@ -332,8 +349,9 @@ class Transaction:
             self._aborted()
             raise
         self.status = "committed"
-        for callback in self.on_commit:
-            callback(self)
+        if self._on_commit is not None:
+            for callback in self._on_commit:
+                callback(self)
         return changes
 
     def abort(self) -> None:
@@ -344,8 +362,8 @@ class Transaction:
 
     def _aborted(self) -> None:
         self.status = "aborted"
-        callbacks, self.on_abort = self.on_abort, []
-        for callback in callbacks:
+        callbacks, self._on_abort = self._on_abort, None
+        for callback in callbacks or ():
             callback(self)
 
 

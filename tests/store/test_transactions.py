@@ -278,6 +278,23 @@ def test_on_commit_callbacks_run_once_after_a_commit(rt: Runtime) -> None:
     assert seen == ["committed", "empty"]
 
 
+def test_callback_lists_are_made_on_first_use_and_kept(rt: Runtime) -> None:
+    """``on_commit``/``on_abort`` are lists made when first asked for: the same one after."""
+    seen: list[str] = []
+    tx = Transaction(rt.store)
+    assert tx.on_commit is tx.on_commit and tx.on_abort is tx.on_abort
+    tx.on_commit.append(lambda t: (seen.append("first"), t.on_commit.append(
+        lambda _t: seen.append("added while running"))))
+    tx.write(rt.space, "of:a", (), 1)
+    tx.commit()
+    assert seen == ["first", "added while running"]
+    quiet = Transaction(rt.store)
+    quiet.write(rt.space, "of:a", (), 2)
+    assert len(quiet.commit()) == 1  # no callback asked for: none run, none made
+    quiet.abort()  # (committed: nothing to abort)
+    assert quiet.on_abort == []
+
+
 def test_on_abort_callbacks_run_once_when_nothing_lands(rt: Runtime) -> None:
     seen: list[str] = []
     aborted = Transaction(rt.store)
