@@ -131,7 +131,7 @@ def resolve_read(
     seen: set[tuple[str, str, Path]] | None = None
     link_schema: Any = None
     while True:
-        node = tx.read(space, entity_id, (), track=False)
+        node = tx.value(space, entity_id)
         found = 0
         link: Link | None = None
         if type(node) is not dict or "/" not in node or (link := as_link(node, space)) is None:

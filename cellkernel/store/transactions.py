@@ -161,6 +161,25 @@ class Transaction:
             return value.get(path[0], MISSING)
         return get_path(value, path)
 
+    def value(self, space: str, entity_id: str) -> Any:
+        """A whole document's raw value (``MISSING`` if absent), not journaled.
+
+        ``read(space, entity_id, (), track=False)`` for link resolution, which reads
+        this at every hop, then walks the path and journals what it walked itself.
+        """
+        key = (space, entity_id)
+        working = self._docs.get(key)
+        if working is None:
+            if self.status != "open":
+                raise TransactionClosedError(f"transaction is {self.status}")
+            load = self._load_key
+            working = self._docs[key] = _Working(
+                load(key) if load is not None else self._view.load(space, entity_id))
+        value = working.value
+        if value is None and working.base is None:
+            return MISSING
+        return value
+
     def peek_all(self, keys: list[tuple[str, str]]) -> list[Any] | None:
         """The raw values of whole documents (``MISSING`` for an absent one).
 

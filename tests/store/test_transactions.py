@@ -497,3 +497,16 @@ def test_a_transaction_loads_by_key_where_the_store_can_and_by_load_elsewhere() 
     assert plain.loaded == [("sp", "e"), ("sp", "f"), ("sp", "g")]
     [change] = tx.commit()
     assert change.after == Document({"n": 2}, None, {}, 2)
+
+
+def test_value_is_an_untracked_whole_document_read(rt: Runtime) -> None:
+    _seed(rt, rt.space, "of:a", {"n": 1})
+    tx = Transaction(rt.store)
+    assert tx.value(rt.space, "of:a") == tx.read(rt.space, "of:a", (), track=False) == {"n": 1}
+    assert tx.value(rt.space, "of:none") is MISSING
+    tx.write(rt.space, "of:a", ("n",), 2)
+    assert tx.value(rt.space, "of:a") == {"n": 2}  # its own write
+    assert tx.reads == []
+    tx.abort()
+    with pytest.raises(TransactionClosedError):
+        tx.value(rt.space, "of:other")
