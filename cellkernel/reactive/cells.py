@@ -551,19 +551,22 @@ class Cell(Generic[T]):
 
     def set(self, value: Any) -> Cell[T]:
         """Write ``value``; cells inside become links; on a stream this sends."""
+        tx = self._tx
+        if tx is not None:
+            if self._cap == "cell" and self._id is not None:
+                self._set_in(tx, value)  # ``_in_write_tx`` for a bound, connected cell
+            else:
+                self._in_write_tx("write", self._set_in, value)
+            return self
         t = type(value)
         if (
             (t is int or t is str or t is bool or value is None)
-            and self._tx is None and not self._path and self._schema is None
+            and not self._path and self._schema is None
             and self._cap == "cell" and self._id is not None and current_tx.get() is None
             and self._rt.set_scalar(self._space, self._id, value)
         ):
             return self  # a scalar over a scalar, outside any transaction: landed directly
-        tx = self._tx
-        if tx is not None and self._cap == "cell" and self._id is not None:
-            self._set_in(tx, value)  # ``_in_write_tx`` for a bound, connected cell
-        else:
-            self._in_write_tx("write", self._set_in, value)
+        self._in_write_tx("write", self._set_in, value)
         return self
 
     def _set_in(self, tx: Transaction, value: Any) -> None:
