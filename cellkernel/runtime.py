@@ -21,14 +21,14 @@ from typing import Any
 
 from cellkernel.data import schema as schemas
 from cellkernel.data.identity import create_ref
-from cellkernel.data.values import MISSING
+from cellkernel.data.values import MISSING, format_path
 from cellkernel.errors import CellkernelError, ConflictError, NodeError, SnapshotError
 from cellkernel.patterns.materialize import materialize
 from cellkernel.patterns.registry import TrustPolicy
 from cellkernel.patterns.runner import Runner
-from cellkernel.reactive.cells import Cell, current_tx, validate_landing
+from cellkernel.reactive.cells import Cell, current_tx, landing_schema_at
 from cellkernel.reactive.scheduler import Scheduler
-from cellkernel.store.documents import Store, landable
+from cellkernel.store.documents import INT_LIMIT, Store, landable
 from cellkernel.store.transactions import Transaction, backoff_delay, write_lock
 from cellkernel.store.urls import open_store
 from cellkernel.store.writeback import WriteBack
@@ -156,7 +156,10 @@ class Runtime:
         """
         store = self.store
         land = getattr(store, "land_value", None)
-        if land is None or self.writeback or not landable(value):
+        t = type(value)
+        if land is None or self.writeback or not (
+            (t is int and -INT_LIMIT < value < INT_LIMIT) or landable(value)
+        ):
             return False  # (a value the store must check, e.g. a lone surrogate: the general write)
         if self._polls:
             self._poll()
@@ -164,16 +167,18 @@ class Runtime:
         current = doc.value if doc is not None else MISSING
         if type(current) is dict or type(current) is list:
             return False
-        validate_landing(self, space, entity_id, (), value)
-        if type(current) is type(value) and current == value:
-            self._settle_if_free()
-            return True
-        try:
-            changes = land(space, entity_id, doc, value, [])
-        except ConflictError:
-            return False
-        self.scheduler.notify(changes, None)
-        self._settle_if_free()
+        schema = landing_schema_at(self, space, entity_id, ())  # ``validate_landing``, inline
+        if schema is not None:
+            schemas.validate(schema, value, f"{entity_id}{format_path(())}")
+        scheduler = self.scheduler
+        if type(current) is not t or current != value:
+            try:
+                changes = land(space, entity_id, doc, value, [])
+            except ConflictError:
+                return False
+            scheduler.notify(changes, None)
+        if self._batch_depth == 0 and not scheduler._settling and current_tx.get() is None:
+            scheduler.settle()  # ``_settle_if_free``, inline
         return True
 
     @contextlib.contextmanager

@@ -69,10 +69,54 @@ _plain_links: dict[tuple[str, str, bool], Link] = {}
 _PLAIN_LINKS_MAX: Final = 4_096  # (links are met back to back: a fan-out reading one input)
 
 
+def as_link(value: Any, base_space: str) -> Link | None:
+    """The parsed link ``value`` is, None if it is no ``link@1`` sigil (``is_link``).
+
+    Raises ``ValueError`` for a malformed link, as ``parse_link`` does.  One look
+    at the sigil for what resolution asks of every value on its way ("a link?
+    to where?"), where ``is_link`` then ``parse_link`` take two.  The common
+    shape, a whole-cell link (plain or a write redirect, its space given or
+    not), is answered from ``_plain_links``: only checked links are kept there,
+    keyed by content (never by the dict: user dicts are mutable), so a hit with
+    the same field types and no other field is the checked parse.
+    """
+    if type(value) is not dict or len(value) != 1:
+        return None
+    inner = value.get("/")
+    if type(inner) is not dict or LINK_TAG not in inner:
+        return None
+    body = inner[LINK_TAG]
+    if len(inner) == 1 and type(body) is dict:
+        path = body.get("path")
+        entity_id = body.get("id")
+        if type(path) is list and not path and type(entity_id) is str:
+            size = len(body)
+            space = base_space
+            if "space" in body:
+                space = body["space"]
+                size -= 1
+            overwrite = body.get("overwrite")
+            if overwrite is not None:
+                size -= 1
+            if size == 2 and type(space) is str and (
+                overwrite is None or overwrite == "redirect" or overwrite == "this"
+            ):
+                link = _plain_links.get((space, entity_id, overwrite == "redirect"))
+                if link is not None:
+                    return link
+    return _parse_checked(value, base_space)
+
+
 def parse_link(value: Any, base_space: str) -> Link:
     """Parse a sigil, raising ``ValueError`` that says what is malformed."""
-    if not is_link(value):
+    link = as_link(value, base_space)
+    if link is None:
         raise ValueError(f"not a link@1 sigil: {value!r}")
+    return link
+
+
+def _parse_checked(value: Any, base_space: str) -> Link:
+    """Every check of a ``link@1`` sigil (``value`` is one, ``is_link``), its first error raised."""
     inner = value["/"]
     if len(inner) != 1:
         raise ValueError(

@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from cellkernel.data import schema as schemas
 from cellkernel.data.identity import create_ref, short_id
-from cellkernel.data.links import MAX_HOPS, is_link, is_sigil, make_link, parse_link
+from cellkernel.data.links import (
+    MAX_HOPS,
+    Link,
+    as_link,
+    is_link,
+    is_sigil,
+    make_link,
+    parse_link,
+)
 from cellkernel.data.values import (
     MAX_DEPTH,
     MISSING,
@@ -123,13 +131,13 @@ def resolve_read(
     seen: set[tuple[str, str, Path]] | None = None
     link_schema: Any = None
     while True:
-        node = tx.read(space, entity_id, (), track=False)
-        found = -1
-        if type(node) is dict and "/" in node and is_link(node):
-            found = 0
-        else:
-            for depth, key in enumerate(path):
+        node = tx.value(space, entity_id)
+        found = 0
+        link: Link | None = None
+        if type(node) is not dict or "/" not in node or (link := as_link(node, space)) is None:
+            for key in path:
                 # one step of ``get_path`` inline for the usual dict key and list index
+                found += 1
                 t = type(node)
                 if t is dict:
                     node = node.get(key, MISSING)
@@ -139,18 +147,18 @@ def resolve_read(
                     node = get_path(node, (key,))
                 if node is MISSING:
                     break
-                if type(node) is dict and "/" in node and is_link(node):
-                    found = depth + 1
-                    break
-        if found < 0:
-            if track:
-                tx.read(space, entity_id, path)
+                if type(node) is dict and "/" in node:
+                    link = as_link(node, space)
+                    if link is not None:
+                        break
+        if link is None:
+            if track:  # (the document is read already: only its journal entry is new)
+                tx.reads.append((space, entity_id, path))
             return space, entity_id, path, link_schema, node
-        link = parse_link(node, space)
         if found == len(path) and for_write and not link.redirect:
             return space, entity_id, path, link_schema, node
         if track:
-            tx.read(space, entity_id, path[:found])
+            tx.reads.append((space, entity_id, path[:found]))
         hops += 1
         here = (space, entity_id, path)
         space, entity_id, path = link.space, link.id, link.path + tuple(path[found:])
@@ -432,18 +440,22 @@ class Cell(Generic[T]):
 
     def get(self) -> T:
         """The current value, links resolved, schema defaults applied."""
-        self._check("read")
-        if self._id is None:
-            return self._initial  # type: ignore[no-any-return]
-        if (
-            self._tx is None and not self._path and self._schema is None
-            and current_tx.get() is None and self._rt is not None
-        ):
-            # outside any transaction, a document holding a scalar: its value, no transaction
-            value = self._rt.peek(self._space, self._id)
-            if type(value) in SCALAR_TYPES:
-                return value  # type: ignore[no-any-return]
-        tx, _ = self._read_tx()
+        if self._cap != "cell" or self._id is None:  # a connected cell passes every check
+            self._check("read")
+            if self._id is None:
+                return self._initial  # type: ignore[no-any-return]
+        tx = self._tx
+        if tx is None:  # (bound to a transaction, the usual read in a run: read in it)
+            if (
+                not self._path and self._schema is None
+                and current_tx.get() is None and self._rt is not None
+            ):
+                # outside any transaction, a document holding a scalar: its value, no
+                # transaction
+                value = self._rt.peek(self._space, self._id)
+                if type(value) in SCALAR_TYPES:
+                    return value  # type: ignore[no-any-return]
+            tx, _ = self._read_tx()
         return self._read(tx, track=True)  # type: ignore[no-any-return]
 
     def sample(self) -> T:
@@ -539,10 +551,17 @@ class Cell(Generic[T]):
 
     def set(self, value: Any) -> Cell[T]:
         """Write ``value``; cells inside become links; on a stream this sends."""
+        tx = self._tx
+        if tx is not None:
+            if self._cap == "cell" and self._id is not None:
+                self._set_in(tx, value)  # ``_in_write_tx`` for a bound, connected cell
+            else:
+                self._in_write_tx("write", self._set_in, value)
+            return self
         t = type(value)
         if (
             (t is int or t is str or t is bool or value is None)
-            and self._tx is None and not self._path and self._schema is None
+            and not self._path and self._schema is None
             and self._cap == "cell" and self._id is not None and current_tx.get() is None
             and self._rt.set_scalar(self._space, self._id, value)
         ):
@@ -559,7 +578,9 @@ class Cell(Generic[T]):
             # a scalar over a scalar, list or nothing: no stream, links or documents involved
             if self._schema is not None:  # schema=False refuses every write
                 schemas.validate(self._schema, value, self._where())
-            validate_landing(self._rt, space, entity_id, path, value)
+            landing = landing_schema_at(self._rt, space, entity_id, path)  # validate_landing
+            if landing is not None:
+                schemas.validate(landing, value, f"{entity_id}{format_path(path)}")
             if type(current) is not t or current != value:  # json_equal, for a scalar
                 tx.write(space, entity_id, path, value)
             return

@@ -312,7 +312,18 @@ class MemoryStore:
         over (``Transaction.hand_over``) and are kept as is.
         """
         docs = self._docs
-        owned = owned_parts(space, dirty, docs, handed)
+        owned: list[tuple[str, Any, Any, Any]] | None = None
+        if len(dirty) == 1:  # the usual commit: one document, its source and meta kept
+            entity_id, value, source, meta, is_owned = dirty[0]
+            prev = docs.get((space, entity_id))
+            if (
+                prev is not None and source is prev.source and meta is prev.meta
+                and is_owned and (type(value) is not str or value.isascii())
+                and type(entity_id) is str and type(space) is str
+            ):  # what ``owned_parts`` keeps as is, with no call for it
+                owned = [(entity_id, value, source, meta)]
+        if owned is None:
+            owned = owned_parts(space, dirty, docs, handed)
         with self._lock:
             conflicts: list[tuple[Key, int, int]] | None = None
             for key, read in working.items():

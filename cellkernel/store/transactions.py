@@ -36,9 +36,14 @@ class _Working:
 
     def __init__(self, base: Document | None) -> None:
         self.base = base
-        self.value: Any = base.value if base is not None else None
-        self.source: Any = base.source if base is not None else None
-        self.meta: Mapping[str, Any] = base.meta if base is not None else {}
+        self.value: Any
+        self.source: Any
+        self.meta: Mapping[str, Any]
+        if base is None:
+            self.value = self.source = None
+            self.meta = {}
+        else:  # (one test, not one per field: a transaction makes one per document it reads)
+            self.value, self.source, self.meta, _version = base
         self.dirty = False
         #: ``value`` is stored parts, spines copied by ``write`` and plain scalars only:
         #: a store that keeps decoded copies need not copy it again
@@ -67,12 +72,13 @@ class Transaction:
     __slots__ = (
         "_docs",
         "_handed",
+        "_load_key",
+        "_on_abort",
+        "_on_commit",
         "_store",
         "_view",
         "defer",
         "frame",
-        "on_abort",
-        "on_commit",
         "reads",
         "status",
         "track",
@@ -86,6 +92,10 @@ class Transaction:
         #: what documents are loaded from: the store, or the settle's write-back layer
         #: on top of it (``store/writeback.py``), so derived values not flushed are seen
         self._view: Store | WriteBack = store if view is None else view
+        #: the view's load by key where it has one (MemoryStore: its dict's own ``get``, no
+        #: Python frame per document a transaction reads), else None: ``load``
+        self._load_key: Callable[[tuple[str, str]], Document | None] | None = getattr(
+            self._view, "load_key", None)
         #: a write-back layer this transaction's commit lands in instead of the store
         self.defer: WriteBack | None = None
         self._docs: dict[tuple[str, str], _Working] = {}
@@ -97,9 +107,25 @@ class Transaction:
         self.status = "open"
         self.track = track
         self.frame = frame
-        self.on_commit: list[Callable[[Transaction], None]] = []
-        #: called once if the transaction ends without landing (abort or failed commit)
-        self.on_abort: list[Callable[[Transaction], None]] = []
+        #: ``on_commit`` and ``on_abort``, made on first use (most transactions have none)
+        self._on_commit: list[Callable[[Transaction], None]] | None = None
+        self._on_abort: list[Callable[[Transaction], None]] | None = None
+
+    @property
+    def on_commit(self) -> list[Callable[[Transaction], None]]:
+        """Called once after the commit (also one that lands nothing), in order."""
+        callbacks = self._on_commit
+        if callbacks is None:
+            callbacks = self._on_commit = []
+        return callbacks
+
+    @property
+    def on_abort(self) -> list[Callable[[Transaction], None]]:
+        """Called once if the transaction ends without landing (abort or failed commit)."""
+        callbacks = self._on_abort
+        if callbacks is None:
+            callbacks = self._on_abort = []
+        return callbacks
 
     # -- reading -----------------------------------------------------------
 
@@ -109,17 +135,21 @@ class Transaction:
         if working is None:
             if self.status != "open":
                 raise TransactionClosedError(f"transaction is {self.status}")
-            working = _Working(self._view.load(space, entity_id))
+            load = self._load_key
+            working = _Working(load(key) if load is not None else self._view.load(*key))
             self._docs[key] = working
         return working
 
     def read(self, space: str, entity_id: str, path: Path, *, track: bool = True) -> Any:
         """The raw stored value at ``path`` (links not followed), or ``MISSING``."""
-        working = self._docs.get((space, entity_id))  # hot path: inlined ``_working``
+        key = (space, entity_id)
+        working = self._docs.get(key)  # hot path: inlined ``_working``
         if working is None:
             if self.status != "open":
                 raise TransactionClosedError(f"transaction is {self.status}")
-            working = self._docs[(space, entity_id)] = _Working(self._view.load(space, entity_id))
+            load = self._load_key
+            working = self._docs[key] = _Working(
+                load(key) if load is not None else self._view.load(space, entity_id))
         if track and self.track:
             self.reads.append((space, entity_id, path))
         value = working.value
@@ -130,6 +160,25 @@ class Transaction:
         if len(path) == 1 and type(value) is dict:  # ``get_path`` for one key, inline
             return value.get(path[0], MISSING)
         return get_path(value, path)
+
+    def value(self, space: str, entity_id: str) -> Any:
+        """A whole document's raw value (``MISSING`` if absent), not journaled.
+
+        ``read(space, entity_id, (), track=False)`` for link resolution, which reads
+        this at every hop, then walks the path and journals what it walked itself.
+        """
+        key = (space, entity_id)
+        working = self._docs.get(key)
+        if working is None:
+            if self.status != "open":
+                raise TransactionClosedError(f"transaction is {self.status}")
+            load = self._load_key
+            working = self._docs[key] = _Working(
+                load(key) if load is not None else self._view.load(space, entity_id))
+        value = working.value
+        if value is None and working.base is None:
+            return MISSING
+        return value
 
     def peek_all(self, keys: list[tuple[str, str]]) -> list[Any] | None:
         """The raw values of whole documents (``MISSING`` for an absent one).
@@ -275,20 +324,28 @@ class Transaction:
             if not working.dirty:
                 continue
             base = working.base
-            if (
-                base is not None
-                and _unchanged(base.value, working)
-                and json_equal(base.source, working.source)
-                and (working.meta is base.meta or json_equal(dict(base.meta), dict(working.meta)))
-            ):
-                continue
+            if base is not None:
+                stored = base.value
+                value = working.value
+                t = type(stored)
+                if t is dict or t is list:
+                    same = _unchanged(stored, working)
+                else:  # ``json_equal`` of a scalar, inline (every write of one lands here)
+                    same = stored is value or (type(value) is t and stored == value)
+                if same and (
+                    working.source is base.source or json_equal(base.source, working.source)
+                ) and (
+                    working.meta is base.meta or json_equal(dict(base.meta), dict(working.meta))
+                ):
+                    continue
             # meta untouched is the stored mapping itself (the store keeps it);
             # set_meta made a new dict
             parts.append((key[1], working.value, working.source, working.meta, working.owned))
         if not parts or space is None:
             self.status = "committed"
-            for callback in self.on_commit:
-                callback(self)
+            if self._on_commit is not None:
+                for callback in self._on_commit:
+                    callback(self)
             return []
         try:
             store = self._store
@@ -311,8 +368,9 @@ class Transaction:
             self._aborted()
             raise
         self.status = "committed"
-        for callback in self.on_commit:
-            callback(self)
+        if self._on_commit is not None:
+            for callback in self._on_commit:
+                callback(self)
         return changes
 
     def abort(self) -> None:
@@ -323,8 +381,8 @@ class Transaction:
 
     def _aborted(self) -> None:
         self.status = "aborted"
-        callbacks, self.on_abort = self.on_abort, []
-        for callback in callbacks:
+        callbacks, self._on_abort = self._on_abort, None
+        for callback in callbacks or ():
             callback(self)
 
 

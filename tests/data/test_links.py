@@ -10,7 +10,16 @@ from helpers.core import OTHER_SPACE, doc, raw, store_state, version, write_raw
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cellkernel.data.links import LINK_TAG, MAX_HOPS, Link, is_link, is_sigil, make_link, parse_link
+from cellkernel.data.links import (
+    LINK_TAG,
+    MAX_HOPS,
+    Link,
+    as_link,
+    is_link,
+    is_sigil,
+    make_link,
+    parse_link,
+)
 from cellkernel.errors import LinkCycleError
 from cellkernel.runtime import Runtime
 
@@ -238,3 +247,60 @@ def test_the_cached_parse_is_the_checked_parse(
 def test_the_cached_parse_still_refuses_malformed_fields(extra: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="malformed link"):
         parse_link({"/": {LINK_TAG: {"id": "of:a", "path": [], **extra}}}, SPACE)
+
+
+# --------------------------------------------------------------------------- as_link
+
+
+@pytest.mark.parametrize("value", [
+    None, "link@1", [make_link(SPACE, "of:x")], {"/": "cid"}, {"/": {"nodeFactory@1": {}}},
+    {"/": {"link@1": {"id": "of:x", "path": []}}, "x": 1},
+    make_link(SPACE, "of:x"), make_link(SPACE, "of:x", base_space=SPACE),
+    make_link(SPACE, "of:x", ("a", 0), {"type": "number"}, True),
+    make_link(SPACE, "of:x", (), None, True, base_space=SPACE),
+    {"/": {"link@1": {"id": "of:x", "path": [], "overwrite": "this"}}},
+    {"/": {"link@1": {"id": "of:x"}}},
+])
+def test_as_link_is_is_link_then_parse_link(value: Any) -> None:
+    """One look at the sigil gives what ``is_link`` and then ``parse_link`` give (twice: cached)."""
+    for _ in range(2):
+        if is_link(value):
+            assert as_link(value, "did:base") == parse_link(value, "did:base")
+        else:
+            assert as_link(value, "did:base") is None
+
+
+@pytest.mark.parametrize("extra", [
+    {"space": ""}, {"space": None}, {"overwrite": None}, {"overwrite": "merge"},
+    {"schema": 3}, {"other": 1}, {"id": "x:a"}, {"path": {}},
+])
+def test_as_link_refuses_a_malformed_link_whose_target_is_cached(extra: dict[str, Any]) -> None:
+    """A cache hit needs the checked shape: same target, one field off, still refused."""
+    assert as_link({"/": {LINK_TAG: {"id": "of:a", "path": []}}}, SPACE) == Link(SPACE, "of:a", ())
+    with pytest.raises(ValueError, match="malformed link"):
+        as_link({"/": {LINK_TAG: {"id": "of:a", "path": [], **extra}}}, SPACE)
+
+
+def test_as_link_follows_a_changed_dict_not_its_identity() -> None:
+    body: dict[str, Any] = {"id": "of:a", "path": []}
+    value = {"/": {LINK_TAG: body}}
+    assert as_link(value, SPACE) == Link(SPACE, "of:a", ())
+    body["id"] = "of:b"
+    body["overwrite"] = "redirect"
+    assert as_link(value, SPACE) == Link(SPACE, "of:b", (), None, True)
+    body["path"] = ["k"]
+    assert as_link(value, SPACE) == Link(SPACE, "of:b", ("k",), None, True)
+
+
+def test_a_read_through_links_journals_each_document_at_its_path(rt: Runtime) -> None:
+    """Path-precise subscriptions: the link's own position, then the rest in its target."""
+    target = rt.get_cell("target")
+    target.set({"a": {"b": 1}})
+    holder = rt.get_cell("holder")
+    write_raw(rt, (holder, {"x": target.key("a").get_as_link()}))
+    tx = rt._begin()
+    assert holder.key("x", "b").with_tx(tx).get() == 1
+    assert tx.reads == [
+        (rt.space, holder.entity_id, ("x",)), (rt.space, target.entity_id, ("a", "b")),
+    ]
+    tx.abort()

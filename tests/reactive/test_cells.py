@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from cellkernel.data.identity import create_ref
 from cellkernel.data.links import is_link, make_link
 from cellkernel.errors import CapabilityError, CauseError
+from cellkernel.reactive import cells
 from cellkernel.reactive.cells import Cell, Stream
 from cellkernel.runtime import Runtime
 from cellkernel.store.transactions import Transaction
@@ -952,3 +953,64 @@ def test_with_tx_binds_a_copy_that_keeps_everything_else(rt: Runtime) -> None:
     assert type(stream.with_tx(tx)) is type(stream._derive(tx=tx))  # the general copy
     loose = Cell(None, None, None, (), None)
     assert loose.with_tx(tx)._origin is loose  # unconnected: the general copy keeps its origin
+
+
+# --------------------------------------------------------------------------- bound cells
+# ``get``/``set`` of a connected plain cell bound to a transaction skip ``_check`` and
+# ``_in_write_tx`` (issue 20: an action's run): every other cell still goes through them.
+
+
+def test_a_bound_cell_reads_and_writes_in_its_transaction_and_journals(rt: Runtime) -> None:
+    a, b = rt.get_cell("a"), rt.get_cell("b")
+    a.set(1)
+    tx = Transaction(rt.store)
+    assert a.with_tx(tx).get() == 1
+    b.with_tx(tx).set(2)
+    assert b.with_tx(tx).get() == 2 and b.get() is None  # not landed before the commit
+    assert tx.reads == [(rt.space, a.entity_id, ()), (rt.space, b.entity_id, ())]
+    tx.commit()
+    assert b.get() == 2
+
+
+def test_a_bound_cell_keeps_its_capability(rt: Runtime) -> None:
+    c = rt.get_cell("c")
+    c.set(1)
+    before = dump_store(rt.store)
+    tx = Transaction(rt.store)
+    with pytest.raises(CapabilityError):
+        c.writeonly().with_tx(tx).get()
+    with pytest.raises(CapabilityError):
+        c.readonly().with_tx(tx).set(2)
+    assert c.readonly().with_tx(tx).get() == 1
+    c.writeonly().with_tx(tx).set(3)
+    assert tx.commit() and c.get() == 3
+    assert dump_store(rt.store) != before
+    loose = Cell.of(7)
+    assert loose.with_tx(tx).get() == 7  # no identity yet: its initial value
+    with pytest.raises(CauseError):
+        loose.with_tx(Transaction(rt.store)).set(8)
+
+
+@pytest.mark.parametrize("bound", [False, True])
+def test_a_scalar_write_is_checked_against_its_documents_schema(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, bound: bool
+) -> None:
+    """The landing schema (the pattern layer's hook) refuses a write, naming the document."""
+    c = rt.get_cell("typed")
+    c.set(1)
+    doc = rt.store.load(rt.space, c.entity_id or "")
+    monkeypatch.setitem(
+        cells._hooks, "landing_schema",
+        lambda _rt, space, eid: {"type": "integer"} if eid == c.entity_id else None,
+    )
+    before = dump_store(rt.store)
+    with pytest.raises(ValueError, match=f"{c.entity_id}/"):
+        if bound:
+            rt.edit_with_retry(lambda tx: c.with_tx(tx).set("text"))
+        else:
+            c.set("text")
+    assert dump_store(rt.store) == before
+    c.set(1)  # no-op: nothing lands, the version stays
+    assert rt.store.load(rt.space, c.entity_id or "") is doc
+    c.set(2)
+    assert c.get() == 2

@@ -182,3 +182,52 @@ def test_commit_working_refuses_a_stale_read_by_identity_and_stores_nothing() ->
     with pytest.raises(ConflictError, match="is at version 2, transaction read 0"):
         store.commit_working("sp", [("f", 3, None, {}, True)], _read_at(("sp", "e", None)))
     assert store._docs == before
+
+
+@pytest.mark.parametrize("write", [
+    ("e", 5, "kept", "kept", True),  # the one-document lane: a scalar, source and meta kept
+    ("e", {"n": [1]}, "kept", "kept", True),  # a spine the transaction copied
+    ("e", "é", "kept", "kept", True),  # not ASCII: checked the usual way
+    ("e", {"n": [1]}, "kept", "kept", False),  # a caller's container: copied
+    ("e", 5, {"new": 1}, "kept", True),  # a new source
+    ("e", 5, "kept", {"m": 2}, True),  # a new meta
+    ("f", 5, None, {}, True),  # a new document
+])
+def test_a_one_document_commit_lands_what_the_general_commit_lands(write: Any) -> None:
+    """``commit_working``'s lane for one kept-source, kept-meta write changes no result."""
+    entity_id, value, source, meta, owned = write
+    stores = MemoryStore(), MemoryStore()
+    for store in stores:
+        store.commit("sp", {"e": Document({"n": 0}, {"src": 1}, {"m": [1]})}, {})
+    prev = stores[0].load("sp", entity_id)
+    kept = stores[1].load("sp", entity_id)
+    general = stores[0].commit("sp", {entity_id: Document(
+        value,
+        prev.source if source == "kept" else source,  # type: ignore[union-attr]
+        prev.meta if meta == "kept" else meta,  # type: ignore[union-attr]
+    )}, {("sp", entity_id): prev.version if prev is not None else 0})
+    lane = stores[1].commit_working("sp", [(
+        entity_id, value,
+        kept.source if source == "kept" else source,  # type: ignore[union-attr]
+        kept.meta if meta == "kept" else meta,  # type: ignore[union-attr]
+        owned,
+    )], _read_at(("sp", entity_id, kept)))
+    assert [tuple(c) for c in lane] == [tuple(c) for c in general]
+    assert stores[1]._docs == stores[0]._docs
+
+
+def test_a_one_document_commit_still_refuses_a_lone_surrogate_and_a_stale_read() -> None:
+    store = MemoryStore()
+    store.commit("sp", {"e": Document(1)}, {})
+    first = store.load("sp", "e")
+    assert first is not None
+    with pytest.raises(ValueError):
+        store.commit_working("sp", [("e", "\ud800", first.source, first.meta, True)],
+                             _read_at(("sp", "e", first)))
+    store.commit_working("sp", [("e", 2, first.source, first.meta, True)],
+                         _read_at(("sp", "e", first)))
+    before = dict(store._docs)
+    with pytest.raises(ConflictError, match="is at version 2, transaction read 1"):
+        store.commit_working("sp", [("e", 3, first.source, first.meta, True)],
+                             _read_at(("sp", "e", first)))
+    assert store._docs == before

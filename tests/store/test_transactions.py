@@ -16,6 +16,7 @@ from cellkernel.data.values import MISSING
 from cellkernel.errors import ConflictError, TransactionClosedError, WriteIsolationError
 from cellkernel.runtime import Runtime
 from cellkernel.store.documents import Document
+from cellkernel.store.memory import MemoryStore
 from cellkernel.store.transactions import Transaction
 
 
@@ -98,6 +99,38 @@ def test_rewriting_the_same_value_commits_nothing(rt: Runtime) -> None:
     assert tx.commit() == []
     stored = rt.store.load(rt.space, "of:a")
     assert stored is not None and stored.version == 1
+
+
+@pytest.mark.parametrize(("stored", "written", "lands"), [
+    (5, 5, False), ("a", "a", False), (None, None, False), (1.5, 1.5, False),
+    (1, True, True), (True, 1, True), (0, False, True), (1, 1.0, True), (5, 6, True),
+    (None, 0, True), ([1], 1, True), ({"a": 1}, None, True),
+])
+def test_a_scalar_write_lands_only_if_its_json_value_changed(
+    rt: Runtime, stored: Any, written: Any, lands: bool
+) -> None:
+    """The commit's inline scalar check is ``json_equal``: ``True`` is not ``1``."""
+    _seed(rt, rt.space, "of:a", stored)
+    tx = Transaction(rt.store)
+    tx.write(rt.space, "of:a", (), written)
+    changes = tx.commit()
+    after = rt.store.load(rt.space, "of:a")
+    assert after is not None and after.version == (2 if lands else 1)
+    assert len(changes) == (1 if lands else 0)
+    assert type(after.value) is type(written if lands else stored)
+
+
+def test_an_unchanged_value_with_a_new_meta_or_source_still_lands(rt: Runtime) -> None:
+    _seed(rt, rt.space, "of:a", 5)
+    tx = Transaction(rt.store)
+    tx.write(rt.space, "of:a", (), 5)
+    tx.set_meta(rt.space, "of:a", "kind", "demo")
+    assert len(tx.commit()) == 1
+    tx = Transaction(rt.store)
+    tx.write(rt.space, "of:a", (), 5)
+    tx.set_source(rt.space, "of:a", {"/": "src"})
+    assert len(tx.commit()) == 1
+    assert rt.store.load(rt.space, "of:a") == Document(5, {"/": "src"}, {"kind": "demo"}, 3)
 
 
 def test_true_and_one_are_different_values(rt: Runtime) -> None:
@@ -243,6 +276,23 @@ def test_on_commit_callbacks_run_once_after_a_commit(rt: Runtime) -> None:
     empty.on_commit.append(lambda t: seen.append("empty"))
     assert empty.commit() == []
     assert seen == ["committed", "empty"]
+
+
+def test_callback_lists_are_made_on_first_use_and_kept(rt: Runtime) -> None:
+    """``on_commit``/``on_abort`` are lists made when first asked for: the same one after."""
+    seen: list[str] = []
+    tx = Transaction(rt.store)
+    assert tx.on_commit is tx.on_commit and tx.on_abort is tx.on_abort
+    tx.on_commit.append(lambda t: (seen.append("first"), t.on_commit.append(
+        lambda _t: seen.append("added while running"))))
+    tx.write(rt.space, "of:a", (), 1)
+    tx.commit()
+    assert seen == ["first", "added while running"]
+    quiet = Transaction(rt.store)
+    quiet.write(rt.space, "of:a", (), 2)
+    assert len(quiet.commit()) == 1  # no callback asked for: none run, none made
+    quiet.abort()  # (committed: nothing to abort)
+    assert quiet.on_abort == []
 
 
 def test_on_abort_callbacks_run_once_when_nothing_lands(rt: Runtime) -> None:
@@ -416,3 +466,47 @@ def test_a_list_of_output_links_reads_the_same_through_peek_all(rt: Runtime) -> 
     tx = Transaction(rt.store)
     assert rt.cell_at("of:list").with_tx(tx).get() == expected  # journaled, hop by hop
     assert {(eid, path) for _s, eid, path in tx.reads} >= {(o, ()) for o in outs}
+
+
+class _LoadOnly:
+    """A store with ``load`` and ``commit`` only (no ``load_key``, no ``commit_working``)."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStore()
+        self.loaded: list[tuple[str, str]] = []
+
+    def load(self, space: str, entity_id: str) -> Document | None:
+        self.loaded.append((space, entity_id))
+        return self.inner.load(space, entity_id)
+
+    def commit(self, space: str, writes: Any, basis: Any) -> Any:
+        return self.inner.commit(space, writes, basis)
+
+
+def test_a_transaction_loads_by_key_where_the_store_can_and_by_load_elsewhere() -> None:
+    memory = MemoryStore()
+    memory.commit("sp", {"e": Document({"n": 1})}, {})
+    tx = Transaction(memory)
+    assert tx.read("sp", "e", ("n",)) == 1 and tx.document("sp", "e").base is memory.load("sp", "e")
+    plain = _LoadOnly()
+    plain.inner.commit("sp", {"e": Document({"n": 1})}, {})
+    tx = Transaction(plain)  # type: ignore[arg-type]
+    assert tx.read("sp", "e", ("n",)) == 1 and tx.read("sp", "f", ()) is MISSING
+    tx.write("sp", "e", ("n",), 2)
+    assert tx.exists("sp", "g") is False
+    assert plain.loaded == [("sp", "e"), ("sp", "f"), ("sp", "g")]
+    [change] = tx.commit()
+    assert change.after == Document({"n": 2}, None, {}, 2)
+
+
+def test_value_is_an_untracked_whole_document_read(rt: Runtime) -> None:
+    _seed(rt, rt.space, "of:a", {"n": 1})
+    tx = Transaction(rt.store)
+    assert tx.value(rt.space, "of:a") == tx.read(rt.space, "of:a", (), track=False) == {"n": 1}
+    assert tx.value(rt.space, "of:none") is MISSING
+    tx.write(rt.space, "of:a", ("n",), 2)
+    assert tx.value(rt.space, "of:a") == {"n": 2}  # its own write
+    assert tx.reads == []
+    tx.abort()
+    with pytest.raises(TransactionClosedError):
+        tx.value(rt.space, "of:other")
