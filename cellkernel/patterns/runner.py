@@ -432,7 +432,9 @@ class Runner:
                                        previous)
         # the snapshot is built for this write (its records are never changed in place)
         tx.set_meta(space, result_id, "graph", tx.hand_over(snapshot))
-        tx.set_source(space, result_id, {"pattern": pattern.hash, "name": pattern.name})
+        # (two strings, built for this write: the store keeps the dict, not a copy)
+        tx.set_source(space, result_id,
+                      tx.hand_over({"pattern": pattern.hash, "name": pattern.name}))
         self._start(instance, records, tx)
         if fresh:
             self._resume_children(instance, tx)

@@ -36,7 +36,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from cellkernel.data.values import MISSING, Path, get_path, json_equal, paths_overlap
+from cellkernel.data.values import Path, get_path, json_equal, paths_overlap
 from cellkernel.errors import ConflictError, IterationLimitError, NodeError
 from cellkernel.reactive.cells import Cell, current_tx
 from cellkernel.store.transactions import Transaction, backoff_delay, write_lock
@@ -523,8 +523,9 @@ class Scheduler:
             before = change.before.value if change.before is not None else None
             after = change.after.value
             if len(triggers) >= BULK_READERS:
-                groups = self._groups.get(doc_key, MISSING)
-                if groups is MISSING:
+                if doc_key in self._groups:
+                    groups = self._groups[doc_key]
+                else:
                     groups = self._groups[doc_key] = _path_groups(triggers)
                 if groups is not None:
                     self._schedule_groups(groups, before, after, source)

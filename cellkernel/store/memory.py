@@ -225,9 +225,9 @@ def owned_parts(
                 or (prev is not None and value is pv) or (handed and id(value) in handed)):
             value = _owned("value", value, pv, space, entity_id)
         if prev is None:
-            if source is not None:
+            if source is not None and not (handed and id(source) in handed):
                 source = _owned("source", source, None, space, entity_id)
-        elif source is not prev.source:
+        elif source is not prev.source and not (handed and id(source) in handed):
             source = _owned("source", source, prev.source, space, entity_id)
         pm = prev.meta if prev is not None else None
         if prev is not None and meta is pm:

@@ -341,6 +341,26 @@ def test_a_handed_over_value_is_kept_without_a_copy() -> None:
     assert copied is not None and copied.value == kept and copied.value is not kept
 
 
+@pytest.mark.parametrize("stored_before", [False, True])
+def test_a_handed_over_source_is_kept_and_another_copied(stored_before: bool) -> None:
+    """A source handed over (an instance's ``{"pattern", "name"}``) is kept as built, on
+    a new document and on a stored one; a caller's own source is copied."""
+    rt = Runtime()
+    if stored_before:
+        _seed(rt, rt.space, "of:handed-src", 1)
+        _seed(rt, rt.space, "of:own-src", 1)
+    handed = {"pattern": "p1", "name": "P"}
+    own = {"pattern": "p2", "name": "Q"}
+    tx = rt._begin()
+    tx.set_source(rt.space, "of:handed-src", tx.hand_over(handed))
+    tx.set_source(rt.space, "of:own-src", own)
+    rt._commit(tx)
+    kept = rt.store.load(rt.space, "of:handed-src")
+    copied = rt.store.load(rt.space, "of:own-src")
+    assert kept is not None and kept.source is handed
+    assert copied is not None and copied.source == own and copied.source is not own
+
+
 def test_a_meta_with_an_entry_not_handed_over_is_copied_whole() -> None:
     rt = Runtime()
     graph = {"nodes": [1]}
