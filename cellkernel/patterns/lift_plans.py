@@ -83,11 +83,17 @@ def _is_pure(fn: FunctionType) -> bool:
     return _pure_code(fn.__code__) and not any(n in globals_ for n in _global_names(fn.__code__))
 
 
+def _nested(code: CodeType) -> list[CodeType]:
+    """``code`` and every code object nested in it (lambdas, comprehensions), iteratively."""
+    found = [code]
+    for current in found:  # grows while walked
+        found.extend(c for c in current.co_consts if type(c) is CodeType)
+    return found
+
+
 @functools.lru_cache(maxsize=4096)
 def _pure_code(code: CodeType) -> bool:
-    stack = [code]
-    while stack:
-        current = stack.pop()
+    for current in _nested(code):
         for ins in dis.get_instructions(current):
             if ins.opname in _REFUSED_OPS:
                 return False
@@ -97,21 +103,14 @@ def _pure_code(code: CodeType) -> bool:
                 str(ins.argval).startswith("_")
             ):
                 return False
-        stack.extend(c for c in current.co_consts if type(c) is CodeType)
     return True
 
 
 @functools.lru_cache(maxsize=4096)
 def _global_names(code: CodeType) -> frozenset[str]:
     """The names ``code`` (and its nested code) looks up as globals."""
-    names: set[str] = set()
-    stack = [code]
-    while stack:
-        current = stack.pop()
-        names.update(ins.argval for ins in dis.get_instructions(current)
-                     if ins.opname in _GLOBAL_OPS)
-        stack.extend(c for c in current.co_consts if type(c) is CodeType)
-    return frozenset(names)
+    return frozenset(ins.argval for current in _nested(code)
+                     for ins in dis.get_instructions(current) if ins.opname in _GLOBAL_OPS)
 
 
 class Stash:
@@ -294,13 +293,7 @@ def follow_links(fn: Callable[..., Any]) -> bool:
 @functools.lru_cache(maxsize=4096)
 def _attribute_names(code: CodeType) -> frozenset[str]:
     """Every name ``code`` (and its nested code) may use as an attribute."""
-    names: set[str] = set()
-    stack = [code]
-    while stack:
-        current = stack.pop()
-        names.update(current.co_names)
-        stack.extend(c for c in current.co_consts if type(c) is CodeType)
-    return frozenset(names)
+    return frozenset(name for current in _nested(code) for name in current.co_names)
 
 
 def lift_plan(
