@@ -174,13 +174,16 @@ def _path_groups(triggers: dict[Action, list[Path]]) -> dict[Path, list[Action]]
     """The readers of one document by the path they read; None if one is incremental.
 
     An incremental action (``Action.changed``) is told of every change to a
-    document it reads while pending, which the per-action loop of ``notify`` does.
+    document it reads while pending, which the per-action loop of ``notify`` does;
+    that loop also takes a path that is not a tuple (it cannot key a group).
     """
     groups: dict[Path, list[Action]] = {}
     for action, paths in triggers.items():
         if action.changed is not None:
             return None
         for path in paths:
+            if type(path) is not tuple:
+                return None
             groups.setdefault(path, []).append(action)
     return groups
 

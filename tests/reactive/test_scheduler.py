@@ -766,3 +766,17 @@ def test_an_incremental_reader_among_many_is_told_of_every_change(rt: Runtime) -
         src.key("b").set(1)  # the incremental action is pending after this one
         src.key("a").set(1)  # and must learn of this change too
     assert seen and (rt.space, src.entity_id) in seen[-1]
+
+
+def test_many_readers_of_a_path_given_as_a_list_are_notified_one_by_one(rt: Runtime) -> None:
+    """A read path that is not a tuple cannot key a path group: the per-action loop."""
+    src = rt.get_cell("list-path-src")
+    src.set({"a": 0})
+    log: list[Any] = []
+    for i in range(BULK_READERS + 2):
+        action = Action(lambda tx: None, name=f"listed{i}", writes=[],
+                        reads=[(rt.space, src.entity_id or "", ["a"])])  # type: ignore[list-item]
+        rt.scheduler.subscribe(action, schedule=False)
+    rt.scheduler.on_run.append(lambda a: log.append(a.name))
+    src.key("a").set(1)
+    assert sorted(log) == sorted(f"listed{i}" for i in range(BULK_READERS + 2))
