@@ -90,21 +90,34 @@ def as_link(value: Any, base_space: str) -> Link | None:
         path = body.get("path")
         entity_id = body.get("id")
         if type(path) is list and not path and type(entity_id) is str:
-            size = len(body)
-            space = base_space
-            if "space" in body:
-                space = body["space"]
-                size -= 1
-            overwrite = body.get("overwrite")
-            if overwrite is not None:
-                size -= 1
-            if size == 2 and type(space) is str and (
-                overwrite is None or overwrite == "redirect" or overwrite == "this"
-            ):
-                link = _plain_links.get((space, entity_id, overwrite == "redirect"))
+            key = _whole_cell_key(body, entity_id, base_space)
+            if key is not None:
+                link = _plain_links.get(key)
                 if link is not None:
                     return link
     return _parse_checked(value, base_space)
+
+
+def _whole_cell_key(body: dict[str, Any], entity_id: str,
+                    base_space: str) -> tuple[str, str, bool] | None:
+    """The ``_plain_links`` key of a link body with an empty ``path``, or None.
+
+    The common cases, a whole-cell link, plain or a write redirect (every binding
+    a start plans), with or without its space: no field but these.
+    """
+    size = len(body)
+    space = base_space
+    if "space" in body:
+        space = body["space"]
+        size -= 1
+    overwrite = body.get("overwrite")
+    if overwrite is not None:
+        size -= 1
+    if size == 2 and type(space) is str and space and (
+        overwrite is None or overwrite == "redirect" or overwrite == "this"
+    ):
+        return (space, entity_id, overwrite == "redirect")
+    return None
 
 
 def parse_link(value: Any, base_space: str) -> Link:
@@ -132,25 +145,13 @@ def _parse_checked(value: Any, base_space: str) -> Link:
         )
     path = body.get("path", [])
     if type(path) is list and not path and "path" in body:
-        # the common cases, a whole-cell link, plain or a write redirect (every binding a
-        # start plans), with or without its space: Links are immutable, so one per target
-        size = len(body)
-        space = base_space
-        if "space" in body:
-            space = body["space"]
-            size -= 1
-        overwrite = body.get("overwrite")
-        if overwrite is not None:
-            size -= 1
-        if size == 2 and type(space) is str and space \
-                and (overwrite is None or overwrite == "redirect" or overwrite == "this"):
-            redirect = overwrite == "redirect"
-            key = (space, entity_id, redirect)
+        key = _whole_cell_key(body, entity_id, base_space)
+        if key is not None:  # Links are immutable: one per target
             link = _plain_links.get(key)
             if link is None:
                 if len(_plain_links) >= _PLAIN_LINKS_MAX:
                     _plain_links.clear()
-                link = _plain_links[key] = Link(space, entity_id, (), None, redirect)
+                link = _plain_links[key] = Link(key[0], entity_id, (), None, key[2])
             return link
     if type(path) is not list or not all(
         type(p) is str or (type(p) is int and p >= 0) for p in path

@@ -132,24 +132,23 @@ class Transaction:
     def _working(self, space: str, entity_id: str) -> _Working:
         key = (space, entity_id)
         working = self._docs.get(key)
-        if working is None:
-            if self.status != "open":
-                raise TransactionClosedError(f"transaction is {self.status}")
-            load = self._load_key
-            working = _Working(load(key) if load is not None else self._view.load(*key))
-            self._docs[key] = working
+        return working if working is not None else self._load(key)
+
+    def _load(self, key: tuple[str, str]) -> _Working:
+        """A document this transaction has not read yet: loaded, kept as a working copy."""
+        if self.status != "open":
+            raise TransactionClosedError(f"transaction is {self.status}")
+        load = self._load_key
+        working = self._docs[key] = _Working(
+            load(key) if load is not None else self._view.load(*key))
         return working
 
     def read(self, space: str, entity_id: str, path: Path, *, track: bool = True) -> Any:
         """The raw stored value at ``path`` (links not followed), or ``MISSING``."""
         key = (space, entity_id)
-        working = self._docs.get(key)  # hot path: inlined ``_working``
+        working = self._docs.get(key)  # hot path: ``_working``'s hit inline
         if working is None:
-            if self.status != "open":
-                raise TransactionClosedError(f"transaction is {self.status}")
-            load = self._load_key
-            working = self._docs[key] = _Working(
-                load(key) if load is not None else self._view.load(space, entity_id))
+            working = self._load(key)
         if track and self.track:
             self.reads.append((space, entity_id, path))
         value = working.value
@@ -170,11 +169,7 @@ class Transaction:
         key = (space, entity_id)
         working = self._docs.get(key)
         if working is None:
-            if self.status != "open":
-                raise TransactionClosedError(f"transaction is {self.status}")
-            load = self._load_key
-            working = self._docs[key] = _Working(
-                load(key) if load is not None else self._view.load(space, entity_id))
+            working = self._load(key)
         value = working.value
         if value is None and working.base is None:
             return MISSING
