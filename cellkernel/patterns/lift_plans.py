@@ -137,7 +137,8 @@ def _inline_checks(
     return tuple((i, getattr(check, SURE_TYPES, ()), check) for i, check in checks if i in reads)
 
 
-#: one argument: (space, entity_id, key or None for the root) of a read, or a constant
+#: one argument: (space, entity_id, key, a deeper path or None for the root) of a read,
+#: or a constant
 Spec = tuple[str | None, Any, Any]
 
 
@@ -149,8 +150,8 @@ class LiftPlan:
     copies it and fills in what ``reads`` names: (position, space, entity_id, key).
     """
 
-    __slots__ = ("action", "checks", "fn", "last_link", "out_id", "reads", "refusals", "space",
-                 "stash", "template")
+    __slots__ = ("action", "checks", "fn", "last_link", "out_id", "reads", "records",
+                 "refusals", "space", "stash", "template")
 
     def __init__(self, fn: Callable[..., Any], specs: list[Spec],
                  checks: list[tuple[int, Callable[[Any], bool]]], refusals: Any, space: str,
@@ -169,9 +170,11 @@ class LiftPlan:
         self.space = space
         self.out_id = out_id
         self.stash = stash
-        #: the node's action, when a link to a document may be followed (``follow_links``):
-        #: only into documents its subscription reads already (the last general run's)
+        #: the node's action: a link to a document is followed only into documents its
+        #: subscription reads already (the last general run's)
         self.action: Any = None
+        #: whether a link into a document of scalars may be followed (``follow_links``)
+        self.records = False
         #: the last link followed and its parse (a map child's element link is met each run)
         self.last_link: tuple[Any, Any] = (None, None)
 
@@ -186,9 +189,12 @@ class LiftPlan:
                 return NOT_PLANNED
             value: Any = doc.value
             if key is not None:
-                if type(value) is not dict:
-                    return NOT_PLANNED
-                value = value.get(key, MISSING)
+                if type(key) is str:
+                    if type(value) is not dict:
+                        return NOT_PLANNED
+                    value = value.get(key, MISSING)
+                else:  # a deeper path: plain containers all the way (a link: the general read)
+                    value = _walk(value, key)
             t = type(value)
             if t is not int and t is not str and t is not float and t is not bool:
                 if t is not dict or self.action is None:
@@ -226,13 +232,15 @@ class LiftPlan:
     def _document(self, link: dict[str, Any], sp: str,
                   load: Callable[[tuple[str, str]], Document | None],
                   read: list[tuple[tuple[str, str], Document]]) -> Any:
-        """A copy of the document of scalars ``link`` points to, or ``NOT_PLANNED``.
+        """The scalar, or a copy of the document of scalars, ``link`` points to, or
+        ``NOT_PLANNED``.
 
-        What the general read makes of it (``_LinkReader``: a ``DocDict``), as a
-        plain dict: the function cannot tell them apart, since it never names
-        ``.cell`` (``follow_links``).  Only a whole-document link without a
-        schema, and only into a document the node's subscription reads already:
-        otherwise the general run follows it and subscribes to what it finds.
+        A scalar is what the general read gives too.  A record is, there, a
+        ``DocDict``; here a plain dict, which the function cannot tell apart
+        since it never names ``.cell`` (``follow_links``: ``records``).  Only a
+        whole-document link without a schema, and only into a document the
+        node's subscription reads already: otherwise the general run follows it
+        and subscribes to what it finds.
         """
         last = self.last_link
         if link is last[0]:
@@ -253,8 +261,12 @@ class LiftPlan:
         doc = load(key)
         if doc is None:
             return NOT_PLANNED
-        target = doc.value
-        if type(target) is not dict or "/" in target or "$stream" in target:
+        target: Any = doc.value
+        t = type(target)
+        if t is int or t is str or t is float or t is bool:
+            read.append((key, doc))
+            return target
+        if t is not dict or not self.records or "/" in target or "$stream" in target:
             return NOT_PLANNED
         for field in target.values():
             t = type(field)
@@ -294,6 +306,24 @@ def follow_links(fn: Callable[..., Any]) -> bool:
 def _attribute_names(code: CodeType) -> frozenset[str]:
     """Every name ``code`` (and its nested code) may use as an attribute."""
     return frozenset(name for current in _nested(code) for name in current.co_names)
+
+
+def _walk(value: Any, path: tuple[str | int, ...]) -> Any:
+    """The value at ``path`` through plain dicts (str keys) and lists (int indices).
+
+    ``MISSING`` wherever the general read could see it differently: a key of
+    another kind, an index out of range, or anything else on the way (a link is
+    a dict whose only key is ``"/"``, which no planned path names).
+    """
+    for part in path:
+        t = type(value)
+        if t is dict and type(part) is str:
+            value = value.get(part, MISSING)
+        elif t is list and type(part) is int and 0 <= part < len(value):
+            value = value[part]
+        else:
+            return MISSING
+    return value
 
 
 def lift_plan(

@@ -724,8 +724,9 @@ class Runner:
         action = self._subscribe(instance, node, run, record.get("name") or "lift",
                                  self._declared_reads(record, space) if unknown else reads,
                                  plan=plan)
-        if plan is not None and follow_links(fn):
-            plan.action = action  # it may follow a link into a document of scalars (a record)
+        if plan is not None:
+            plan.action = action  # it may follow a link into a scalar's document
+            plan.records = follow_links(fn)  # or into a document of scalars (a record)
 
     def _declared_reads(
         self, record: dict[str, Any], space: str
@@ -1045,9 +1046,10 @@ def _plan_specs(bindings: list[Any], readers: list[Any], curried: list[Any], nam
                 marks: dict[str, str]) -> list[Spec] | None:
     """Where a planned run reads each argument (``lift_plans``), or None: no plan.
 
-    Covered: scalar constants and plain links to a document or one key of it (the
-    links ``_argument_reader`` parsed: its ``_LinkReader`` carries them); a
-    ``Cell[...]`` parameter, a schema on the link or a deeper path is not.
+    Covered: scalar constants and plain links to a document, one key of it or a
+    deeper path of str keys and int indices (the links ``_argument_reader``
+    parsed: its ``_LinkReader`` carries them); a ``Cell[...]`` parameter or a
+    schema on the link is not.
     """
     specs: list[Spec] = []
     for i, binding in enumerate(bindings):
@@ -1065,6 +1067,9 @@ def _plan_specs(bindings: list[Any], readers: list[Any], curried: list[Any], nam
             specs.append((link.space, link.id, None))
         elif len(link.path) == 1 and type(link.path[0]) is str and link.path[0] != "/":
             specs.append((link.space, link.id, link.path[0]))
+        elif all((type(p) is str and p != "/") or (type(p) is int and p >= 0)
+                 for p in link.path):
+            specs.append((link.space, link.id, tuple(link.path)))  # ``lift_plans._walk``
         else:
             return None
     for index, value in curried:

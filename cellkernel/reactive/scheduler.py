@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from cellkernel.data.values import Path, get_path, json_equal, paths_overlap
 from cellkernel.errors import ConflictError, IterationLimitError, NodeError
 from cellkernel.reactive.cells import Cell, current_tx
+from cellkernel.reactive.path_groups import PathGroups, path_groups
 from cellkernel.store.transactions import Transaction, backoff_delay, write_lock
 
 if TYPE_CHECKING:
@@ -170,24 +171,6 @@ def _cacheable(path: Path) -> bool:
 BULK_READERS = 16
 
 
-def _path_groups(triggers: dict[Action, list[Path]]) -> dict[Path, list[Action]] | None:
-    """The readers of one document by the path they read; None if one is incremental.
-
-    An incremental action (``Action.changed``) is told of every change to a
-    document it reads while pending, which the per-action loop of ``notify`` does;
-    that loop also takes a path that is not a tuple (it cannot key a group).
-    """
-    groups: dict[Path, list[Action]] = {}
-    for action, paths in triggers.items():
-        if action.changed is not None:
-            return None
-        for path in paths:
-            if type(path) is not tuple:
-                return None
-            groups.setdefault(path, []).append(action)
-    return groups
-
-
 class Scheduler:
     """Owns triggers, the pending heap, the event queue and the busy period."""
 
@@ -197,7 +180,7 @@ class Scheduler:
         #: per document read by many actions: its readers grouped by the path they read
         #: (``_path_groups``), so a change compares each path once and schedules its
         #: readers in bulk; dropped whenever that document's triggers change
-        self._groups: dict[DocKey, dict[Path, list[Action]] | None] = {}
+        self._groups: dict[DocKey, PathGroups | None] = {}
         self._writers: dict[DocKey, dict[Action, list[Path]]] = {}
         #: pending runs as ``height << SEQ_BITS | seq`` ints (``_push``; a heap of plain
         #: ints compares in C without tuples), and the action each key stands for
@@ -529,9 +512,14 @@ class Scheduler:
                 if doc_key in self._groups:
                     groups = self._groups[doc_key]
                 else:
-                    groups = self._groups[doc_key] = _path_groups(triggers)
+                    groups = self._groups[doc_key] = path_groups(triggers)
                 if groups is not None:
-                    self._schedule_groups(groups, before, after, source)
+                    hint = self._written.get(doc_key)
+                    reached = None
+                    if hint is not None and hint[0] is before and hint[1] is after:
+                        reached = groups.reached(before, after, hint[2])  # the write's paths
+                    self._schedule_groups(groups.by_path, groups.by_path if reached is None
+                                          else reached, before, after, source)
                     continue
             pending = self._pending
             # many readers of one document mostly read the same few paths: compare each once
@@ -574,13 +562,14 @@ class Scheduler:
                                 action.changed.add((change.space, change.entity_id))
                         break
 
-    def _schedule_groups(self, groups: dict[Path, list[Action]], before: Any, after: Any,
-                         source: Action | None) -> None:
-        """``notify`` for a document many actions read: each path compared once, its
-        readers scheduled in bulk (a fan-out's thousand readers of one input)."""
+    def _schedule_groups(self, by_path: dict[Path, list[Action]], paths: Iterable[Path],
+                         before: Any, after: Any, source: Action | None) -> None:
+        """``notify`` for a document many actions read: each of ``paths`` compared once,
+        its readers scheduled in bulk (a fan-out's thousand readers of one input)."""
         pending = self._pending
         heap = self._heap
-        for path, actions in groups.items():
+        for path in paths:
+            actions = by_path[path]
             if path == ():
                 if json_equal(before, after):
                     continue

@@ -375,10 +375,92 @@ def test_only_a_function_that_never_names_cell_is_handed_a_plain_dict() -> None:
     a.set({"v": 1, "xs": [1, 2]})
     result = rt.run(OneRecord, {"item": a}, cause="cell")
     plans = {x.name: x.plan for x in rt.scheduler._known}
-    assert plans["names_cell"] is not None and plans["names_cell"].action is None
-    assert plans["double_v"].action is not None
+    assert plans["names_cell"] is not None and not plans["names_cell"].records
+    assert plans["double_v"].records
     a.key("v").set(5)
     assert result.key("has_cell").get() is True  # a DocDict, from the general run
     a.key("xs").set([1, 2, 3])  # nested values: the general read materialises them
     assert result.key("t").get() == 6 and result.key("d").get() == 10
+    assert not rt.errors
+
+
+@lift
+def triple(x: int) -> int:
+    return 3 * x
+
+
+N_ITEMS = 20
+
+
+@pattern
+def PerElement(xs: list[int], nest: dict[str, Any]) -> Any:
+    """One lift per element of an inline list, and one three levels down."""
+    return {"xs": xs, "nest": nest, "outs": [triple(xs[i]) for i in range(N_ITEMS)],
+            "deep": triple(nest["a"]["b"][1])}
+
+
+@pattern
+def PerCell(srcs: list[Any]) -> Any:
+    """One lift per cell, each reached through the argument's list of links."""
+    return {"srcs": srcs, "outs": [triple(srcs[i]) for i in range(N_ITEMS)]}
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_lifts_over_deeper_paths_and_links_to_scalars_run_planned(
+    tmp_path: Any, store: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``xs[i]`` (a path two deep) and ``srcs[i]`` (a link to a cell holding a scalar)
+    take the plan after the first run, and match a Python oracle over random writes."""
+    rt = runtime_on(store, tmp_path, "deep.db")
+    xs = list(range(N_ITEMS))
+    inline = rt.run(PerElement, {"xs": xs, "nest": {"a": {"b": [0, 5]}}}, cause="deep")
+    cells = [rt.get_cell(f"scalar-{i}") for i in range(N_ITEMS)]
+    for i, c in enumerate(cells):
+        c.set(i)
+    linked = rt.run(PerCell, {"srcs": cells}, cause="linked")
+    assert inline.key("deep").get() == 15
+    general = _general_runs(rt, monkeypatch)
+    rng = random.Random(3)
+    values = list(range(N_ITEMS))
+    for _ in range(30):
+        k, v = rng.randrange(N_ITEMS), rng.randint(-9, 9)
+        inline.key("xs", k).set(v)
+        xs[k] = v
+        cells[k].set(v + 1)
+        values[k] = v + 1
+        assert inline.key("outs").get() == [3 * x for x in xs]
+        assert linked.key("outs").get() == [3 * x for x in values]
+    inline.key("nest", "a", "b", 1).set(7)
+    assert inline.key("deep").get() == 21
+    assert "triple" not in general  # every run after the first took the plan
+    assert not rt.errors
+    rt.close()
+
+
+def test_a_link_on_a_deeper_path_or_a_repointed_cell_takes_the_general_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A link met on the way down, or a cell that now links to another one: the
+    general run reads it (and subscribes what it found); values stay right."""
+    rt = Runtime()
+    other = rt.get_cell("other")
+    other.set({"b": [0, 4]})
+    cells = [rt.get_cell(f"c-{i}") for i in range(N_ITEMS)]
+    for i, c in enumerate(cells):
+        c.set(i)
+    spare = rt.get_cell("spare")
+    spare.set(100)
+    inline = rt.run(PerElement, {"xs": list(range(N_ITEMS)), "nest": {"a": {"b": [0, 1]}}},
+                    cause="deep-link")
+    linked = rt.run(PerCell, {"srcs": cells}, cause="repoint")
+    general = _general_runs(rt, monkeypatch)
+    inline.key("nest", "a").set(other)  # now a link on the way to a.b[1]
+    assert inline.key("deep").get() == 12
+    other.key("b", 1).set(6)
+    assert inline.key("deep").get() == 18  # subscribed through the link
+    linked.key("srcs", 3).set(spare)  # writes through: cell 3 now links to another cell
+    assert linked.key("outs", 3).get() == 300
+    spare.set(101)
+    assert linked.key("outs", 3).get() == 303  # subscribed through the new link
+    assert "triple" in general
     assert not rt.errors

@@ -7,6 +7,7 @@ test/scheduler.test.ts) with their expected values; runs are counted, never time
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sys
 from collections import Counter
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from helpers.core import addr, lift, make_stream, on_event, raw
 
+from cellkernel.data.values import get_path, json_equal
 from cellkernel.errors import ConflictError, IterationLimitError, NodeError
 from cellkernel.reactive.scheduler import BULK_READERS, MAX_ITERATIONS, Action
 from cellkernel.runtime import Runtime
@@ -741,6 +743,63 @@ def test_readers_of_one_document_run_exactly_when_their_path_changed(rt: Runtime
                     != (after if key is None else after[key])}
         assert set(names(log)) == expected
         assert len(log) == len(expected)  # each at most once
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_readers_of_nested_paths_run_exactly_when_their_value_changed(rt: Runtime,
+                                                                      seed: int) -> None:
+    """Many readers of one document at nested paths (list elements, their fields, a
+    list's ``length``, an index spelled as a string): a write through the cell API
+    (an element, a record's field, a push, a remove, a whole list) narrows the paths compared to
+    those it went through (``PathGroups.reached``); the readers that run are still
+    exactly those whose value changed (the oracle compares before and after)."""
+    rng = random.Random(seed)
+    src = rt.get_cell(f"nested-src-{seed}")
+    src.set({"xs": list(range(12)), "recs": [{"v": i, "w": [i]} for i in range(6)], "n": 0})
+    log: list[Any] = []
+    paths: list[tuple[Any, ...]] = (
+        [("xs", i) for i in range(14)] + [("xs", "length"), ("xs", "3"), ("n",), ("recs",)]
+        + [("recs", i, f) for i in range(7) for f in ("v", "w")] + [("recs", 2, "w", 0)])
+    for i, path in enumerate(paths):
+        lift(rt, f"p{i}", [src.key(*path)], rt.get_cell(f"nested-out-{seed}-{i}"),
+             lambda v: v, log)
+    rt.idle()
+    compared: list[int] = []
+    groups = rt.scheduler._schedule_groups
+
+    def counting(by_path: Any, compare: Any, *rest: Any) -> None:
+        compare = list(compare)
+        compared.append(len(compare))
+        groups(by_path, compare, *rest)
+
+    rt.scheduler._schedule_groups = counting  # type: ignore[method-assign]
+    def plain() -> Any:  # (records are their own documents: DocDicts, as plain JSON)
+        return json.loads(json.dumps(src.get()))
+
+    for _ in range(40):
+        before = plain()
+        log.clear()
+        roll = rng.random()
+        if roll < 0.15:
+            src.key("xs").push(rng.randint(0, 3))
+        elif roll < 0.3 and before["xs"]:
+            src.key("xs").remove(before["xs"][-1] if rng.random() < 0.7 else before["xs"][0])
+        elif roll < 0.45:
+            src.key("recs", rng.randrange(6), "v").set(rng.randint(0, 3))
+        elif roll < 0.5:
+            src.key("recs", rng.randrange(6), "w").set([rng.randint(0, 2)] * rng.randint(0, 2))
+        elif roll < 0.55:
+            src.key("xs").set([rng.randint(0, 3) for _ in range(rng.randint(10, 14))])
+        elif roll < 0.6:
+            src.key("n").set(rng.randint(0, 2))
+        else:
+            src.key("xs", rng.randrange(len(before["xs"]) or 1)).set(rng.randint(0, 3))
+        after = plain()
+        expected = {f"p{i}" for i, path in enumerate(paths)
+                    if not json_equal(get_path(before, path), get_path(after, path))}
+        assert set(names(log)) == expected, (before, after)
+        assert len(log) == len(expected)
+    assert compared and min(compared) <= 4 < len(paths)  # narrowed, not every path
 
 
 def test_an_incremental_reader_among_many_is_told_of_every_change(rt: Runtime) -> None:

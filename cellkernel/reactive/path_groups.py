@@ -1,0 +1,124 @@
+"""The readers of one document grouped by the path they read, and which paths a write reaches.
+
+A document that many actions read (a list whose elements each feed a lift) is
+notified by groups: each path is compared once and its readers are scheduled
+together.  When the scheduler also knows the paths a write went through
+(``Scheduler.note_written``), ``PathGroups.reached`` names the few read paths
+that write can have changed, so a one-element write compares O(depth + those
+readers), not every path of the document.  The values at the named paths are
+still compared: this narrows, it never decides.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cellkernel.data.values import MISSING, Path
+
+#: a trie node's key for the read paths that end at that node (paths hold str and int)
+_END: Any = None
+#: a list whose length changed by more than this is searched whole, not index by index
+_SPAN = 64
+
+
+class PathGroups:
+    """Readers by path (``by_path``), and a trie of those paths (``reached``)."""
+
+    __slots__ = ("_trie", "by_path")
+
+    def __init__(self, by_path: dict[Path, list[Any]]) -> None:
+        self.by_path = by_path
+        self._trie: dict[Any, Any] | None = None
+
+    def _root(self) -> dict[Any, Any]:
+        trie = self._trie
+        if trie is None:
+            trie = self._trie = {}
+            for path in self.by_path:
+                node = trie
+                for part in path:
+                    node = node.setdefault(_spelling(part), {})
+                node.setdefault(_END, []).append(path)  # (every spelling of it)
+        return trie
+
+    def reached(self, before: Any, after: Any, written: list[Path]) -> list[Path] | None:
+        """The read paths that a write along ``written`` can have changed, or None.
+
+        A read path is reached when it is a prefix of a written path or lies
+        below one.  Every spelling of a list index is one trie key (``"3"`` and
+        ``3`` read the same element).  Where a written path crosses a list whose
+        length changed, the indices between the old and the new length are
+        reached (a write past the end pads with ``None``), and so is a read of
+        ``"length"``.  Where the container on the way is not the same kind
+        before and after, everything below it is.  None when a length moved by
+        more than ``_SPAN``: the caller compares every path.
+        """
+        found: list[Path] = []
+        whole: list[dict[Any, Any]] = []  # subtrees reached whole
+        root = self._root()
+        for path in written:
+            node: dict[Any, Any] | None = root
+            b, a = before, after
+            for part in path:
+                assert node is not None
+                tb = type(b)
+                if tb is not type(a) or (tb is not dict and tb is not list):
+                    break  # a container replaced or made here: all below it
+                if _END in node:
+                    found.extend(node[_END])
+                key = _spelling(part)
+                if tb is list:
+                    if len(b) != len(a):
+                        low, high = sorted((len(b), len(a)))
+                        if high - low > _SPAN:
+                            return None
+                        for i in (*range(low, high), "length"):
+                            child = node.get(i)
+                            if child is not None:
+                                whole.append(child)
+                    b = b[key] if type(key) is int and 0 <= key < len(b) else MISSING
+                    a = a[key] if type(key) is int and 0 <= key < len(a) else MISSING
+                else:
+                    b, a = b.get(part, MISSING), a.get(part, MISSING)
+                node = node.get(key)
+                if node is None:
+                    break
+            if node is not None:
+                whole.append(node)
+        seen: set[int] = set()
+        while whole:
+            node = whole.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            for key, child in node.items():
+                if key is _END:
+                    found.extend(child)
+                else:
+                    whole.append(child)
+        return list(dict.fromkeys(found))  # (a path met twice is compared once)
+
+
+def _spelling(part: Any) -> Any:
+    """A path part as the trie keys it: a str of digits as the index it names."""
+    if type(part) is str and part.isdigit():
+        return int(part)
+    return part
+
+
+def path_groups(triggers: dict[Any, list[Any]]) -> PathGroups | None:
+    """The readers of one document by the path they read; None if one is incremental.
+
+    An incremental action (``Action.changed``) is told of every change to a
+    document it reads while pending, which the per-action loop of ``notify`` does;
+    that loop also takes a path that is not a tuple (it cannot key a group).
+    """
+    groups: dict[Path, list[Any]] = {}
+    for action, paths in triggers.items():
+        if action.changed is not None:
+            return None
+        for path in paths:
+            if type(path) is not tuple:
+                return None
+            groups.setdefault(path, []).append(action)
+    return PathGroups(groups)
