@@ -314,7 +314,32 @@ def json_equal(a: Any, b: Any) -> bool:
         if a != b:
             return False
     except RecursionError:  # deeper than C's comparison may go: the walk below decides
-        pass
+        return _strict_walk(a, b)
+    # Equal by ``==``: only a kind can differ now (``True == 1``, ``1 == 1.0``), so the
+    # walk compares types, in C a list at a time, and descends into containers only.
+    stack = [(a, b)]
+    while stack:
+        x, y = stack.pop()
+        if type(x) is list:
+            kinds = list(map(type, x))
+            if kinds != list(map(type, y)):
+                return False
+            if dict in kinds or list in kinds:
+                stack.extend((v, w) for v, w in zip(x, y, strict=True)
+                             if (type(v) is dict or type(v) is list) and v is not w)
+        else:  # dicts: the same keys (``==``), each value's kind compared
+            for k, v in x.items():
+                w = y[k]
+                tv = type(v)
+                if tv is not type(w):
+                    return False
+                if (tv is dict or tv is list) and v is not w:
+                    stack.append((v, w))
+    return True
+
+
+def _strict_walk(a: Any, b: Any) -> bool:
+    """``json_equal`` of containers too deep for C's ``==``: every part compared (iterative)."""
     stack = [(a, b)]
     while stack:
         x, y = stack.pop()

@@ -17,7 +17,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, NamedTuple, Protocol, TypeAlias, runtime_checkable
 
 from cellkernel.data.values import json_equal
@@ -142,7 +142,34 @@ class Encoded(NamedTuple):
     doc: Document  # decoded copy, version still unassigned
 
 
-def encode_document(space: str, entity_id: str, doc: object) -> Encoded:
+def encode_owned(part: str, value: Any) -> tuple[str, Any]:
+    """``encode_part`` of a value the transaction layer owns: its own decoded copy.
+
+    Owned means built from the store's own JSON and checked scalars, or handed
+    over by its maker (``Transaction.hand_over``): plain, normalised JSON that
+    nobody changes again, which ``MemoryStore`` keeps uncopied for the same
+    reason.  So no round trip and no comparison: only the text, and its check
+    for a lone surrogate (a ``str`` the write did not check).
+    """
+    t = type(value)
+    if t is not dict and t is not list:
+        return encode_part(part, value)
+    try:
+        text = dumps(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"document {part} is not JSON: {exc}") from None
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"document {part} is not JSON: a lone surrogate {text[exc.start]!r} "
+                "is not a Unicode character"
+            ) from None
+    return text, value
+
+
+def encode_document(space: str, entity_id: str, doc: object, owned: bool = False) -> Encoded:
     if type(doc) is not Document and not isinstance(doc, Document):
         raise TypeError(
             f"write of {entity_id!r} in space {space!r} is {type(doc).__name__}, not Document"
@@ -157,7 +184,7 @@ def encode_document(space: str, entity_id: str, doc: object) -> Encoded:
     where = f"{entity_id!r} in space {space!r}"
     if not isinstance(meta, Mapping):
         raise ValueError(f"document meta of {where} is not a mapping: {meta!r}")
-    value_text, value = encode_part(f"value of {where}", value)
+    value_text, value = (encode_owned if owned else encode_part)(f"value of {where}", value)
     source_text, source = encode_part(f"source of {where}", source)
     meta_text, meta = encode_part(f"meta of {where}", dict(meta))
     encoded = new_encoded(
@@ -183,9 +210,14 @@ def conflict_error(space: str, conflicts: list[tuple[Key, int, int]]) -> Conflic
 
 
 def encode_commit(
-    space: str, writes: Mapping[str, Document], basis: Mapping[tuple[str, str], int]
+    space: str, writes: Mapping[str, Document], basis: Mapping[tuple[str, str], int],
+    owned: Collection[str] = (),
 ) -> dict[str, Encoded]:
-    """Encode everything before touching storage, so bad input writes nothing."""
+    """Encode everything before touching storage, so bad input writes nothing.
+
+    ``owned`` names the documents whose value the transaction layer owns
+    (``encode_owned``).
+    """
     for (space_id, entity_id), version in basis.items():
         if type(space_id) is not str or type(entity_id) is not str:
             check_key(space_id, entity_id)
@@ -195,7 +227,7 @@ def encode_commit(
     for entity_id, doc in writes.items():
         if type(space) is not str or type(entity_id) is not str:
             check_key(space, entity_id)
-        encoded[entity_id] = encode_document(space, entity_id, doc)
+        encoded[entity_id] = encode_document(space, entity_id, doc, entity_id in owned)
     return encoded
 
 

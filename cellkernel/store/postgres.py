@@ -29,7 +29,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from cellkernel.errors import CellkernelError, ConflictError
@@ -468,7 +468,22 @@ class PostgresStore:
         writes: Mapping[str, Document],
         basis: Mapping[tuple[str, str], int],
     ) -> list[Change]:
-        encoded = encode_commit(space, writes, basis)
+        return self.commit_owned(space, writes, basis, ())
+
+    def commit_owned(
+        self,
+        space: str,
+        writes: Mapping[str, Document],
+        basis: Mapping[tuple[str, str], int],
+        owned: Collection[str],
+    ) -> list[Change]:
+        """``commit``, naming the documents whose value the transaction layer owns.
+
+        Their values are encoded without the round trip that checks a caller's
+        value (``documents.encode_owned``): a large document written one element
+        at a time costs its text, not a decode and a comparison too.
+        """
+        encoded = encode_commit(space, writes, basis, owned)
         for key in (*basis, *((space, entity_id) for entity_id in encoded)):
             if not (_storable(key[0]) and _storable(key[1])):
                 raise ValueError(

@@ -14,7 +14,7 @@ import time
 import urllib.parse
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, TypeAlias
 
 from cellkernel.errors import CorruptDocumentError, StoreError
@@ -477,7 +477,22 @@ class SqliteStore:
         writes: Mapping[str, Document],
         basis: Mapping[tuple[str, str], int],
     ) -> list[Change]:
-        encoded = encode_commit(space, writes, basis)
+        return self.commit_owned(space, writes, basis, ())
+
+    def commit_owned(
+        self,
+        space: str,
+        writes: Mapping[str, Document],
+        basis: Mapping[tuple[str, str], int],
+        owned: Collection[str],
+    ) -> list[Change]:
+        """``commit``, naming the documents whose value the transaction layer owns.
+
+        Their values are encoded without the round trip that checks a caller's
+        value (``documents.encode_owned``): a large document written one element
+        at a time costs its text, not a decode and a comparison too.
+        """
+        encoded = encode_commit(space, writes, basis, owned)
         if self.readonly:
             raise StoreError(f"sqlite store {self.path} was opened read-only (mode=ro)")
         with self._lock:

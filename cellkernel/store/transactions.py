@@ -358,7 +358,14 @@ class Transaction:
                     for key, working in self._docs.items()
                 }
                 writes = {eid: new_document((v, src, m, 0)) for eid, v, src, m, _o in parts}
-                changes = store.commit(space, writes, basis)
+                commit_owned = getattr(store, "commit_owned", None)
+                if commit_owned is not None:  # (SQLite, PostgreSQL: see ``encode_owned``)
+                    given = self._handed
+                    owned = {eid for eid, v, _s, _m, o in parts
+                             if o or (given is not None and id(v) in given)}
+                    changes = commit_owned(space, writes, basis, owned)
+                else:
+                    changes = store.commit(space, writes, basis)
         except Exception:
             self._aborted()
             raise

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 import enum
 import json
 import math
+import random
 from collections import OrderedDict
 from typing import Any
 
@@ -254,3 +256,52 @@ def test_paths_overlap_when_one_is_a_prefix() -> None:
 def test_json_equal_is_strict_at_every_depth(a: Any, b: Any, equal: bool) -> None:
     assert json_equal(a, b) is equal
     assert json_equal(b, a) is equal
+
+
+def _strict_reference(a: Any, b: Any) -> bool:
+    """The definition, recursively (test values are shallow): same kinds, same parts."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(_strict_reference(a[k], b[k]) for k in a)
+    if type(a) is list:
+        return len(a) == len(b) and all(map(_strict_reference, a, b))
+    return bool(a == b)
+
+
+def _json_value(rng: random.Random, depth: int = 0) -> Any:
+    if depth > 2 or rng.random() < 0.4:
+        return rng.choice([0, 1, 1.0, 0.0, True, False, None, "a", "1", 2])
+    if rng.random() < 0.5:
+        return [_json_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    return {k: _json_value(rng, depth + 1) for k in rng.sample("abc", rng.randint(0, 3))}
+
+
+def _respelled(rng: random.Random, value: Any) -> Any:
+    """A copy of ``value`` with, at random, one scalar swapped for a ``==``-equal kind."""
+    swaps = {(int, 1): True, (bool, True): 1, (int, 0): False, (bool, False): 0,
+             (float, 1.0): 1, (float, 0.0): 0}
+    if type(value) is dict:
+        return {k: _respelled(rng, v) for k, v in value.items()}
+    if type(value) is list:
+        return [_respelled(rng, v) for v in value]
+    swapped = swaps.get((type(value), value), MISSING)
+    return swapped if swapped is not MISSING and rng.random() < 0.15 else value
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_json_equal_agrees_with_its_definition(seed: int) -> None:
+    """Random values against a copy with kinds swapped (``True`` for ``1``, ``1`` for
+    ``1.0``), a copy sharing parts, and a long list of scalars with one kind changed."""
+    rng = random.Random(seed)
+    for _ in range(50):
+        a = _json_value(rng)
+        for b in (_respelled(rng, a), _json_value(rng), copy.deepcopy(a)):
+            assert json_equal(a, b) is _strict_reference(a, b), (a, b)
+            assert json_equal(b, a) is _strict_reference(a, b), (a, b)
+    long = list(range(1000))
+    other = [*long[:500], 500.0, *long[501:]]
+    assert long == other and not json_equal(long, other)
+    nested = [{"v": i} for i in range(100)]
+    flipped = [*nested[:40], {"v": True} if nested[40]["v"] == 1 else {"v": 40.0}, *nested[41:]]
+    assert not json_equal(nested, flipped) and json_equal(nested, copy.deepcopy(nested))
