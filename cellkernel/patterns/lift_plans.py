@@ -189,14 +189,18 @@ class LiftPlan:
                 return NOT_PLANNED
             value: Any = doc.value
             if key is not None:
-                if type(key) is str:
-                    if type(value) is not dict:
-                        return NOT_PLANNED
-                    value = value.get(key, MISSING)
-                else:  # a deeper path: plain containers all the way (a link: the general read)
-                    value = _walk(value, key)
+                if type(value) is not dict:
+                    return NOT_PLANNED
+                value = value.get(key, MISSING)  # (a deeper path, a tuple: MISSING here)
             t = type(value)
             if t is not int and t is not str and t is not float and t is not bool:
+                if value is MISSING and type(key) is tuple:  # a deeper path: plain containers
+                    value = _walk(doc.value, key)
+                    t = type(value)
+                    if t is int or t is str or t is float or t is bool:
+                        args[i] = value
+                        read.append((doc_key, doc))
+                        continue
                 if t is not dict or self.action is None:
                     return NOT_PLANNED  # links, containers, nothing: the general read
                 value = self._document(value, sp, load, read)  # a record's own document
@@ -262,11 +266,13 @@ class LiftPlan:
         if doc is None:
             return NOT_PLANNED
         target: Any = doc.value
-        t = type(target)
-        if t is int or t is str or t is float or t is bool:
-            read.append((key, doc))
-            return target
-        if t is not dict or not self.records or "/" in target or "$stream" in target:
+        if type(target) is not dict:
+            t = type(target)
+            if t is int or t is str or t is float or t is bool:
+                read.append((key, doc))
+                return target
+            return NOT_PLANNED
+        if not self.records or "/" in target or "$stream" in target:
             return NOT_PLANNED
         for field in target.values():
             t = type(field)
