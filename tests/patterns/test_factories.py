@@ -626,8 +626,9 @@ def test_a_handler_whose_commit_keeps_conflicting_leaves_no_running_child(
         raise ConflictError("stale basis (forced by the test)")
 
     with monkeypatch.context() as patched:
-        # a transaction lands through ``commit_working`` where the store has it (MemoryStore)
-        for name in ("commit", "commit_working"):
+        # a transaction lands through ``commit_working`` where the store has it (MemoryStore),
+        # else ``commit_owned`` (SQLite, PostgreSQL)
+        for name in ("commit", "commit_working", "commit_owned"):
             if hasattr(rt.store, name):
                 patched.setattr(rt.store, name, always_stale)
         s.spawn.send({"count": 2})  # every attempt starts a child; none of them lands
