@@ -520,7 +520,8 @@ class SqliteStore:
         basis, and the same rows; what it skips is work nobody uses: the
         layer reported the changes when it landed them, so none are built,
         and the usual derived document (an int, no source, no meta) is encoded
-        inline.  A version-checked ``UPDATE`` (an ``INSERT`` for a new
+        inline; any other value is the layer's store-owned copy (``owned_parts``),
+        encoded without the round trip (``documents.encode_owned``).  A version-checked ``UPDATE`` (an ``INSERT`` for a new
         document) is the check: one that misses a row is a ``ConflictError``
         and nothing lands.  The cache then holds the landed documents
         themselves.
@@ -548,7 +549,7 @@ class SqliteStore:
                     check_key(space, entity_id)
                 if key[0] != space:
                     raise ValueError(f"landed document {key!r} is not in space {space!r}")
-                enc = encode_document(space, entity_id, doc)
+                enc = encode_document(space, entity_id, doc, owned=True)  # (store-owned)
                 text, source, meta_text = enc.value, enc.source, enc.meta
                 if decoded is None:
                     decoded = []

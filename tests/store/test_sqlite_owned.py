@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from cellkernel import lift, pattern
 from cellkernel.runtime import Runtime
 from cellkernel.store import documents
 
@@ -72,4 +73,34 @@ def test_a_lone_surrogate_in_an_element_write_is_refused_and_nothing_lands(
     rt.close()
     fresh = Runtime(store=url)
     assert fresh.get_cell("big").get() == ["a", "b", "c"]
+    fresh.close()
+
+
+@lift
+def spread(n: int) -> list[int]:
+    return [n * i for i in range(500)]
+
+
+@pattern
+def Spread(n: int = 1) -> Any:
+    return {"n": n, "out": spread(n)}
+
+
+def test_a_settles_derived_list_lands_without_the_round_trip_and_reads_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The write-back layer's documents are its own copies (``owned_parts`` checked the
+    function's list): the group commit encodes them without a decode."""
+    url = f"sqlite:///{tmp_path / 'landed.db'}"
+    rt = Runtime(store=url)
+    result = rt.run(Spread, {"n": 1}, cause="spread")
+    decodes = _decodes(monkeypatch)
+    for n in (2, 3, 4):
+        result.key("n").set(n)
+        assert result.key("out").get() == [n * i for i in range(500)]
+    assert not [size for size in decodes if size > 1000]  # no 500-element decode
+    rt.close()
+    fresh = Runtime(store=url)
+    assert fresh.run(Spread, {"n": 4}, cause="spread").key("out").get() == [
+        4 * i for i in range(500)]
     fresh.close()
