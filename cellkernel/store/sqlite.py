@@ -522,9 +522,9 @@ class SqliteStore:
         and the usual derived document (an int, no source, no meta) is encoded
         inline; any other value is the layer's store-owned copy (``owned_parts``),
         encoded without the round trip (``documents.encode_owned``).  A
-        version-checked ``UPDATE`` (an ``INSERT`` for a new document) is the check: one that misses a row is a ``ConflictError``
-        and nothing lands.  The cache then holds the landed documents
-        themselves.
+        version-checked ``UPDATE`` (an ``INSERT`` for a new document) is the
+        check: one that misses a row is a ``ConflictError`` and nothing lands.
+        The cache then holds the landed documents themselves.
         """
         if type(space) is not str:
             check_key(space, "")
