@@ -21,7 +21,12 @@ in the faster one.  Shapes, each at N = 1 000 and N = 10 000:
 3. **inline argument**: ``rt.run(M, {"items": [0, …, N-1]})`` (the list lives in
    the instance's argument document); a write is ``result.items.key(k).set(v)``
    (the result's ``items`` field redirects to the argument).  Peers: as 1.
-4. **push + remove**: on the scalar instance of 1, ``items.push(x)`` + idle + read
+4. **lift per element**: no ``map``: a pattern with one lift per element of its
+   inline list argument, ``E(xs) = {"xs": xs, "out": [double(xs[i]) for i in
+   range(N)]}``, so N actions read one document, each at its own index; a write is
+   ``result.xs.key(k).set(v)``.  The scheduler narrows the paths it compares to those
+   the write went through (``reactive/path_groups.py``).  Peers: as 1.
+5. **push + remove**: on the scalar instance of 1, ``items.push(x)`` + idle + read
    ``result.out.key(N)``, then ``items.remove(x)`` + idle, so every sample starts
    from N elements (a growing list would give the peers, whose per-write cost is a
    few µs and whose samples hold thousands of writes, a list many times N).  The
@@ -30,7 +35,7 @@ in the faster one.  Shapes, each at N = 1 000 and N = 10 000:
    the elements still at the same position (an index-keyed ``mapArray``) and
    returning them; push sets the tuple with one new element signal, the read
    evaluates the new element's computed, remove sets the tuple without it.
-5. **filter**: ``items`` holds N plain ints (one document, as 1, its own runtime);
+6. **filter**: ``items`` holds N plain ints (one document, as 1, its own runtime);
    the pattern ``F(items) = {"items": items, "kept": items.filter(lambda x:
    is_even(x))}``; a write is ``items.key(k).set(w)`` + ``rt.idle()`` + read
    ``result.kept.key(j).get()``, ``j = (k + 1) // 2`` (the evens before ``k``):
@@ -105,7 +110,7 @@ QUICK_MEMORY_WRITES = 10_000
 #: a time budget for the memory loop (it stops early and says so)
 MEMORY_BUDGET = 1_800.0
 QUICK_MEMORY_BUDGET = 8.0
-SHAPES = ("scalars", "records", "inline argument", "push + remove", "filter")
+SHAPES = ("scalars", "records", "inline argument", "lift per element", "push + remove", "filter")
 
 #: runs of the per-element lifts, counted by every runtime's ``on_run`` (``counted``)
 LIFT_RUNS = [0]
@@ -222,6 +227,21 @@ def ck_records(rt: Runtime, n: int) -> CkCase:
     result = rt.run(R, {"items": items}, cause=_cause("map"))
     k = n // 2
     return CkCase(rt, items.key(k).key("v").set, result.out.key(k).get, lambda v: 2 * v)
+
+
+def per_element_pattern(n: int) -> Any:
+    @pattern
+    def E(xs: list[int]) -> Any:
+        return {"xs": xs, "out": [double(xs[i]) for i in range(n)]}
+
+    return E
+
+
+def ck_per_element(rt: Runtime, n: int) -> CkCase:
+    result = rt.run(per_element_pattern(n), {"xs": list(range(n))}, cause=_cause("element"))
+    k = n // 2
+    assert result.out.key(k).get() == 2 * k
+    return CkCase(rt, result.xs.key(k).set, result.out.key(k).get, lambda v: 2 * v)
 
 
 def ck_inline(rt: Runtime, n: int) -> CkCase:
@@ -403,6 +423,10 @@ def _ck_inline_at(rt: Runtime, n: int) -> Callable[[], CkCase]:
     return lambda: ck_inline(rt, n)
 
 
+def _ck_per_element_at(rt: Runtime, n: int) -> Callable[[], CkCase]:
+    return lambda: ck_per_element(rt, n)
+
+
 def _ck_records_at(rt: Runtime, n: int) -> Callable[[], CkCase]:
     return lambda: ck_records(rt, n)
 
@@ -568,6 +592,13 @@ def bench_sizes(peers: list[Peer], sizes: tuple[int, ...], quick: bool,
                                      _ck_inline_at(inline[n], n)) for n in sizes},
                      items, quick=quick))
     for rt in inline.values():
+        rt.close()
+    per_element = {n: counted() for n in sizes}
+    done(bench_shape("lift per element",
+                     {n: timed_setup(f"lift per element {n:,}",
+                                     _ck_per_element_at(per_element[n], n)) for n in sizes},
+                     items, quick=quick))
+    for rt in per_element.values():
         rt.close()
     for graphs in items.values():
         close_all(graphs)
