@@ -201,8 +201,9 @@ class CollectionRun:
                 tx.write(self.space, self.out_id, (i,), link)
             else:
                 output[i] = make_link(self.space, child_id, ())
-        if is_map and n_new != n_old:
-            tx.write(self.space, self.out_id, (), tx.hand_over(output))  # (a C-level copy)
+        if is_map and n_new != n_old:  # (a C-level copy); the indices it changed, named
+            tx.write(self.space, self.out_id, (), tx.hand_over(output),
+                     changed=[(i,) for i in (*sorted(affected), *range(n_new, n_old))])
         if self.touched is not None:
             self.touched.update(affected)
         self.last["raw"] = raw

@@ -22,11 +22,16 @@ _SPAN = 64
 
 
 class PathGroups:
-    """Readers by path (``by_path``), and a trie of those paths (``reached``)."""
+    """Readers by path (``by_path``), and a trie of those paths (``reached``).
+
+    Kept up to date as readers come and go (``add``, ``remove``): a map whose
+    element changed re-subscribes one reader, which must not rebuild the groups
+    of every other reader of the document.
+    """
 
     __slots__ = ("_trie", "by_path")
 
-    def __init__(self, by_path: dict[Path, list[Any]]) -> None:
+    def __init__(self, by_path: dict[Path, dict[Any, None]]) -> None:
         self.by_path = by_path
         self._trie: dict[Any, Any] | None = None
 
@@ -35,11 +40,35 @@ class PathGroups:
         if trie is None:
             trie = self._trie = {}
             for path in self.by_path:
-                node = trie
-                for part in path:
-                    node = node.setdefault(_spelling(part), {})
-                node.setdefault(_END, []).append(path)  # (every spelling of it)
+                _insert(trie, path)
         return trie
+
+    def add(self, action: Any, paths: list[Any]) -> bool:
+        """``action`` reads ``paths`` too; False if it cannot be grouped (see ``path_groups``)."""
+        if action.changed is not None:
+            return False
+        by_path = self.by_path
+        for path in paths:
+            if type(path) is not tuple:
+                return False
+            readers = by_path.get(path)
+            if readers is None:
+                readers = by_path[path] = {}
+                if self._trie is not None:
+                    _insert(self._trie, path)
+            readers[action] = None
+        return True
+
+    def remove(self, action: Any, paths: list[Any]) -> None:
+        """``action`` no longer reads ``paths``."""
+        by_path = self.by_path
+        for path in paths:
+            readers = by_path.get(path)
+            if readers is None or readers.pop(action, MISSING) is MISSING or readers:
+                continue
+            del by_path[path]
+            if self._trie is not None:
+                _delete(self._trie, path)
 
     def reached(self, before: Any, after: Any, written: list[Path]) -> list[Path] | None:
         """The read paths that a write along ``written`` can have changed, or None.
@@ -99,6 +128,31 @@ class PathGroups:
         return list(dict.fromkeys(found))  # (a path met twice is compared once)
 
 
+def _insert(trie: dict[Any, Any], path: Path) -> None:
+    node = trie
+    for part in path:
+        node = node.setdefault(_spelling(part), {})
+    node.setdefault(_END, []).append(path)  # (every spelling of it)
+
+
+def _delete(trie: dict[Any, Any], path: Path) -> None:
+    """Take ``path`` out of the trie, and the nodes it alone kept (iterative)."""
+    way: list[tuple[dict[Any, Any], Any]] = []
+    node = trie
+    for part in path:
+        key = _spelling(part)
+        way.append((node, key))
+        node = node[key]
+    ends = node[_END]
+    ends.remove(path)
+    if not ends:
+        del node[_END]
+    while way and not node:
+        parent, key = way.pop()
+        del parent[key]
+        node = parent
+
+
 def _spelling(part: Any) -> Any:
     """A path part as the trie keys it: a str of digits as the index it names."""
     if type(part) is str and part.isdigit():
@@ -113,12 +167,8 @@ def path_groups(triggers: dict[Any, list[Any]]) -> PathGroups | None:
     document it reads while pending, which the per-action loop of ``notify`` does;
     that loop also takes a path that is not a tuple (it cannot key a group).
     """
-    groups: dict[Path, list[Any]] = {}
+    groups = PathGroups({})
     for action, paths in triggers.items():
-        if action.changed is not None:
+        if not groups.add(action, paths):
             return None
-        for path in paths:
-            if type(path) is not tuple:
-                return None
-            groups.setdefault(path, []).append(action)
-    return PathGroups(groups)
+    return groups

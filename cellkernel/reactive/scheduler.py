@@ -178,8 +178,8 @@ class Scheduler:
         self._rt = runtime
         self._triggers: dict[DocKey, dict[Action, list[Path]]] = {}
         #: per document read by many actions: its readers grouped by the path they read
-        #: (``_path_groups``), so a change compares each path once and schedules its
-        #: readers in bulk; dropped whenever that document's triggers change
+        #: (``path_groups``), so a change compares each path once and schedules its
+        #: readers in bulk; kept up to date as readers come and go (``_group``, ``_ungroup``)
         self._groups: dict[DocKey, PathGroups | None] = {}
         self._writers: dict[DocKey, dict[Action, list[Path]]] = {}
         #: pending runs as ``height << SEQ_BITS | seq`` ints (``_push``; a heap of plain
@@ -281,15 +281,32 @@ class Scheduler:
                     action.writes.pop((space, entity_id, path), None)
 
     def _clear_reads(self, action: Action) -> None:
-        groups = self._groups
         for space, entity_id, _path in action.reads:
-            triggers = self._triggers.get((space, entity_id))
+            key = (space, entity_id)
+            triggers = self._triggers.get(key)
             if triggers is not None:
-                triggers.pop(action, None)
-                if groups:
-                    groups.pop((space, entity_id), None)
+                paths = triggers.pop(action, None)
                 if not triggers:
-                    del self._triggers[(space, entity_id)]
+                    del self._triggers[key]
+                    self._groups.pop(key, None)
+                elif paths is not None and self._groups:
+                    self._ungroup(key, action, paths)
+
+    def _group(self, key: DocKey, action: Action, paths: list[Path]) -> None:
+        """``action`` reads ``paths`` of ``key`` now: its path groups, if made, follow."""
+        if key in self._groups:
+            groups = self._groups[key]
+            if groups is not None and not groups.add(action, paths):
+                del self._groups[key]  # (made again when asked: None, the per-action loop)
+
+    def _ungroup(self, key: DocKey, action: Action, paths: list[Path]) -> None:
+        """``action`` no longer reads ``paths`` of ``key``."""
+        if key in self._groups:
+            groups = self._groups[key]
+            if groups is None:
+                del self._groups[key]  # an incremental reader may have gone: ask again
+            else:
+                groups.remove(action, paths)
 
     def _set_reads(self, action: Action, reads: list[Address]) -> None:
         if reads == action.reads and action.reads:
@@ -299,7 +316,7 @@ class Scheduler:
             space, entity_id, path = reads[0]
             self._triggers.setdefault((space, entity_id), {})[action] = [path]
             if self._groups:
-                self._groups.pop((space, entity_id), None)
+                self._group((space, entity_id), action, [path])
             action.reads = [reads[0]]
             self._adjust_height(action)
             return
@@ -312,7 +329,7 @@ class Scheduler:
         for key, paths in compact.items():
             self._triggers.setdefault(key, {})[action] = paths
             if self._groups:
-                self._groups.pop(key, None)
+                self._group(key, action, paths)
         action.reads = list(reads)
         self._adjust_height(action)
 
@@ -334,8 +351,8 @@ class Scheduler:
             paths = triggers.setdefault((space, entity_id), {}).setdefault(action, [])
             if path not in paths:
                 paths.append(path)
-            if self._groups:
-                self._groups.pop((space, entity_id), None)
+                if self._groups:
+                    self._group((space, entity_id), action, [path])
         action.reads.extend(reads)
         self._known.add(action)
         needed = 0
@@ -362,11 +379,14 @@ class Scheduler:
         dropped = 0
         for key in keys:
             triggers = triggers_map.get(key)
-            if triggers is not None and triggers.pop(action, None) is not None:
+            paths = triggers.pop(action, None) if triggers is not None else None
+            if paths is not None:
                 dropped += 1
-                self._groups.pop(key, None)
                 if not triggers:
                     del triggers_map[key]
+                    self._groups.pop(key, None)
+                elif self._groups:
+                    self._ungroup(key, action, paths)
         stale = self._stale[action] = self._stale.get(action, 0) + dropped
         if stale * 2 > len(action.reads):
             action.reads = [r for r in action.reads
@@ -495,8 +515,14 @@ class Scheduler:
 
     # -- change notification ------------------------------------------------------
 
-    def notify(self, changes: Iterable[Change], source: Action | None = None) -> None:
-        """Schedule the actions whose read values changed (not ``source`` itself)."""
+    def notify(self, changes: Iterable[Change], source: Action | None = None,
+               tx: Transaction | None = None) -> None:
+        """Schedule the actions whose read values changed (not ``source`` itself).
+
+        ``tx``, when given, is the transaction that made ``changes``: the paths it
+        wrote narrow a document many actions read, as ``note_written`` does for a
+        write outside any action.
+        """
         triggers_map = self._triggers
         heap = self._heap
         queued = self._queued
@@ -515,9 +541,14 @@ class Scheduler:
                     groups = self._groups[doc_key] = path_groups(triggers)
                 if groups is not None:
                     hint = self._written.get(doc_key)
-                    reached = None
+                    written = None  # the paths the write went through, if known
                     if hint is not None and hint[0] is before and hint[1] is after:
-                        reached = groups.reached(before, after, hint[2])  # the write's paths
+                        written = hint[2]
+                    elif tx is not None and change.before is not None:
+                        working = tx._docs.get(doc_key)
+                        if working is not None:
+                            written = working.paths
+                    reached = groups.reached(before, after, written) if written else None
                     self._schedule_groups(groups.by_path, groups.by_path if reached is None
                                           else reached, before, after, source)
                     continue
@@ -562,7 +593,7 @@ class Scheduler:
                                 action.changed.add((change.space, change.entity_id))
                         break
 
-    def _schedule_groups(self, by_path: dict[Path, list[Action]], paths: Iterable[Path],
+    def _schedule_groups(self, by_path: dict[Path, dict[Action, None]], paths: Iterable[Path],
                          before: Any, after: Any, source: Action | None) -> None:
         """``notify`` for a document many actions read: each of ``paths`` compared once,
         its readers scheduled in bulk (a fan-out's thousand readers of one input)."""
@@ -847,7 +878,7 @@ class Scheduler:
         for callback in self.on_run:
             callback(action)
         if changes:
-            self.notify(changes, action)
+            self.notify(changes, action, tx)
 
     def _run_event(self, handler: EventHandler, event: Any, retries: int, _cb: Any) -> None:
         if not handler.active:

@@ -147,3 +147,34 @@ def test_a_replaced_container_reaches_all_below_it() -> None:
     before = {"a": list(range(20)), "b": 0}
     after = set_path(before, ("a", "k"), 1)  # the list becomes {"k": 1}
     assert set(groups.reached(before, after, [("a", "k")]) or ()) == set(readers) - {("b",)}
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_groups_kept_up_to_date_equal_groups_made_afresh(seed: int) -> None:
+    """Readers added and removed one by one (``add``, ``remove``, as a map's re-subscribing
+    reader does) leave the same groups, and the same reached paths, as making them anew."""
+    rng = random.Random(seed)
+    doc = {"xs": list(range(8)), "a": {"b": [1, 2]}}
+    pool: list[Path] = [p for p in _paths(doc)] + [("xs", "3"), ("xs", "length"), ("zz",)]
+    readers = [object.__new__(_Reader) for _ in range(12)]
+    triggers: dict[Any, list[Path]] = {}
+    kept = _groups([])
+    kept.reached(doc, doc, [()])  # the trie exists: it must follow every add and remove too
+    for _ in range(200):
+        reader = rng.choice(readers)
+        if reader in triggers and rng.random() < 0.5:
+            kept.remove(reader, triggers.pop(reader))
+        elif reader not in triggers:
+            paths = rng.sample(pool, rng.randint(1, 3))
+            triggers[reader] = paths
+            assert kept.add(reader, paths)
+        fresh = path_groups(triggers)
+        assert fresh is not None
+        assert {p: set(r) for p, r in kept.by_path.items()} == {
+            p: set(r) for p, r in fresh.by_path.items()}
+        after, written = _write(rng, doc)
+        assert sorted(map(repr, kept.reached(doc, after, written) or ())) == sorted(
+            map(repr, fresh.reached(doc, after, written) or ()))
+    for reader, paths in list(triggers.items()):
+        kept.remove(reader, paths)
+    assert kept.by_path == {} and kept._trie == {}  # every node it alone kept is gone
