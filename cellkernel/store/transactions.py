@@ -60,10 +60,12 @@ class _Working:
 def _unchanged(stored: Any, working: _Working) -> bool:
     """Whether ``working``'s value equals the stored one (only its written paths, if known)."""
     paths = working.paths
+    value = working.value
+    if type(value) is type(stored) and type(stored) in (dict, list) and len(value) != len(stored):
+        return False  # (a list grown or cut short: no path need be looked at)
     if paths and type(stored) in (dict, list):
-        value = working.value
         return all(json_equal(get_path(stored, p), get_path(value, p)) for p in paths)
-    return json_equal(stored, working.value)
+    return json_equal(stored, value)
 
 
 class Transaction:
