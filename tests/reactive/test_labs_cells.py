@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from cellkernel import Cell, Runtime, handler, lift, pattern
 from cellkernel.runtime import Runtime as RT
-from tests.helpers.reliability import dump_store
+from helpers.reliability import dump_store
 
 
 @lift
