@@ -7,12 +7,12 @@ import json
 from typing import Any
 
 import pytest
+from helpers.reliability import dump_store
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cellkernel import Cell, Runtime, handler, lift, pattern
 from cellkernel.runtime import Runtime as RT
-from helpers.reliability import dump_store
 
 
 @lift
