@@ -54,7 +54,7 @@ def test_argument_defaults_from_default_marker(rt: Runtime) -> None:
     """RT 3: a default 5, b default 10 -> {} gives 15, {a: 20} gives 30."""
 
     @pattern
-    def Sum(a: Default[int, 5], b: Default[int, 10]):  # type: ignore[type-arg, valid-type, no-untyped-def]
+    def Sum(a: Default[int, 5], b: Default[int, 10]):  # type: ignore[no-untyped-def, type-arg, valid-type]
         return {"sum": lift(lambda x, y: x + y)(a, b)}
 
     assert rt.run(Sum, {}).get() == {"sum": 15}
