@@ -91,6 +91,7 @@ def test_async_handler_conflict_retries_the_event(tmp_path: Path) -> None:
     rt, other = Runtime(store=url), Runtime(store=url)
     r = rt.run(AsyncPair, {}, cause="async-retry")
     at = r.count.resolve_as_cell()
+    assert at.entity_id is not None
     foreign = other.cell_at(at.entity_id, at.path)
     bumped = []
 
@@ -431,6 +432,7 @@ def test_malformed_snapshot_is_a_typed_error() -> None:
 
     r = rt.run(P, {}, cause="snap")
     rid = r.entity_id
+    assert rid is not None
     rt.stop(r)
     rt.runner.instances.clear()
     with rt.edit() as tx:
@@ -446,6 +448,6 @@ def test_sqlite_cache_is_bounded(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "c.db", cache_size=1000)
     store.commit("s", {f"of:{i}": Document(i) for i in range(5000)}, {})
     for i in range(5000):
-        assert store.load("s", f"of:{i}") is not None and store.load("s", f"of:{i}").value == i
+        assert store.load("s", f"of:{i}") is not None and store.load("s", f"of:{i}").value == i  # type: ignore[union-attr]
     assert len(store._cache) <= 1000
     store.close()

@@ -205,7 +205,7 @@ def test_to_json_value_deep_nesting_is_iterative() -> None:
     deep: Any = "leaf"
     for _ in range(10_000):
         deep = [deep]
-    out = to_json_value(deep)
+    out: Any = to_json_value(deep)
     for _ in range(10_000):
         out = out[0]
     assert out == "leaf"

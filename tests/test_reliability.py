@@ -21,6 +21,7 @@ import random
 import signal
 import sqlite3
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_commit(tmp_path: Path) -> None
     last_big = 0
     for _round in range(3):
         proc = spawn("commits", str(db))
+        assert proc.stdout is not None and proc.stderr is not None
         try:
             # let it get going, then kill it at a random moment mid-stream
             acked = _read_acks(proc, last_big + 20, time.monotonic() + 30)
@@ -160,8 +162,10 @@ def test_processes_incrementing_one_counter_end_at_the_exact_sum(
     ]
     try:
         for proc in procs:
+            assert proc.stdout is not None and proc.stderr is not None
             assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
         for proc in procs:  # start together
+            assert proc.stdin is not None
             proc.stdin.write("go\n")
             proc.stdin.flush()
         reports = []
@@ -318,6 +322,7 @@ def test_schema_violations_raise_value_error_and_write_nothing(rt: Runtime) -> N
         },
     )
     shaped.set({"n": 1, "tags": []})
+    attempt: Callable[[], object]
     with Unchanged(rt):
         for attempt in (
             lambda: typed.set("three"),
@@ -353,6 +358,7 @@ def test_malformed_links_raise_value_error_and_write_nothing(rt: Runtime, link: 
             with pytest.raises(ValueError, match="malformed link"):
                 cell.set(value)
     # one that is already stored (by a raw commit) fails on read, and the read writes nothing
+    assert cell.entity_id is not None
     doc = rt.store.load(rt.space, cell.entity_id)
     assert doc is not None and cell.entity_id is not None
     rt.store.commit(
@@ -364,7 +370,7 @@ def test_malformed_links_raise_value_error_and_write_nothing(rt: Runtime, link: 
 
 def _raw_links(rt: Runtime, pairs: dict[Cell[Any], Cell[Any]], redirect: bool) -> None:
     writes = {
-        src.entity_id: Document(make_link(rt.space, dst.entity_id, (), None, redirect))
+        src.entity_id: Document(make_link(rt.space, dst.entity_id, (), None, redirect))  # type: ignore[arg-type]
         for src, dst in pairs.items()
     }
     rt.store.commit(rt.space, writes, {})  # type: ignore[arg-type]
@@ -476,7 +482,7 @@ def test_capability_violations_raise_and_write_nothing(rt: Runtime) -> None:
     cell.set({"x": [1]})
     ro, wo = cell.readonly(), cell.writeonly()
     with Unchanged(rt):
-        for label, attempt, operation, capability in [
+        cases: list[tuple[str, Callable[[], object], str, str]] = [
             ("set", lambda: ro.set(2), "write", "readonly"),
             ("key set", lambda: ro.key("x").set(2), "write", "readonly"),
             ("push", lambda: ro.key("x").push(2), "write", "readonly"),
@@ -484,7 +490,8 @@ def test_capability_violations_raise_and_write_nothing(rt: Runtime) -> None:
             ("remove", lambda: ro.key("x").remove(1), "write", "readonly"),
             ("get", wo.get, "read", "writeonly"),
             ("sample", wo.key("x").sample, "read", "writeonly"),
-        ]:
+        ]
+        for label, attempt, operation, capability in cases:
             with pytest.raises(CapabilityError) as info:
                 attempt()
             assert (info.value.operation, info.value.capability) == (operation, capability), label
@@ -620,7 +627,7 @@ def test_iteration_cap_bounds_a_growing_data_driven_cycle(rt: Runtime) -> None:
         new = rt.errors[errors:]
         assert new and all(isinstance(e.error, IterationLimitError) for e in new)
         assert {e.name for e in new} <= {"ping", "pong"}
-        assert any(e.name in str(e.error) for e in new)  # the error names the action
+        assert any(e.name is not None and e.name in str(e.error) for e in new)  # names the action
         stored = rt.store.load(rt.space, result.a.resolve_as_cell().entity_id)  # type: ignore[arg-type]
         assert stored is not None and len(json.dumps(stored.value)) < 10 * bound
 
@@ -639,7 +646,7 @@ def _double(x: int) -> int:
 
 @pattern
 def _Many(items: list[int] | None = None) -> Any:
-    return {"items": items, "doubled": items.map(lambda x: _double(x))}
+    return {"items": items, "doubled": items.map(lambda x: _double(x))}  # type: ignore[union-attr]
 
 
 def test_one_action_writing_many_documents_costs_linear_scheduler_work(
@@ -651,7 +658,7 @@ def test_one_action_writing_many_documents_costs_linear_scheduler_work(
     over 2 000 elements took 77 s, now 5 s.)
     """
     calls = 0
-    real = scheduler_module.paths_overlap
+    real = scheduler_module.paths_overlap  # type: ignore[attr-defined]  # the name it calls
 
     def counting(a: Any, b: Any) -> bool:
         nonlocal calls

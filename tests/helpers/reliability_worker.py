@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from cellkernel import ConflictError, Runtime, Stream, UnknownImplementationError
@@ -159,7 +160,7 @@ def cmd_counter(db: str, n: str, retries: str, window: str = "0") -> None:
     rt.close()
 
 
-COMMANDS = {
+COMMANDS: dict[str, Callable[..., object]] = {
     "run": cmd_run,
     "resume": cmd_resume,
     "commits": cmd_commits,

@@ -16,7 +16,7 @@ from IPython.testing.globalipapp import get_ipython
 
 from cellkernel.notebook import session
 
-ip = get_ipython()
+ip = get_ipython()  # type: ignore[no-untyped-call]  # as in benchmarks/bench_jupyter.py
 assert ip is not None
 
 BODY = '''

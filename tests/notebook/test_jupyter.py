@@ -20,7 +20,7 @@ from cellkernel.notebook.display import PACKAGE_DIR
 from cellkernel.notebook.magics import PatternMagics
 from cellkernel.notebook.output import PatternDisplay
 
-ip = get_ipython()
+ip = get_ipython()  # type: ignore[no-untyped-call]  # as in benchmarks/bench_jupyter.py
 assert ip is not None
 
 LIFTS = '''

@@ -7,7 +7,7 @@ import pathlib
 import re
 from typing import Annotated, Any
 
-import ipywidgets as w
+import ipywidgets as w  # type: ignore[import-untyped]
 import pytest
 from pydantic import Field
 

@@ -7,7 +7,7 @@ annotations become the argument schema, ``Default[T, v]``, pydantic models and
 TypedDicts, ``Cell[T]`` parameters, opaque references, closures.
 """
 
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import pytest
 from pydantic import BaseModel
@@ -43,12 +43,12 @@ def double(x: int) -> int:
 
 
 @handler
-def increment(event, count: Cell[int]):  # state params arrive as Cells
+def increment(event, count: Cell[int]):  # type: ignore[no-untyped-def]  # state params arrive as Cells
     count.set(count.get() + (event or {}).get("amount", 1))
 
 
 @pattern
-def Counter(count: int = 0):  # params -> argument schema
+def Counter(count: int = 0):  # type: ignore[no-untyped-def]  # params -> argument schema
     return {"count": count, "doubled": double(count), "increment": increment(count=count)}
 
 
@@ -76,11 +76,11 @@ def test_counter_pattern_increment_and_decrement(rt: Runtime) -> None:
     """Reference PT counter: increments/decrements from 0 and from 5."""
 
     @handler
-    def bump(event, value: Cell[int], by: int):
+    def bump(event, value: Cell[int], by: int):  # type: ignore[no-untyped-def]
         value.set(value.get() + by)
 
     @pattern
-    def UpDown(value: Default[int, 0]):
+    def UpDown(value: Default[int, 0]):  # type: ignore[no-untyped-def, type-arg, valid-type]
         return {
             "value": value,
             "increment": bump(value=value, by=1),
@@ -142,7 +142,7 @@ def test_to_json_result_schema_from_return_annotation() -> None:
         return {"total": double(a)}
 
     @pattern
-    def Unannotated(a: int):
+    def Unannotated(a: int):  # type: ignore[no-untyped-def]
         return {"total": double(a)}
 
     result_schema = Annotated.to_json()["resultSchema"]
@@ -155,7 +155,7 @@ def test_double_double_serialises_to_two_nodes() -> None:
     """Reference RB: ``double(double(x))`` is two nodes chained through an internal cell."""
 
     @pattern
-    def DD(x: int):
+    def DD(x: int):  # type: ignore[no-untyped-def]
         return {"double": double(double(x))}
 
     graph = DD.to_json()
@@ -170,8 +170,8 @@ def test_map_serialises_to_one_builtin_node() -> None:
     """Reference RB: a map pattern serialises to exactly one ``map`` node on argument.values."""
 
     @pattern
-    def Doubler(values: list[int]):
-        return {"doubled": values.map(lambda v: double(v))}
+    def Doubler(values: list[int]):  # type: ignore[no-untyped-def]
+        return {"doubled": values.map(lambda v: double(v))}  # type: ignore[attr-defined]
 
     nodes = Doubler.to_json()["nodes"]
     assert len(nodes) == 1
@@ -182,7 +182,7 @@ def test_map_serialises_to_one_builtin_node() -> None:
 def test_pattern_is_traced_once_at_definition_time() -> None:
     calls: list[int] = []
 
-    def body(a: int):
+    def body(a: int):  # type: ignore[no-untyped-def]
         calls.append(1)
         return {"a": a}
 
@@ -201,7 +201,7 @@ def test_pattern_is_traced_once_at_definition_time() -> None:
 
 def test_default_marker_becomes_schema_default() -> None:
     @pattern
-    def D(a: Default[int, 5], b: Default[str, "x"], c: int):  # noqa: F821
+    def D(a: Default[int, 5], b: Default[str, "x"], c: int):  # type: ignore[no-untyped-def, type-arg, valid-type, name-defined]  # noqa: F821
         return {"a": a}
 
     props = D.to_json()["argumentSchema"]["properties"]
@@ -222,7 +222,7 @@ def test_pydantic_model_parameter_gives_nested_object_schema() -> None:
         name: str = "default"
 
     @pattern
-    def WithOptions(options: Options, input: int = 1):
+    def WithOptions(options: Options, input: int = 1):  # type: ignore[no-untyped-def]
         return {"options": options}
 
     schema = WithOptions.to_json()["argumentSchema"]
@@ -245,7 +245,7 @@ def test_single_pydantic_model_parameter_is_a_key_like_any_other() -> None:
     seen: list[Any] = []
 
     @pattern
-    def Sum(p: Point):
+    def Sum(p: Point):  # type: ignore[no-untyped-def]
         seen.append(p)
         return {"sum": lift(lambda a, b: a + b)(p.x, p.y)}
 
@@ -285,8 +285,8 @@ def test_typeddict_parameter_gives_object_schema(rt: Runtime) -> None:
         b: str
 
     @pattern
-    def UsePair(pair: Pair):
-        return {"a": pair["a"], "b": pair.b}
+    def UsePair(pair: Pair):  # type: ignore[no-untyped-def]
+        return {"a": pair["a"], "b": pair.b}  # type: ignore[attr-defined]
 
     # issue 17 item 8: a lone TypedDict parameter is a key too (it was the whole argument)
     schema = UsePair.to_json()["argumentSchema"]
@@ -306,7 +306,7 @@ def test_typeddict_field_inside_argument() -> None:
         done: bool
 
     @pattern
-    def Todo(items: list[Item], owner: str = "me"):
+    def Todo(items: list[Item], owner: str = "me"):  # type: ignore[no-untyped-def]
         return {"items": items}
 
     items = Todo.to_json()["argumentSchema"]["properties"]["items"]
@@ -322,7 +322,7 @@ def test_typeddict_field_inside_argument() -> None:
 
 def test_cell_annotated_pattern_parameter_is_marked_as_cell() -> None:
     @pattern
-    def WithCell(count: Cell[int], plain: int):
+    def WithCell(count: Cell[int], plain: int):  # type: ignore[no-untyped-def]
         return {"count": count}
 
     props = WithCell.to_json()["argumentSchema"]["properties"]
@@ -345,17 +345,17 @@ def test_opaque_refs_refuse_reads_at_definition_time() -> None:
             errors[name] = exc
 
     @pattern
-    def Probe(x: int, items: list[int]):
-        attempt("get", lambda: x.get())
-        attempt("sample", lambda: x.sample())
+    def Probe(x: int, items: list[int]):  # type: ignore[no-untyped-def]
+        attempt("get", lambda: x.get())  # type: ignore[attr-defined]
+        attempt("sample", lambda: x.sample())  # type: ignore[attr-defined]
         attempt("bool", lambda: bool(x))
         attempt("add", lambda: x + 1)
         attempt("compare", lambda: x < 1)
         attempt("format", lambda: f"{x}")
         attempt("iterate", lambda: list(items))
-        attempt("set", lambda: x.set(1))
-        attempt("send", lambda: x.send({}))
-        attempt("key get", lambda: x.key("a").get())
+        attempt("set", lambda: x.set(1))  # type: ignore[attr-defined]
+        attempt("send", lambda: x.send({}))  # type: ignore[attr-defined]
+        attempt("key get", lambda: x.key("a").get())  # type: ignore[attr-defined]
         return {"x": x}
 
     assert set(errors) == {
@@ -370,9 +370,9 @@ def test_opaque_ref_keys_keep_opaque_capability() -> None:
     refs: list[Any] = []
 
     @pattern
-    def Keys(obj: dict):
-        refs.extend([obj.a, obj["b"], obj.key("c", 0)])
-        return {"a": obj.a}
+    def Keys(obj: dict[str, Any]):  # type: ignore[no-untyped-def]
+        refs.extend([obj.a, obj["b"], obj.key("c", 0)])  # type: ignore[attr-defined]
+        return {"a": obj.a}  # type: ignore[attr-defined]
 
     assert [r.path for r in refs] == [("obj", "a"), ("obj", "b"), ("obj", "c", 0)]
     assert all(isinstance(r, OpaqueRef) and r.capability == "opaque" for r in refs)
@@ -382,7 +382,7 @@ def test_opaque_ref_cannot_be_a_run_argument(rt: Runtime) -> None:
     leaked: list[Any] = []
 
     @pattern
-    def Leak(x: int):
+    def Leak(x: int):  # type: ignore[no-untyped-def]
         leaked.append(x)
         return {"x": x}
 
@@ -399,7 +399,7 @@ def test_handler_binding_returns_a_stream_ref() -> None:
     streams: list[Any] = []
 
     @pattern
-    def Bind(count: int = 0):
+    def Bind(count: int = 0):  # type: ignore[no-untyped-def]
         s = increment(count=count)
         streams.append(s)
         return {"inc": s}
@@ -414,7 +414,7 @@ def test_handler_state_must_be_bound_by_keyword() -> None:
     with pytest.raises(TypeError):
 
         @pattern
-        def Positional(count: int = 0):
+        def Positional(count: int = 0):  # type: ignore[no-untyped-def]
             return {"inc": increment(count, count)}
 
 
@@ -433,17 +433,17 @@ def test_pattern_call_outside_body_or_handler_raises() -> None:
 
 
 @pattern
-def Inner(x: int):
+def Inner(x: int):  # type: ignore[no-untyped-def]
     return {"squared": lift(lambda n: n * n)(x)}
 
 
 def test_nested_pattern_keyword_and_dict_calls_record_one_node() -> None:
     @pattern
-    def OuterKw(value: int):
+    def OuterKw(value: int):  # type: ignore[no-untyped-def]
         return {"result": lift(lambda n: n + 1)(Inner(x=value).squared)}
 
     @pattern
-    def OuterDict(value: int):
+    def OuterDict(value: int):  # type: ignore[no-untyped-def]
         return {"result": lift(lambda n: n + 1)(Inner({"x": value}).squared)}
 
     for outer in (OuterKw, OuterDict):
@@ -459,11 +459,11 @@ def test_nested_patterns_run(rt: Runtime) -> None:
     """Reference RT: inner({x}) = {squared: x*x}; outer = inner.squared + 1; value 4 -> 17."""
 
     @pattern
-    def Outer(value: int):
+    def Outer(value: int):  # type: ignore[no-untyped-def]
         return {"result": lift(lambda n: n + 1)(Inner(x=value).squared)}
 
     @pattern
-    def Outer2(value: int):
+    def Outer2(value: int):  # type: ignore[no-untyped-def]
         return {"result": lift(lambda n: n + 1)(Inner({"x": value}).squared)}
 
     assert rt.run(Outer, {"value": 4}).get() == {"result": 17}
@@ -472,7 +472,7 @@ def test_nested_patterns_run(rt: Runtime) -> None:
 
 def test_body_returning_a_pattern_call_exposes_the_child_result(rt: Runtime) -> None:
     @pattern
-    def Wrapper(value: int):
+    def Wrapper(value: int):  # type: ignore[no-untyped-def]
         return Inner(x=value)
 
     assert rt.run(Wrapper, {"value": 3}).get() == {"squared": 9}
@@ -482,9 +482,9 @@ def test_pattern_defined_inside_a_body_cannot_capture_its_refs() -> None:
     with pytest.raises(CapabilityError):
 
         @pattern
-        def Host(a: int):
+        def Host(a: int):  # type: ignore[no-untyped-def]
             @pattern
-            def Guest(b: int):
+            def Guest(b: int):  # type: ignore[no-untyped-def]
                 return {"sum": lift(lambda x, y: x + y)(a, b)}
 
             return {"g": Guest(b=a)}
@@ -496,7 +496,7 @@ def test_pattern_defined_inside_a_body_cannot_capture_its_refs() -> None:
 
 def test_closure_refs_are_recorded_as_inputs() -> None:
     @pattern
-    def Closure(a: int, b: int):
+    def Closure(a: int, b: int):  # type: ignore[no-untyped-def]
         return {"s": lift(lambda x: x + b)(a)}
 
     node = Closure.to_json()["nodes"][0]
@@ -507,7 +507,7 @@ def test_closure_refs_are_recorded_as_inputs() -> None:
 
 def test_computed_has_only_closure_inputs() -> None:
     @pattern
-    def Product(a: int, b: int):
+    def Product(a: int, b: int):  # type: ignore[no-untyped-def]
         return {"p": computed(lambda: a * b)}
 
     node = Product.to_json()["nodes"][0]
@@ -518,15 +518,15 @@ def test_computed_has_only_closure_inputs() -> None:
 def test_captured_constants_are_part_of_the_fingerprint(rt: Runtime) -> None:
     def make(k: int) -> Pattern:
         @pattern
-        def AddK(a: int):
+        def AddK(a: int):  # type: ignore[no-untyped-def]
             return {"s": lift(lambda x: x + k)(a)}
 
-        return AddK
+        return cast(Pattern, AddK)
 
     one, two, one_again = make(1), make(2), make(1)
 
     def module(p: Pattern) -> dict[str, Any]:
-        return p.to_json()["nodes"][0]["module"]
+        return cast(dict[str, Any], p.to_json()["nodes"][0]["module"])
 
     assert module(one)["constants"] == {"captures": [1], "free": ["k"]}  # by position
     assert module(one)["hash"] != module(two)["hash"]
@@ -542,8 +542,8 @@ def test_redefined_function_runs_with_its_own_closure(rt: Runtime) -> None:
         log: list[int] = []
 
         @pattern
-        def Logged(a: int):
-            return {"s": lift(lambda x: log.append(x) or x)(a)}
+        def Logged(a: int):  # type: ignore[no-untyped-def]
+            return {"s": lift(lambda x: log.append(x) or x)(a)}  # type: ignore[func-returns-value]
 
         return Logged, log
 
@@ -558,11 +558,11 @@ def test_closures_see_current_values_at_run_time(rt: Runtime) -> None:
     """A lift, a computed and a handler using refs of the enclosing body."""
 
     @pattern
-    def Closures(a: int, b: int):
+    def Closures(a: int, b: int):  # type: ignore[no-untyped-def]
         k = 10  # a captured plain constant
         s = lift(lambda x: x + b * k)(a)
         c = computed(lambda: a * b)
-        add = handler(lambda event, total: total.set(total.get() + event + b.get()))
+        add = handler(lambda event, total: total.set(total.get() + event + b.get()))  # type: ignore[attr-defined]
         return {"s": s, "c": c, "add": add(total=a), "a": a}
 
     b = rt.get_cell("closures b")
@@ -578,7 +578,7 @@ def test_closures_see_current_values_at_run_time(rt: Runtime) -> None:
 
 def test_derive_is_lift_of_fn_applied_to_inputs(rt: Runtime) -> None:
     @pattern
-    def Derived(a: int):
+    def Derived(a: int):  # type: ignore[no-untyped-def]
         return {
             "d": derive(a, lambda v: v * 3),
             "d2": derive({"x": a, "y": 2}, lambda v: v["x"] + v["y"]),
@@ -589,11 +589,11 @@ def test_derive_is_lift_of_fn_applied_to_inputs(rt: Runtime) -> None:
 
 def test_lift_positional_keyword_and_literal_arguments(rt: Runtime) -> None:
     @lift
-    def combine(a, b, *, c=0):
+    def combine(a, b, *, c=0):  # type: ignore[no-untyped-def]
         return a * 100 + b * 10 + c
 
     @pattern
-    def Mixed(x: int, y: int, z: int):
+    def Mixed(x: int, y: int, z: int):  # type: ignore[no-untyped-def]
         return {"refs": combine(x, b=y, c=z), "literals": combine(1, 2, c=3)}
 
     assert rt.run(Mixed, {"x": 4, "y": 5, "z": 6}).get() == {"refs": 456, "literals": 123}
@@ -605,7 +605,7 @@ def test_lift_positional_keyword_and_literal_arguments(rt: Runtime) -> None:
 
 def test_self_result_is_a_ref_to_the_instance_result(rt: Runtime) -> None:
     @pattern
-    def SelfRef(a: int):
+    def SelfRef(a: int):  # type: ignore[no-untyped-def]
         return {"a": a, "self": SELF.result, "ten": lift(lambda v: v * 10)(SELF.result.a)}
 
     graph = SelfRef.to_json()
@@ -625,7 +625,7 @@ def test_name_is_the_dollar_name_key() -> None:
     assert NAME == "$NAME"
 
     @pattern
-    def Named(v: int):
+    def Named(v: int):  # type: ignore[no-untyped-def]
         return {NAME: "counter", "v": v}
 
     assert Named.to_json()["result"]["$NAME"] == "counter"
@@ -633,11 +633,11 @@ def test_name_is_the_dollar_name_key() -> None:
 
 def test_cell_of_in_a_body_is_internal_state(rt: Runtime) -> None:
     @handler
-    def bump_state(event, n: Cell[int]):
+    def bump_state(event, n: Cell[int]):  # type: ignore[no-untyped-def]
         n.set(n.get() + 1)
 
     @pattern
-    def WithState(label: str = "x"):
+    def WithState(label: str = "x"):  # type: ignore[no-untyped-def]
         n = Cell.of(3)
         return {"n": n, "bump": bump_state(n=n)}
 
@@ -665,11 +665,11 @@ def _bind_fixture() -> tuple[Any, Any, list[Any]]:
 
     outer = BuilderFrame(None, "outer")
     inner = BuilderFrame(outer, "inner")
-    out_a = OpaqueRef(outer.argument, ("a",), None, outer)
-    out_b = OpaqueRef(outer.argument, ("b", 0), None, outer)
+    out_a: OpaqueRef[Any] = OpaqueRef(outer.argument, ("a",), None, outer)
+    out_b: OpaqueRef[Any] = OpaqueRef(outer.argument, ("b", 0), None, outer)
     cell = inner.new_cell("lift", "h", [], None)
-    own = OpaqueRef(cell, (), None, inner)
-    arg = OpaqueRef(inner.argument, ("x",), None, inner)
+    own: OpaqueRef[Any] = OpaqueRef(cell, (), None, inner)
+    arg: OpaqueRef[Any] = OpaqueRef(inner.argument, ("x",), None, inner)
     return outer, inner, [out_a, out_b, own, arg]
 
 
@@ -695,7 +695,7 @@ def _bind_values(refs: list[Any]) -> list[Any]:
 
 
 def test_bind_fast_path_matches_the_generic_walk() -> None:
-    from cellkernel.patterns.builder import bind
+    from cellkernel.patterns.tracing import bind
 
     for i in range(len(_bind_values(_bind_fixture()[2]))):
         results = []
@@ -751,18 +751,18 @@ def test_pattern_hash_is_the_hash_of_the_normalised_graph() -> None:
     scale = 2.0
 
     @pattern
-    def Mixed(x: int = 1, items: list[int] | None = None):
+    def Mixed(x: int = 1, items: list[int] | None = None):  # type: ignore[no-untyped-def]
         nested = pair(x, (x, 1.0, {"k": -0.0}), c=2.0)
-        doubled = items.map(lambda e: lift(lambda v: v * scale)(e))
+        doubled = items.map(lambda e: lift(lambda v: v * scale)(e))  # type: ignore[union-attr]
         flag = Cell.of(1.0)
         return {"nested": nested, "doubled": doubled, "flag": flag, "raw": [x, 3.0]}
 
     @pattern
-    def WithModel(m: Bounded, n: int = 0):
+    def WithModel(m: Bounded, n: int = 0):  # type: ignore[no-untyped-def]
         return {"m": m, "n": double(n)}
 
     @pattern
-    def Chain(x: int = 0):
+    def Chain(x: int = 0):  # type: ignore[no-untyped-def]
         v = x
         for _ in range(200):
             v = double(v)
@@ -791,18 +791,18 @@ def test_large_graph_hash_skips_the_normalising_copy(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(graph_digest, "_digest", counting)
 
     @pattern
-    def FanOut(x: int = 0):
+    def FanOut(x: int = 0):  # type: ignore[no-untyped-def]
         return {"leaves": [double(x) for _ in range(300)], "c": Cell.of({"f": 2.5})}
 
     @pattern
-    def Odd(x: float = 1.0):  # to_json_value already made the schema default 1
+    def Odd(x: float = 1.0):  # type: ignore[no-untyped-def]  # to_json_value already made the schema default 1
         return {"y": double(x)}
 
     assert generic == []  # plain graphs: hashed from their own JSON text
     assert Odd.to_json()["argumentSchema"]["properties"]["x"]["default"] == 1
 
     @pattern
-    def WithModel(m: Bounded):  # 1.0 in the schema: hashed as 1, through the copy
+    def WithModel(m: Bounded):  # type: ignore[no-untyped-def]  # 1.0 in the schema: hashed as 1, through the copy
         return {"m": m}
 
     assert generic == ["WithModel"]
@@ -843,7 +843,7 @@ def test_defining_a_pattern_leaves_the_garbage_collector_alone() -> None:
 
     def body_raises() -> None:
         @pattern
-        def Broken(x: int = 0):
+        def Broken(x: int = 0):  # type: ignore[no-untyped-def]
             seen.append(gc.isenabled())
             raise RuntimeError("in the body")
 

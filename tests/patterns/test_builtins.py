@@ -61,13 +61,13 @@ def test_map_with_index_and_array(rt: Runtime) -> None:
     """RT 6: [{x:1},{x:2},{x:3}] -> {multiplied: x*(index+1)*len(array)} = 3, 12, 27."""
 
     @lift
-    def multiply(x: int, index: int, array: list) -> int:
+    def multiply(x: int, index: int, array: list[Any]) -> int:
         return x * (index + 1) * len(array)
 
     @pattern
-    def Multiplied(values: list):
+    def Multiplied(values: list[Any]):  # type: ignore[no-untyped-def]
         return {
-            "multiplied": values.map(
+            "multiplied": values.map(  # type: ignore[attr-defined]
                 lambda element, index, array: {"multiplied": multiply(element.x, index, array)}
             )
         }
@@ -80,8 +80,8 @@ def test_map_over_none_is_empty(rt: Runtime) -> None:
     """RT 7: values undefined -> doubled == []."""
 
     @pattern
-    def Doubled(values: list | None = None):
-        return {"doubled": values.map(lambda x: lift(lambda v: v * 2)(x))}
+    def Doubled(values: list[Any] | None = None):  # type: ignore[no-untyped-def]
+        return {"doubled": values.map(lambda x: lift(lambda v: v * 2)(x))}  # type: ignore[union-attr]
 
     assert rt.run(Doubled, {"values": None}).get() == {"doubled": []}
     assert rt.run(Doubled, {}).get() == {"doubled": []}
@@ -89,8 +89,8 @@ def test_map_over_none_is_empty(rt: Runtime) -> None:
 
 def test_map_follows_the_list(rt: Runtime) -> None:
     @pattern
-    def Doubled(values: list):
-        return {"doubled": values.map(lambda x: lift(lambda v: v * 2)(x))}
+    def Doubled(values: list[Any]):  # type: ignore[no-untyped-def]
+        return {"doubled": values.map(lambda x: lift(lambda v: v * 2)(x))}  # type: ignore[attr-defined]
 
     values = _cell(rt, "map follows", [1, 2])
     r = rt.run(Doubled, {"values": values})
@@ -107,8 +107,8 @@ def test_map_with_if_else_keeps_nulls(rt: Runtime) -> None:
     """RT 8 (CT-1158): [A shown, B hidden, C shown] -> ["A", None, "C"]; then ["A", None]."""
 
     @pattern
-    def Visible(items: list):
-        return {"mapped": items.map(lambda item: if_else(item.visible, item.name, None))}
+    def Visible(items: list[Any]):  # type: ignore[no-untyped-def]
+        return {"mapped": items.map(lambda item: if_else(item.visible, item.name, None))}  # type: ignore[attr-defined]
 
     items = _cell(rt, "visible items", [
         {"name": "A", "visible": True},
@@ -125,13 +125,13 @@ def test_map_reorder_keeps_instances_and_reruns_nothing(rt: Runtime) -> None:
     runs: list[Any] = []
 
     @lift
-    def label(item: dict) -> str:
+    def label(item: dict[str, Any]) -> str:
         runs.append(item["name"])
-        return item["name"].upper()
+        return item["name"].upper()  # type: ignore[no-any-return]
 
     @pattern
-    def Labels(items: list):
-        return {"labels": items.map(lambda item: label(item))}
+    def Labels(items: list[Any]):  # type: ignore[no-untyped-def]
+        return {"labels": items.map(lambda item: label(item))}  # type: ignore[attr-defined]
 
     items = _cell(rt, "reorder docs", [{"name": "a"}, {"name": "b"}, {"name": "c"}])
     r = rt.run(Labels, {"items": items})
@@ -156,8 +156,8 @@ def test_map_reorder_of_plain_values_keeps_instances(rt: Runtime) -> None:
         return x * 3
 
     @pattern
-    def Tripled(items: list):
-        return {"out": items.map(lambda x: triple(x))}
+    def Tripled(items: list[Any]):  # type: ignore[no-untyped-def]
+        return {"out": items.map(lambda x: triple(x))}  # type: ignore[attr-defined]
 
     items = _cell(rt, "reorder plain", [1, 2, 3, 2])
     r = rt.run(Tripled, {"items": items})
@@ -174,13 +174,13 @@ def test_map_removing_an_element_stops_its_instance(rt: Runtime) -> None:
     runs: list[Any] = []
 
     @lift
-    def name_of(item: dict) -> str:
+    def name_of(item: dict[str, Any]) -> str:
         runs.append(item["name"])
-        return item["name"]
+        return item["name"]  # type: ignore[no-any-return]
 
     @pattern
-    def Names(items: list):
-        return {"names": items.map(lambda item: name_of(item))}
+    def Names(items: list[Any]):  # type: ignore[no-untyped-def]
+        return {"names": items.map(lambda item: name_of(item))}  # type: ignore[attr-defined]
 
     items = _cell(rt, "remove docs", [{"name": "a"}, {"name": "b"}, {"name": "c"}])
     r = rt.run(Names, {"items": items})
@@ -212,8 +212,8 @@ def test_map_appending_one_element_runs_exactly_one_new_instance(rt: Runtime) ->
         return x * x
 
     @pattern
-    def Squares(items: list):
-        return {"squares": items.map(lambda x: square(x))}
+    def Squares(items: list[Any]):  # type: ignore[no-untyped-def]
+        return {"squares": items.map(lambda x: square(x))}  # type: ignore[attr-defined]
 
     items = _cell(rt, "append", [1, 2, 3])
     r = rt.run(Squares, {"items": items})
@@ -232,8 +232,8 @@ def test_map_callback_closure_over_an_outer_ref(rt: Runtime) -> None:
         return a * b
 
     @pattern
-    def Scaled(items: list, factor: int):
-        return {"out": items.map(lambda x: times(x, factor))}
+    def Scaled(items: list[Any], factor: int):  # type: ignore[no-untyped-def]
+        return {"out": items.map(lambda x: times(x, factor))}  # type: ignore[attr-defined]
 
     factor = _cell(rt, "map factor", 2)
     r = rt.run(Scaled, {"items": [1, 2, 3], "factor": factor})
@@ -244,12 +244,12 @@ def test_map_callback_closure_over_an_outer_ref(rt: Runtime) -> None:
 
 def test_map_callback_with_a_handler_over_an_outer_ref(rt: Runtime) -> None:
     @pattern
-    def Rows(items: list, total: int = 0):
+    def Rows(items: list[Any], total: int = 0):  # type: ignore[no-untyped-def]
         def row(x: Any) -> Any:
             add = handler(lambda event, t: t.set(t.get() + x.get()))
             return {"add": add(t=total)}
 
-        return {"rows": items.map(row), "total": total}
+        return {"rows": items.map(row), "total": total}  # type: ignore[attr-defined]
 
     r = rt.run(Rows, {"items": [5, 7]})
     r.rows[1].add.send({})
@@ -262,7 +262,7 @@ def test_map_on_a_live_cell_inside_a_pattern(rt: Runtime) -> None:
     source = _cell(rt, "live map source", [1, 2])
 
     @pattern
-    def FromCell(offset: int = 100):
+    def FromCell(offset: int = 100):  # type: ignore[no-untyped-def]
         return {"out": source.map(lambda x: lift(lambda a, b: a + b)(x, offset))}
 
     r = rt.run(FromCell, {})
@@ -290,8 +290,8 @@ def test_filter(rt: Runtime) -> None:
         return x % 2 == 0
 
     @pattern
-    def Evens(items: list):
-        return {"evens": items.filter(lambda x: is_even(x))}
+    def Evens(items: list[Any]):  # type: ignore[no-untyped-def]
+        return {"evens": items.filter(lambda x: is_even(x))}  # type: ignore[attr-defined]
 
     items = _cell(rt, "filter items", [1, 2, 3, 4])
     r = rt.run(Evens, {"items": items})
@@ -307,8 +307,8 @@ def test_filter(rt: Runtime) -> None:
 
 def test_filter_of_documents_follows_their_fields(rt: Runtime) -> None:
     @pattern
-    def Open(todos: list):
-        return {"open": todos.filter(lambda t: lift(lambda done: not done)(t.done))}
+    def Open(todos: list[Any]):  # type: ignore[no-untyped-def]
+        return {"open": todos.filter(lambda t: lift(lambda done: not done)(t.done))}  # type: ignore[attr-defined]
 
     todos = _cell(rt, "todos", [{"title": "a", "done": False}, {"title": "b", "done": True}])
     r = rt.run(Open, {"todos": todos})
@@ -319,8 +319,8 @@ def test_filter_of_documents_follows_their_fields(rt: Runtime) -> None:
 
 def test_filter_over_none_is_empty(rt: Runtime) -> None:
     @pattern
-    def Nothing(items: list | None = None):
-        return {"kept": items.filter(lambda x: lift(lambda v: bool(v))(x))}
+    def Nothing(items: list[Any] | None = None):  # type: ignore[no-untyped-def]
+        return {"kept": items.filter(lambda x: lift(lambda v: bool(v))(x))}  # type: ignore[union-attr]
 
     assert rt.run(Nothing, {}).get() == {"kept": []}
 
@@ -333,7 +333,7 @@ def test_if_else_switching(rt: Runtime) -> None:
     """RT 47: cond true, A/B -> "A"; cond false -> "B"; falseValue "C" -> "C"."""
 
     @pattern
-    def Choose(cond: bool, a: str, b: str):
+    def Choose(cond: bool, a: str, b: str):  # type: ignore[no-untyped-def]
         return {"value": if_else(cond, a, b)}
 
     cond = _cell(rt, "cond", True)
@@ -350,11 +350,11 @@ def test_if_else_with_nested_derives(rt: Runtime) -> None:
     """RT: expandChat true -> text "A"; a handler sets it false -> "b"."""
 
     @handler
-    def set_expand(event, expand_chat: Cell[bool]):
+    def set_expand(event, expand_chat: Cell[bool]):  # type: ignore[no-untyped-def]
         expand_chat.set(event["expandChat"])
 
     @pattern
-    def Chat(expand_chat: bool):
+    def Chat(expand_chat: bool):  # type: ignore[no-untyped-def]
         option_a = lift(lambda t: "A" if t else "a")(expand_chat)
         option_b = lift(lambda t: "B" if t else "b")(expand_chat)
         return {
@@ -372,7 +372,7 @@ def test_if_else_with_nested_derives(rt: Runtime) -> None:
 
 def test_if_else_links_to_the_chosen_branch(rt: Runtime) -> None:
     @pattern
-    def Pick(cond: bool, a: dict, b: dict):
+    def Pick(cond: bool, a: dict[str, Any], b: dict[str, Any]):  # type: ignore[no-untyped-def]
         return {"value": if_else(cond, a, b)}
 
     a = _cell(rt, "branch a", {"n": 1})
@@ -392,7 +392,7 @@ def test_if_else_unchosen_branch_is_not_a_dependency(rt: Runtime) -> None:
     select_runs = _action_runs(rt, "if_else")
 
     @pattern
-    def Pick(cond: bool, a: int, b: int):
+    def Pick(cond: bool, a: int, b: int):  # type: ignore[no-untyped-def]
         return {"value": if_else(cond, a, b)}
 
     cond = _cell(rt, "dep cond", True)
@@ -411,7 +411,7 @@ def test_if_else_unchosen_branch_is_not_a_dependency(rt: Runtime) -> None:
 
 def test_if_else_with_literals(rt: Runtime) -> None:
     @pattern
-    def Label(n: int):
+    def Label(n: int):  # type: ignore[no-untyped-def]
         return {"label": if_else(lift(lambda v: v > 0)(n), "positive", "not positive")}
 
     assert rt.run(Label, {"n": 3}).get() == {"label": "positive"}
@@ -423,7 +423,7 @@ def test_if_else_with_literals(rt: Runtime) -> None:
 
 
 @pattern
-def WhenUnless(cond, value):
+def WhenUnless(cond, value):  # type: ignore[no-untyped-def]
     return {"when": when(cond, value), "unless": unless(cond, value)}
 
 
@@ -462,7 +462,7 @@ def test_when_and_unless_follow_the_condition(rt: Runtime) -> None:
 
 def test_fmt(rt: Runtime) -> None:
     @pattern
-    def Sentence(name: str, n: int):
+    def Sentence(name: str, n: int):  # type: ignore[no-untyped-def]
         return {"text": fmt("{name} has {n:03d} items", name=name, n=n)}
 
     n = _cell(rt, "fmt n", 3)
@@ -487,7 +487,7 @@ def test_builtins_return_refs_inside_a_pattern() -> None:
     made: list[Any] = []
 
     @pattern
-    def Refs(c: bool, a: int):
+    def Refs(c: bool, a: int):  # type: ignore[no-untyped-def]
         made.extend([if_else(c, a, 0), when(c, a), unless(c, a), fmt("{a}", a=a)])
         return {}
 

@@ -154,7 +154,7 @@ def test_materialized_factories_behave_like_the_originals_in_a_pattern(rt: Runti
     inc = materialize(m.increment.to_json())
 
     @pattern
-    def Again(count: int = 0):
+    def Again(count: int = 0):  # type: ignore[no-untyped-def]
         return {"count": count, "doubled": dbl(count), "increment": inc(count=count)}
 
     r = rt.run(Again, {"count": 2}, cause="again")
@@ -173,7 +173,7 @@ def test_a_factory_read_as_a_lift_input_is_callable(rt: Runtime) -> None:
         return f(x)  # type: ignore[no-any-return]
 
     @pattern
-    def Apply(f: Any = None, x: int = 0):
+    def Apply(f: Any = None, x: int = 0):  # type: ignore[no-untyped-def]
         return {"y": apply(f, x)}
 
     fcell = rt.get_cell("f")
@@ -241,7 +241,7 @@ def test_a_malformed_sigil_in_a_cell_raises_on_get_and_fails_only_its_node(rt: R
         return f(1)
 
     @pattern
-    def UsesBad(f: Any = None, x: int = 1):
+    def UsesBad(f: Any = None, x: int = 1):  # type: ignore[no-untyped-def]
         return {"out": call_it(f), "doubled": m.double(x)}
 
     r = rt.run(UsesBad, {"f": cell}, cause="uses-bad")
@@ -286,7 +286,7 @@ def test_curried_lifts_in_a_pattern(rt: Runtime) -> None:
     add_ten = m.add.curry(10)  # a = 10
 
     @pattern
-    def Curried(x: int = 0, y: int = 0):
+    def Curried(x: int = 0, y: int = 0):  # type: ignore[no-untyped-def]
         return {
             "pos": add_ten(x),  # 10 + x
             "kw": m.add.curry(x, "c")(1, 2),  # 1 + 2 + x (a curried ref)
@@ -306,8 +306,8 @@ def test_curried_handlers_event_and_state(rt: Runtime) -> None:
     assert body(add_five)["curried"] == [{"index": 0, "value": {"amount": 5}}]
 
     @pattern
-    def Buttons(count: int = 0):
-        return {"count": count, "add5": add_five(count=count), "add10": by_ten(count=count)}
+    def Buttons(count: int = 0):  # type: ignore[no-untyped-def]
+        return {"count": count, "add5": add_five(count=count), "add10": by_ten(count=count)}  # type: ignore[operator]
 
     r = rt.run(Buttons, {"count": 1}, cause="buttons")
     r.add5.send({"amount": 1000})  # whatever is sent, the curried event is used
@@ -330,7 +330,7 @@ def test_curried_patterns_merge_into_the_argument(rt: Runtime) -> None:
     assert a5 != m.Sum and a5 == m.Sum.curry(5)
 
     @pattern
-    def Outer(b: int = 0):
+    def Outer(b: int = 0):  # type: ignore[no-untyped-def]
         return {"inner": a5(b=b)}
 
     o = rt.run(Outer, {"b": 2}, cause="outer-curried")
@@ -348,7 +348,7 @@ def test_curried_factories_survive_storage(rt: Runtime) -> None:
     assert r.total.get() == 10
 
     @pattern
-    def Clicks(count: int = 0, button: Any = None):
+    def Clicks(count: int = 0, button: Any = None):  # type: ignore[no-untyped-def]
         return {"count": count, "go": handler_back(count=count)}
 
     c = rt.run(Clicks, {"count": 0}, cause="clicks")
@@ -400,7 +400,7 @@ def test_untrusted_source_never_runs(tmp_path: Path) -> None:
             return f(1)
 
         @pattern
-        def Victim(f: Any = None):
+        def Victim(f: Any = None):  # type: ignore[no-untyped-def]
             return {"out": call_it(f)}
 
         rt.run(Victim, {"f": holder}, cause="victim")
@@ -498,7 +498,7 @@ def test_a_new_process_resolves_a_trusted_module_by_hash(tmp_path: Path) -> None
 def test_instantiate_in_a_body_accepts_pattern_factory_ref_and_cell(rt: Runtime) -> None:
     # a Pattern literal
     @pattern
-    def Literal(start: int = 0):
+    def Literal(start: int = 0):  # type: ignore[no-untyped-def]
         return {"child": instantiate(m.Counter, {"count": start})}
 
     a = rt.run(Literal, {"start": 2}, cause="lit")
@@ -507,7 +507,7 @@ def test_instantiate_in_a_body_accepts_pattern_factory_ref_and_cell(rt: Runtime)
     made = materialize(m.Counter.sigil())
 
     @pattern
-    def Made(start: int = 0):
+    def Made(start: int = 0):  # type: ignore[no-untyped-def]
         return {"child": instantiate(made, {"count": start})}
 
     b = rt.run(Made, {"start": 3}, cause="made")
@@ -521,7 +521,7 @@ def test_instantiate_in_a_body_accepts_pattern_factory_ref_and_cell(rt: Runtime)
     assert d.child.tripled.get() == 15
     with pytest.raises(TypeError, match="pattern factory"):
         @pattern
-        def Wrong():
+        def Wrong():  # type: ignore[no-untyped-def]
             return {"x": instantiate(m.double)}
     assert list(inspect.signature(instantiate).parameters) == ["pattern", "inputs"]
     assert rt.errors == []
@@ -647,7 +647,7 @@ def test_a_handler_whose_commit_keeps_conflicting_leaves_no_running_child(
 
 def test_self_factory_is_the_pattern_as_a_value(rt: Runtime) -> None:
     @pattern
-    def Selfish(n: int = 0):
+    def Selfish(n: int = 0):  # type: ignore[no-untyped-def]
         return {"n": n, "me": SELF.factory}
 
     r = rt.run(Selfish, {"n": 1}, cause="selfish")
@@ -661,12 +661,12 @@ def test_only_a_trace_that_wrote_a_self_marker_is_searched_for_one(rt: Runtime) 
     """The builder notes which graphs hold no SELF.factory, so large ones are not walked."""
 
     @pattern
-    def Plain(n: int = 0):
+    def Plain(n: int = 0):  # type: ignore[no-untyped-def]
         return {"n": n}
 
     @pattern
-    def InMap(items: list[int]):
-        return {"out": items.map(lambda item: {"v": item, "maker": SELF.factory})}
+    def InMap(items: list[int]):  # type: ignore[no-untyped-def]
+        return {"out": items.map(lambda item: {"v": item, "maker": SELF.factory})}  # type: ignore[attr-defined]
 
     assert Plain.self_free
     assert not InMap.self_free  # the marker was written by the map's sub-trace
@@ -753,7 +753,7 @@ def test_wish_all_lists_instance_results_in_creation_order(rt: Runtime) -> None:
         return [r.key("count").get() for r in results]
 
     @pattern
-    def Everything():
+    def Everything():  # type: ignore[no-untyped-def]
         every = wish("#all")
         return {"all": every, "counts": counts(every)}
 
@@ -778,7 +778,7 @@ def test_wish_path_reads_the_space_root_document(rt: Runtime) -> None:
     root.set({"settings": {"theme": "dark", "size": 3}})
 
     @pattern
-    def Themed():
+    def Themed():  # type: ignore[no-untyped-def]
         theme = wish("/settings/theme")
         size = wish("/settings/size")
         return {"theme": theme, "big": m.double(size)}
@@ -806,7 +806,7 @@ def test_instantiate_returns_a_ref_while_building_and_a_cell_in_a_handler(rt: Ru
         kinds.set([type(child).__name__, child.get()["count"]])
 
     @pattern
-    def Both():
+    def Both():  # type: ignore[no-untyped-def]
         ref = instantiate(m.Counter, {"count": 2})
         seen["ref"] = ref
         kinds = Cell.of([]).for_("kinds")

@@ -35,9 +35,9 @@ def shout(value: Any) -> Any:
 
 
 @pattern
-def Mapped(src: list = []):  # noqa: B006 - a schema default, never mutated
-    return {"out": src.map(lambda e: shout(e)),
-            "kept": src.filter(lambda e: derive(e, lambda x: _truthy(x)))}
+def Mapped(src: list[Any] = []):  # type: ignore[no-untyped-def]  # noqa: B006 - a schema default, never mutated
+    return {"out": src.map(lambda e: shout(e)),  # type: ignore[attr-defined]
+            "kept": src.filter(lambda e: derive(e, lambda x: _truthy(x)))}  # type: ignore[attr-defined]
 
 
 def _truthy(x: Any) -> bool:
@@ -148,11 +148,11 @@ def test_wish_all_sees_instances_started_before_and_after_in_another_runtime(
     tmp_path: Path,
 ) -> None:
     @pattern
-    def Count(n: int = 0):
+    def Count(n: int = 0):  # type: ignore[no-untyped-def]
         return {"n": n}
 
     @pattern
-    def Everything():
+    def Everything():  # type: ignore[no-untyped-def]
         every = wish("#all")
         return {"size": derive(every, lambda xs: len(xs or []))}
 
@@ -186,8 +186,8 @@ def doubled(x: int) -> int:
 
 
 @pattern
-def Doubling(src: list = []):  # noqa: B006 - a schema default, never mutated
-    return {"out": src.map(lambda e: doubled(e))}
+def Doubling(src: list[Any] = []):  # type: ignore[no-untyped-def]  # noqa: B006 - a schema default, never mutated
+    return {"out": src.map(lambda e: doubled(e))}  # type: ignore[attr-defined]
 
 
 def _doc_count(rt: Runtime) -> int:
@@ -320,8 +320,8 @@ def above(value: int, threshold: int) -> bool:
 
 
 @pattern
-def Above(src: list = [], threshold: int = 0):  # noqa: B006 - a schema default
-    return {"big": src.filter(lambda e: above(e, threshold))}
+def Above(src: list[Any] = [], threshold: int = 0):  # type: ignore[no-untyped-def]  # noqa: B006 - a schema default
+    return {"big": src.filter(lambda e: above(e, threshold))}  # type: ignore[attr-defined]
 
 
 def _filter_actions(rt: Runtime) -> tuple[Any, Any]:
@@ -375,8 +375,8 @@ def test_a_failing_verdict_is_recorded_on_its_node_and_the_rest_is_kept() -> Non
         return value % 2 == 0
 
     @pattern
-    def Picky(src: list = []):  # noqa: B006 - a schema default
-        return {"even": src.filter(lambda e: picky(e))}
+    def Picky(src: list[Any] = []):  # type: ignore[no-untyped-def]  # noqa: B006 - a schema default
+        return {"even": src.filter(lambda e: picky(e))}  # type: ignore[attr-defined]
 
     rt = Runtime()
     src = rt.get_cell("src")
@@ -459,8 +459,8 @@ def test_filter_edits_match_a_plain_filter(start: list[int], steps: list[Any]) -
 def test_a_filter_whose_verdict_reads_the_lists_own_document() -> None:
     """An inline argument: list and captured flag share the argument document."""
     @pattern
-    def Flagged(src: list = [], flag: bool = True):  # noqa: B006 - a schema default
-        return {"kept": src.filter(lambda e: flag), "flag": flag, "src": src}
+    def Flagged(src: list[Any] = [], flag: bool = True):  # type: ignore[no-untyped-def]  # noqa: B006 - a schema default
+        return {"kept": src.filter(lambda e: flag), "flag": flag, "src": src}  # type: ignore[attr-defined]
 
     rt = Runtime()
     result = rt.run(Flagged, {"src": [1, 2, 3], "flag": True}, cause="inline")
@@ -483,14 +483,14 @@ def test_a_verdict_that_stays_the_same_leaves_the_output_document_alone() -> Non
     result = rt.run(Above, {"src": src, "threshold": 10}, cause="same")
     assert result.big.get() == [30, 40]
     _space, out_id, _path = result.big.resolve_as_cell()._address()
-    version = rt.store.load(rt.space, out_id).version
+    version = rt.store.load(rt.space, out_id).version  # type: ignore[union-attr]
     src.key(0).set(3)  # out before, out after: a new child, the same output
     src.key(1).set(30)  # the same value: no new child at all
     assert result.big.get() == [30, 40]
-    assert rt.store.load(rt.space, out_id).version == version
+    assert rt.store.load(rt.space, out_id).version == version  # type: ignore[union-attr]
     src.key(3).set(50)
     assert result.big.get() == [30, 50]
-    assert rt.store.load(rt.space, out_id).version == version + 1
+    assert rt.store.load(rt.space, out_id).version == version + 1  # type: ignore[union-attr]
     rt.close()
 
 
@@ -500,8 +500,8 @@ def _tripled() -> Any:
         return 3 * x
 
     @pattern
-    def Tripled(src: list = []):  # noqa: B006 - a schema default
-        return {"out": src.map(lambda e: triple(e))}
+    def Tripled(src: list[Any] = []):  # type: ignore[no-untyped-def]  # noqa: B006 - a schema default
+        return {"out": src.map(lambda e: triple(e))}  # type: ignore[attr-defined]
 
     return Tripled
 

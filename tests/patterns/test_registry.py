@@ -501,7 +501,7 @@ def test_refs_to_unimported_modules_import_nothing(name: str, qualname: str,
 
 def test_a_bad_policy_is_a_clear_error() -> None:
     with pytest.raises(TypeError, match="list of module-name prefixes"):
-        Runtime(trusted_modules="myapp")  # type: ignore[arg-type]
+        Runtime(trusted_modules="myapp")
     with pytest.raises(ValueError, match="not a dotted module name"):
         Runtime(trusted_modules=["my app"])
     with pytest.raises(ValueError, match="not a dotted module name"):
@@ -544,9 +544,9 @@ def test_patterns_defined_and_dropped_leave_no_registry_entry() -> None:
 
     def define(k: int) -> Any:
         @pattern
-        def Dropped(x: int = 0):
+        def Dropped(x: int = 0):  # type: ignore[no-untyped-def]
             return {"y": derive(x, lambda v: v + k),
-                    "ys": x.map(lambda e: derive(e, len))}
+                    "ys": x.map(lambda e: derive(e, len))}  # type: ignore[attr-defined]
 
         return Dropped
 
@@ -567,8 +567,8 @@ def test_a_running_instance_keeps_what_it_needs_after_its_pattern_is_dropped() -
 
     def define() -> Any:
         @pattern
-        def Doubler(items: list = []):  # noqa: B006 - a schema default
-            return {"out": items.map(lambda e: derive(e, lambda v: v * 2))}
+        def Doubler(items: list[Any] = []):  # type: ignore[no-untyped-def]  # noqa: B006 - a schema default
+            return {"out": items.map(lambda e: derive(e, lambda v: v * 2))}  # type: ignore[attr-defined]
 
         return Doubler
 

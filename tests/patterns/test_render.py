@@ -41,7 +41,7 @@ def _no_system_dot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def which(cmd: str, *args: Any, **kwargs: Any) -> str | None:
         return None if cmd == "dot" else real_which(cmd, *args, **kwargs)
 
-    monkeypatch.setattr(render.shutil, "which", which)
+    monkeypatch.setattr(render.shutil, "which", which)  # type: ignore[attr-defined]
 
 
 def test_renders_with_pygraphviz_when_no_dot_is_on_path(

@@ -278,7 +278,7 @@ def test_rerun_with_an_edited_pattern_tears_down_vanished_nodes(tmp_path: Path) 
 
 def test_resuming_a_mistyped_cause_names_it_and_suggests_the_nearest(rt: Runtime) -> None:
     @pattern
-    def Counter(count: int = 0):
+    def Counter(count: int = 0):  # type: ignore[no-untyped-def]
         return {"count": count}
 
     rt.run(Counter, {}, cause="counter")

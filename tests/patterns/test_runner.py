@@ -44,7 +44,7 @@ def test_simple_lift(rt: Runtime) -> None:
     """RT 1: {result: lift(x*2)(value)} with value 5 -> 10."""
 
     @pattern
-    def Simple(value: int):
+    def Simple(value: int):  # type: ignore[no-untyped-def]
         return {"result": lift(lambda x: x * 2)(value)}
 
     assert rt.run(Simple, {"value": 5}).get() == {"result": 10}
@@ -54,7 +54,7 @@ def test_argument_defaults_from_default_marker(rt: Runtime) -> None:
     """RT 3: a default 5, b default 10 -> {} gives 15, {a: 20} gives 30."""
 
     @pattern
-    def Sum(a: Default[int, 5], b: Default[int, 10]):
+    def Sum(a: Default[int, 5], b: Default[int, 10]):  # type: ignore[no-untyped-def, type-arg, valid-type]
         return {"sum": lift(lambda x, y: x + y)(a, b)}
 
     assert rt.run(Sum, {}).get() == {"sum": 15}
@@ -72,7 +72,7 @@ def test_argument_defaults_from_an_explicit_schema(rt: Runtime) -> None:
     }
 
     @pattern(argument_schema=schema)
-    def Sum(a, b):
+    def Sum(a, b):  # type: ignore[no-untyped-def]
         return {"sum": lift(lambda v: v["x"] + v["y"])({"x": a, "y": b})}
 
     assert Sum.to_json()["argumentSchema"] == schema
@@ -84,7 +84,7 @@ def test_parameter_defaults_merge_under_the_argument(rt: Runtime) -> None:
     """RN 4: input default 42, multiplier default 2: {input: 10} -> 20, {} -> 84."""
 
     @pattern
-    def Multiply(input: int = 42, multiplier: int = 2):
+    def Multiply(input: int = 42, multiplier: int = 2):  # type: ignore[no-untyped-def]
         return {"result": lift(lambda i, m: i * m)(input, multiplier)}
 
     assert rt.run(Multiply, {"input": 10}).get() == {"result": 20}
@@ -102,11 +102,11 @@ def test_nested_defaults_merge_under_the_argument(rt: Runtime) -> None:
     """RN 5: options {enabled, value 100, name}, input 1; given {options: {value: 10}, input: 5}."""
 
     @lift
-    def apply_options(input: int, options: dict) -> int:
+    def apply_options(input: int, options: dict[str, Any]) -> int:
         return input * options["value"] if options["enabled"] else 0
 
     @pattern
-    def WithOptions(options: Options, input: int = 1):
+    def WithOptions(options: Options, input: int = 1):  # type: ignore[no-untyped-def]
         return {"result": apply_options(input, options), "options": options}
 
     r = rt.run(WithOptions, {"options": {"value": 10}, "input": 5})
@@ -132,7 +132,7 @@ def test_nested_defaults_with_the_reference_schema(rt: Runtime) -> None:
     }
 
     @pattern(argument_schema=schema)
-    def Merge(options, input):
+    def Merge(options, input):  # type: ignore[no-untyped-def]
         result = lift(lambda i, o: i * o["value"] if o["enabled"] else 0)(input, options)
         return {"result": result, "options": options}
 
@@ -143,7 +143,7 @@ def test_nested_defaults_with_the_reference_schema(rt: Runtime) -> None:
 
 def test_defaults_apply_on_first_run_and_rerun_without_argument_keeps_it(rt: Runtime) -> None:
     @pattern
-    def Pair(a: int = 1, b: int = 2):
+    def Pair(a: int = 1, b: int = 2):  # type: ignore[no-untyped-def]
         return {"a": a, "b": b}
 
     assert rt.run(Pair, {"a": 7}, cause="pair").get() == {"a": 7, "b": 2}
@@ -163,7 +163,7 @@ def test_inputs_failing_the_schema_skip_the_run(rt: Runtime) -> None:
         return x * 2
 
     @pattern
-    def Gate(value: int):
+    def Gate(value: int):  # type: ignore[no-untyped-def]
         return {"result": needs_int(value)}
 
     r = rt.run(Gate, {"other": 1})
@@ -186,12 +186,12 @@ def test_cell_parameters_of_a_lift_are_writable_cells(rt: Runtime) -> None:
     seen: list[Any] = []
 
     @lift
-    def write_through(source: int, target: Cell[int]):
+    def write_through(source: int, target: Cell[int]):  # type: ignore[no-untyped-def]
         seen.append(target)
         target.set(source * 3)
 
     @pattern
-    def Through(source: int, target: int = 0):
+    def Through(source: int, target: int = 0):  # type: ignore[no-untyped-def]
         write_through(source, target)
         return {"target": target}
 
@@ -207,11 +207,11 @@ def test_handler_with_unannotated_state_gets_cells(rt: Runtime) -> None:
     """RT 23: inc({amount}, {counter}) does counter.value += amount: 0 -> 1 -> 3."""
 
     @handler
-    def inc(event, counter):
+    def inc(event, counter):  # type: ignore[no-untyped-def]
         counter.value.set(counter.value.get() + event["amount"])
 
     @pattern
-    def Inc(counter: dict):
+    def Inc(counter: dict[str, Any]):  # type: ignore[no-untyped-def]
         return {"counter": counter, "stream": inc(counter=counter)}
 
     r = rt.run(Inc, {"counter": {"value": 0}})
@@ -225,11 +225,11 @@ def test_handler_with_cell_annotated_state(rt: Runtime) -> None:
     """RT 24: counter.set(counter.get() + amount): 0 -> 1 -> 3."""
 
     @handler
-    def inc(event: dict, counter: Cell[int]):
+    def inc(event: dict[str, Any], counter: Cell[int]):  # type: ignore[no-untyped-def]
         counter.set(counter.get() + event["amount"])
 
     @pattern
-    def Inc(counter: int):
+    def Inc(counter: int):  # type: ignore[no-untyped-def]
         return {"counter": counter, "stream": inc(counter=counter)}
 
     r = rt.run(Inc, {"counter": 0})
@@ -243,12 +243,12 @@ def test_handler_state_annotated_with_a_plain_type_arrives_as_value(rt: Runtime)
     seen: list[Any] = []
 
     @handler
-    def record(event, label: str, out: Cell[list]):
+    def record(event, label: str, out: Cell[list[Any]]):  # type: ignore[no-untyped-def]
         seen.append(label)
         out.push(f"{label}:{event}")
 
     @pattern
-    def Rec(label: str, out: list = []):  # noqa: B006
+    def Rec(label: str, out: list[Any] = []):  # type: ignore[no-untyped-def]  # noqa: B006
         return {"out": out, "go": record(label=label, out=out)}
 
     r = rt.run(Rec, {"label": "x"})
@@ -261,12 +261,12 @@ def test_handler_reads_are_not_subscriptions(rt: Runtime) -> None:
     calls: list[int] = []
 
     @handler
-    def copy(event, source: Cell[int], target: Cell[int]):
+    def copy(event, source: Cell[int], target: Cell[int]):  # type: ignore[no-untyped-def]
         calls.append(source.get())
         target.set(source.get())
 
     @pattern
-    def Copy(source: int, target: int = 0):
+    def Copy(source: int, target: int = 0):  # type: ignore[no-untyped-def]
         return {"target": target, "go": copy(source=source, target=target)}
 
     source = _cell(rt, "copy source", 1)
@@ -282,11 +282,11 @@ def test_cell_references_in_the_argument(rt: Runtime) -> None:
     """RT 9: settings cell {value: 5}, multiplier 3 -> 15; settings {value: 10} -> 30."""
 
     @lift
-    def scaled(settings: dict, multiplier: float) -> float:
-        return settings["value"] * multiplier
+    def scaled(settings: dict[str, Any], multiplier: float) -> float:
+        return settings["value"] * multiplier  # type: ignore[no-any-return]
 
     @pattern
-    def Scaled(settings: dict, multiplier: float):
+    def Scaled(settings: dict[str, Any], multiplier: float):  # type: ignore[no-untyped-def]
         return {"result": scaled(settings, multiplier)}
 
     settings = _cell(rt, "settings", {"value": 5})
@@ -300,11 +300,11 @@ def test_named_cell_inside_a_lift_is_stable(rt: Runtime) -> None:
     """RT 13: lift(v -> {value: Cell.for_("wrapper").set(v)}): the same document on every run."""
 
     @lift
-    def wrap(v):
+    def wrap(v):  # type: ignore[no-untyped-def]
         return {"value": Cell.for_("wrapper").set(v)}
 
     @pattern
-    def Wrapper(value: int):
+    def Wrapper(value: int):  # type: ignore[no-untyped-def]
         return wrap(value)
 
     source = _cell(rt, "wrapper input", 5)
@@ -315,6 +315,7 @@ def test_named_cell_inside_a_lift_is_stable(rt: Runtime) -> None:
     source.set(10)
     again = r.value.resolve_as_cell()
     assert again.entity_id == target.entity_id
+    assert target.entity_id is not None
     assert rt.cell_at(target.entity_id).get() == 10
 
 
@@ -334,7 +335,7 @@ def test_failing_lift_keeps_its_last_value_and_records_one_error(rt: Runtime) ->
         return divisor / dividend
 
     @pattern
-    def Divide(divisor: float, dividend: float):
+    def Divide(divisor: float, dividend: float):  # type: ignore[no-untyped-def]
         return {"result": divide(divisor, dividend)}
 
     dividend = _cell(rt, "dividend", 1)
@@ -361,13 +362,13 @@ def test_failing_handler_lands_nothing_and_later_events_run(rt: Runtime) -> None
     """RT 26: result 1; {5, 1} -> 5; {10, 0} raises -> 1 error, still 5; {10, 5} -> 2."""
 
     @handler
-    def divide(event, result: Cell[float]):
+    def divide(event, result: Cell[float]):  # type: ignore[no-untyped-def]
         if event["dividend"] == 0:
             raise ZeroDivisionError("division by zero")
         result.set(event["divisor"] / event["dividend"])
 
     @pattern
-    def Divide(result: float):
+    def Divide(result: float):  # type: ignore[no-untyped-def]
         return {"updater": divide(result=result), "result": result}
 
     r = rt.run(Divide, {"result": 1})
@@ -384,14 +385,14 @@ def test_failing_handler_lands_nothing_and_later_events_run(rt: Runtime) -> None
 
 def test_failing_handler_aborts_its_earlier_writes(rt: Runtime) -> None:
     @handler
-    def half_done(event, a: Cell[int], b: Cell[int]):
+    def half_done(event, a: Cell[int], b: Cell[int]):  # type: ignore[no-untyped-def]
         a.set(a.get() + 1)
         if event == "boom":
             raise RuntimeError("boom")
         b.set(b.get() + 1)
 
     @pattern
-    def Two(a: int = 0, b: int = 0):
+    def Two(a: int = 0, b: int = 0):  # type: ignore[no-untyped-def]
         return {"a": a, "b": b, "go": half_done(a=a, b=b)}
 
     r = rt.run(Two, {})
@@ -412,12 +413,12 @@ def test_self_writes_are_ignored(rt: Runtime) -> None:
     runs: list[int] = []
 
     @lift
-    def add_by(counter: Cell[int], by: int):
+    def add_by(counter: Cell[int], by: int):  # type: ignore[no-untyped-def]
         runs.append(by)
         counter.set(counter.get() + by)
 
     @pattern
-    def SelfWrite(counter: int = 0, by: int = 1):
+    def SelfWrite(counter: int = 0, by: int = 1):  # type: ignore[no-untyped-def]
         add_by(counter, by)
         return {"counter": counter}
 
@@ -438,12 +439,12 @@ def test_three_node_cycle_is_stopped_by_the_iteration_cap(rt: Runtime) -> None:
     runs: list[str] = []
 
     @lift
-    def adder(x: int, y: int, out: Cell[int], label: str):
+    def adder(x: int, y: int, out: Cell[int], label: str):  # type: ignore[no-untyped-def]
         runs.append(label)
         out.set(x + y)
 
     @pattern
-    def Cycle(a: int, b: int, c: int, d: int, e: int):
+    def Cycle(a: int, b: int, c: int, d: int, e: int):  # type: ignore[no-untyped-def]
         adder(a, b, c, "c=a+b")
         adder(c, d, e, "e=c+d")
         adder(e, b, c, "c=e+b")
@@ -473,7 +474,7 @@ def test_sample_does_not_subscribe(rt: Runtime) -> None:
         return first + second.sample()
 
     @pattern
-    def Sample(first: int, second: int):
+    def Sample(first: int, second: int):  # type: ignore[no-untyped-def]
         return {"result": with_sample(first, second)}
 
     first = _cell(rt, "sample first", 10)
@@ -491,12 +492,12 @@ def test_events_are_fifo_and_not_stored(rt: Runtime) -> None:
     seen: list[Any] = []
 
     @handler
-    def record(event, log: Cell[list]):
+    def record(event, log: Cell[list[Any]]):  # type: ignore[no-untyped-def]
         seen.append(event)
         log.push(event)
 
     @pattern
-    def Fifo(log: list = []):  # noqa: B006
+    def Fifo(log: list[Any] = []):  # type: ignore[no-untyped-def]  # noqa: B006
         return {"log": log, "events": record(log=log)}
 
     r = rt.run(Fifo, {})
@@ -515,15 +516,15 @@ def test_event_sent_from_a_handler_runs_after_it(rt: Runtime) -> None:
     log: list[Any] = []
 
     @handler
-    def on_b(event):
+    def on_b(event):  # type: ignore[no-untyped-def]
         log.append(event)
 
     @handler
-    def on_a(event, b: Stream):
+    def on_a(event, b: Stream[Any]):  # type: ignore[no-untyped-def]
         b.send(event["value"] * 2)
 
     @pattern
-    def Relay():
+    def Relay():  # type: ignore[no-untyped-def]
         b = on_b()
         return {"a": on_a(b=b), "b": b}
 
@@ -539,12 +540,12 @@ def test_event_sent_from_a_handler_runs_after_it(rt: Runtime) -> None:
 
 
 @lift
-def double_into(input: int, output: Cell[int]):
+def double_into(input: int, output: Cell[int]):  # type: ignore[no-untyped-def]
     output.set(input * 2)
 
 
 @pattern
-def Passthrough(input: int, output: int):
+def Passthrough(input: int, output: int):  # type: ignore[no-untyped-def]
     double_into(input, output)
     return {"output": output}
 
@@ -584,11 +585,11 @@ def test_stopped_instance_releases_its_handlers(rt: Runtime) -> None:
 
 def _counter() -> Any:
     @handler
-    def bump(event, count: Cell[int]):
+    def bump(event, count: Cell[int]):  # type: ignore[no-untyped-def]
         count.set(count.get() + 1)
 
     @pattern
-    def StopCounter(count: int = 0):
+    def StopCounter(count: int = 0):  # type: ignore[no-untyped-def]
         doubled = lift(lambda c: c * 2)(count)
         return {"count": count, "doubled": doubled, "increment": bump(count=count)}
 
@@ -604,7 +605,7 @@ def test_result_fields_are_redirects(rt: Runtime) -> None:
         return c * 2
 
     @pattern
-    def Redirects(count: int = 0):
+    def Redirects(count: int = 0):  # type: ignore[no-untyped-def]
         return {"count": count, "doubled": twice(count)}
 
     r = rt.run(Redirects, {"count": 1})
@@ -630,12 +631,13 @@ def test_rerun_with_the_same_cause_updates_in_place(rt: Runtime) -> None:
         return y
 
     @pattern
-    def InPlace(x: int = 1, y: int = 0):
+    def InPlace(x: int = 1, y: int = 0):  # type: ignore[no-untyped-def]
         return {"d": dbl(x), "y": same(y)}
 
     r = rt.run(InPlace, {"x": 2, "y": 7}, cause="in place")
     assert r.get() == {"d": 4, "y": 7}
     instance = rt.runner.instance_of(r)
+    assert instance is not None
     actions = {k: n.actions[0] for k, n in instance.nodes.items()}
 
     r2 = rt.run(InPlace, {"x": 3, "y": 7}, cause="in place")
@@ -667,11 +669,11 @@ def test_name_is_preserved_across_reruns(rt: Runtime) -> None:
     """RN 21: {[NAME]: "counter", counter}; rename to "my counter"; re-run {value: 2}."""
 
     @lift
-    def value_of(arg: dict):
+    def value_of(arg: dict[str, Any]):  # type: ignore[no-untyped-def]
         return arg["value"]
 
     @pattern
-    def Named(value: int):
+    def Named(value: int):  # type: ignore[no-untyped-def]
         return {NAME: "counter", "counter": value_of({"value": value})}
 
     r = rt.run(Named, {"value": 1}, cause="named")
@@ -683,11 +685,11 @@ def test_name_is_preserved_across_reruns(rt: Runtime) -> None:
 
 def test_self_result_in_a_handler(rt: Runtime) -> None:
     @handler
-    def snapshot(event, me: Cell[dict], copies: Cell[list]):
+    def snapshot(event, me: Cell[dict[str, Any]], copies: Cell[list[Any]]):  # type: ignore[no-untyped-def]
         copies.push(me.key("n").get())
 
     @pattern
-    def Selfish(n: int = 3, copies: list = []):  # noqa: B006
+    def Selfish(n: int = 3, copies: list[Any] = []):  # type: ignore[no-untyped-def]  # noqa: B006
         return {"n": n, "copies": copies, "snap": snapshot(me=SELF.result, copies=copies)}
 
     r = rt.run(Selfish, {})
@@ -703,15 +705,15 @@ def test_handler_calling_a_pattern_creates_a_child_instance(rt: Runtime) -> None
     """RT 28: add {text: "hello"} -> list == [{text: "hello"}]; list is a Cell, add a Stream."""
 
     @pattern
-    def Item(text: str):
+    def Item(text: str):  # type: ignore[no-untyped-def]
         return {"text": text}
 
     @handler
-    def add(event, list: Cell[list]):
+    def add(event, list: Cell[list[Any]]):  # type: ignore[no-untyped-def]
         list.push(Item(text=event["text"]))
 
     @pattern
-    def Outer(list: list = []):  # noqa: B006
+    def Outer(list: list[Any] = []):  # type: ignore[no-untyped-def]  # noqa: B006
         return {"list": list, "add": add(list=list)}
 
     r = rt.run(Outer, {})
@@ -722,6 +724,7 @@ def test_handler_calling_a_pattern_creates_a_child_instance(rt: Runtime) -> None
     assert r.list.get() == [{"text": "hello"}]
 
     instance = rt.runner.instance_of(r)
+    assert instance is not None
     children = [c for node in instance.nodes.values() for c in node.children.values()]
     assert len(children) == 1
     assert children[0].parent is instance
@@ -734,21 +737,21 @@ def test_pattern_started_by_a_handler_is_long_lived(rt: Runtime) -> None:
     values: list[list[int]] = []
 
     @lift
-    def log_it(counter: dict, amount: int, nested: dict):
+    def log_it(counter: dict[str, Any], amount: int, nested: dict[str, Any]):  # type: ignore[no-untyped-def]
         values.append([counter["value"], amount, nested["c"]])
 
     @pattern
-    def Logger(counter: dict, amount: int, nested: dict):
+    def Logger(counter: dict[str, Any], amount: int, nested: dict[str, Any]):  # type: ignore[no-untyped-def]
         log_it(counter, amount, nested)
         return {}
 
     @handler
-    def inc(event, counter: Cell[dict], nested: Cell[dict]):
+    def inc(event, counter: Cell[dict[str, Any]], nested: Cell[dict[str, Any]]):  # type: ignore[no-untyped-def]
         counter.value.set(counter.value.get() + event["amount"])
         Logger(counter=counter, amount=event["amount"], nested=nested.a.b)
 
     @pattern
-    def Graph(counter: dict, nested: dict):
+    def Graph(counter: dict[str, Any], nested: dict[str, Any]):  # type: ignore[no-untyped-def]
         return {"stream": inc(counter=counter, nested=nested)}
 
     counter = _cell(rt, "graph counter", {"value": 0})
@@ -772,16 +775,16 @@ def test_lift_returning_a_pattern_call_runs_a_child(rt: Runtime) -> None:
         return x * y
 
     @pattern
-    def Multiply(x: int, y: int):
+    def Multiply(x: int, y: int):  # type: ignore[no-untyped-def]
         return {"product": multiply(x, y)}
 
     @lift
-    def generator(x: int, y: int):
+    def generator(x: int, y: int):  # type: ignore[no-untyped-def]
         runs["generator"] += 1
         return Multiply(x=x, y=y)
 
     @pattern
-    def Generated(x: int, y: int):
+    def Generated(x: int, y: int):  # type: ignore[no-untyped-def]
         return {"result": generator(x, y)}
 
     x = _cell(rt, "generated x", 2)
@@ -807,18 +810,18 @@ def test_lift_returning_an_unchanged_pattern_call_keeps_its_child(rt: Runtime) -
         return x * y
 
     @pattern
-    def Product(x: int, y: int):
+    def Product(x: int, y: int):  # type: ignore[no-untyped-def]
         return {"product": multiply(x, y)}
 
     @lift
-    def generator(x: int, y: int, unrelated: int):
+    def generator(x: int, y: int, unrelated: int):  # type: ignore[no-untyped-def]
         runs["generator"] += 1
         child = Product(x=x, y=y)
         children.append(child.entity_id)
         return child
 
     @pattern
-    def Memo(x: int, y: int, unrelated: int):
+    def Memo(x: int, y: int, unrelated: int):  # type: ignore[no-untyped-def]
         return {"result": generator(x, y, unrelated)}
 
     unrelated = _cell(rt, "memo unrelated", 0)
@@ -839,19 +842,19 @@ def test_lift_creating_children_sums_their_results(rt: Runtime) -> None:
     """RT 16: groups [[1,2,3],[4,5]] -> itemCount 3 and 2, totalItems 5."""
 
     @pattern
-    def ItemCount(values: list):
+    def ItemCount(values: list[Any]):  # type: ignore[no-untyped-def]
         return {"itemCount": lift(lambda v: len(v))(values)}
 
     @lift
-    def make_groups(groups: list):
+    def make_groups(groups: list[Any]):  # type: ignore[no-untyped-def]
         return [ItemCount(values=g["values"]) for g in groups]
 
     @lift
-    def total(results: list) -> int:
+    def total(results: list[Any]) -> int:
         return sum(r["itemCount"] or 0 for r in results)
 
     @pattern
-    def Groups(groups: list):
+    def Groups(groups: list[Any]):  # type: ignore[no-untyped-def]
         children = make_groups(groups)
         return {"groups": children, "totalItems": total(children)}
 
@@ -863,19 +866,19 @@ def test_dynamic_children_run_before_their_outputs_are_read(rt: Runtime) -> None
     seen: list[Any] = []
 
     @pattern
-    def Counted(values: list):
+    def Counted(values: list[Any]):  # type: ignore[no-untyped-def]
         return {"itemCount": lift(lambda v: len(v))(values)}
 
     @lift
-    def spawn(groups: list):
+    def spawn(groups: list[Any]):  # type: ignore[no-untyped-def]
         return [Counted(values=g["values"]) for g in groups]
 
     @lift
-    def observe(results: list):
+    def observe(results: list[Any]):  # type: ignore[no-untyped-def]
         seen.append([r["itemCount"] for r in results])
 
     @pattern
-    def Spawned(groups: list):
+    def Spawned(groups: list[Any]):  # type: ignore[no-untyped-def]
         children = spawn(groups)
         observe(children)
         return {"groups": children}
@@ -897,13 +900,13 @@ def test_a_reader_of_a_map_runs_after_the_children_it_reads(rt: Runtime) -> None
         return x * 2
 
     @lift
-    def total(values: list) -> int:
+    def total(values: list[Any]) -> int:
         seen.append(list(values))
         return sum(values)
 
     @pattern
-    def Totalled(items: list):
-        doubled = items.map(lambda x: double(x))
+    def Totalled(items: list[Any]):  # type: ignore[no-untyped-def]
+        doubled = items.map(lambda x: double(x))  # type: ignore[attr-defined]
         return {"doubled": doubled, "total": total(doubled)}
 
     items = rt.get_cell("map reader items")
@@ -932,7 +935,7 @@ def test_async_lift_is_awaited_by_aidle(rt: Runtime) -> None:
         return x * 2
 
     @pattern
-    def Slow(x: int):
+    def Slow(x: int):  # type: ignore[no-untyped-def]
         return {"result": slow(x)}
 
     async def main() -> Any:
@@ -949,12 +952,12 @@ def test_async_handler_is_awaited_by_aidle(rt: Runtime) -> None:
     """RT 32: send {value: 5}; the handler sets result = value*2 later -> 10."""
 
     @handler
-    async def slow(event, result: Cell[int]):
+    async def slow(event, result: Cell[int]):  # type: ignore[no-untyped-def]
         await asyncio.sleep(0)
         result.set(event["value"] * 2)
 
     @pattern
-    def SlowHandler(result: int = 0):
+    def SlowHandler(result: int = 0):  # type: ignore[no-untyped-def]
         return {"result": result, "updater": slow(result=result)}
 
     async def main() -> Any:
@@ -974,7 +977,7 @@ def test_async_lift_with_asyncio_run_aidle(rt: Runtime) -> None:
         return x / 2
 
     @pattern
-    def Halved(x: int):
+    def Halved(x: int):  # type: ignore[no-untyped-def]
         return {"half": halve(x)}
 
     x = _cell(rt, "halve x", 8)
@@ -993,7 +996,7 @@ def test_sync_idle_drives_async_lifts(rt: Runtime) -> None:
         return x + 1
 
     @pattern
-    def Later(x: int):
+    def Later(x: int):  # type: ignore[no-untyped-def]
         return {"y": later(x)}
 
     r = rt.run(Later, {"x": 4})
@@ -1008,7 +1011,7 @@ def test_failing_async_lift_records_an_error(rt: Runtime) -> None:
         raise ValueError("nope")
 
     @pattern
-    def Broken(x: int):
+    def Broken(x: int):  # type: ignore[no-untyped-def]
         return {"y": broken(x)}
 
     r = rt.run(Broken, {"x": 1})
@@ -1025,7 +1028,7 @@ def test_concretize_shares_one_link_per_target_and_equals_the_unshared_form() ->
     from cellkernel.patterns.plan import concretize
 
     ids = {"argument": "of:arg", "c1": "of:one"}
-    bindings = [
+    bindings: list[dict[str, Any]] = [
         {"args": [{"$alias": {"cell": "argument", "path": ["x"]}}, i],
          "kwargs": {"deep": {"$alias": {"cell": "c1", "path": ["a", 0]}}}}
         for i in range(3)
@@ -1083,7 +1086,7 @@ def test_a_start_pauses_the_collector_only_when_asked_and_always_restores_it(
         return x
 
     @pattern
-    def Probed(x: int = 0):
+    def Probed(x: int = 0):  # type: ignore[no-untyped-def]
         return {"y": probe(x)}
 
     rt = Runtime(pause_gc=pause_gc)
@@ -1116,7 +1119,7 @@ def test_running_on_the_cause_of_a_stored_cell_is_refused_and_writes_nothing(
 
     @pattern
     def Doubled(items: list[int]) -> Any:
-        return {"items": items, "out": items.map(lambda x: lift(lambda v: v * 2)(x))}
+        return {"items": items, "out": items.map(lambda x: lift(lambda v: v * 2)(x))}  # type: ignore[attr-defined]
 
     items = _cell(rt, "shared-cause", [1, 2, 3])
     before = rt.store.load(rt.space, items.entity_id or "")

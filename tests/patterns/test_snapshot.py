@@ -12,14 +12,15 @@ import logging
 import random
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import fastjsonschema
 import pytest
 
 from cellkernel import Cell, Pattern, Runtime, handler, lift, pattern
+from cellkernel.data.identity import short_id
 from cellkernel.patterns import snapshot as snapshots
-from cellkernel.patterns.snapshot import GraphSnapshot, SnapshotDiff, short_id
+from cellkernel.patterns.snapshot import GraphSnapshot, SnapshotDiff
 
 CAUSE = "snapshot-test"
 
@@ -105,7 +106,7 @@ def make_graph(double: Any) -> Pattern:
             "increment": increment(count=count),
         }
 
-    return Graph
+    return cast(Pattern, Graph)
 
 
 def run(p: Pattern, rt: Runtime | None = None, cause: Any = CAUSE) -> tuple[Runtime, Cell[Any]]:
@@ -197,7 +198,7 @@ def test_published_schema_validates_what_the_runner_writes() -> None:
     assert stored is not None
     validate(stored.meta["graph"])
     with pytest.raises(fastjsonschema.JsonSchemaValueException):
-        validate({**stored.meta["graph"], "graphVersion": 2})
+        validate({**cast(dict[str, Any], stored.meta["graph"]), "graphVersion": 2})
 
 
 # ---------------------------------------------------------------------------
@@ -329,7 +330,7 @@ def item_line(dot: str, entity_id: str) -> str:
 
 
 def test_to_dot_is_built_with_graphviz_and_names_entities() -> None:
-    import graphviz
+    import graphviz  # type: ignore[import-untyped]
 
     s = snap(make_graph(double_v1()))
     graph = s.to_graphviz()
@@ -479,7 +480,7 @@ def test_a_captured_constant_is_part_of_the_implementation() -> None:
         def Scaled(count: int = 1) -> Any:
             return {"scaled": scale(count), "squared": square(count)}
 
-        return Scaled
+        return cast(Pattern, Scaled)
 
     two, three, two_again = snap(scaled(2)), snap(scaled(3)), snap(scaled(2))
     assert ids_by_label(two) == ids_by_label(two_again)
@@ -501,7 +502,7 @@ def _unrelated(order: str) -> Pattern:
             out[names[letter]] = makers[letter](count)
         return out
 
-    return Unrelated
+    return cast(Pattern, Unrelated)
 
 
 def test_adding_removing_or_reordering_unrelated_nodes_changes_no_other_id() -> None:
@@ -527,7 +528,7 @@ def test_identical_siblings_get_distinct_stable_ids() -> None:
                 out["third"] = double(count)
             return out
 
-        return Siblings
+        return cast(Pattern, Siblings)
 
     one, two = snap(siblings(False)), snap(siblings(False))
     ids = ids_by_label(one)
@@ -556,14 +557,14 @@ def test_renamed_python_names_change_nothing() -> None:
                 return {"count": count, "doubled": twice_the_count,
                         "label": describe(twice_the_count)}
 
-            return Renamed
+            return cast(Pattern, Renamed)
 
         @pattern
         def Original(count: int = 2) -> Any:
             doubled = double(count)
             return {"count": count, "doubled": doubled, "label": describe(doubled)}
 
-        return Original
+        return cast(Pattern, Original)
 
     base = snap(variant(False, False))
     for flags in [(True, False), (False, True), (True, True)]:

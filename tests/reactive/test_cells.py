@@ -428,9 +428,9 @@ def test_removing_the_last_element_writes_only_its_index(rt: Runtime, path: tupl
     lst = doc.key(*path)
 
     def written(edit: Any) -> Any:
-        before = rt.store.load(rt.space, doc.entity_id).value  # type: ignore[union-attr]
+        before = rt.store.load(rt.space, doc.entity_id).value  # type: ignore[union-attr, arg-type]
         edit()
-        after = rt.store.load(rt.space, doc.entity_id).value  # type: ignore[union-attr]
+        after = rt.store.load(rt.space, doc.entity_id).value  # type: ignore[union-attr, arg-type]
         return rt.scheduler.written_paths(rt.space, doc.entity_id or "", before, after)
 
     # index 1 of 4: the rest shift, the write names the list itself (at the root: nothing)
@@ -765,7 +765,8 @@ def test_a_rejected_write_leaves_a_cell_of_unconnected(rt: Runtime, reject: str)
     assert child.entity_id is None and child.space is None
     typed.set({"child": child})  # stored later, it gets a document that exists
     assert typed.get() == {"child": 5}
-    assert rt.store.load(rt.space, child.entity_id) is not None
+    # (mypy keeps the property narrowed to None from the assert above)
+    assert rt.store.load(rt.space, child.entity_id) is not None  # type: ignore[arg-type]
 
 
 def test_unconnected_cell_write_raises_and_writes_nothing(rt: Runtime) -> None:
@@ -923,7 +924,7 @@ def test_a_scalar_set_outside_a_transaction_matches_the_transaction_path(
 ) -> None:
     fast, slow = Runtime(), Runtime()
     for value in (first, second):
-        results = []
+        results: list[tuple[str, object]] = []
         for rt, write in ((fast, _set_fast), (slow, _set_in_a_transaction)):
             cell = rt.get_cell("scalar")
             before = dump_store(rt.store)
@@ -949,9 +950,9 @@ def test_with_tx_binds_a_copy_that_keeps_everything_else(rt: Runtime) -> None:
     for field in Cell.__slots__:
         assert getattr(bound, field) == getattr(derived, field), field
     assert bound._tx is tx and base._tx is None
-    stream = Stream(rt, rt.space, "of:events", (), None)
+    stream: Stream[Any] = Stream(rt, rt.space, "of:events", (), None)
     assert type(stream.with_tx(tx)) is type(stream._derive(tx=tx))  # the general copy
-    loose = Cell(None, None, None, (), None)
+    loose: Cell[Any] = Cell(None, None, None, (), None)
     assert loose.with_tx(tx)._origin is loose  # unconnected: the general copy keeps its origin
 
 

@@ -7,12 +7,12 @@ import json
 from typing import Any
 
 import pytest
+from helpers.reliability import dump_store
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cellkernel import Cell, Runtime, handler, lift, pattern
 from cellkernel.runtime import Runtime as RT
-from tests.helpers.reliability import dump_store
 
 
 @lift
@@ -95,7 +95,7 @@ def test_siblings_of_a_fresh_cell_in_a_handler_can_be_written(rt: Runtime) -> No
         out.set({"x": x, "y": y, "same": x.equals(x)})
 
     @pattern
-    def P(out: dict = {}):  # type: ignore[no-untyped-def]  # noqa: B006
+    def P(out: dict[str, Any] = {}):  # type: ignore[no-untyped-def]  # noqa: B006
         return {"make": make(out=out), "out": out}
 
     r = rt.run(P, {}, cause="labs-siblings")

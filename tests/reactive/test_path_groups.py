@@ -50,14 +50,16 @@ def _respell(rng: random.Random, path: Path) -> Path:
     roll = rng.random()
     if parts and roll < 0.3:
         i = rng.randrange(len(parts))
-        if type(parts[i]) is int:
-            parts[i] = str(parts[i])
-        elif type(parts[i]) is str and parts[i].isdigit():
-            parts[i] = int(parts[i])
+        part = parts[i]
+        if type(part) is int:
+            parts[i] = str(part)
+        elif type(part) is str and part.isdigit():
+            parts[i] = int(part)
     elif roll < 0.45:
         parts.append("length")
     elif roll < 0.6:
-        parts.append(rng.choice([0, 5, -1, "zz"]))
+        ends: list[str | int] = [0, 5, -1, "zz"]
+        parts.append(rng.choice(ends))
     return tuple(parts)
 
 
@@ -77,9 +79,11 @@ def _write(rng: random.Random, before: Any) -> tuple[Any, list[Path]]:
     if existing and roll < 0.8:
         path = rng.choice(existing)
         if rng.random() < 0.3:
-            path = (*path, rng.choice(["a", 0, 4]))  # below it: maybe replacing a scalar
+            below: list[str | int] = ["a", 0, 4]
+            path = (*path, rng.choice(below))  # below it: maybe replacing a scalar
     else:
-        path = (rng.choice(["a", "new"]), rng.choice([0, 3, "b"]))  # maybe padding
+        second: list[str | int] = [0, 3, "b"]
+        path = (rng.choice(["a", "new"]), rng.choice(second))  # maybe padding
     value = rng.choice([7, "x", None, [1], {"a": 1}, _document(rng, 2)])
     return set_path(before, path, value), [path]
 

@@ -772,7 +772,7 @@ def test_readers_of_nested_paths_run_exactly_when_their_value_changed(rt: Runtim
         compared.append(len(compare))
         groups(by_path, compare, *rest)
 
-    rt.scheduler._schedule_groups = counting  # type: ignore[method-assign]
+    rt.scheduler._schedule_groups = counting  # type: ignore[method-assign, assignment]
     def plain() -> Any:  # (records are their own documents: DocDicts, as plain JSON)
         return json.loads(json.dumps(src.get()))
 

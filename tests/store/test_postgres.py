@@ -660,8 +660,8 @@ def _pg_triple(x: int) -> int:
 
 
 @pattern
-def _PgMap(src: list = []):  # noqa: B006 - a schema default, never mutated
-    return {"out": src.map(lambda e: _pg_triple(e))}
+def _PgMap(src: list[Any] = []):  # type: ignore[no-untyped-def]  # noqa: B006 - a schema default, never mutated
+    return {"out": src.map(lambda e: _pg_triple(e))}  # type: ignore[attr-defined]
 
 
 def test_a_settle_is_one_commit_and_retired_children_leave_the_database(
@@ -676,6 +676,7 @@ def test_a_settle_is_one_commit_and_retired_children_leave_the_database(
     src.key(1).set(20)  # one child retired, one started: the user's commit, then one more
     assert result.out.get() == [3, 60, 9]
     assert _rows_and_feed(pg_url) == (rows, seq + 2)  # the retired child's documents left
+    assert result.entity_id is not None
     other = runtime(opened, pg_url)  # another runtime reads every derived value
     assert other.cell_at(result.entity_id).get()["out"] == [3, 60, 9]
     assert rt.errors == []

@@ -91,9 +91,9 @@ def test_direct_copy_matches_json_round_trip(value: Any, meta_value: Any, prev: 
 
 def test_caller_mutation_does_not_reach_the_store() -> None:
     store = MemoryStore()
-    value = {"a": [1, {"b": 2}]}
+    value: dict[str, Any] = {"a": [1, {"b": 2}]}
     store.commit("sp", {"e": Document(value)}, {})
-    value["a"][1]["b"] = 99  # type: ignore[index]
+    value["a"][1]["b"] = 99
     value["c"] = 3
     assert store.load("sp", "e").value == {"a": [1, {"b": 2}]}  # type: ignore[union-attr]
 
@@ -107,7 +107,7 @@ def test_unchanged_sub_values_are_shared_with_the_previous_version() -> None:
     store.commit("sp", {"e": Document(new_value)}, {("sp", "e"): 1})
     after = store.load("sp", "e")
     assert after is not None and after.value == {**before.value, "n": 1}  # type: ignore[dict-item]
-    assert after.value["big"] is before.value["big"]  # type: ignore[index]
+    assert after.value["big"] is before.value["big"]  # type: ignore[index, call-overload]
     assert after.value is not new_value
 
 
@@ -143,7 +143,7 @@ def _read_at(*docs: tuple[str, str, Document | None]) -> dict[tuple[str, str], A
 def test_commit_working_lands_what_commit_lands() -> None:
     """The transaction's lane (tuples, no Documents) stores the same documents and changes."""
     by_docs, by_parts = MemoryStore(), MemoryStore()
-    value = {"a": [1, {"b": 2}], "s": "x"}
+    value: dict[str, Any] = {"a": [1, {"b": 2}], "s": "x"}
     one = by_docs.commit("sp", {"e": Document(value, {"src": 1}, {"m": [1]})}, {("sp", "e"): 0})
     two = by_parts.commit_working(
         "sp", [("e", value, {"src": 1}, {"m": [1]}, False)], _read_at(("sp", "e", None))
@@ -151,7 +151,7 @@ def test_commit_working_lands_what_commit_lands() -> None:
     assert [(c.entity_id, c.before, c.after) for c in one] == [
         (c.entity_id, c.before, c.after) for c in two
     ]
-    value["a"][1]["b"] = 99  # type: ignore[index]  (the caller's object is not the stored one)
+    value["a"][1]["b"] = 99  # the caller's object is not the stored one
     assert by_parts.load("sp", "e").value == {"a": [1, {"b": 2}], "s": "x"}  # type: ignore[union-attr]
 
 

@@ -6,7 +6,7 @@ Read journal, working copies, one write space, CAS commit.
 from __future__ import annotations
 
 import pickle
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from helpers.core import OTHER_SPACE, store_state
@@ -283,8 +283,12 @@ def test_callback_lists_are_made_on_first_use_and_kept(rt: Runtime) -> None:
     seen: list[str] = []
     tx = Transaction(rt.store)
     assert tx.on_commit is tx.on_commit and tx.on_abort is tx.on_abort
-    tx.on_commit.append(lambda t: (seen.append("first"), t.on_commit.append(
-        lambda _t: seen.append("added while running"))))
+
+    def first(t: Transaction) -> None:
+        seen.append("first")
+        t.on_commit.append(lambda _t: seen.append("added while running"))
+
+    tx.on_commit.append(first)
     tx.write(rt.space, "of:a", (), 1)
     tx.commit()
     assert seen == ["first", "added while running"]
@@ -389,7 +393,7 @@ def test_a_scalar_written_into_a_stored_document_is_stored_without_a_copy() -> N
     new = rt.store.load(rt.space, "of:doc")
     assert old is not None and new is not None
     assert new.value == {"a": {"deep": [1, 2]}, "b": {"n": 2}}
-    assert new.value["a"] is old.value["a"]
+    assert cast(dict[str, Any], new.value)["a"] is cast(dict[str, Any], old.value)["a"]
     assert old.value == {"a": {"deep": [1, 2]}, "b": {"n": 1}}  # the old version is untouched
 
 
@@ -406,12 +410,12 @@ def test_a_callers_container_is_copied_even_after_later_scalar_writes(then: str)
     tx.commit()
     mine["list"].append(3)
     stored = rt.store.load(rt.space, "of:doc")
-    assert stored is not None and stored.value["mine"] == {"list": [1, 2]}
+    assert stored is not None and cast(dict[str, Any], stored.value)["mine"] == {"list": [1, 2]}
 
 
 def test_a_whole_document_written_then_edited_is_copied() -> None:
     rt = Runtime()
-    mine = {"list": [1, 2], "n": 1}
+    mine: dict[str, Any] = {"list": [1, 2], "n": 1}
     tx = Transaction(rt.store)
     tx.write(rt.space, "of:doc", (), mine)
     tx.write(rt.space, "of:doc", ("n",), 2)

@@ -27,7 +27,7 @@ WORKER = Path(__file__).resolve().parents[1] / "helpers" / "writeback_worker.py"
 REPO = Path(__file__).resolve().parents[2]
 
 #: called by ``poke`` on its next run, then forgotten
-HOOKS: list[Callable[[], None]] = []
+HOOKS: list[Callable[[], object]] = []
 
 
 @lift
@@ -78,6 +78,7 @@ def test_a_settle_lands_its_derived_writes_in_one_commit_after_the_user_write(
         x_seq, a_seq, b_seq = _seqs(db, ids)
         assert a_seq == b_seq  # both lifts' writes: one file transaction
         assert a_seq == x_seq + 1  # right after the user's own commit, nothing in between
+    assert result.entity_id is not None
     other = Runtime(store=f"sqlite:///{db}")  # another store object on the file sees it all
     assert other.cell_at(result.entity_id).get() == {"x": 3, "a": 9, "b": 10}
     other.close()
@@ -148,6 +149,7 @@ def test_a_flush_the_store_refuses_is_recorded_and_the_runtime_goes_on(tmp_path:
     failed = {e.name for e in rt.errors}
     assert failed == {"triple", "poke"}
     assert all(isinstance(e.error, StoreError) for e in rt.errors)
+    assert result.entity_id is not None
     fresh = Runtime(store=f"sqlite:///{db}")
     assert fresh.cell_at(result.entity_id).get() == {"x": 2, "a": 3, "b": 4}  # nothing derived
     fresh.close()
