@@ -13,6 +13,7 @@ import copy
 import gc
 import json
 import os
+import random
 import weakref
 from collections import Counter
 from pathlib import Path
@@ -554,7 +555,7 @@ DOWNSTREAM = 24
 @pattern
 def MapThenPerIndex(items: list[int]) -> Any:
     """A map whose output many lifts read, one index each (the map writes single indices)."""
-    out = items.map(lambda x: doubled(x))
+    out = items.map(lambda x: doubled(x))  # type: ignore[attr-defined]
     return {"items": items, "out": out, "next": [plus_one(out[i]) for i in range(DOWNSTREAM)]}
 
 
@@ -576,8 +577,8 @@ def test_readers_of_a_map_output_are_narrowed_to_the_indices_the_map_wrote(
         compared.append(len(paths))
         groups(by_path, paths, *rest)
 
-    rt.scheduler._schedule_groups = counting  # type: ignore[method-assign]
-    rng = __import__("random").Random(11)
+    rt.scheduler._schedule_groups = counting  # type: ignore[method-assign, assignment]
+    rng = random.Random(11)
     for _ in range(25):
         roll = rng.random()
         if roll < 0.2:
