@@ -58,12 +58,15 @@ class _Working:
 
 
 def _unchanged(stored: Any, working: _Working) -> bool:
-    """Whether ``working``'s value equals the stored one (only its written paths, if known)."""
-    paths = working.paths
+    """Whether ``working``'s value equals the stored container (only its written paths, if
+    known; a list grown or cut short is changed without looking at them)."""
     value = working.value
-    if type(value) is type(stored) and type(stored) in (dict, list) and len(value) != len(stored):
-        return False  # (a list grown or cut short: no path need be looked at)
-    if paths and type(stored) in (dict, list):
+    if type(value) is not type(stored):
+        return False
+    if len(value) != len(stored):
+        return False
+    paths = working.paths
+    if paths:
         return all(json_equal(get_path(stored, p), get_path(value, p)) for p in paths)
     return json_equal(stored, value)
 
