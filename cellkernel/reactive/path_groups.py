@@ -2,8 +2,9 @@
 
 A document that many actions read (a list whose elements each feed a lift) is
 notified by groups: each path is compared once and its readers are scheduled
-together.  When the scheduler also knows the paths a write went through
-(``Scheduler.note_written``), ``PathGroups.reached`` names the few read paths
+together.  When the scheduler also knows the paths a write went through (its
+transaction's journal: ``Scheduler.note_written`` for a write outside any action,
+the action's own transaction otherwise), ``PathGroups.reached`` names the few read paths
 that write can have changed, so a one-element write compares O(depth + those
 readers), not every path of the document.  The values at the named paths are
 still compared: this narrows, it never decides.
