@@ -114,6 +114,19 @@ def encode_part(part: str, value: Any) -> tuple[str, Any]:
         return _encode_ascii(value), value
     if t is dict and not value:
         return "{}", {}
+    text = _text(part, value)
+    decoded = loads(text)
+    if not json_equal(decoded, value):
+        raise ValueError(
+            f"document {part} is not normalised JSON (tuples, non-string keys or "
+            f"JSON-like subclasses are not allowed): {value!r}"
+        )
+    return text, decoded
+
+
+def _text(part: str, value: Any) -> str:
+    """The JSON text of ``value``, refused (``ValueError`` naming ``part``) when it is not JSON
+    or holds a lone surrogate, which UTF-8 cannot store."""
     try:
         text = dumps(value)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -126,13 +139,7 @@ def encode_part(part: str, value: Any) -> tuple[str, Any]:
                 f"document {part} is not JSON: a lone surrogate {text[exc.start]!r} "
                 "is not a Unicode character"
             ) from None
-    decoded = loads(text)
-    if not json_equal(decoded, value):
-        raise ValueError(
-            f"document {part} is not normalised JSON (tuples, non-string keys or "
-            f"JSON-like subclasses are not allowed): {value!r}"
-        )
-    return text, decoded
+    return text
 
 
 class Encoded(NamedTuple):
@@ -154,19 +161,7 @@ def encode_owned(part: str, value: Any) -> tuple[str, Any]:
     t = type(value)
     if t is not dict and t is not list:
         return encode_part(part, value)
-    try:
-        text = dumps(value)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise ValueError(f"document {part} is not JSON: {exc}") from None
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError(
-                f"document {part} is not JSON: a lone surrogate {text[exc.start]!r} "
-                "is not a Unicode character"
-            ) from None
-    return text, value
+    return _text(part, value), value
 
 
 def encode_document(space: str, entity_id: str, doc: object, owned: bool = False) -> Encoded:

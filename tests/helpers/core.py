@@ -126,3 +126,18 @@ def store_state(rt: Runtime, *spaces: str) -> dict[Any, Any]:
 def runtime_on(store: str, tmp_path: Any, name: str = "state.db") -> Runtime:
     """A fresh runtime on ``store`` ("memory" or "sqlite": a file ``name`` in ``tmp_path``)."""
     return Runtime(store="memory:" if store == "memory" else f"sqlite:///{tmp_path / name}")
+
+
+def count_compared(rt: Runtime) -> list[int]:
+    """From now on, how many read paths each grouped notify of ``rt`` compares (one entry
+    per call of ``Scheduler._schedule_groups``)."""
+    compared: list[int] = []
+    schedule = rt.scheduler._schedule_groups
+
+    def counting(by_path: Any, paths: Any, *rest: Any) -> None:
+        paths = list(paths)
+        compared.append(len(paths))
+        schedule(by_path, paths, *rest)
+
+    rt.scheduler._schedule_groups = counting  # type: ignore[method-assign, assignment]
+    return compared

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.core import runtime_on
+from helpers.core import count_compared, runtime_on
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -569,15 +569,7 @@ def test_readers_of_a_map_output_are_narrowed_to_the_indices_the_map_wrote(
     rt = runtime_on(store, tmp_path, "narrow.db")
     items = list(range(DOWNSTREAM))
     result = rt.run(MapThenPerIndex, {"items": items}, cause="narrowed")
-    compared: list[int] = []
-    groups = rt.scheduler._schedule_groups
-
-    def counting(by_path: Any, paths: Any, *rest: Any) -> None:
-        paths = list(paths)
-        compared.append(len(paths))
-        groups(by_path, paths, *rest)
-
-    rt.scheduler._schedule_groups = counting  # type: ignore[method-assign, assignment]
+    compared = count_compared(rt)
     rng = random.Random(11)
     for _ in range(25):
         roll = rng.random()

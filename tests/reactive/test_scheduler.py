@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from helpers.core import addr, lift, make_stream, on_event, raw
+from helpers.core import addr, count_compared, lift, make_stream, on_event, raw
 
 from cellkernel.data.values import get_path, json_equal
 from cellkernel.errors import ConflictError, IterationLimitError, NodeError
@@ -764,15 +764,7 @@ def test_readers_of_nested_paths_run_exactly_when_their_value_changed(rt: Runtim
         lift(rt, f"p{i}", [src.key(*path)], rt.get_cell(f"nested-out-{seed}-{i}"),
              lambda v: v, log)
     rt.idle()
-    compared: list[int] = []
-    groups = rt.scheduler._schedule_groups
-
-    def counting(by_path: Any, compare: Any, *rest: Any) -> None:
-        compare = list(compare)
-        compared.append(len(compare))
-        groups(by_path, compare, *rest)
-
-    rt.scheduler._schedule_groups = counting  # type: ignore[method-assign, assignment]
+    compared = count_compared(rt)
     def plain() -> Any:  # (records are their own documents: DocDicts, as plain JSON)
         return json.loads(json.dumps(src.get()))
 
