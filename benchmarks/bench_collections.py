@@ -411,24 +411,8 @@ def _peer_filter_at(n: int) -> Callable[[Peer, bool], PeerShape]:
     return lambda p, eager: peer_filter(p, n, eager)
 
 
-def _ck_filter_at(rt: Runtime, n: int) -> Callable[[], CkCase]:
-    return lambda: ck_filter(rt, n)
-
-
 def _peer_push_at(n: int) -> Callable[[Peer, bool], PeerShape]:
     return lambda p, eager: peer_push(p, n, eager)
-
-
-def _ck_inline_at(rt: Runtime, n: int) -> Callable[[], CkCase]:
-    return lambda: ck_inline(rt, n)
-
-
-def _ck_per_element_at(rt: Runtime, n: int) -> Callable[[], CkCase]:
-    return lambda: ck_per_element(rt, n)
-
-
-def _ck_records_at(rt: Runtime, n: int) -> Callable[[], CkCase]:
-    return lambda: ck_records(rt, n)
 
 
 # --------------------------------------------------------------------------- driver
@@ -571,6 +555,16 @@ def bench_sizes(peers: list[Peer], sizes: tuple[int, ...], quick: bool,
         for r in rows:
             log(_line(r))
 
+    def on_own_runtimes(shape: str, make: Callable[[Runtime, int], CkCase],
+                        graphs: dict[int, list[tuple[str, PeerShape]]]) -> None:
+        """``shape`` on a fresh counted runtime per size (set-up timed), closed after."""
+        own = {n: counted() for n in sizes}
+        done(bench_shape(shape, {n: timed_setup(f"{shape} {n:,}",
+                                                functools.partial(make, own[n], n))
+                                 for n in sizes}, graphs, quick=quick))
+        for rt in own.values():
+            rt.close()
+
     runtimes = {n: counted() for n in sizes}
     shared: dict[int, tuple[Cell[Any], Cell[Any]]] = {}
 
@@ -586,20 +580,8 @@ def bench_sizes(peers: list[Peer], sizes: tuple[int, ...], quick: bool,
     items = {n: peer_graphs(peers, peer_items_at(n), modes) for n in sizes}
     done(bench_shape("scalars", {n: timed_setup(f"scalars {n:,}", on_shared(n, ck_scalars))
                                  for n in sizes}, items, quick=quick))
-    inline = {n: counted() for n in sizes}
-    done(bench_shape("inline argument",
-                     {n: timed_setup(f"inline argument {n:,}",
-                                     _ck_inline_at(inline[n], n)) for n in sizes},
-                     items, quick=quick))
-    for rt in inline.values():
-        rt.close()
-    per_element = {n: counted() for n in sizes}
-    done(bench_shape("lift per element",
-                     {n: timed_setup(f"lift per element {n:,}",
-                                     _ck_per_element_at(per_element[n], n)) for n in sizes},
-                     items, quick=quick))
-    for rt in per_element.values():
-        rt.close()
+    on_own_runtimes("inline argument", ck_inline, items)
+    on_own_runtimes("lift per element", ck_per_element, items)
     for graphs in items.values():
         close_all(graphs)
     pushes = {n: peer_graphs(peers, _peer_push_at(n), modes) for n in sizes}
@@ -610,23 +592,14 @@ def bench_sizes(peers: list[Peer], sizes: tuple[int, ...], quick: bool,
     for rt in runtimes.values():
         rt.close()
     shared.clear()
-    rt_records = {n: counted() for n in sizes}
     records = {n: peer_graphs(peers, peer_items_at(n, records=True), modes) for n in sizes}
-    done(bench_shape("records", {n: timed_setup(f"records {n:,}",
-                                                _ck_records_at(rt_records[n], n))
-                                 for n in sizes}, records, quick=quick))
+    on_own_runtimes("records", ck_records, records)
     for graphs in records.values():
         close_all(graphs)
-    for rt in rt_records.values():
-        rt.close()
-    rt_filter = {n: counted() for n in sizes}
     filters = {n: peer_graphs(peers, _peer_filter_at(n), modes) for n in sizes}
-    done(bench_shape("filter", {n: timed_setup(f"filter {n:,}", _ck_filter_at(rt_filter[n], n))
-                                for n in sizes}, filters, quick=quick))
+    on_own_runtimes("filter", ck_filter, filters)
     for graphs in filters.values():
         close_all(graphs)
-    for rt in rt_filter.values():
-        rt.close()
     order = {s: i for i, s in enumerate(SHAPES)}
     results.sort(key=lambda r: (order[r.shape], r.n))
     return results, setups

@@ -142,6 +142,34 @@ def _text(part: str, value: Any) -> str:
     return text
 
 
+class OwnedCommits:
+    """A store that encodes JSON text: ``commit`` is ``commit_owned`` with nothing owned.
+
+    ``commit_owned`` names the documents whose value the transaction layer owns
+    (``encode_owned``): their values are encoded without the round trip that
+    checks a caller's value, so a large document written one element at a time
+    costs its text, not a decode and a comparison too.  ``Transaction.commit``
+    calls it where a store has it.
+    """
+
+    def commit(
+        self,
+        space: str,
+        writes: Mapping[str, Document],
+        basis: Mapping[tuple[str, str], int],
+    ) -> list[Change]:
+        return self.commit_owned(space, writes, basis, ())
+
+    def commit_owned(
+        self,
+        space: str,
+        writes: Mapping[str, Document],
+        basis: Mapping[tuple[str, str], int],
+        owned: Collection[str],
+    ) -> list[Change]:
+        raise NotImplementedError
+
+
 class Encoded(NamedTuple):
     value: str
     source: str

@@ -38,6 +38,7 @@ from cellkernel.store.documents import (
     Document,
     Encoded,
     Key,
+    OwnedCommits,
     check_key,
     conflict_error,
     encode_commit,
@@ -251,7 +252,7 @@ def _connect_error(exc: Exception, target: _Target) -> PostgresStoreError:
 # --------------------------------------------------------------------------- the store
 
 
-class PostgresStore:
+class PostgresStore(OwnedCommits):
     """A store in one PostgreSQL database, shared by runtimes on any number of machines.
 
     Like ``SqliteStore``, reads go through an in-process cache brought up to
@@ -462,14 +463,6 @@ class PostgresStore:
 
     # -- writing
 
-    def commit(
-        self,
-        space: str,
-        writes: Mapping[str, Document],
-        basis: Mapping[tuple[str, str], int],
-    ) -> list[Change]:
-        return self.commit_owned(space, writes, basis, ())
-
     def commit_owned(
         self,
         space: str,
@@ -477,12 +470,7 @@ class PostgresStore:
         basis: Mapping[tuple[str, str], int],
         owned: Collection[str],
     ) -> list[Change]:
-        """``commit``, naming the documents whose value the transaction layer owns.
-
-        Their values are encoded without the round trip that checks a caller's
-        value (``documents.encode_owned``): a large document written one element
-        at a time costs its text, not a decode and a comparison too.
-        """
+        """``commit``, naming the documents whose value is owned (``OwnedCommits``)."""
         encoded = encode_commit(space, writes, basis, owned)
         for key in (*basis, *((space, entity_id) for entity_id in encoded)):
             if not (_storable(key[0]) and _storable(key[1])):

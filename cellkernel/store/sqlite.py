@@ -24,6 +24,7 @@ from cellkernel.store.documents import (
     Document,
     Encoded,
     Key,
+    OwnedCommits,
     check_key,
     conflict_error,
     encode_commit,
@@ -181,7 +182,7 @@ def _switch_to_wal(conn: sqlite3.Connection, busy_ms: int = _BUSY_TIMEOUT_MS) ->
         pause = min(pause * 2, 0.05)
 
 
-class SqliteStore:
+class SqliteStore(OwnedCommits):
     """A store in one SQLite file, shared safely by any number of processes.
 
     Reads go through an in-process cache (documents and known-absent ids), so
@@ -471,14 +472,6 @@ class SqliteStore:
 
     # -- writing
 
-    def commit(
-        self,
-        space: str,
-        writes: Mapping[str, Document],
-        basis: Mapping[tuple[str, str], int],
-    ) -> list[Change]:
-        return self.commit_owned(space, writes, basis, ())
-
     def commit_owned(
         self,
         space: str,
@@ -486,12 +479,7 @@ class SqliteStore:
         basis: Mapping[tuple[str, str], int],
         owned: Collection[str],
     ) -> list[Change]:
-        """``commit``, naming the documents whose value the transaction layer owns.
-
-        Their values are encoded without the round trip that checks a caller's
-        value (``documents.encode_owned``): a large document written one element
-        at a time costs its text, not a decode and a comparison too.
-        """
+        """``commit``, naming the documents whose value is owned (``OwnedCommits``)."""
         encoded = encode_commit(space, writes, basis, owned)
         if self.readonly:
             raise StoreError(f"sqlite store {self.path} was opened read-only (mode=ro)")
