@@ -171,6 +171,27 @@ def _cacheable(path: Path) -> bool:
 BULK_READERS = 16
 
 
+#: a list this long is compared at its written paths first (``_root_differs``)
+_LARGE = 64
+
+
+def _root_differs(before: Any, after: Any, written: list[Path] | None) -> bool:
+    """``not json_equal(before, after)``, answered at a written path when one differs
+    there (then the whole document does): a list of 10 000 is not compared for one
+    element written."""
+    if written and type(before) is list and type(after) is list and len(after) >= _LARGE:
+        n_before, n_after = len(before), len(after)
+        for path in written:
+            key = path[0] if len(path) == 1 else None
+            if type(key) is int and 0 <= key < n_before and key < n_after:
+                old, new = before[key], after[key]  # an element: ``get_path``, inline
+            else:
+                old, new = get_path(before, path), get_path(after, path)
+            if old is not new and not json_equal(old, new):
+                return True
+    return not json_equal(before, after)
+
+
 class Scheduler:
     """Owns triggers, the pending heap, the event queue and the busy period."""
 
@@ -540,17 +561,10 @@ class Scheduler:
                 else:
                     groups = self._groups[doc_key] = path_groups(triggers)
                 if groups is not None:
-                    hint = self._written.get(doc_key)
-                    written = None  # the paths the write went through, if known
-                    if hint is not None and hint[0] is before and hint[1] is after:
-                        written = hint[2]
-                    elif tx is not None and change.before is not None:
-                        working = tx._docs.get(doc_key)
-                        if working is not None:
-                            written = working.paths
+                    written = self._written_by(doc_key, change, tx)
                     reached = groups.reached(before, after, written) if written else None
                     self._schedule_groups(groups.by_path, groups.by_path if reached is None
-                                          else reached, before, after, source)
+                                          else reached, before, after, source, written)
                     continue
             pending = self._pending
             # many readers of one document mostly read the same few paths: compare each once
@@ -570,6 +584,9 @@ class Scheduler:
                             t = type(after)
                             if t is type(before) and (t is int or t is str or t is float):
                                 root_differs = before != after  # ``json_equal`` of scalars
+                            elif t is list and type(before) is list and len(after) >= _LARGE:
+                                root_differs = _root_differs(
+                                    before, after, self._written_by(doc_key, change, tx))
                             else:
                                 root_differs = not json_equal(before, after)
                         differs = root_differs
@@ -593,8 +610,23 @@ class Scheduler:
                                 action.changed.add((change.space, change.entity_id))
                         break
 
+    def _written_by(self, doc_key: DocKey, change: Change, tx: Transaction | None
+                    ) -> list[Path] | None:
+        """The paths the write that made ``change`` went through, if known (``notify``)."""
+        hint = self._written.get(doc_key)
+        if hint is not None:
+            before = change.before.value if change.before is not None else None
+            if hint[0] is before and hint[1] is change.after.value:
+                return hint[2]
+        if tx is not None and change.before is not None:
+            working = tx._docs.get(doc_key)
+            if working is not None:
+                return working.paths
+        return None
+
     def _schedule_groups(self, by_path: dict[Path, dict[Action, None]], paths: Iterable[Path],
-                         before: Any, after: Any, source: Action | None) -> None:
+                         before: Any, after: Any, source: Action | None,
+                         written: list[Path] | None = None) -> None:
         """``notify`` for a document many actions read: each of ``paths`` compared once,
         its readers scheduled in bulk (a fan-out's thousand readers of one input)."""
         pending = self._pending
@@ -602,7 +634,7 @@ class Scheduler:
         for path in paths:
             actions = by_path[path]
             if path == ():
-                if json_equal(before, after):
+                if not _root_differs(before, after, written):
                     continue
             elif json_equal(get_path(before, path), get_path(after, path)):
                 continue

@@ -18,7 +18,14 @@ from helpers.core import addr, count_compared, lift, make_stream, on_event, raw
 
 from cellkernel.data.values import get_path, json_equal
 from cellkernel.errors import ConflictError, IterationLimitError, NodeError
-from cellkernel.reactive.scheduler import BULK_READERS, MAX_ITERATIONS, Action
+from cellkernel.reactive import scheduler as scheduler_module
+from cellkernel.reactive.scheduler import (
+    _LARGE,
+    BULK_READERS,
+    MAX_ITERATIONS,
+    Action,
+    _root_differs,
+)
 from cellkernel.runtime import Runtime
 from cellkernel.store.transactions import Transaction
 
@@ -831,3 +838,57 @@ def test_many_readers_of_a_path_given_as_a_list_are_notified_one_by_one(rt: Runt
     rt.scheduler.on_run.append(lambda a: log.append(a.name))
     src.key("a").set(1)
     assert sorted(log) == sorted(f"listed{i}" for i in range(BULK_READERS + 2))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_root_differs_is_not_json_equal_whatever_the_written_paths(seed: int) -> None:
+    """``_root_differs`` answers at a written path only when the value there differs;
+    named paths that did not change, paths off the list, missing indices and kinds
+    that compare equal in Python (``True`` / ``1``, ``1`` / ``1.0``) never change its
+    answer from the definition."""
+    rng = random.Random(seed)
+    pool: list[Any] = [0, 1, True, 1.0, "1", None, [1], {"a": 1}]
+    for _ in range(300):
+        before = [rng.choice(pool) for _ in range(rng.choice([3, _LARGE, _LARGE + 9]))]
+        after = list(before)
+        for _ in range(rng.randint(0, 2)):
+            if rng.random() < 0.2:
+                after.append(rng.choice(pool))
+            elif after:
+                after[rng.randrange(len(after))] = rng.choice(pool)
+        written: list[tuple[Any, ...]] = [
+            rng.choice([(rng.randrange(len(after) + 3),), ("length",), (0, "a"), ()])
+            for _ in range(rng.randint(0, 3))]
+        assert _root_differs(before, after, written) == (not json_equal(before, after))
+
+
+def test_a_whole_list_reader_of_a_long_list_runs_without_comparing_the_list(rt: Runtime) -> None:
+    """A reader of a whole list of 10 000 is scheduled when one element changes, and
+    the list is not compared whole for it (the written element differs, so the list
+    does); writing the same value again schedules nothing."""
+    src = rt.get_cell("long-list")
+    src.set(list(range(10_000)))
+    log: list[Any] = []
+    lift(rt, "total", [src], rt.get_cell("long-list-total"), sum, log)
+    rt.idle()
+    whole: list[int] = []
+    real = scheduler_module.json_equal
+
+    def spying(a: Any, b: Any) -> bool:
+        if type(a) is list and len(a) >= 10_000:
+            whole.append(1)
+        return real(a, b)
+
+    scheduler_module.json_equal = spying  # type: ignore[assignment]
+    try:
+        log.clear()
+        src.key(5000).set(-1)
+        rt.idle()
+        assert names(log) == ["total"] and whole == []
+        assert rt.get_cell("long-list-total").get() == sum(range(10_000)) - 5000 - 1
+        log.clear()
+        src.key(5000).set(-1)
+        rt.idle()
+        assert log == []
+    finally:
+        scheduler_module.json_equal = real  # type: ignore[assignment]
