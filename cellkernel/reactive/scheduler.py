@@ -584,7 +584,7 @@ class Scheduler:
                             t = type(after)
                             if t is type(before) and (t is int or t is str or t is float):
                                 root_differs = before != after  # ``json_equal`` of scalars
-                            elif t is list and type(before) is list and len(after) >= _LARGE:
+                            elif isinstance(after, list) and len(after) >= _LARGE:
                                 root_differs = _root_differs(
                                     before, after, self._written_by(doc_key, change, tx))
                             else:
