@@ -81,7 +81,7 @@ from cellkernel.patterns.run_context import rebind, runtime_frame
 from cellkernel.patterns.sigils import identity
 from cellkernel.patterns.snapshot import GraphSnapshot
 from cellkernel.reactive.cells import Cell, materialize
-from cellkernel.reactive.scheduler import Action, EventHandler
+from cellkernel.reactive.scheduler import KEYED, Action, EventHandler
 
 if TYPE_CHECKING:
     from cellkernel.runtime import Runtime
@@ -615,7 +615,7 @@ class Runner:
     def _subscribe(self, instance: Instance, node: RunningNode, run: Callable[[Transaction], Any],
                    name: str, reads: list[tuple[str, str, tuple[str | int, ...]]] | None = None,
                    extra_writes: tuple[tuple[str, str, tuple[str | int, ...]], ...] = (),
-                   plan: Any = None, incremental: bool = False) -> Action:
+                   plan: Any = None, incremental: bool = False, kind: str = "lift") -> Action:
         """Start a node's reactive action; it writes the node's output cell.
 
         A node started by a running lift, map, filter or instantiate (a child
@@ -630,7 +630,8 @@ class Runner:
         if self._creator is not None:  # see ``_creating``
             writes.append(self._creator)
         action = Action(run, name=name, node=record["id"], pattern=instance.pattern_hash,
-                        space=space, writes=writes, reads=reads or (), frame=record["id"])
+                        space=space, writes=writes, reads=reads or (), frame=record["id"],
+                        kind=kind)
         action.plan = plan
         if incremental:  # told which read documents changed (``Action.changed``)
             action.changed = set()
@@ -846,7 +847,7 @@ class Runner:
     ) -> None:
         run = CollectionRun(self, instance, node)  # patterns/map_filter.py
         reads = self._declared_reads(node.record, instance.space)
-        self._subscribe(instance, node, run, run.mode, reads)
+        self._subscribe(instance, node, run, run.mode, reads, kind=KEYED)
         if run.mode == "filter":  # its output: a second action, after the children
             collect = FilterCollect(run)
             collect.action = self._subscribe(instance, node, collect, "filter", reads,

@@ -59,6 +59,10 @@ REACTIVE_RETRIES = 10
 #: documents whose last written paths are remembered (``Scheduler.note_written``)
 _WRITTEN_MAX = 64
 
+#: ``Action.kind`` of a map or filter: it asks ``written_paths`` which indices of its
+#: list the last write changed, so an action's write to that list is remembered too
+KEYED = "keyed"
+
 Address = tuple[str, str, Path]
 DocKey = tuple[str, str]
 
@@ -265,17 +269,18 @@ class Scheduler:
         A map over a list asks (``written_paths``) and re-keys the written
         indices instead of comparing the whole list with the one it last saw.
         """
-        written = self._written
-        docs = tx._docs
         for change in changes:
-            key = (change.space, change.entity_id)
-            working = docs.get(key)
-            if working is None or not working.paths or change.before is None:
-                written.pop(key, None)
-                continue
-            written[key] = (change.before.value, change.after.value, list(working.paths))
-            written.move_to_end(key)
-        while len(written) > _WRITTEN_MAX:
+            self._note_one((change.space, change.entity_id), change, tx)
+
+    def _note_one(self, key: DocKey, change: Change, tx: Transaction) -> None:
+        written = self._written
+        working = tx._docs.get(key)
+        if working is None or not working.paths or change.before is None:
+            written.pop(key, None)
+            return
+        written[key] = (change.before.value, change.after.value, list(working.paths))
+        written.move_to_end(key)
+        if len(written) > _WRITTEN_MAX:
             written.popitem(last=False)
 
     def written_paths(self, space: str, entity_id: str, before: Any, after: Any
@@ -577,6 +582,8 @@ class Scheduler:
                 if action in pending:
                     if action.changed is not None:  # (it reads the new value when it runs)
                         action.changed.add((change.space, change.entity_id))
+                    if tx is not None and action.kind == KEYED:
+                        self._note_one(doc_key, change, tx)
                     continue
                 for path in paths:
                     if path == ():  # the whole document: get_path(x, ()) is x
@@ -608,6 +615,8 @@ class Scheduler:
                             heappush(heap, key)
                             if action.changed is not None:
                                 action.changed.add((change.space, change.entity_id))
+                            if tx is not None and action.kind == KEYED:
+                                self._note_one(doc_key, change, tx)  # (an action's write)
                         break
 
     def _written_by(self, doc_key: DocKey, change: Change, tx: Transaction | None

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cellkernel import Runtime, derive, lift, pattern, wish
+from cellkernel.patterns import map_filter
 
 RUNS: list[Any] = []
 
@@ -587,5 +588,54 @@ def test_readers_of_a_map_output_are_narrowed_to_the_indices_the_map_wrote(
         assert result.key("out").get() == [2 * x for x in items]
         assert result.key("next").get() == [2 * x + 1 for x in items[:DOWNSTREAM]]
     assert compared and max(compared) <= 3  # one index (and its spellings), never all
+    assert not rt.errors
+    rt.close()
+
+
+@pattern
+def MapOfMap(items: list[int]) -> Any:
+    """A map over another map's output: the second map re-keys what the first wrote."""
+    return {"items": items,
+            "out": items.map(lambda x: doubled(x)).map(lambda y: plus_one(y))}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_map_of_a_map_rekeys_the_indices_the_first_map_wrote(
+    tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first map's write names the indices it changed; the second map, reading that
+    output, is told them (``Scheduler.written_paths``) instead of comparing its whole
+    list element by element, and its output still matches Python's map after each
+    element write, push and remove."""
+    told: list[set[int] | None] = []
+    real = map_filter._written_indices
+
+    def spying(*args: Any) -> set[int] | None:
+        found = real(*args)
+        told.append(found)
+        return found
+
+    monkeypatch.setattr(map_filter, "_written_indices", spying)
+    rt = runtime_on(store, tmp_path, "map-of-map.db")
+    items = list(range(100))
+    result = rt.run(MapOfMap, {"items": items}, cause="map-of-map")
+    rng = random.Random(5)
+    for step in range(20):
+        told.clear()
+        roll = rng.random()
+        value = -1 - step  # (new every time: no duplicate shifts another's occurrence)
+        if roll < 0.2:
+            result.key("items").push(value)
+            items.append(value)
+        elif roll < 0.35:
+            result.key("items").remove(items[-1])
+            items.pop()
+        else:
+            k = rng.randrange(len(items))
+            result.key("items", k).set(value)
+            items[k] = value
+        assert result.key("out").get() == [2 * x + 1 for x in items]
+        if roll >= 0.35:  # an element write: both maps were told the one index
+            assert told == [{k}, {k}]
     assert not rt.errors
     rt.close()
