@@ -372,6 +372,13 @@ def _strict_walk(a: Any, b: Any) -> bool:
 
 
 def paths_overlap(a: Sequence[str | int], b: Sequence[str | int]) -> bool:
-    """True when one path is a prefix of the other."""
+    """True when one path is a prefix of the other, an index's spellings alike
+    (``("3",)`` and ``(3,)`` name one element, as ``get_path`` reads them)."""
     n = min(len(a), len(b))
-    return tuple(a[:n]) == tuple(b[:n])
+    if tuple(a[:n]) == tuple(b[:n]):
+        return True
+    return all(x == y or _as_index(x) == _as_index(y) for x, y in zip(a[:n], b[:n], strict=True))
+
+
+def _as_index(part: str | int) -> str | int:
+    return int(part) if type(part) is str and part.isdigit() else part

@@ -82,13 +82,29 @@ class CollectionRun:
                     tx: Transaction) -> None:
         argument = {"element": element, "index": index, "array": array_link,
                     "$captured": self.captured_b}
-        with self.runner._creating(self.space, self.out_id):
+        # a map child's output is its index of the map's: order it before that index's
+        # readers only (``move`` follows it); a filter's output positions are the collect's
+        at = (index,) if self.mode == "map" else ()
+        with self.runner._creating(self.space, self.out_id, at):
             child = self.runner._run(op, argument, result_id=child_id, tx=tx,
                                      parent=self.instance, owner=self.node, space=self.space,
                                      self_pattern=self.instance.self_pattern,
                                      plain_argument=not op.curried)
         self.keys_of[child_id] = index
         self.arg_ids[child_id] = child.argument_id
+
+    def move(self, child_id: str, index: int, tx: Transaction) -> None:
+        """A kept child's element is now at ``index``: its argument says so, and a map
+        child is ordered before the readers of its new index of the output."""
+        old = self.keys_of.get(child_id)
+        self.keys_of[child_id] = index
+        tx.write(self.space, self.arg_ids[child_id], ("index",), index)
+        child = self.node.children.get(child_id)
+        if self.mode != "map" or old is None or child is None:
+            return
+        actions = [action for node in child.nodes.values() for action in node.actions]
+        self.runner.rt.scheduler.move_write(
+            actions, (self.space, self.out_id, (old,)), (self.space, self.out_id, (index,)))
 
     def changed_few(self, op: Any, raw: list[Any], sp: str, array_link: Any,
                     tx: Transaction, where: tuple[str, str, Any, Any] | None) -> bool:
@@ -187,8 +203,7 @@ class CollectionRun:
             child_id = old_keys.get(key) or self.id_of_key.get(key) or ""
             if child_id in self.node.children:
                 if self.keys_of.get(child_id) != i:  # a key that moved keeps its child
-                    self.keys_of[child_id] = i
-                    tx.write(self.space, self.arg_ids[child_id], ("index",), i)
+                    self.move(child_id, i, tx)
             else:
                 child_id = derive_id({"parent": self.out_id, "helper": self.mode, "key": key})
                 self.start_child(op, child_id, raw[i], i, array_link, tx)
@@ -258,8 +273,7 @@ class CollectionRun:
         for _key, child_id, element, index in order:
             if child_id in self.node.children:
                 if self.keys_of.get(child_id) != index:
-                    self.keys_of[child_id] = index
-                    tx.write(self.space, self.arg_ids[child_id], ("index",), index)
+                    self.move(child_id, index, tx)
                 continue
             self.start_child(op, child_id, element, index, array_link, tx)
         positions: dict[str, list[int]] = {}

@@ -640,9 +640,11 @@ class Runner:
         return action
 
     @contextlib.contextmanager
-    def _creating(self, space: str, out_id: str) -> Iterator[None]:
-        """Children started meanwhile are ordered before the readers of ``out_id``."""
-        previous, self._creator = self._creator, (space, out_id, ())
+    def _creating(self, space: str, out_id: str, path: tuple[str | int, ...] = ()
+                  ) -> Iterator[None]:
+        """Children started meanwhile are ordered before the readers of ``out_id``
+        (at ``path``: a map child before the readers of its index only)."""
+        previous, self._creator = self._creator, (space, out_id, path)
         try:
             yield
         finally:

@@ -44,9 +44,10 @@ class PathGroups:
                 _insert(trie, path)
         return trie
 
-    def add(self, action: Any, paths: list[Any]) -> bool:
-        """``action`` reads ``paths`` too; False if it cannot be grouped (see ``path_groups``)."""
-        if action.changed is not None:
+    def add(self, action: Any, paths: list[Any], *, reader: bool = True) -> bool:
+        """``action`` reads (or, not ``reader``, writes) ``paths`` too; False if it cannot
+        be grouped (see ``path_groups``)."""
+        if reader and action.changed is not None:
             return False
         by_path = self.by_path
         for path in paths:
@@ -127,6 +128,29 @@ class PathGroups:
                 else:
                     whole.append(child)
         return list(dict.fromkeys(found))  # (a path met twice is compared once)
+
+
+    def overlapping(self, path: Path) -> list[Path]:
+        """The grouped paths on or above ``path`` (its prefixes) and below it, every
+        spelling of an index alike: the actions a reader or writer of ``path`` is
+        ordered against (``Scheduler._needed_height`` / ``_lower_readers``)."""
+        found: list[Path] = []
+        node: dict[Any, Any] | None = self._root()
+        for part in path:
+            assert node is not None
+            if _END in node:
+                found.extend(node[_END])
+            node = node.get(_spelling(part))
+            if node is None:
+                return found
+        below: list[dict[Any, Any]] = [node] if node is not None else []
+        while below:  # (iterative: paths are as deep as the user's data)
+            for key, child in below.pop().items():
+                if key is _END:
+                    found.extend(child)
+                else:
+                    below.append(child)
+        return found
 
 
 def _insert(trie: dict[Any, Any], path: Path) -> None:

@@ -206,6 +206,10 @@ class Scheduler:
         #: (``path_groups``), so a change compares each path once and schedules its
         #: readers in bulk; kept up to date as readers come and go (``_group``, ``_ungroup``)
         self._groups: dict[DocKey, PathGroups | None] = {}
+        #: the writers of a document many actions write, grouped by path likewise (a
+        #: map's children each write their index of its output): made when a height
+        #: walk asks (``_writer_groups``), kept up to date as writers come and go
+        self._wgroups: dict[DocKey, PathGroups | None] = {}
         self._writers: dict[DocKey, dict[Action, list[Path]]] = {}
         #: pending runs as ``height << SEQ_BITS | seq`` ints (``_push``; a heap of plain
         #: ints compares in C without tuples), and the action each key stands for
@@ -242,8 +246,11 @@ class Scheduler:
     def subscribe(self, action: Action, *, schedule: bool = True) -> None:
         """Register an action; with ``schedule`` it runs at the next settle."""
         action.active = True
+        wgroups = self._wgroups
         for space, entity_id, path in action.writes:
             self._writers.setdefault((space, entity_id), {}).setdefault(action, []).append(path)
+            if wgroups:
+                self._wgroup((space, entity_id), action, path)
         self._set_reads(action, action.declared_reads)
         if schedule:
             self._schedule(action)
@@ -255,11 +262,17 @@ class Scheduler:
         self._stale.pop(action, None)
         self._clear_reads(action)
         for space, entity_id, _path in action.writes:
-            writers = self._writers.get((space, entity_id))
+            key = (space, entity_id)
+            writers = self._writers.get(key)
             if writers is not None:
-                writers.pop(action, None)
+                paths = writers.pop(action, None)
                 if not writers:
-                    del self._writers[(space, entity_id)]
+                    del self._writers[key]
+                    self._wgroups.pop(key, None)
+                elif paths is not None and key in self._wgroups:
+                    groups = self._wgroups[key]
+                    if groups is not None:
+                        groups.remove(action, paths)
         self._pending.discard(action)
         self._dormant.discard(action)
 
@@ -299,12 +312,61 @@ class Scheduler:
         """
         writers_map = self._writers
         for entity_id in entity_ids:
+            self._wgroups.pop((space, entity_id), None)
             writers = writers_map.pop((space, entity_id), None)
             if not writers:
                 continue
             for action, paths in writers.items():
                 for path in paths:
                     action.writes.pop((space, entity_id, path), None)
+
+    def _wgroup(self, key: DocKey, action: Action, path: Path) -> None:
+        """``action`` writes ``path`` of ``key`` now: its writer groups, if made, follow."""
+        if key in self._wgroups:
+            groups = self._wgroups[key]
+            if groups is not None and not groups.add(action, [path], reader=False):
+                del self._wgroups[key]
+
+    def _writer_groups(self, key: DocKey, writers: dict[Action, list[Path]]
+                       ) -> PathGroups | None:
+        """The writers of ``key`` by path (made on first ask; None: a path is no tuple)."""
+        if key in self._wgroups:
+            return self._wgroups[key]
+        groups: PathGroups | None = PathGroups({})
+        for writer, paths in writers.items():
+            if groups is not None and not groups.add(writer, paths, reader=False):
+                groups = None
+        self._wgroups[key] = groups
+        return groups
+
+    def _reader_groups(self, key: DocKey, triggers: dict[Action, list[Path]]
+                       ) -> PathGroups | None:
+        """The readers of ``key`` by path, as ``notify`` groups them (made on first ask)."""
+        if key in self._groups:
+            return self._groups[key]
+        groups = self._groups[key] = path_groups(triggers)
+        return groups
+
+    def move_write(self, actions: Iterable[Action], old: Address, new: Address) -> None:
+        """``actions`` write ``new`` instead of ``old`` (a map child moved to another
+        index of the map's output): readers of ``new`` are raised above them."""
+        key = (old[0], old[1])
+        for action in actions:
+            if old not in action.writes or not action.active:
+                continue
+            del action.writes[old]
+            action.writes[new] = None
+            paths = self._writers.get(key, {}).get(action)
+            if paths is not None:
+                if old[2] in paths:
+                    paths.remove(old[2])
+                    groups = self._wgroups.get(key)
+                    if groups is not None:
+                        groups.remove(action, [old[2]])
+                paths.append(new[2])
+                if self._wgroups:
+                    self._wgroup(key, action, new[2])
+            self._adjust_height(action)  # (its readers at ``new`` rise above it)
 
     def _clear_reads(self, action: Action) -> None:
         for space, entity_id, _path in action.reads:
@@ -489,6 +551,15 @@ class Scheduler:
             writers = writers_map.get((space, entity_id))
             if not writers:
                 continue
+            if len(writers) >= BULK_READERS:  # (a map's output: its children, by index)
+                groups = self._writer_groups((space, entity_id), writers)
+                if groups is not None:
+                    by_path = groups.by_path
+                    for p in groups.overlapping(path):
+                        for writer in by_path[p]:
+                            if writer.height > best and writer is not action:
+                                best = writer.height
+                    continue
             for writer, paths in writers.items():
                 if writer.height > best and writer is not action:
                     for p in paths:
@@ -505,6 +576,15 @@ class Scheduler:
             triggers = triggers_map.get((space, entity_id))
             if not triggers:
                 continue
+            if len(triggers) >= BULK_READERS and path:  # readers by path (a map's output)
+                groups = self._reader_groups((space, entity_id), triggers)
+                if groups is not None:
+                    by_path = groups.by_path
+                    for p in groups.overlapping(path):
+                        for reader in by_path[p]:
+                            if reader.height <= height and reader is not action:
+                                work.append(reader)
+                    continue
             for reader, paths in triggers.items():
                 if reader.height <= height and reader is not action:
                     for p in paths:
@@ -913,6 +993,8 @@ class Scheduler:
                 known.append(path)
                 action.writes[(space, entity_id, path)] = None
                 learned.append((space, entity_id, path))
+                if self._wgroups:
+                    self._wgroup((space, entity_id), action, path)
         if learned:  # only readers of what is new: a map starting one child is O(1), not O(N)
             for reader in list(self._readers_of(action, learned)):
                 self._adjust_height(reader)

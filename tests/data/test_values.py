@@ -229,6 +229,15 @@ def test_paths_overlap_when_one_is_a_prefix() -> None:
     assert not paths_overlap(("a",), ("b",))
 
 
+def test_paths_overlap_takes_an_index_in_either_spelling() -> None:
+    """``("3",)`` reads the element ``(3,)`` names (``get_path``), so they overlap."""
+    assert get_path([0, 1, 2, 3], ("3",)) == get_path([0, 1, 2, 3], (3,))
+    assert paths_overlap(("xs", "3"), ("xs", 3, "v"))
+    assert paths_overlap(("xs", 3), ("xs", "3"))
+    assert not paths_overlap(("xs", "3"), ("xs", 4))
+    assert not paths_overlap(("xs", "3a"), ("xs", 3))
+
+
 # --------------------------------------------------------------------------- equality
 
 

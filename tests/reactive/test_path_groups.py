@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from cellkernel.data.values import MISSING, Path, get_path, json_equal, set_path
+from cellkernel.data.values import MISSING, Path, get_path, json_equal, paths_overlap, set_path
 from cellkernel.reactive.path_groups import PathGroups, path_groups
 
 
@@ -182,3 +182,38 @@ def test_groups_kept_up_to_date_equal_groups_made_afresh(seed: int) -> None:
     for reader, paths in list(triggers.items()):
         kept.remove(reader, paths)
     assert kept.by_path == {} and kept._trie == {}  # every node it alone kept is gone
+
+
+def _spelled(path: Path) -> tuple[Any, ...]:
+    return tuple(int(p) if type(p) is str and p.isdigit() else p for p in path)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_overlapping_names_exactly_the_prefixes_and_extensions(seed: int) -> None:
+    """``overlapping(path)``: the grouped paths that are a prefix of ``path`` or extend
+    it, an index's spellings alike (the oracle: ``paths_overlap`` of the spelled paths),
+    for readers and for writers (which may be incremental actions), after random
+    adds and removes."""
+    rng = random.Random(seed)
+    doc = _document(rng)
+    pool = [_respell(rng, p) for p in _paths(doc) for _ in range(2)] + [("x", 3), ("9",)]
+    members: dict[Any, list[Path]] = {}
+    groups = PathGroups({})
+
+    class Incremental:
+        changed: set[Any] = set()
+
+    for _ in range(60):
+        if members and rng.random() < 0.3:
+            member = rng.choice(list(members))
+            groups.remove(member, members.pop(member))
+        else:
+            member = Incremental()
+            paths = list(dict.fromkeys(rng.choice(pool) for _ in range(rng.randint(1, 2))))
+            assert groups.add(member, paths, reader=False)
+            members[member] = paths
+        for probe in rng.sample(pool, 4):
+            expected = {p for paths in members.values() for p in paths
+                        if paths_overlap(_spelled(p), _spelled(probe))}
+            assert set(groups.overlapping(probe)) == expected
+    assert not PathGroups({}).add(Incremental(), [("a",)])  # (a reader: not grouped)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from helpers.core import addr, count_compared, lift, make_stream, on_event, raw
 
-from cellkernel.data.values import get_path, json_equal
+from cellkernel.data.values import get_path, json_equal, paths_overlap
 from cellkernel.errors import ConflictError, IterationLimitError, NodeError
 from cellkernel.reactive import scheduler as scheduler_module
 from cellkernel.reactive.scheduler import (
@@ -889,3 +889,64 @@ def test_a_whole_list_reader_of_a_long_list_runs_without_comparing_the_list(
     src.key(5000).set(-1)
     rt.idle()
     assert log == []
+
+
+def _spelled(path: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(int(p) if type(p) is str and p.isdigit() else p for p in path)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_heights_order_many_writers_and_readers_of_one_document(rt: Runtime, seed: int) -> None:
+    """Writers and readers of one document, more than ``BULK_READERS`` of each (so the
+    height walks go by path groups), at random paths and random heights, subscribed,
+    unsubscribed and moved (``move_write``) at random: every reader stays above every
+    writer of a path overlapping its own."""
+    rng = random.Random(seed)
+    space = rt.space
+    chain = []
+    for d in range(6):  # writers read chain[d]: height d + 1
+        reads = [(space, f"chain{d - 1}", ())] if d else []
+        action = Action(lambda tx: None, name=f"c{d}", writes=[(space, f"chain{d}", ())],
+                        reads=reads)
+        rt.scheduler.subscribe(action, schedule=False)
+        chain.append(action)
+    pool: list[tuple[Any, ...]] = [(), (0,), (1,), ("1",), (2, "v"), (3,), ("x",), ("x", 0)]
+    writers: dict[Action, tuple[Any, ...]] = {}
+    readers: dict[Action, tuple[Any, ...]] = {}
+
+    def add_writer() -> None:
+        path = rng.choice(pool[1:])
+        action = Action(lambda tx: None, name="w", writes=[(space, "doc", path)],
+                        reads=[(space, f"chain{rng.randrange(6)}", ())])
+        rt.scheduler.subscribe(action, schedule=False)
+        writers[action] = path
+
+    def add_reader() -> None:
+        path = rng.choice(pool)
+        action = Action(lambda tx: None, name="r", reads=[(space, "doc", path)])
+        rt.scheduler.subscribe(action, schedule=False)
+        readers[action] = path
+
+    for _ in range(BULK_READERS + 4):
+        add_writer()
+        add_reader()
+    for _ in range(80):
+        roll = rng.random()
+        if roll < 0.25:
+            add_writer()
+        elif roll < 0.5:
+            add_reader()
+        elif roll < 0.6:
+            rt.scheduler.unsubscribe(writers.popitem()[0])
+        elif roll < 0.7:
+            rt.scheduler.unsubscribe(readers.popitem()[0])
+        else:
+            action = rng.choice(list(writers))
+            new = rng.choice(pool[1:])
+            rt.scheduler.move_write([action], (space, "doc", writers[action]), (space, "doc", new))
+            writers[action] = new
+        for reader, read in readers.items():
+            for writer, written in writers.items():
+                if paths_overlap(_spelled(read), _spelled(written)):
+                    assert reader.height > writer.height, (read, written)
+        assert {a[2] for w in writers for a in w.writes if a[1] == "doc"} <= set(pool)
