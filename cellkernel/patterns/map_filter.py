@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from cellkernel.data import schema as schemas
 from cellkernel.data.links import is_link, make_link, parse_link
-from cellkernel.data.values import MISSING, json_equal
+from cellkernel.data.values import MISSING, Path, json_equal
 from cellkernel.patterns.instances import Instance, RunningNode
 from cellkernel.patterns.plan import derive_id
 from cellkernel.reactive.cells import Cell, resolve
@@ -366,13 +366,14 @@ class FilterCollect:
         touched, keying.touched = keying.touched, set()
         tx.on_abort.append(self._aborted)
         current = tx.read(space, keying.out_id, (), track=False)
+        written: list[Path] | None = None  # the output indices it changed, if few
         if self.full or touched is None or current is MISSING:
             self._full_pass(tx, order)
             moved = current is MISSING or not json_equal(current, self.values)
         else:  # (comparing the lists would walk them in Python: _update knows)
-            moved = self._update(tx, order, changed, touched)
-        if moved:
-            tx.write(space, keying.out_id, (), tx.hand_over(list(self.values)))  # (a C copy)
+            moved, written = self._update(tx, order, changed, touched)
+        if moved:  # (a C copy); a map over the output re-keys the indices named only
+            tx.write(space, keying.out_id, (), tx.hand_over(list(self.values)), changed=written)
 
     def _full_pass(self, tx: Transaction, order: list[Any]) -> None:
         start = len(tx.reads)
@@ -396,19 +397,24 @@ class FilterCollect:
         self.keying.runner.rt.scheduler.replace_reads(self.action, list_reads + whole)
 
     def _update(self, tx: Transaction, order: list[Any], changed: set[tuple[str, str]],
-                touched: set[int]) -> bool:
+                touched: set[int]) -> tuple[bool, list[Path] | None]:
         """Read again only the verdicts that may have changed; place them in ``values``.
 
-        Returns whether ``values`` changed.
+        Returns whether ``values`` changed, and which of its indices (None: many),
+        every index from an insert or removal on included.
         """
         keys_of = self.keying.keys_of
         kept, values = self.kept, self.values
         moved = False
         n = len(order)
+        n_values = len(values)
+        replaced: list[int] = []
+        shifted = n_values  # the lowest index an insert or a removal moved
         if len(kept) > n:  # popped off the end: their kept elements end the output
             tail = sum(kept[n:])
             if tail:
                 del values[len(values) - tail:]
+                shifted = len(values)
                 moved = True
             del kept[n:]
         kept.extend([0] * (n - len(kept)))
@@ -434,12 +440,15 @@ class FilterCollect:
                 if keep and was:
                     if not json_equal(values[at], element):
                         values[at] = element
+                        replaced.append(at)
                         moved = True
                 elif keep:
                     values.insert(at, element)
+                    shifted = min(shifted, at)
                     moved = True
                 else:
                     del values[at]
+                    shifted = min(shifted, at)
                     moved = True
             kept[i] = 1 if keep else 0
         children_of = self.children_of
@@ -454,7 +463,9 @@ class FilterCollect:
         if drop:
             scheduler.drop_reads(self.action, drop)
         scheduler.add_reads(self.action, added)
-        return moved
+        written = [i for i in replaced if i < shifted]
+        written.extend(range(shifted, max(n_values, len(values))))
+        return moved, [(i,) for i in written] if len(written) <= _FEW else None
 
     def _aborted(self, _tx: Transaction) -> None:
         self.full = True  # what it changed did not land: start over next time

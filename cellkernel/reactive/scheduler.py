@@ -647,6 +647,8 @@ class Scheduler:
                     groups = self._groups[doc_key] = path_groups(triggers)
                 if groups is not None:
                     written = self._written_by(doc_key, change, tx)
+                    if tx is not None:  # (a map among the many readers asks for them)
+                        self._note_one(doc_key, change, tx)
                     reached = groups.reached(before, after, written) if written else None
                     self._schedule_groups(groups.by_path, groups.by_path if reached is None
                                           else reached, before, after, source, written)

@@ -751,3 +751,75 @@ def test_a_write_through_a_map_of_many_children_orders_against_one_index() -> No
     assert sizes and max(sizes) <= 3  # the index, the whole output, a spelling: never all
     assert not rt.errors
     rt.close()
+
+
+@lift
+def odd(x: int) -> bool:
+    return x % 2 == 1
+
+
+@lift
+def plus_one_or_none(x):  # type: ignore[no-untyped-def]  # (untyped: None past the end)
+    return None if x is None else x + 1
+
+
+KEPT_READERS = 18  # (above BULK_READERS: the readers of the output are grouped by path)
+
+
+@pattern
+def FilterThenMap(items: list[int]) -> Any:
+    """A map over a filter's output, and a reader per output index."""
+    kept = items.filter(lambda x: odd(x))  # type: ignore[attr-defined]
+    return {"items": items, "kept": kept, "doubled": kept.map(lambda y: doubled(y)),
+            "next": [plus_one_or_none(kept[i]) for i in range(KEPT_READERS)]}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(start=st.lists(st.integers(0, 7), min_size=20, max_size=30),
+       steps=st.lists(st.one_of(
+           st.tuples(st.just("set"), st.integers(0, 40), st.integers(0, 7)),
+           st.tuples(st.just("push"), st.integers(0, 7)),
+           st.tuples(st.just("pop"), st.integers(1, 3)),
+           st.tuples(st.just("remove"), st.integers(0, 7))), max_size=10))
+def test_a_map_over_a_filter_and_readers_of_its_indices_match_python(
+        start: list[int], steps: list[Any]) -> None:
+    """The filter names the output indices it changed (a replaced element; from an
+    insert or removal on, every later one); the map over it and the readers of single
+    indices, narrowed to those, still equal Python's filter and map after every edit."""
+    rt = Runtime()
+    try:
+        values = list(start)
+        result = rt.run(FilterThenMap, {"items": values}, cause="filter-then-map")
+        src = result.key("items")
+        for step in steps:
+            _edit_in_place(src, values, step)
+            kept = [x for x in values if x % 2 == 1]
+            assert result.key("kept").get() == kept
+            assert result.key("doubled").get() == [2 * x for x in kept]
+            assert result.key("next").get() == [
+                kept[i] + 1 if i < len(kept) else None for i in range(KEPT_READERS)]
+        assert rt.errors == []
+    finally:
+        rt.close()
+
+
+def test_a_map_over_a_filter_is_told_the_one_output_index_that_changed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An element replaced by another the filter keeps changes one output index: the
+    map over the output re-keys that index (``_written_indices``), not the list."""
+    told: list[set[int] | None] = []
+    real = map_filter._written_indices
+
+    def spying(*args: Any) -> set[int] | None:
+        found = real(*args)
+        told.append(found)
+        return found
+
+    rt = Runtime()
+    values = list(range(100))
+    result = rt.run(FilterThenMap, {"items": values}, cause="told-one-index")
+    monkeypatch.setattr(map_filter, "_written_indices", spying)
+    result.key("items", 51).set(1001)  # 51 is the 26th odd number: output index 25
+    assert result.key("doubled", 25).get() == 2002
+    assert told == [{51}, {25}]  # the filter's keying, then the map over its output
+    rt.close()
