@@ -26,7 +26,16 @@ in the faster one.  Shapes, each at N = 1 000 and N = 10 000:
    range(N)]}``, so N actions read one document, each at its own index; a write is
    ``result.xs.key(k).set(v)``.  The scheduler narrows the paths it compares to those
    the write went through (``reactive/path_groups.py``).  Peers: as 1.
-5. **push + remove**: on the scalar instance of 1, ``items.push(x)`` + idle + read
+5. **map of a map**: ``items`` as in 1; ``MM(items) = {"items": items, "out":
+   items.map(lambda x: twice(x)).map(lambda y: plus_one(y))}``; a write is
+   ``items.key(k).set(v)`` + idle + read ``result.out.key(k)``.  The second map is told
+   which index the first one wrote (``Scheduler.note_written`` for a ``KEYED`` reader).
+   Peers: a signal, a computed of it and a counted computed of that, per element.
+6. **reader per map index**: ``out = items.map(lambda x: twice(x))`` and ``next =
+   [plus_one(out[i]) for i in range(N)]``: N lifts each read one index of the map's
+   output, whose children each write their own index (``CollectionRun.move``); a write
+   is ``items.key(k).set(v)``, the read ``result.next.key(k)``.  Peers: as 5.
+7. **push + remove**: on the scalar instance of 1, ``items.push(x)`` + idle + read
    ``result.out.key(N)``, then ``items.remove(x)`` + idle, so every sample starts
    from N elements (a growing list would give the peers, whose per-write cost is a
    few µs and whose samples hold thousands of writes, a list many times N).  The
@@ -35,7 +44,7 @@ in the faster one.  Shapes, each at N = 1 000 and N = 10 000:
    the elements still at the same position (an index-keyed ``mapArray``) and
    returning them; push sets the tuple with one new element signal, the read
    evaluates the new element's computed, remove sets the tuple without it.
-6. **filter**: ``items`` holds N plain ints (one document, as 1, its own runtime);
+8. **filter**: ``items`` holds N plain ints (one document, as 1, its own runtime);
    the pattern ``F(items) = {"items": items, "kept": items.filter(lambda x:
    is_even(x))}``; a write is ``items.key(k).set(w)`` + ``rt.idle()`` + read
    ``result.kept.key(j).get()``, ``j = (k + 1) // 2`` (the evens before ``k``):
@@ -83,7 +92,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import write_readme_block
-from benchmarks.bench_core import _double
+from benchmarks.bench_core import _double, _inc
 from benchmarks.bench_core import _rk_node as _node  # a counted compute, shared
 from benchmarks.bench_peers import (
     PEER_LIMIT,
@@ -110,12 +119,13 @@ QUICK_MEMORY_WRITES = 10_000
 #: a time budget for the memory loop (it stops early and says so)
 MEMORY_BUDGET = 1_800.0
 QUICK_MEMORY_BUDGET = 8.0
-SHAPES = ("scalars", "records", "inline argument", "lift per element", "push + remove", "filter")
+SHAPES = ("scalars", "records", "inline argument", "lift per element", "map of a map",
+          "reader per map index", "push + remove", "filter")
 
 #: runs of the per-element lifts, counted by every runtime's ``on_run`` (``counted``)
 LIFT_RUNS = [0]
 #: the per-element lifts' node names
-LIFTS = frozenset({"double", "double_v", "is_even"})
+LIFTS = frozenset({"double", "double_v", "is_even", "plus_one"})
 
 
 # The per-element functions are pure, as a user's would be, so a run may take the
@@ -135,6 +145,16 @@ def double_v(item: dict[str, Any]) -> int:
 @lift
 def is_even(x: int) -> bool:
     return x % 2 == 0
+
+
+@lift
+def twice(x: int) -> int:  # (the first of two levels: not counted)
+    return x * 2
+
+
+@lift
+def plus_one(x: int) -> int:
+    return x + 1
 
 
 def _count_lift(action: Any) -> None:
@@ -244,6 +264,36 @@ def ck_per_element(rt: Runtime, n: int) -> CkCase:
     return CkCase(rt, result.xs.key(k).set, result.out.key(k).get, lambda v: 2 * v)
 
 
+@pattern
+def MM(items: Cell[list[int]]) -> Any:
+    return {"items": items, "out": items.map(lambda x: twice(x)).map(lambda y: plus_one(y))}
+
+
+def ck_map_of_map(rt: Runtime, n: int) -> CkCase:
+    items = rt.get_cell(_cause("map-of-map"))
+    items.set(list(range(n)))
+    result = rt.run(MM, {"items": items}, cause=_cause("map-of-map"))
+    k = n // 2
+    return CkCase(rt, items.key(k).set, result.out.key(k).get, lambda v: 2 * v + 1)
+
+
+def per_index_pattern(n: int) -> Any:
+    @pattern
+    def P(items: Cell[list[int]]) -> Any:
+        out = items.map(lambda x: twice(x))
+        return {"items": items, "out": out, "next": [plus_one(out[i]) for i in range(n)]}
+
+    return P
+
+
+def ck_per_index(rt: Runtime, n: int) -> CkCase:
+    items = rt.get_cell(_cause("per-index"))
+    items.set(list(range(n)))
+    result = rt.run(per_index_pattern(n), {"items": items}, cause=_cause("per-index"))
+    k = n // 2
+    return CkCase(rt, items.key(k).set, result.next.key(k).get, lambda v: 2 * v + 1)
+
+
 def ck_inline(rt: Runtime, n: int) -> CkCase:
     result = rt.run(M, {"items": list(range(n))}, cause=_cause("inline"))
     k = n // 2
@@ -340,6 +390,32 @@ class _MapArray:
                 reads.append(self.p.reader(node))
         del sources[len(current):], self.nodes[len(current):], reads[len(current):]
         return list(reads)
+
+
+def peer_two_levels(p: Peer, n: int, eager: bool) -> PeerShape:
+    """A signal per element, a computed of it, a computed of that (counted), read by index."""
+    counter = [0]
+    srcs = [p.signal(i) for i in range(n)]
+    mids = [p.computed(_uncounted(p.read_signal(s), _double)) for s in srcs]
+    nodes = [p.computed(_node(counter, p.reader(m), _inc)) for m in mids]
+    reads = [p.reader(node) for node in nodes]
+    k = n // 2
+    boxes = [[None] for _ in range(n)]
+    effects = [p.effect(_sink(r, b)) for r, b in zip(reads, boxes, strict=True)] if eager else []
+    if not eager:
+        for r in reads:
+            r()
+    box = boxes[k]
+    return PeerShape(p.writer(srcs[k]), (lambda: box[0]) if eager else reads[k], counter,
+                     [srcs, mids, nodes], effects, lambda v: 2 * v + 1, int)
+
+
+def _uncounted(read: Callable[[], Any], fn: Callable[[Any], Any]) -> Callable[[], Any]:
+    return lambda: fn(read())
+
+
+def _peer_two_levels_at(n: int) -> Callable[[Peer, bool], PeerShape]:
+    return lambda p, eager: peer_two_levels(p, n, eager)
 
 
 def peer_push(p: Peer, n: int, eager: bool) -> PeerShape:
@@ -583,6 +659,11 @@ def bench_sizes(peers: list[Peer], sizes: tuple[int, ...], quick: bool,
     on_own_runtimes("inline argument", ck_inline, items)
     on_own_runtimes("lift per element", ck_per_element, items)
     for graphs in items.values():
+        close_all(graphs)
+    levels = {n: peer_graphs(peers, _peer_two_levels_at(n), modes) for n in sizes}
+    on_own_runtimes("map of a map", ck_map_of_map, levels)
+    on_own_runtimes("reader per map index", ck_per_index, levels)
+    for graphs in levels.values():
         close_all(graphs)
     pushes = {n: peer_graphs(peers, _peer_push_at(n), modes) for n in sizes}
     done(bench_shape("push + remove", {n: on_shared(n, ck_push) for n in sizes}, pushes,
