@@ -22,6 +22,8 @@ import itertools
 import operator
 from typing import TYPE_CHECKING, Any
 
+from sortedcontainers import SortedList
+
 from cellkernel.data import schema as schemas
 from cellkernel.data.links import is_link, make_link, parse_link
 from cellkernel.data.values import MISSING, Path, json_equal
@@ -307,12 +309,13 @@ class FilterCollect:
     documents it reads changed (``Action.changed``), the keying action which
     indices it re-keyed (``CollectionRun.touched``), and only those verdicts are
     read again.  It subscribes to whole documents and keeps that subscription
-    itself (``Scheduler.add_reads`` / ``drop_reads``).  ``kept`` (one 0/1 per
-    index) places an element in the output with a C-level ``sum``.
+    itself (``Scheduler.add_reads`` / ``drop_reads``).  ``kept`` is one 0/1 per
+    index, ``kept_at`` the kept indices sorted (``sortedcontainers``): an element's
+    place in the output is a bisection.
     """
 
-    __slots__ = ("action", "children_of", "docs_of", "full", "kept", "keying", "list_keys",
-                 "values")
+    __slots__ = ("action", "children_of", "docs_of", "full", "kept", "kept_at", "keying",
+                 "list_keys", "values")
 
     def __init__(self, keying: CollectionRun) -> None:
         self.keying = keying
@@ -325,6 +328,9 @@ class FilterCollect:
         self.list_keys: set[tuple[str, str]] = set()
         #: per index of the keyed order: 1 if its element is in the output
         self.kept: list[int] = []
+        #: the indices whose element is kept, sorted: an element's place in the output is
+        #: a bisection (O(log N)), not a count of the kept before it
+        self.kept_at: SortedList[int] = SortedList()
         #: the output as last written
         self.values: list[Any] = []
         self.full = True
@@ -390,6 +396,7 @@ class FilterCollect:
             if keep:
                 values.append(element)
         self.kept, self.values = kept, values
+        self.kept_at = SortedList(itertools.compress(itertools.count(), kept))
         self.full = False
         # whole documents, the list's too: a verdict read through it (an inline argument)
         # must see its other paths change
@@ -404,16 +411,18 @@ class FilterCollect:
         every index from an insert or removal on included.
         """
         keys_of = self.keying.keys_of
-        kept, values = self.kept, self.values
+        kept, values, kept_at = self.kept, self.values, self.kept_at
         moved = False
         n = len(order)
         n_values = len(values)
         replaced: list[int] = []
         shifted = n_values  # the lowest index an insert or a removal moved
         if len(kept) > n:  # popped off the end: their kept elements end the output
-            tail = sum(kept[n:])
+            cut = kept_at.bisect_left(n)
+            tail = len(kept_at) - cut
             if tail:
                 del values[len(values) - tail:]
+                del kept_at[cut:]
                 shifted = len(values)
                 moved = True
             del kept[n:]
@@ -436,7 +445,7 @@ class FilterCollect:
             keep = self._verdict(tx, child_id, fresh)
             was = kept[i]
             if keep or was:
-                at = sum(itertools.islice(kept, i))  # its place among the kept (C-level)
+                at = kept_at.bisect_left(i)  # its place among the kept
                 if keep and was:
                     if not json_equal(values[at], element):
                         values[at] = element
@@ -444,10 +453,12 @@ class FilterCollect:
                         moved = True
                 elif keep:
                     values.insert(at, element)
+                    kept_at.add(i)
                     shifted = min(shifted, at)
                     moved = True
                 else:
                     del values[at]
+                    kept_at.remove(i)
                     shifted = min(shifted, at)
                     moved = True
             kept[i] = 1 if keep else 0
@@ -463,8 +474,11 @@ class FilterCollect:
         if drop:
             scheduler.drop_reads(self.action, drop)
         scheduler.add_reads(self.action, added)
+        end = max(n_values, len(values))
+        if end - shifted > _FEW:  # (counted before it is built: a removal near the front)
+            return moved, None
         written = [i for i in replaced if i < shifted]
-        written.extend(range(shifted, max(n_values, len(values))))
+        written.extend(range(shifted, end))
         return moved, [(i,) for i in written] if len(written) <= _FEW else None
 
     def _aborted(self, _tx: Transaction) -> None:
