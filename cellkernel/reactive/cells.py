@@ -1174,6 +1174,16 @@ def materialize(
                         if type(target) in SCALAR_TYPES:
                             lst[i] = target
                             continue
+                        if type(target) is dict and "/" in target:
+                            # a document that is itself a whole-document link (a map child's
+                            # result, to its lift's output): one more hop, read as ``resolve``
+                            # reads it, then the scalar there
+                            hop = as_link(target, where[0])
+                            if hop is not None and not hop.path and hop.schema is None:
+                                target = tx.read(hop.space, hop.id, (), track=track)
+                                if type(target) in SCALAR_TYPES:
+                                    lst[i] = target
+                                    continue
                     stack.append((lst, i, v, sp, eid, (*p, i), None, False, hops))
                 continue
             lst = [None] * len(value)

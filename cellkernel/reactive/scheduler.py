@@ -30,6 +30,7 @@ import heapq
 import inspect
 import itertools
 import logging
+import operator
 import time
 import traceback
 from collections import OrderedDict, deque
@@ -174,6 +175,9 @@ def _cacheable(path: Path) -> bool:
 #: a document read by at least this many actions is notified by path groups
 BULK_READERS = 16
 
+
+#: a subscription this many reads apart from the last is patched, not made anew
+_FEW_READS = 64
 
 #: a list this long is compared at its written paths first (``_root_differs``)
 _LARGE = 64
@@ -408,18 +412,73 @@ class Scheduler:
             action.reads = [reads[0]]
             self._adjust_height(action)
             return
+        if len(reads) == len(action.reads) >= BULK_READERS and self._patch_reads(action, reads):
+            return
         self._clear_reads(action)
-        compact: dict[DocKey, list[Path]] = {}
+        # each document's paths once, in order (a dict: a lift reading a list of N
+        # links element by element reads N paths of one document, and a list search
+        # for each made that quadratic); a path given as a list is keyed as a tuple
+        compact: dict[DocKey, dict[Path, Path]] = {}
         for space, entity_id, path in reads:
-            paths = compact.setdefault((space, entity_id), [])
-            if path not in paths:
-                paths.append(path)
-        for key, paths in compact.items():
+            seen = compact.setdefault((space, entity_id), {})
+            seen.setdefault(path if type(path) is tuple else tuple(path), path)
+        for key, unique in compact.items():
+            paths = list(unique.values())
             self._triggers.setdefault(key, {})[action] = paths
             if self._groups:
                 self._group(key, action, paths)
         action.reads = list(reads)
         self._adjust_height(action)
+
+    def _patch_reads(self, action: Action, reads: list[Address]) -> bool:
+        """``_set_reads`` when a long subscription changed at a few positions (a lift
+        over a map's N outputs after one child was replaced): only the documents read
+        there are subscribed anew, the rest of ``action.reads`` is kept as it is, and
+        the height rises above the writers of what is new only.  False: too many."""
+        old = action.reads
+        diff = list(itertools.compress(itertools.count(), map(operator.ne, old, reads)))
+        if len(diff) > _FEW_READS:
+            return False
+        touched = {(r[0], r[1]) for i in diff for r in (old[i], reads[i])}
+        ids = {key[1] for key in touched}
+        fresh: dict[DocKey, dict[Path, Path]] = {key: {} for key in touched}
+        for read in reads:  # the paths now read of each touched document, in order
+            if read[1] in ids and (seen := fresh.get((read[0], read[1]))) is not None:
+                path = read[2]
+                seen.setdefault(path if type(path) is tuple else tuple(path), path)
+        triggers_map = self._triggers
+        for key, unique in fresh.items():
+            triggers = triggers_map.get(key)
+            gone = triggers.pop(action, None) if triggers is not None else None
+            if gone is not None and self._groups:
+                if not triggers:
+                    self._groups.pop(key, None)
+                else:
+                    self._ungroup(key, action, gone)
+            if unique:
+                paths = list(unique.values())
+                triggers_map.setdefault(key, {})[action] = paths
+                if self._groups:
+                    self._group(key, action, paths)
+            elif triggers is not None and not triggers:
+                del triggers_map[key]
+        for i in diff:
+            old[i] = reads[i]
+        needed = 0
+        writers_map = self._writers
+        for i in diff:
+            space, entity_id, path = reads[i]
+            for writer, paths in (writers_map.get((space, entity_id)) or {}).items():
+                if writer is not action and writer.height >= needed and any(
+                        not p or not path or paths_overlap(path, p) for p in paths):
+                    needed = writer.height + 1
+        if needed > action.height:
+            action.height = needed
+            if action in self._pending:
+                self._push(action)
+            for reader in list(self._readers_of(action)):
+                self._adjust_height(reader)
+        return True
 
     def replace_reads(self, action: Action, reads: list[Address]) -> None:
         """An incremental action's whole subscription, anew (its full pass)."""

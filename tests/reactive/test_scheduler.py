@@ -19,7 +19,9 @@ from helpers.core import addr, count_compared, lift, make_stream, on_event, raw
 from cellkernel.data.values import get_path, json_equal, paths_overlap
 from cellkernel.errors import ConflictError, IterationLimitError, NodeError
 from cellkernel.reactive import scheduler as scheduler_module
+from cellkernel.reactive.path_groups import path_groups
 from cellkernel.reactive.scheduler import (
+    _FEW_READS,
     _LARGE,
     BULK_READERS,
     MAX_ITERATIONS,
@@ -950,3 +952,69 @@ def test_heights_order_many_writers_and_readers_of_one_document(rt: Runtime, see
                 if paths_overlap(_spelled(read), _spelled(written)):
                     assert reader.height > writer.height, (read, written)
         assert {a[2] for w in writers for a in w.writes if a[1] == "doc"} <= set(pool)
+
+
+def _subscription(rt: Runtime, action: Action) -> dict[Any, list[Any]]:
+    return {key: list(triggers[action]) for key, triggers in rt.scheduler._triggers.items()
+            if action in triggers}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_long_subscription_patched_equals_one_made_anew(seed: int) -> None:
+    """``_set_reads`` over a long subscription that changed at a few positions patches
+    it (``_patch_reads``): the triggers, their path groups, the action's reads and
+    its height equal those of a subscription made anew from the same reads, after a
+    random sequence of small and large changes (documents gone, new, read twice, a
+    path given as a list)."""
+    rng = random.Random(seed)
+    made: dict[str, Runtime] = {"patched": Runtime(), "anew": Runtime()}
+    made["anew"].scheduler._patch_reads = lambda action, reads: False  # type: ignore[method-assign]
+    actions: dict[str, Action] = {}
+    for name, rt in made.items():
+        space = rt.space
+        for d in range(4):  # writers of doc{d} at height d (a chain), so heights differ
+            below = [(space, f"doc{d - 1}", ())] if d else []
+            rt.scheduler.subscribe(Action(lambda tx: None, name=f"w{d}",
+                                          writes=[(space, f"doc{d}", ())], reads=below),
+                                   schedule=False)
+        for i in range(2 * BULK_READERS):  # other readers of doc0 and doc1: grouped
+            rt.scheduler.subscribe(Action(lambda tx: None, name=f"o{i}",
+                                          reads=[(space, f"doc{i % 2}", (i % 3,))]),
+                                   schedule=False)
+        for d in range(2):
+            key = (space, f"doc{d}")
+            assert rt.scheduler._reader_groups(key, rt.scheduler._triggers[key]) is not None
+        actions[name] = Action(lambda tx: None, name="many")
+        rt.scheduler.subscribe(actions[name], schedule=False)
+    patches: list[bool] = []
+    patch = made["patched"].scheduler._patch_reads
+
+    def counting(action: Action, reads: list[Any]) -> bool:
+        patches.append(patch(action, reads))
+        return patches[-1]
+
+    made["patched"].scheduler._patch_reads = counting  # type: ignore[method-assign]
+    space = made["patched"].space
+    # first only documents nobody writes (height 0): a patch that reads a written one
+    # must raise the height above its writer
+    reads: list[Any] = [(space, f"doc{rng.randrange(4, 8)}", (rng.randrange(3),))
+                        for _ in range(150)]
+    for _ in range(25):
+        reads = list(reads)
+        for _ in range(rng.choice([1, 2, 3, 3 * _FEW_READS])):  # (many: made anew)
+            i = rng.randrange(len(reads))
+            path: Any = (rng.randrange(3),) if rng.random() < 0.9 else [rng.randrange(3)]
+            reads[i] = (space, f"doc{rng.randrange(8)}", path)
+        for name, rt in made.items():
+            rt.scheduler._set_reads(actions[name], list(reads))
+        patched, anew = actions["patched"], actions["anew"]
+        assert patched.reads == anew.reads == reads
+        assert patched.height == anew.height
+        assert _subscription(made["patched"], patched) == _subscription(made["anew"], anew)
+        for key, groups in made["patched"].scheduler._groups.items():
+            if groups is not None:  # grouped readers: as grouping every reader afresh
+                fresh = path_groups(made["patched"].scheduler._triggers.get(key, {}))
+                assert fresh is not None and groups.by_path == fresh.by_path
+    assert True in patches and False in patches  # both ways taken: patched, and made anew
+    for rt in made.values():
+        rt.close()
