@@ -11,9 +11,11 @@ every operation and survive ``key()``.
 from __future__ import annotations
 
 import functools
+import itertools
+import operator
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
@@ -1005,39 +1007,73 @@ def _declared_only(value: dict[str, Any], schema: Any, root: Any) -> dict[str, A
     return {k: v for k, v in value.items() if k in declared}
 
 
-#: stored list -> the (space, id) each of its elements links to whole, and whether every
-#: element does, for the last few lists read (stored values are never changed in place,
-#: and the list is held)
+#: where a stored list was read (space, id, path) -> that list, the (space, id) each of
+#: its elements links to whole, and whether every element does, for the last few lists
+#: read.  Stored values are never changed in place and the list is held, so the same
+#: list is the same answer, and an element that is the object it was in the list read
+#: there before (a copy-on-write spine shares every element it did not replace) links
+#: where it did: a list of N links with one replaced parses one
 _list_targets: OrderedDict[
-    int, tuple[list[Any], str, list[tuple[str, str] | None], bool]] = OrderedDict()
+    tuple[str, str, Path], tuple[list[Any], list[tuple[str, str] | None], bool]
+] = OrderedDict()
 _LIST_TARGETS_MAX = 64
 #: the types of the values ``materialize`` keeps as they are (a set, for one C-level test)
 _SCALARS = frozenset(SCALAR_TYPES)
 
 
+#: a document whose stored value is a link -> that value and its parse (``_hop_link``)
+_hop_links: dict[tuple[str, str], tuple[Any, Link | None]] = {}
+_HOP_LINKS_MAX = 32_768
+
+
+def _hop_link(value: dict[str, Any], space: str, entity_id: str) -> Link | None:
+    """``as_link`` of the stored value of a document, remembered with that value (held):
+    stored values are never changed in place, so a document read again by the next
+    run (a map child's result, linking to its lift's output) is not parsed again."""
+    key = (space, entity_id)
+    known = _hop_links.get(key)
+    if known is not None and known[0] is value:
+        return known[1]
+    link = as_link(value, space)
+    if len(_hop_links) >= _HOP_LINKS_MAX:
+        _hop_links.clear()
+    _hop_links[key] = (value, link)
+    return link
+
+
 def _whole_document_links(
-    value: list[Any], space: str,
+    value: list[Any], space: str, where: tuple[str, str, Path],
 ) -> tuple[list[tuple[str, str] | None], bool] | None:
     """Per element of a stored list: where it links to a whole document (no path, no schema),
     and whether every element is such a link; None when none is."""
-    known = _list_targets.get(id(value))
-    if known is not None and known[0] is value and known[1] == space:
-        _list_targets.move_to_end(id(value))
-        return known[2], known[3]
-    targets: list[tuple[str, str] | None] = []
-    found = 0
-    for v in value:
+    known = _list_targets.get(where)
+    if known is not None:
+        _list_targets.move_to_end(where)
+        if known[0] is value:
+            return known[1], known[2]
+        old, old_targets = known[0], known[1]
+        # only the elements that are not the objects they were (C-level) are parsed again
+        indices: Iterable[int] = itertools.chain(
+            itertools.compress(itertools.count(), map(operator.is_not, value, old)),
+            range(len(old), len(value)))
+        targets = old_targets[:len(value)]
+        targets.extend([None] * (len(value) - len(targets)))
+    else:
+        indices = range(len(value))
+        targets = [None] * len(value)
+    for i in indices:
+        v = value[i]
+        target = None
         if type(v) is dict and is_link(v):
             link = parse_link(v, space)
             if not link.path and link.schema is None:
-                targets.append((link.space, link.id))
-                found += 1
-                continue
-        targets.append(None)
-    if not found:
+                target = (link.space, link.id)
+        targets[i] = target
+    if not value or targets.count(None) == len(targets):
+        _list_targets.pop(where, None)
         return None
-    every = found == len(value)
-    _list_targets[id(value)] = (value, space, targets, every)
+    every = None not in targets
+    _list_targets[where] = (value, targets, every)
     if len(_list_targets) > _LIST_TARGETS_MAX:
         _list_targets.popitem(last=False)
     return targets, every
@@ -1152,7 +1188,7 @@ def materialize(
             continue
         if t is list:
             if sch is None:
-                links = _whole_document_links(value, sp) if hops < MAX_HOPS else None
+                links = _whole_document_links(value, sp, (sp, eid, p)) if hops < MAX_HOPS else None
                 targets = None
                 if links is not None:
                     targets, every = links
@@ -1178,7 +1214,7 @@ def materialize(
                             # a document that is itself a whole-document link (a map child's
                             # result, to its lift's output): one more hop, read as ``resolve``
                             # reads it, then the scalar there
-                            hop = as_link(target, where[0])
+                            hop = _hop_link(target, where[0], where[1])
                             if hop is not None and not hop.path and hop.schema is None:
                                 target = tx.read(hop.space, hop.id, (), track=track)
                                 if type(target) in SCALAR_TYPES:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any
 
@@ -1015,3 +1016,60 @@ def test_a_scalar_write_is_checked_against_its_documents_schema(
     assert rt.store.load(rt.space, c.entity_id or "") is doc
     c.set(2)
     assert c.get() == 2
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_list_link_targets_reused_by_element_equal_those_found_afresh(seed: int) -> None:
+    """``_whole_document_links`` reuses, for the list last read at the same place, the
+    targets of the elements that are the objects they were: after random element
+    replacements (links to other documents, equal links as new dicts, links with a
+    path or a schema, plain values), pushes and cuts, its answer equals one found with
+    nothing remembered."""
+    rng = random.Random(seed)
+    space = "did:test:links"
+    where = (space, f"of:list-{seed}", ("items",))
+
+    def element() -> Any:
+        roll = rng.random()
+        target = f"of:doc{rng.randrange(6)}"
+        if roll < 0.6:
+            return make_link(space, target, ())
+        if roll < 0.7:
+            return make_link(space, target, ("v",))
+        if roll < 0.8:
+            return make_link(space, target, (), {"type": "integer"})
+        if roll < 0.9:
+            return make_link("did:test:other", target, ())
+        return rng.choice([1, "x", None, {"v": 1}])
+
+    value = [element() for _ in range(rng.randint(0, 12))]
+    for _ in range(40):
+        value = list(value)  # copy-on-write: the elements not replaced are shared
+        roll = rng.random()
+        if roll < 0.6 and value:
+            value[rng.randrange(len(value))] = element()
+        elif roll < 0.8:
+            value.append(element())
+        else:
+            del value[rng.randrange(len(value) + 1):]
+        got = cells._whole_document_links(value, space, where)
+        remembered = dict(cells._list_targets)
+        cells._list_targets.clear()
+        fresh = cells._whole_document_links(value, space, where)
+        cells._list_targets.clear()
+        cells._list_targets.update(remembered)
+        assert got == fresh
+    cells._list_targets.pop(where, None)
+
+
+def test_a_documents_link_is_parsed_again_only_when_its_value_is_another() -> None:
+    """``_hop_link`` answers from what it remembers only for the same stored value."""
+    space = "did:test:hop"
+    first = make_link(space, "of:a", ())
+    link = cells._hop_link(first, space, "of:holder")
+    assert link is not None and link.id == "of:a"
+    assert cells._hop_link(first, space, "of:holder") is link
+    second = make_link(space, "of:b", ())
+    moved = cells._hop_link(second, space, "of:holder")
+    assert moved is not None and moved.id == "of:b"
+    assert cells._hop_link({"v": 1}, space, "of:holder") is None
