@@ -28,14 +28,21 @@ in the faster one.  Shapes, each at N = 1 000 and N = 10 000:
    the write went through (``reactive/path_groups.py``).  Peers: as 1.
 5. **map of a map**: ``items`` as in 1; ``MM(items) = {"items": items, "out":
    items.map(lambda x: twice(x)).map(lambda y: plus_one(y))}``; a write is
-   ``items.key(k).set(v)`` + idle + read ``result.out.key(k)``.  The second map is told
+   ``items.key(k).set(-v)`` + idle + read ``result.out.key(k)`` (negative: an element
+   equal to another would shift the occurrence numbers of the equal ones and move
+   their children, more work than one element's, in the peers too).  The second map is told
    which index the first one wrote (``Scheduler.note_written`` for a ``KEYED`` reader).
    Peers: a signal, a computed of it and a counted computed of that, per element.
 6. **reader per map index**: ``out = items.map(lambda x: twice(x))`` and ``next =
    [plus_one(out[i]) for i in range(N)]``: N lifts each read one index of the map's
    output, whose children each write their own index (``CollectionRun.move``); a write
-   is ``items.key(k).set(v)``, the read ``result.next.key(k)``.  Peers: as 5.
-7. **push + remove**: on the scalar instance of 1, ``items.push(x)`` + idle + read
+   is ``items.key(k).set(-v)``, the read ``result.next.key(k)``.  Peers: as 5.
+7. **total of a map**: ``total(items.map(lambda x: double(x)))``: one lift reads all N
+   outputs of the map (each a child's result linking to its lift's output), so a write
+   is O(N) in every contestant; what is compared is the constant (the growth is not
+   marked against 1.2).  Peers: a signal and a computed per element, one computed
+   summing them.
+8. **push + remove**: on the scalar instance of 1, ``items.push(x)`` + idle + read
    ``result.out.key(N)``, then ``items.remove(x)`` + idle, so every sample starts
    from N elements (a growing list would give the peers, whose per-write cost is a
    few µs and whose samples hold thousands of writes, a list many times N).  The
@@ -44,7 +51,7 @@ in the faster one.  Shapes, each at N = 1 000 and N = 10 000:
    the elements still at the same position (an index-keyed ``mapArray``) and
    returning them; push sets the tuple with one new element signal, the read
    evaluates the new element's computed, remove sets the tuple without it.
-8. **filter**: ``items`` holds N plain ints (one document, as 1, its own runtime);
+9. **filter**: ``items`` holds N plain ints (one document, as 1, its own runtime);
    the pattern ``F(items) = {"items": items, "kept": items.filter(lambda x:
    is_even(x))}``; a write is ``items.key(k).set(w)`` + ``rt.idle()`` + read
    ``result.kept.key(j).get()``, ``j = (k + 1) // 2`` (the evens before ``k``):
@@ -120,7 +127,9 @@ QUICK_MEMORY_WRITES = 10_000
 MEMORY_BUDGET = 1_800.0
 QUICK_MEMORY_BUDGET = 8.0
 SHAPES = ("scalars", "records", "inline argument", "lift per element", "map of a map",
-          "reader per map index", "push + remove", "filter")
+          "reader per map index", "total of a map", "push + remove", "filter")
+#: shapes whose write is O(N) by nature (a lift reading every output): no 1.2 target
+LINEAR_SHAPES = frozenset({"total of a map"})
 
 #: runs of the per-element lifts, counted by every runtime's ``on_run`` (``counted``)
 LIFT_RUNS = [0]
@@ -155,6 +164,11 @@ def twice(x: int) -> int:  # (the first of two levels: not counted)
 @lift
 def plus_one(x: int) -> int:
     return x + 1
+
+
+@lift
+def total(values: list[int]) -> int:
+    return sum(values)
 
 
 def _count_lift(action: Any) -> None:
@@ -273,8 +287,15 @@ def ck_map_of_map(rt: Runtime, n: int) -> CkCase:
     items = rt.get_cell(_cause("map-of-map"))
     items.set(list(range(n)))
     result = rt.run(MM, {"items": items}, cause=_cause("map-of-map"))
+    return _negative_writes(rt, items, result.out, n)
+
+
+def _negative_writes(rt: Runtime, items: Cell[Any], out: Cell[Any], n: int) -> CkCase:
+    """Writes of ``-v`` at N // 2 (never equal to another element, which would shift
+    the occurrence numbers of equal ones and move their children), read at N // 2."""
     k = n // 2
-    return CkCase(rt, items.key(k).set, result.out.key(k).get, lambda v: 2 * v + 1)
+    target = items.key(k)
+    return CkCase(rt, lambda v: target.set(-v), out.key(k).get, lambda v: -2 * v + 1)
 
 
 def per_index_pattern(n: int) -> Any:
@@ -290,8 +311,21 @@ def ck_per_index(rt: Runtime, n: int) -> CkCase:
     items = rt.get_cell(_cause("per-index"))
     items.set(list(range(n)))
     result = rt.run(per_index_pattern(n), {"items": items}, cause=_cause("per-index"))
+    return _negative_writes(rt, items, result.next, n)
+
+
+@pattern
+def TM(items: Cell[list[int]]) -> Any:
+    return {"items": items, "total": total(items.map(lambda x: double(x)))}
+
+
+def ck_total(rt: Runtime, n: int) -> CkCase:
+    items = rt.get_cell(_cause("total"))
+    items.set(list(range(n)))
+    result = rt.run(TM, {"items": items}, cause=_cause("total"))
     k = n // 2
-    return CkCase(rt, items.key(k).set, result.next.key(k).get, lambda v: 2 * v + 1)
+    rest = 2 * (sum(range(n)) - k)
+    return CkCase(rt, items.key(k).set, result.total.get, lambda v: rest + 2 * v)
 
 
 def ck_inline(rt: Runtime, n: int) -> CkCase:
@@ -407,11 +441,33 @@ def peer_two_levels(p: Peer, n: int, eager: bool) -> PeerShape:
             r()
     box = boxes[k]
     return PeerShape(p.writer(srcs[k]), (lambda: box[0]) if eager else reads[k], counter,
-                     [srcs, mids, nodes], effects, lambda v: 2 * v + 1, int)
+                     [srcs, mids, nodes], effects, lambda v: -2 * v + 1, lambda v: -v)
 
 
 def _uncounted(read: Callable[[], Any], fn: Callable[[Any], Any]) -> Callable[[], Any]:
     return lambda: fn(read())
+
+
+def peer_total(p: Peer, n: int, eager: bool) -> PeerShape:
+    """A signal and a counted computed per element, and one computed summing them all."""
+    counter = [0]
+    srcs = [p.signal(i) for i in range(n)]
+    nodes = [p.computed(_node(counter, p.read_signal(s), _double)) for s in srcs]
+    reads = [p.reader(node) for node in nodes]
+    whole = p.computed(lambda: sum(r() for r in reads))
+    read = p.reader(whole)
+    box: list[Any] = [None]
+    effects = [p.effect(_sink(read, box))] if eager else []
+    if not eager:
+        read()
+    k = n // 2
+    rest = 2 * (sum(range(n)) - k)
+    return PeerShape(p.writer(srcs[k]), (lambda: box[0]) if eager else read, counter,
+                     [srcs, nodes, whole], effects, lambda v: rest + 2 * v, int)
+
+
+def _peer_total_at(n: int) -> Callable[[Peer, bool], PeerShape]:
+    return lambda p, eager: peer_total(p, n, eager)
 
 
 def _peer_two_levels_at(n: int) -> Callable[[Peer, bool], PeerShape]:
@@ -665,6 +721,10 @@ def bench_sizes(peers: list[Peer], sizes: tuple[int, ...], quick: bool,
     on_own_runtimes("reader per map index", ck_per_index, levels)
     for graphs in levels.values():
         close_all(graphs)
+    totals = {n: peer_graphs(peers, _peer_total_at(n), modes) for n in sizes}
+    on_own_runtimes("total of a map", ck_total, totals)
+    for graphs in totals.values():
+        close_all(graphs)
     pushes = {n: peer_graphs(peers, _peer_push_at(n), modes) for n in sizes}
     done(bench_shape("push + remove", {n: on_shared(n, ck_push) for n in sizes}, pushes,
                      quick=quick))
@@ -804,6 +864,13 @@ def _ck_cell(c: Cellk) -> str:
     return f"{text} ✗ {c.error}" if c.error else text
 
 
+def _growth(shape: str, g: float | None) -> str:
+    """ck(10k) / ck(1k), marked against 1.2 unless the shape is O(N) by nature."""
+    if shape in LINEAR_SHAPES:
+        return f"{g:.2f} (O(N): 10 is linear)" if g is not None else "—"
+    return _mark(g, 1.2)
+
+
 def _mark(value: float | None, target: float) -> str:
     if value is None:
         return "—"
@@ -833,7 +900,7 @@ def format_results(results: list[Result], memory: Memory | None, setups: dict[st
         lines.append(
             f"| {r.shape} | {r.n:,} | {_ck_cell(r.ck)} | {r.ck.sched or '—'} | {_t(rk)} | "
             f"{rk_ratio} | {name} {_t(best)} | {_ratio(r.ck.time, best)} | "
-            f"{_mark(g, 1.2) if r.n == SIZES[-1] else ''} |")
+            f"{_growth(r.shape, g) if r.n == SIZES[-1] else ''} |")
     modes = [m for m in ("pull", "eager") if any(k.endswith(f" {m}") for r in results
                                                  for k in r.peers)]
     lines += ["", f"Every peer, {' and '.join(modes)} (per write):", "",
