@@ -110,6 +110,7 @@ from benchmarks.bench_peers import (
     _sink,
     _t,
     _with_limit,
+    by_index,
     machine_note,
     peer_items_at,
 )
@@ -432,16 +433,8 @@ def peer_two_levels(p: Peer, n: int, eager: bool) -> PeerShape:
     srcs = [p.signal(i) for i in range(n)]
     mids = [p.computed(_uncounted(p.read_signal(s), _double)) for s in srcs]
     nodes = [p.computed(_node(counter, p.reader(m), _inc)) for m in mids]
-    reads = [p.reader(node) for node in nodes]
-    k = n // 2
-    boxes = [[None] for _ in range(n)]
-    effects = [p.effect(_sink(r, b)) for r, b in zip(reads, boxes, strict=True)] if eager else []
-    if not eager:
-        for r in reads:
-            r()
-    box = boxes[k]
-    return PeerShape(p.writer(srcs[k]), (lambda: box[0]) if eager else reads[k], counter,
-                     [srcs, mids, nodes], effects, lambda v: -2 * v + 1, lambda v: -v)
+    return by_index(p, srcs, nodes, counter, eager, [srcs, mids, nodes], lambda v: -2 * v + 1,
+                    lambda v: -v)
 
 
 def _uncounted(read: Callable[[], Any], fn: Callable[[Any], Any]) -> Callable[[], Any]:
@@ -697,6 +690,15 @@ def bench_sizes(peers: list[Peer], sizes: tuple[int, ...], quick: bool,
         for rt in own.values():
             rt.close()
 
+    def against(build_at: Callable[[int], Callable[[Peer, bool], PeerShape]],
+                *shapes: tuple[str, Callable[[Runtime, int], CkCase]]) -> None:
+        """``shapes``, each on runtimes of its own, against one set of peer graphs per size."""
+        graphs = {n: peer_graphs(peers, build_at(n), modes) for n in sizes}
+        for shape, make in shapes:
+            on_own_runtimes(shape, make, graphs)
+        for built in graphs.values():
+            close_all(built)
+
     runtimes = {n: counted() for n in sizes}
     shared: dict[int, tuple[Cell[Any], Cell[Any]]] = {}
 
@@ -716,15 +718,9 @@ def bench_sizes(peers: list[Peer], sizes: tuple[int, ...], quick: bool,
     on_own_runtimes("lift per element", ck_per_element, items)
     for graphs in items.values():
         close_all(graphs)
-    levels = {n: peer_graphs(peers, _peer_two_levels_at(n), modes) for n in sizes}
-    on_own_runtimes("map of a map", ck_map_of_map, levels)
-    on_own_runtimes("reader per map index", ck_per_index, levels)
-    for graphs in levels.values():
-        close_all(graphs)
-    totals = {n: peer_graphs(peers, _peer_total_at(n), modes) for n in sizes}
-    on_own_runtimes("total of a map", ck_total, totals)
-    for graphs in totals.values():
-        close_all(graphs)
+    against(_peer_two_levels_at, ("map of a map", ck_map_of_map),
+            ("reader per map index", ck_per_index))
+    against(_peer_total_at, ("total of a map", ck_total))
     pushes = {n: peer_graphs(peers, _peer_push_at(n), modes) for n in sizes}
     done(bench_shape("push + remove", {n: on_shared(n, ck_push) for n in sizes}, pushes,
                      quick=quick))
@@ -733,14 +729,8 @@ def bench_sizes(peers: list[Peer], sizes: tuple[int, ...], quick: bool,
     for rt in runtimes.values():
         rt.close()
     shared.clear()
-    records = {n: peer_graphs(peers, peer_items_at(n, records=True), modes) for n in sizes}
-    on_own_runtimes("records", ck_records, records)
-    for graphs in records.values():
-        close_all(graphs)
-    filters = {n: peer_graphs(peers, _peer_filter_at(n), modes) for n in sizes}
-    on_own_runtimes("filter", ck_filter, filters)
-    for graphs in filters.values():
-        close_all(graphs)
+    against(functools.partial(peer_items_at, records=True), ("records", ck_records))
+    against(_peer_filter_at, ("filter", ck_filter))
     order = {s: i for i, s in enumerate(SHAPES)}
     results.sort(key=lambda r: (order[r.shape], r.n))
     return results, setups

@@ -224,17 +224,26 @@ def peer_items(p: Peer, n: int, eager: bool, *, records: bool = False) -> PeerSh
     srcs = [p.signal({"v": i} if records else i) for i in range(n)]
     fn = _double_v if records else _double
     nodes = [p.computed(_node(counter, p.read_signal(s), fn)) for s in srcs]
+    return by_index(p, srcs, nodes, counter, eager, [srcs, nodes], lambda v: 2 * v,
+                    (lambda v: {"v": v}) if records else int)
+
+
+def by_index(p: Peer, srcs: list[Any], nodes: list[Any], counter: list[int], eager: bool,
+             keep: list[Any], expect: Callable[[int], Any],
+             make_value: Callable[[int], Any]) -> PeerShape:
+    """A write of ``srcs[N // 2]`` and a read of ``nodes[N // 2]``: pulled (every node
+    evaluated once first, so a write re-runs only its own item) or through an effect
+    per node."""
     reads = [p.reader(node) for node in nodes]
-    k = n // 2
-    boxes = [[None] for _ in range(n)]
+    k = len(nodes) // 2
+    boxes = [[None] for _ in nodes]
     effects = [p.effect(_sink(r, b)) for r, b in zip(reads, boxes, strict=True)] if eager else []
     if not eager:
         for r in reads:
-            r()  # first evaluation, so a write re-runs only its own item
+            r()
     box = boxes[k]
     return PeerShape(p.writer(srcs[k]), (lambda: box[0]) if eager else reads[k], counter,
-                     [srcs, nodes], effects, lambda v: 2 * v,
-                     (lambda v: {"v": v}) if records else int)
+                     keep, effects, expect, make_value)
 
 
 def peer_items_at(n: int, *, records: bool = False) -> Callable[[Peer, bool], PeerShape]:

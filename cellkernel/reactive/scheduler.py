@@ -464,13 +464,18 @@ class Scheduler:
                 del triggers_map[key]
         for i in diff:
             old[i] = reads[i]
+        self._raise_above_writers(action, [reads[i] for i in diff])
+        return True
+
+    def _raise_above_writers(self, action: Action, reads: Iterable[Address]) -> None:
+        """Raise ``action`` above the writers of ``reads`` (what it reads anew; the rest
+        of its reads ordered it already), and its readers above it."""
         needed = 0
         writers_map = self._writers
-        for i in diff:
-            space, entity_id, path = reads[i]
+        for space, entity_id, path in reads:
             for writer, paths in (writers_map.get((space, entity_id)) or {}).items():
                 if writer is not action and writer.height >= needed and any(
-                        not p or not path or paths_overlap(path, p) for p in paths):
+                        paths_overlap(path, p) for p in paths):
                     needed = writer.height + 1
         if needed > action.height:
             action.height = needed
@@ -478,7 +483,6 @@ class Scheduler:
                 self._push(action)
             for reader in list(self._readers_of(action)):
                 self._adjust_height(reader)
-        return True
 
     def replace_reads(self, action: Action, reads: list[Address]) -> None:
         """An incremental action's whole subscription, anew (its full pass)."""
@@ -502,19 +506,7 @@ class Scheduler:
                     self._group((space, entity_id), action, [path])
         action.reads.extend(reads)
         self._known.add(action)
-        needed = 0
-        writers_map = self._writers
-        for space, entity_id, path in reads:
-            for writer, paths in (writers_map.get((space, entity_id)) or {}).items():
-                if writer is not action and writer.height >= needed and any(
-                        paths_overlap(path, p) for p in paths):
-                    needed = writer.height + 1
-        if needed > action.height:
-            action.height = needed
-            if action in self._pending:
-                self._push(action)
-            for reader in list(self._readers_of(action)):
-                self._adjust_height(reader)
+        self._raise_above_writers(action, reads)
 
     def drop_reads(self, action: Action, keys: Iterable[DocKey]) -> None:
         """Unsubscribe an incremental action from whole documents (a retired child's).

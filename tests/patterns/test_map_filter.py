@@ -594,6 +594,21 @@ def test_readers_of_a_map_output_are_narrowed_to_the_indices_the_map_wrote(
     rt.close()
 
 
+def _told_indices(monkeypatch: pytest.MonkeyPatch) -> list[set[int] | None]:
+    """From now on, what every map or filter run is told its last write changed
+    (``map_filter._written_indices``: the indices, or None when it compares)."""
+    told: list[set[int] | None] = []
+    real = map_filter._written_indices
+
+    def spying(*args: Any) -> set[int] | None:
+        found = real(*args)
+        told.append(found)
+        return found
+
+    monkeypatch.setattr(map_filter, "_written_indices", spying)
+    return told
+
+
 @pattern
 def MapOfMap(items: list[int]) -> Any:
     """A map over another map's output: the second map re-keys what the first wrote."""
@@ -609,15 +624,7 @@ def test_a_map_of_a_map_rekeys_the_indices_the_first_map_wrote(
     output, is told them (``Scheduler.written_paths``) instead of comparing its whole
     list element by element, and its output still matches Python's map after each
     element write, push and remove."""
-    told: list[set[int] | None] = []
-    real = map_filter._written_indices
-
-    def spying(*args: Any) -> set[int] | None:
-        found = real(*args)
-        told.append(found)
-        return found
-
-    monkeypatch.setattr(map_filter, "_written_indices", spying)
+    told = _told_indices(monkeypatch)
     rt = runtime_on(store, tmp_path, "map-of-map.db")
     items = list(range(100))
     result = rt.run(MapOfMap, {"items": items}, cause="map-of-map")
@@ -807,18 +814,10 @@ def test_a_map_over_a_filter_is_told_the_one_output_index_that_changed(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """An element replaced by another the filter keeps changes one output index: the
     map over the output re-keys that index (``_written_indices``), not the list."""
-    told: list[set[int] | None] = []
-    real = map_filter._written_indices
-
-    def spying(*args: Any) -> set[int] | None:
-        found = real(*args)
-        told.append(found)
-        return found
-
     rt = Runtime()
     values = list(range(100))
     result = rt.run(FilterThenMap, {"items": values}, cause="told-one-index")
-    monkeypatch.setattr(map_filter, "_written_indices", spying)
+    told = _told_indices(monkeypatch)
     result.key("items", 51).set(1001)  # 51 is the 26th odd number: output index 25
     assert result.key("doubled", 25).get() == 2002
     assert told == [{51}, {25}]  # the filter's keying, then the map over its output
