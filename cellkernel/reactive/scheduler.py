@@ -370,7 +370,10 @@ class Scheduler:
                 paths.append(new[2])
                 if self._wgroups:
                     self._wgroup(key, action, new[2])
-            self._adjust_height(action)  # (its readers at ``new`` rise above it)
+            below: list[Action] = []  # its own height holds: only readers of ``new`` rise
+            self._lower_readers(action, below, (new,))
+            for reader in below:
+                self._adjust_height(reader)
 
     def _clear_reads(self, action: Action) -> None:
         for space, entity_id, _path in action.reads:
@@ -619,11 +622,13 @@ class Scheduler:
                             break
         return best + 1
 
-    def _lower_readers(self, action: Action, work: list[Action]) -> None:
-        """Append to ``work`` the readers of what ``action`` writes not above its height."""
+    def _lower_readers(self, action: Action, work: list[Action],
+                       writes: Iterable[Address] | None = None) -> None:
+        """Append to ``work`` the readers of what ``action`` writes (or, given, only of
+        ``writes``) not above its height."""
         height = action.height
         triggers_map = self._triggers
-        for space, entity_id, path in action.writes:
+        for space, entity_id, path in (action.writes if writes is None else writes):
             triggers = triggers_map.get((space, entity_id))
             if not triggers:
                 continue
