@@ -377,8 +377,9 @@ def paths_overlap(a: Sequence[str | int], b: Sequence[str | int]) -> bool:
     n = min(len(a), len(b))
     if tuple(a[:n]) == tuple(b[:n]):
         return True
-    return all(x == y or _as_index(x) == _as_index(y) for x, y in zip(a[:n], b[:n], strict=True))
+    return all(x == y or as_index(x) == as_index(y) for x, y in zip(a[:n], b[:n], strict=True))
 
 
-def _as_index(part: str | int) -> str | int:
+def as_index(part: Any) -> Any:
+    """A path part as an index names it: a str of digits as the int (``"3"`` is ``3``)."""
     return int(part) if type(part) is str and part.isdigit() else part

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cellkernel.data.values import MISSING, Path
+from cellkernel.data.values import MISSING, Path, as_index
 
 #: a trie node's key for the read paths that end at that node (paths hold str and int)
 _END: Any = None
@@ -97,7 +97,7 @@ class PathGroups:
                     break  # a container replaced or made here: all below it
                 if _END in node:
                     found.extend(node[_END])
-                key = _spelling(part)
+                key = as_index(part)
                 if tb is list:
                     if len(b) != len(a):
                         low, high = sorted((len(b), len(a)))
@@ -116,19 +116,8 @@ class PathGroups:
                     break
             if node is not None:
                 whole.append(node)
-        seen: set[int] = set()
-        while whole:
-            node = whole.pop()
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            for key, child in node.items():
-                if key is _END:
-                    found.extend(child)
-                else:
-                    whole.append(child)
+        _ends_below(whole, found)
         return list(dict.fromkeys(found))  # (a path met twice is compared once)
-
 
     def overlapping(self, path: Path) -> list[Path]:
         """The grouped paths on or above ``path`` (its prefixes) and below it, every
@@ -140,23 +129,33 @@ class PathGroups:
             assert node is not None
             if _END in node:
                 found.extend(node[_END])
-            node = node.get(_spelling(part))
+            node = node.get(as_index(part))
             if node is None:
                 return found
-        below: list[dict[Any, Any]] = [node] if node is not None else []
-        while below:  # (iterative: paths are as deep as the user's data)
-            for key, child in below.pop().items():
-                if key is _END:
-                    found.extend(child)
-                else:
-                    below.append(child)
+        _ends_below([node] if node is not None else [], found)
         return found
+
+
+def _ends_below(nodes: list[dict[Any, Any]], found: list[Path]) -> None:
+    """Extend ``found`` with the paths ending in or below ``nodes`` (each node once;
+    iterative: paths are as deep as the user's data)."""
+    seen: set[int] = set()
+    while nodes:
+        node = nodes.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        for key, child in node.items():
+            if key is _END:
+                found.extend(child)
+            else:
+                nodes.append(child)
 
 
 def _insert(trie: dict[Any, Any], path: Path) -> None:
     node = trie
     for part in path:
-        node = node.setdefault(_spelling(part), {})
+        node = node.setdefault(as_index(part), {})
     node.setdefault(_END, []).append(path)  # (every spelling of it)
 
 
@@ -165,7 +164,7 @@ def _delete(trie: dict[Any, Any], path: Path) -> None:
     way: list[tuple[dict[Any, Any], Any]] = []
     node = trie
     for part in path:
-        key = _spelling(part)
+        key = as_index(part)
         way.append((node, key))
         node = node[key]
     ends = node[_END]
@@ -177,12 +176,6 @@ def _delete(trie: dict[Any, Any], path: Path) -> None:
         del parent[key]
         node = parent
 
-
-def _spelling(part: Any) -> Any:
-    """A path part as the trie keys it: a str of digits as the index it names."""
-    if type(part) is str and part.isdigit():
-        return int(part)
-    return part
 
 
 def path_groups(triggers: dict[Any, list[Any]]) -> PathGroups | None:

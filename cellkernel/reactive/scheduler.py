@@ -200,6 +200,12 @@ def _root_differs(before: Any, after: Any, written: list[Path] | None) -> bool:
     return not json_equal(before, after)
 
 
+def _add_path(unique: dict[Path, Path], path: Path) -> None:
+    """Keep ``path`` once among a document's read paths, in order (one given as a list
+    is keyed as its tuple, and kept as given)."""
+    unique.setdefault(path if type(path) is tuple else tuple(path), path)
+
+
 class Scheduler:
     """Owns triggers, the pending heap, the event queue and the busy period."""
 
@@ -423,8 +429,7 @@ class Scheduler:
         # for each made that quadratic); a path given as a list is keyed as a tuple
         compact: dict[DocKey, dict[Path, Path]] = {}
         for space, entity_id, path in reads:
-            seen = compact.setdefault((space, entity_id), {})
-            seen.setdefault(path if type(path) is tuple else tuple(path), path)
+            _add_path(compact.setdefault((space, entity_id), {}), path)
         for key, unique in compact.items():
             paths = list(unique.values())
             self._triggers.setdefault(key, {})[action] = paths
@@ -447,8 +452,7 @@ class Scheduler:
         fresh: dict[DocKey, dict[Path, Path]] = {key: {} for key in touched}
         for read in reads:  # the paths now read of each touched document, in order
             if read[1] in ids and (seen := fresh.get((read[0], read[1]))) is not None:
-                path = read[2]
-                seen.setdefault(path if type(path) is tuple else tuple(path), path)
+                _add_path(seen, read[2])
         triggers_map = self._triggers
         for key, unique in fresh.items():
             triggers = triggers_map.get(key)

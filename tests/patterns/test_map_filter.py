@@ -609,6 +609,25 @@ def _told_indices(monkeypatch: pytest.MonkeyPatch) -> list[set[int] | None]:
     return told
 
 
+def _push_remove_or_set(rng: random.Random, cell: Any, values: list[int], value: int
+                        ) -> int | None:
+    """One random edit of ``cell`` and of its oracle ``values`` alike: push ``value``,
+    remove the last element, or set a random element to ``value`` (its index returned)."""
+    roll = rng.random()
+    if roll < 0.2:
+        cell.push(value)
+        values.append(value)
+        return None
+    if roll < 0.35 and values:
+        cell.remove(values[-1])
+        values.pop()
+        return None
+    k = rng.randrange(len(values))
+    cell.key(k).set(value)
+    values[k] = value
+    return k
+
+
 @pattern
 def MapOfMap(items: list[int]) -> Any:
     """A map over another map's output: the second map re-keys what the first wrote."""
@@ -631,20 +650,10 @@ def test_a_map_of_a_map_rekeys_the_indices_the_first_map_wrote(
     rng = random.Random(5)
     for step in range(20):
         told.clear()
-        roll = rng.random()
-        value = -1 - step  # (new every time: no duplicate shifts another's occurrence)
-        if roll < 0.2:
-            result.key("items").push(value)
-            items.append(value)
-        elif roll < 0.35:
-            result.key("items").remove(items[-1])
-            items.pop()
-        else:
-            k = rng.randrange(len(items))
-            result.key("items", k).set(value)
-            items[k] = value
+        # (a value new every time: no duplicate shifts another's occurrence)
+        k = _push_remove_or_set(rng, result.key("items"), items, -1 - step)
         assert result.key("out").get() == [2 * x + 1 for x in items]
-        if roll >= 0.35:  # an element write: both maps were told the one index
+        if k is not None:  # an element write: both maps were told the one index
             assert told == [{k}, {k}]
     assert not rt.errors
     rt.close()
@@ -867,21 +876,12 @@ def test_a_total_over_a_maps_outputs_follows_every_edit(tmp_path: Path, store: s
     rng = random.Random(3)
     vs = [i for i in range(40)]
     for step in range(30):
-        roll = rng.random()
-        if roll < 0.15:
-            result.key("items").push(step)
-            values.append(step)
-        elif roll < 0.25:
-            result.key("items").remove(values[-1])
-            values.pop()
-        elif roll < 0.5:
+        if rng.random() < 0.3:
             k = rng.randrange(40)
             records_cell.key(k).key("v").set(-step)
             vs[k] = -step
         else:
-            k = rng.randrange(len(values))
-            result.key("items", k).set(1000 + step)
-            values[k] = 1000 + step
+            _push_remove_or_set(rng, result.key("items"), values, 1000 + step)
         assert result.key("total").get() == 2 * sum(values)
         assert records.key("total").get() == 3 * sum(vs)
     assert True in patched
