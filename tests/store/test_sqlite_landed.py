@@ -264,3 +264,125 @@ def test_the_layer_loads_by_key_what_it_loads_by_name(tmp_path: Path) -> None:
     assert layer.load_key((SPACE, "d0")) == Document(10, None, {}, 2)
     assert layer.load_key((SPACE, "absent")) is None
     store.close()
+
+
+# --------------------------------------------------------------------------- land_value
+
+
+def _land_outcomes(store: Any, steps: list[tuple[str, int, bool, str | None]]
+                   ) -> list[tuple[str, Any]]:
+    """Each step lands ``value`` in ``target`` from a fresh or a stale read of it and of
+    another document it read (or none); a stale read is one taken before the previous step."""
+    outcomes: list[tuple[str, Any]] = []
+    previous: dict[str, Document | None] | None = None
+    for target, value, stale, also in steps:
+        now = {name: store.load(SPACE, name) for name in "abc"}
+        seen = previous if stale and previous is not None else now
+        before = seen[target]
+        read = [((SPACE, also), seen[also])] if also is not None else []
+        try:
+            changes = store.land_value(SPACE, target, before, value, read)
+        except ConflictError as exc:
+            outcomes.append(("conflict", sorted(set(exc.conflicts))))
+        else:
+            outcomes.append(("landed", [(c.entity_id, c.after.value, c.after.version)
+                                        for c in changes]))
+        previous = now
+    return outcomes
+
+
+def test_sqlite_land_value_matches_the_memory_store_over_random_steps(tmp_path: Path) -> None:
+    import random
+
+    from cellkernel.store.memory import MemoryStore
+
+    rng = random.Random(20)
+    kinds: set[str] = set()
+    for case in range(12):
+        steps = [(rng.choice("abc"), rng.randrange(100), rng.random() < 0.3,
+                  rng.choice(["a", "b", "c", None])) for _ in range(20)]
+        memory = MemoryStore()
+        sqlite = SqliteStore(tmp_path / f"v{case}.db")
+        outcomes = _land_outcomes(sqlite, steps)
+        assert outcomes == _land_outcomes(memory, steps)
+        kinds.update(kind for kind, _ in outcomes)
+        for name in "abc":
+            assert sqlite.load(SPACE, name) == memory.load(SPACE, name)
+        assert ("conflict", [(SPACE, "a")]) in _land_outcomes(sqlite, [("a", 1, False, None),
+                                                                      ("a", 2, True, None)])
+        sqlite.close()
+    assert kinds == {"landed", "conflict"}  # the steps met both outcomes
+
+
+def test_sqlite_land_value_against_a_stale_read_lands_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    store = _seed(db)
+    other = SqliteStore(db)
+    read = [((SPACE, "d2"), store.load(SPACE, "d2"))]
+    before = store.load(SPACE, "d0")
+    other.commit(SPACE, {"d2": Document(42)}, {(SPACE, "d2"): 1})  # the read document moves
+    stored = _stored(db)
+    with pytest.raises(ConflictError) as caught:
+        store.land_value(SPACE, "d0", before, 7, read)
+    assert caught.value.conflicts == [(SPACE, "d2")]
+    assert _stored(db) == stored  # nothing landed
+    other.commit(SPACE, {"new": Document(1)}, {})  # created meanwhile: a conflict, too
+    with pytest.raises(ConflictError):
+        store.land_value(SPACE, "new", None, 2, [])
+    assert _stored(db)["new"] == ("1", 1)
+    (change,) = store.land_value(SPACE, "d0", store.load(SPACE, "d0"), 7,
+                                 [((SPACE, "d2"), store.load(SPACE, "d2"))])
+    assert (change.before, change.after) == (before, Document(7, None, {}, 2))
+    assert {(c.entity_id, c.after.value) for c in other.poll()} >= {("d0", 7)}
+    store.close()
+    other.close()
+
+
+def test_a_scalar_set_on_sqlite_lands_without_a_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    db = tmp_path / "u.db"
+    rt = Runtime(store=f"sqlite:///{db}")
+    cell = rt.get_cell("count")
+    cell.set(1)
+    landed: list[Any] = []
+    real = SqliteStore.land_value
+
+    def spy(self: SqliteStore, *args: Any) -> Any:
+        landed.append(args[1:4])
+        return real(self, *args)
+
+    monkeypatch.setattr(SqliteStore, "land_value", spy)
+    monkeypatch.setattr(SqliteStore, "commit_owned", None)  # the transaction's commit: unused
+    cell.set(2)
+    assert [(entity_id, value) for entity_id, _before, value in landed] == [
+        (cell.entity_id, 2)]
+    other = Runtime(store=f"sqlite:///{db}")
+    assert other.get_cell("count").get() == 2  # durable when set() returned
+    other.close()
+    rt.close()
+
+
+def test_a_new_file_gets_small_pages_and_an_old_file_keeps_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cellkernel.store import sqlite as sqlite_module
+
+    def page_size(db: Path) -> int:
+        with sqlite3.connect(db) as conn:
+            return int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+    SqliteStore(tmp_path / "new.db").close()
+    assert page_size(tmp_path / "new.db") == sqlite_module.PAGE_SIZE == 1024
+    monkeypatch.setattr(sqlite_module, "PAGE_SIZE", 4096)  # a file made before the change
+    old = SqliteStore(tmp_path / "old.db")
+    old.commit(SPACE, {"x": Document([1, 2])}, {})
+    old.close()
+    monkeypatch.undo()
+    store = SqliteStore(tmp_path / "old.db")
+    assert page_size(tmp_path / "old.db") == 4096
+    assert store.load(SPACE, "x") == Document([1, 2], None, {}, 1)
+    store.land_value(SPACE, "y", None, "big " * 5000, [])  # a value over many pages
+    store.close()
+    assert SqliteStore(tmp_path / "old.db").load(SPACE, "y") == Document(
+        "big " * 5000, None, {}, 1)
