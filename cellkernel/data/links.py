@@ -98,6 +98,33 @@ def as_link(value: Any, base_space: str) -> Link | None:
     return _parse_checked(value, base_space)
 
 
+#: links parsed from sigils inside stored values, by the sigil dict's id, kept with the
+#: dict itself (so the id cannot be reused while the entry lives).  A store never changes
+#: a value in place, so that dict's parse never changes either: one identity check
+#: instead of a look at every field.  Bounded like ``_plain_links`` (a read of 10 000 map
+#: results meets 10 000 links to links); an entry outliving its document holds a few
+#: small dicts until the next clear.
+_stored_links: dict[int, tuple[dict[str, Any], str, Link]] = {}
+_STORED_LINKS_MAX: Final = 32_768
+
+
+def stored_link(value: dict[str, Any], base_space: str) -> Link | None:
+    """``as_link`` for a dict found inside a stored value, answered by identity once seen.
+
+    Only for values a store holds (a transaction's documents it did not write):
+    a caller's dict may be changed after it was parsed.
+    """
+    hit = _stored_links.get(id(value))
+    if hit is not None and hit[0] is value and hit[1] == base_space:
+        return hit[2]
+    link = as_link(value, base_space)
+    if link is not None:
+        if len(_stored_links) >= _STORED_LINKS_MAX:
+            _stored_links.clear()
+        _stored_links[id(value)] = (value, base_space, link)
+    return link
+
+
 def _whole_cell_key(body: dict[str, Any], entity_id: str,
                     base_space: str) -> tuple[str, str, bool] | None:
     """The ``_plain_links`` key of a link body with an empty ``path``, or None.

@@ -29,6 +29,7 @@ from cellkernel.data.links import (
     is_sigil,
     make_link,
     parse_link,
+    stored_link,
 )
 from cellkernel.data.values import (
     MAX_DEPTH,
@@ -136,7 +137,9 @@ def resolve_read(
         node = tx.value(space, entity_id)
         found = 0
         link: Link | None = None
-        if type(node) is not dict or "/" not in node or (link := as_link(node, space)) is None:
+        if type(node) is not dict or "/" not in node or (link := (
+            as_link(node, space) if tx.wrote(space, entity_id) else stored_link(node, space)
+        )) is None:
             for key in path:
                 # one step of ``get_path`` inline for the usual dict key and list index
                 found += 1
@@ -150,7 +153,8 @@ def resolve_read(
                 if node is MISSING:
                     break
                 if type(node) is dict and "/" in node:
-                    link = as_link(node, space)
+                    link = (as_link(node, space) if tx.wrote(space, entity_id)
+                            else stored_link(node, space))
                     if link is not None:
                         break
         if link is None:
@@ -1021,26 +1025,6 @@ _LIST_TARGETS_MAX = 64
 _SCALARS = frozenset(SCALAR_TYPES)
 
 
-#: a document whose stored value is a link -> that value and its parse (``_hop_link``)
-_hop_links: dict[tuple[str, str], tuple[Any, Link | None]] = {}
-_HOP_LINKS_MAX = 32_768
-
-
-def _hop_link(value: dict[str, Any], space: str, entity_id: str) -> Link | None:
-    """``as_link`` of the stored value of a document, remembered with that value (held):
-    stored values are never changed in place, so a document read again by the next
-    run (a map child's result, linking to its lift's output) is not parsed again."""
-    key = (space, entity_id)
-    known = _hop_links.get(key)
-    if known is not None and known[0] is value:
-        return known[1]
-    link = as_link(value, space)
-    if len(_hop_links) >= _HOP_LINKS_MAX:
-        _hop_links.clear()
-    _hop_links[key] = (value, link)
-    return link
-
-
 def _whole_document_links(
     value: list[Any], space: str, where: tuple[str, str, Path],
 ) -> tuple[list[tuple[str, str] | None], bool] | None:
@@ -1214,7 +1198,8 @@ def materialize(
                             # a document that is itself a whole-document link (a map child's
                             # result, to its lift's output): one more hop, read as ``resolve``
                             # reads it, then the scalar there
-                            hop = _hop_link(target, where[0], where[1])
+                            hop = (as_link(target, where[0]) if tx.wrote(*where)
+                                   else stored_link(target, where[0]))
                             if hop is not None and not hop.path and hop.schema is None:
                                 target = tx.read(hop.space, hop.id, (), track=track)
                                 if type(target) in SCALAR_TYPES:

@@ -165,6 +165,12 @@ class Transaction:
             return value.get(path[0], MISSING)
         return get_path(value, path)
 
+    def wrote(self, space: str, entity_id: str) -> bool:
+        """Whether this transaction wrote the document.  If not, every value in it is
+        the store's own, which is never changed in place (``links.stored_link``)."""
+        working = self._docs.get((space, entity_id))
+        return working is not None and working.dirty
+
     def value(self, space: str, entity_id: str) -> Any:
         """A whole document's raw value (``MISSING`` if absent), not journaled.
 

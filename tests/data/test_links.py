@@ -304,3 +304,66 @@ def test_a_read_through_links_journals_each_document_at_its_path(rt: Runtime) ->
         (rt.space, holder.entity_id, ("x",)), (rt.space, target.entity_id, ("a", "b")),
     ]
     tx.abort()
+
+
+def test_a_stored_sigil_is_parsed_once_and_a_callers_dict_every_time(rt: Runtime) -> None:
+    """``stored_link``: resolution answers a link inside a stored value by identity, but a
+    dict the transaction wrote itself (the caller's, which may change) is parsed afresh."""
+    from cellkernel.data import links as links_module
+    from cellkernel.reactive.cells import resolve_read
+
+    a, b, holder = (rt.get_cell(name) for name in ("a", "b", "holder"))
+    a.set(1)
+    b.set(2)
+    assert a.entity_id is not None and b.entity_id is not None
+    assert holder.entity_id is not None
+    sigil: dict[str, Any] = {"/": {LINK_TAG: {"id": a.entity_id, "path": []}}}
+    tx = rt._begin()
+    tx.write(rt.space, holder.entity_id, ("x",), sigil)
+    assert resolve_read(tx, rt.space, holder.entity_id, ("x",))[1] == a.entity_id
+    sigil["/"][LINK_TAG]["id"] = b.entity_id  # the caller changes its dict and writes it again
+    tx.write(rt.space, holder.entity_id, ("x",), sigil)
+    assert resolve_read(tx, rt.space, holder.entity_id, ("x",))[1] == b.entity_id
+    tx.commit()
+    assert holder.key("x").get() == 2
+    stored = raw(rt, holder)["x"]
+    assert id(stored) in links_module._stored_links  # the committed sigil, by identity
+    assert links_module._stored_links[id(stored)][2] == Link(rt.space, b.entity_id, ())
+    write_raw(rt, (holder, {"x": a.get_as_link()}))  # a new stored dict: parsed again
+    assert holder.key("x").get() == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.booleans()),
+                min_size=1, max_size=25))
+def test_resolution_with_the_identity_cache_matches_a_fresh_parse(
+    steps: list[tuple[int, int, bool]],
+) -> None:
+    """Random rewrites of four documents linking to each other (or holding values):
+    every resolution equals the one made with the cache emptied first."""
+    from cellkernel.data import links as links_module
+    from cellkernel.reactive.cells import resolve_read
+
+    rt = Runtime()
+    cells = [rt.get_cell(f"n{i}") for i in range(4)]
+    for i, cell in enumerate(cells):
+        cell.set({"v": i})
+    ids = [str(c.entity_id) for c in cells]
+    for source, target, as_value in steps:
+        value: Any = ({"v": 10 + target} if as_value
+                      else {"/": {LINK_TAG: {"id": ids[target], "path": [], "space": rt.space}}})
+        write_raw(rt, (cells[source], {"v": source, "next": value}))
+        for start in range(4):
+            tx = rt.read_tx()
+            try:
+                cached: Any = resolve_read(tx, rt.space, ids[start], ("next", "v"))[:3]
+            except LinkCycleError:
+                cached = "cycle"
+            links_module._stored_links.clear()
+            tx = rt.read_tx()
+            try:
+                fresh: Any = resolve_read(tx, rt.space, ids[start], ("next", "v"))[:3]
+            except LinkCycleError:
+                fresh = "cycle"
+            assert cached == fresh
+    rt.close()
