@@ -21,12 +21,12 @@ from typing import Any
 
 from cellkernel.data import schema as schemas
 from cellkernel.data.identity import create_ref
-from cellkernel.data.values import MISSING, format_path
+from cellkernel.data.values import MISSING, Path, format_path, set_path
 from cellkernel.errors import CellkernelError, ConflictError, NodeError, SnapshotError
 from cellkernel.patterns.materialize import materialize
 from cellkernel.patterns.registry import TrustPolicy
 from cellkernel.patterns.runner import Runner
-from cellkernel.reactive.cells import Cell, current_tx, landing_schema_at
+from cellkernel.reactive.cells import Cell, current_tx, landing_schema_at, resolve_read
 from cellkernel.reactive.scheduler import Scheduler
 from cellkernel.store.documents import INT_LIMIT, Store, landable
 from cellkernel.store.transactions import Transaction, backoff_delay, write_lock
@@ -176,6 +176,57 @@ class Runtime:
                 changes = land(space, entity_id, doc, value, [])
             except ConflictError:
                 return False
+            scheduler.notify(changes, None)
+        if self._batch_depth == 0 and not scheduler._settling and current_tx.get() is None:
+            scheduler.settle()  # ``_settle_if_free``, inline
+        return True
+
+    def set_scalar_at(self, space: str, entity_id: str, path: Path, value: Any,
+                      schema: Any, where: Callable[[], str]) -> bool:
+        """``Cell.set`` of a scalar at a path (a record's field, through links), landed directly.
+
+        What the general write does for a scalar over anything but an object
+        (``Cell._set_in``): the path resolved for a write, the cell's schema
+        (``where`` names the cell in its error) and the landing document's
+        checked, then, if the value differs, the document with that one path
+        replaced lands with the store's ``land_value``, checked against every
+        document the resolution read; the scheduler is told the written path.
+        Returns False, having changed nothing, when the general write must do
+        it (as ``set_scalar``: also for an object, a link or a stream there).
+        """
+        store = self.store
+        land = getattr(store, "land_value", None)
+        t = type(value)
+        if land is None or self.writeback or not (
+            (t is int and -INT_LIMIT < value < INT_LIMIT) or landable(value)
+        ):
+            return False
+        if self._polls:
+            self._poll()
+        tx = Transaction(store, track=False)
+        target_space, target_id, target_path, _s, current = resolve_read(
+            tx, space, entity_id, path, for_write=True, track=False)
+        if type(current) is dict:
+            return False
+        if schema is not None:  # schema=False refuses every write
+            schemas.validate(schema, value, where())
+        landing = landing_schema_at(self, target_space, target_id, target_path)
+        if landing is not None:
+            schemas.validate(landing, value, f"{target_id}{format_path(target_path)}")
+        scheduler = self.scheduler
+        if type(current) is not t or current != value:
+            key = (target_space, target_id)
+            read = tx.basis()
+            before = next(doc for k, doc in read if k == key)
+            read = [(k, doc) for k, doc in read if k != key]
+            try:
+                changes = land(target_space, target_id, before,
+                               set_path(before.value if before is not None else None,
+                                        target_path, value), read)
+            except ConflictError:
+                return False
+            # (a whole document replaced: no paths, as the general write's journal says)
+            scheduler.note_paths(key, changes[0], [target_path] if target_path else None)
             scheduler.notify(changes, None)
         if self._batch_depth == 0 and not scheduler._settling and current_tx.get() is None:
             scheduler.settle()  # ``_settle_if_free``, inline

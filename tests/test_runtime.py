@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import math
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pydantic
@@ -12,14 +14,18 @@ import pytest
 from helpers.core import (
     OTHER_SPACE,
     addr,
+    doc,
     lift,
     make_stream,
     on_event,
     raw,
+    runtime_on,
     store_state,
     version,
     write_raw,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cellkernel.errors import (
     CapabilityError,
@@ -28,7 +34,9 @@ from cellkernel.errors import (
     LinkCycleError,
     WriteIsolationError,
 )
+from cellkernel.reactive import cells as cells_module
 from cellkernel.reactive.cells import Cell
+from cellkernel.reactive.scheduler import Action
 from cellkernel.runtime import Runtime
 from cellkernel.store.memory import MemoryStore
 from cellkernel.store.sqlite import SqliteStore
@@ -445,3 +453,153 @@ def test_the_same_operations_with_good_input_do_land(rt: Runtime) -> None:
     assert c.get() == {"list": [], "more": {"a": 1}, "n": 1.5, "w": True, "named": 2}
     assert rt.get_cell("x", space=OTHER_SPACE).get() == 1
     assert addr(named)[1] == rt.get_cell("named").entity_id
+
+
+# --------------------------------------------------------------------------- the direct path write
+
+_WRITE_PATHS: list[tuple[str, tuple[str | int, ...]]] = [
+    ("holder", ("to_rec", "a")), ("holder", ("to_rec", "b", "c")), ("holder", ("to_b", "d", 1)),
+    ("holder", ("to_b", "d", 2, "e")), ("holder", ("redir", "l", 5)), ("holder", ("to_rec", "b")),
+    ("holder", ("redir",)), ("holder", ("to_rec",)), ("holder", ("missing", "x")),
+    ("rec", ("a",)), ("rec", ("l", 0)), ("rec", ("l", "1")), ("holder", ()),
+    ("holder", ("events",)), ("rec", ("typed",)),
+]
+#: the landing schema of the record (the pattern layer's hook, set for the test)
+_REC_SCHEMA = {"type": "object", "properties": {"typed": {"type": "integer"}, "a": {
+    "type": ["integer", "boolean", "null"]}}}
+_SCHEMAS: list[Any] = [None, {"type": "integer"}, False, {"type": ["string", "null"]}]
+_VALUES: list[Any] = [0, 7, -3, "s", "\ud800", None, True, 10**5000]
+
+
+def _path_world(rt: Runtime) -> tuple[dict[str, Cell[Any]], list[int]]:
+    """A record, a holder linking into it three ways (and to a stream), and a reader of
+    two of the record's fields."""
+    rec, holder, out = (rt.get_cell(name) for name in ("rec", "holder", "out"))
+    rec.set({"a": 1, "b": {"c": "x", "d": [1, 2, {"e": 3}]}, "l": [1, 2, 3]})
+    write_raw(rt, (holder, {"to_rec": rec.get_as_link(), "to_b": rec.key("b").get_as_link(),
+                            "redir": rec.get_as_link(), "n": 1}))
+    events = make_stream(rt, "events")
+    with rt.edit() as tx:  # ("redir" and "events" as write redirects)
+        for field, target in (("redir", rec), ("events", events)):
+            link = target.get_as_link()
+            link["/"]["link@1"]["overwrite"] = "redirect"
+            tx.write(rt.space, str(holder.entity_id), (field,), link)
+    runs: list[int] = []
+
+    def read(tx: Transaction) -> None:
+        runs.append(1)
+        value = (rec.with_tx(tx).key("b", "c").get(), rec.with_tx(tx).key("l").get())
+        out.with_tx(tx).set(repr(value))
+
+    rt.scheduler.subscribe(Action(read, name="reader", writes=[addr(out)]))
+    rt.idle()
+    return {"rec": rec, "holder": holder, "out": out}, runs
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(range(len(_WRITE_PATHS))),
+                          st.sampled_from(range(len(_SCHEMAS))),
+                          st.sampled_from(range(len(_VALUES)))), min_size=1, max_size=12),
+       st.sampled_from(["memory", "sqlite"]))
+def test_a_direct_path_write_does_what_the_general_write_does(
+    steps: list[tuple[int, int, int]], store: str,
+) -> None:
+    """``Runtime.set_scalar_at`` against the general write (``Cell._set_in``), step by step:
+    the same documents and versions, the same error (type and text) with nothing landed,
+    and the same reader runs -- through plain links, a redirect, a link into a path, at a
+    padded index, an index spelled as a string, over an object or a stream (the general
+    write's), against a landing schema."""
+    hook = cells_module._hooks.get("landing_schema")
+    rec_ids: set[str] = set()
+
+    def landing(rt: Runtime, space: str, entity_id: str) -> Any:
+        return _REC_SCHEMA if entity_id in rec_ids else (
+            hook(rt, space, entity_id) if hook is not None else None)
+
+    cells_module._hooks["landing_schema"] = landing
+    try:
+        _compare_path_writes(steps, store, rec_ids)
+    finally:
+        if hook is None:
+            cells_module._hooks.pop("landing_schema", None)
+        else:
+            cells_module._hooks["landing_schema"] = hook
+
+
+def _compare_path_writes(steps: list[tuple[int, int, int]], store: str, rec_ids: set[str],
+                         ) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        direct = runtime_on(store, Path(folder), "direct.db")
+        general = runtime_on(store, Path(folder), "general.db")
+        general.set_scalar_at = lambda *args: False  # type: ignore[method-assign]
+        worlds = [_path_world(direct), _path_world(general)]
+        rec_ids.update(str(cells["rec"].entity_id) for cells, _runs in worlds)
+        for path_at, schema_at, value_at in steps:
+            name, path = _WRITE_PATHS[path_at]
+            outcomes = []
+            for rt, (cells, runs) in zip((direct, general), worlds, strict=True):
+                cell = cells[name].key(*path).as_schema(_SCHEMAS[schema_at]) if path else (
+                    cells[name].as_schema(_SCHEMAS[schema_at]))
+                before = len(runs)
+                try:
+                    cell.set(_VALUES[value_at])
+                    error = None
+                except Exception as exc:  # (compared: type and text)
+                    error = (type(exc).__name__, str(exc))
+                rt.idle()
+                state = {k: (d.value, d.version) if d is not None else None
+                         for k, d in store_state(rt, rt.space).items() if k != "rows"}
+                outcomes.append((error, len(runs) - before, state))
+            assert outcomes[0] == outcomes[1]
+        direct.close()
+        general.close()
+
+
+def test_a_link_moved_during_a_direct_path_write_lands_where_it_points_now(
+    rt: Runtime,
+) -> None:
+    """The direct write is checked against the documents its resolution crossed: a link
+    moved between the walk and the landing (here, by the landing-schema check) makes it
+    the general write's, which follows the link as it is now."""
+    first, second, holder = (rt.get_cell(name) for name in ("first", "second", "holder"))
+    first.set({"v": 1})
+    second.set({"v": 2})
+    write_raw(rt, (holder, {"to": first.get_as_link()}))
+    other = Runtime(store=rt.store) if isinstance(rt.store, MemoryStore) else Runtime(
+        store=f"sqlite:///{rt.store.path}")  # type: ignore[attr-defined]
+    hook = cells_module._hooks.get("landing_schema")
+    moved: list[bool] = []
+
+    def move_the_link(_rt: Any, _space: str, entity_id: str) -> Any:
+        if entity_id == first.entity_id and not moved:
+            moved.append(True)
+            write_raw(other, (other.cell_at(str(holder.entity_id)),
+                              {"to": second.get_as_link()}))
+        return None
+
+    cells_module._hooks["landing_schema"] = move_the_link
+    try:
+        holder.key("to", "v").set(5)
+    finally:
+        if hook is None:
+            cells_module._hooks.pop("landing_schema", None)
+        else:
+            cells_module._hooks["landing_schema"] = hook
+    assert moved
+    rt.idle()
+    assert (first.get(), second.get()) == ({"v": 1}, {"v": 5})
+    other.close()
+
+
+def test_a_direct_path_write_tells_the_scheduler_the_path_it_wrote(rt: Runtime) -> None:
+    """A map over the list re-keys the written index only (``Scheduler.written_paths``)."""
+    items = rt.get_cell("items")
+    items.set([1, 2, 3])
+    before = doc(rt, items)
+    items.key(1).set(20)
+    after = doc(rt, items)
+    assert before is not None and after is not None
+    assert rt.scheduler.written_paths(rt.space, str(items.entity_id), before.value,
+                                      after.value) == [(1,)]
+    items.set(7)  # a whole document: no paths
+    assert rt.scheduler.written_paths(rt.space, str(items.entity_id), after.value, 7) is None

@@ -296,12 +296,17 @@ class Scheduler:
             self._note_one((change.space, change.entity_id), change, tx)
 
     def _note_one(self, key: DocKey, change: Change, tx: Transaction) -> None:
-        written = self._written
         working = tx._docs.get(key)
-        if working is None or not working.paths or change.before is None:
+        self.note_paths(key, change, list(working.paths) if working is not None
+                        and working.paths else None)
+
+    def note_paths(self, key: DocKey, change: Change, paths: list[Path] | None) -> None:
+        """``note_written`` for one change whose written paths are known (None: unknown)."""
+        written = self._written
+        if not paths or change.before is None:
             written.pop(key, None)
             return
-        written[key] = (change.before.value, change.after.value, list(working.paths))
+        written[key] = (change.before.value, change.after.value, paths)
         written.move_to_end(key)
         if len(written) > _WRITTEN_MAX:
             written.popitem(last=False)

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 Address = tuple[str, str, Path]
 
+#: what ``Transaction.stored`` answers for a document the transaction wrote (no value is it)
+WRITTEN: Any = object()
+
 #: a stored document's value (a ``Document`` is a tuple: its first field, taken in C)
 _document_value = operator.itemgetter(0)
 
@@ -164,6 +167,24 @@ class Transaction:
         if len(path) == 1 and type(value) is dict:  # ``get_path`` for one key, inline
             return value.get(path[0], MISSING)
         return get_path(value, path)
+
+    def basis(self) -> list[tuple[tuple[str, str], Document | None]]:
+        """Every document this transaction loaded, as it was loaded (what a commit checks)."""
+        return [(key, working.base) for key, working in self._docs.items()]
+
+    def stored(self, space: str, entity_id: str) -> Any:
+        """A document's raw value if this transaction has not written it (the store's own,
+        never changed in place: what an identity check may trust), else ``WRITTEN``."""
+        key = (space, entity_id)
+        working = self._docs.get(key)
+        if working is None:
+            working = self._load(key)
+        elif working.dirty:
+            return WRITTEN
+        value = working.value
+        if value is None and working.base is None:
+            return MISSING
+        return value
 
     def wrote(self, space: str, entity_id: str) -> bool:
         """Whether this transaction wrote the document.  If not, every value in it is

@@ -333,37 +333,78 @@ def test_a_stored_sigil_is_parsed_once_and_a_callers_dict_every_time(rt: Runtime
     assert holder.key("x").get() == 1
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.booleans()),
-                min_size=1, max_size=25))
-def test_resolution_with_the_identity_cache_matches_a_fresh_parse(
-    steps: list[tuple[int, int, bool]],
-) -> None:
-    """Random rewrites of four documents linking to each other (or holding values):
-    every resolution equals the one made with the cache emptied first."""
-    from cellkernel.data import links as links_module
+_STARTS = [("next", "v"), ("next",), ("r", "v"), ("r", "next", "v"), ()]
+
+
+def _resolved(tx: Any, space: str, entity_id: str, path: tuple[str, ...],
+              for_write: bool) -> tuple[Any, list[Any]]:
+    """Where a walk ends (or "cycle") and what it journaled."""
     from cellkernel.reactive.cells import resolve_read
+
+    before = len(tx.reads)
+    try:
+        got: Any = resolve_read(tx, space, entity_id, path, for_write=for_write)
+    except LinkCycleError:
+        got = "cycle"
+    return got, tx.reads[before:]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.sampled_from(
+    ["value", "link", "redirect", "deep", "schema"]), st.booleans()), min_size=1, max_size=25))
+def test_resolution_remembered_or_cached_matches_a_fresh_walk(
+    steps: list[tuple[int, int, str, bool]],
+) -> None:
+    """Random rewrites of four documents linking to each other (plain links, redirects,
+    links into a path or with a schema, values): every walk from every start, read or
+    write, ends where and journals what a walk with both caches emptied does; also
+    inside a transaction that has just written one of the documents (the caller's dicts)."""
+    from cellkernel.data import links as links_module
+    from cellkernel.reactive import cells as cells_module
 
     rt = Runtime()
     cells = [rt.get_cell(f"n{i}") for i in range(4)]
     for i, cell in enumerate(cells):
         cell.set({"v": i})
     ids = [str(c.entity_id) for c in cells]
-    for source, target, as_value in steps:
-        value: Any = ({"v": 10 + target} if as_value
-                      else {"/": {LINK_TAG: {"id": ids[target], "path": [], "space": rt.space}}})
-        write_raw(rt, (cells[source], {"v": source, "next": value}))
-        for start in range(4):
-            tx = rt.read_tx()
-            try:
-                cached: Any = resolve_read(tx, rt.space, ids[start], ("next", "v"))[:3]
-            except LinkCycleError:
-                cached = "cycle"
+    for source, target, kind, in_tx in steps:
+        body: dict[str, Any] = {"id": ids[target], "path": [], "space": rt.space}
+        if kind == "redirect":
+            body["overwrite"] = "redirect"
+        if kind == "deep":
+            body["path"] = ["r"]
+        if kind == "schema":
+            body["schema"] = {"type": "object", "title": f"to {target}"}
+        value: Any = {"v": 10 + target} if kind == "value" else {"/": {LINK_TAG: body}}
+        written = {"v": source, "next": value, "r": {"/": {LINK_TAG: dict(body)}}}
+        if not in_tx:
+            write_raw(rt, (cells[source], written))
+        for start, path, for_write in itertools.product(range(4), _STARTS, (False, True)):
+            tx = rt._begin()
+            if in_tx:
+                tx.write(rt.space, ids[source], (), written)
+            first = _resolved(tx, rt.space, ids[start], path, for_write)
+            again = _resolved(tx, rt.space, ids[start], path, for_write)  # remembered now
+            tx.abort()
+            cells_module._crossed.clear()
             links_module._stored_links.clear()
-            tx = rt.read_tx()
-            try:
-                fresh: Any = resolve_read(tx, rt.space, ids[start], ("next", "v"))[:3]
-            except LinkCycleError:
-                fresh = "cycle"
-            assert cached == fresh
+            tx = rt._begin()
+            if in_tx:
+                tx.write(rt.space, ids[source], (), written)
+            fresh = _resolved(tx, rt.space, ids[start], path, for_write)
+            tx.abort()
+            assert first == again == fresh
     rt.close()
+
+
+def test_a_remembered_walk_counts_its_hops_toward_the_limit(rt: Runtime) -> None:
+    """A walk resumed past 60 remembered hops that now meets 50 more is over ``MAX_HOPS``."""
+    chain = [rt.get_cell(f"hop{i}") for i in range(112)]
+    chain[60].set(1)
+    chain[111].set(2)
+    write_raw(rt, *((chain[i], chain[i + 1].get_as_link()) for i in range(60)))
+    assert chain[0].get() == 1  # 60 hops, remembered
+    assert chain[0].get() == 1  # (resumed)
+    write_raw(rt, *((chain[i], chain[i + 1].get_as_link()) for i in range(60, 111)))
+    with pytest.raises(LinkCycleError, match="more than 100 hops"):
+        chain[0].get()

@@ -553,7 +553,11 @@ def test_sigkill_never_tears_a_document(tmp_path: Path) -> None:
         try:
             acks = _read_acks(proc, 25 + 10 * round_)
             os.kill(proc.pid, signal.SIGKILL)
-            rest, _ = proc.communicate(timeout=10)
+            proc.wait(timeout=10)
+            # (``read`` drains what ``readline`` buffered already; ``communicate`` would
+            # read the pipe underneath and lose those lines)
+            assert proc.stdout is not None
+            rest = proc.stdout.read()
         finally:
             if proc.poll() is None:
                 proc.kill()
