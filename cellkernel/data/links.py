@@ -98,30 +98,32 @@ def as_link(value: Any, base_space: str) -> Link | None:
     return _parse_checked(value, base_space)
 
 
-#: links parsed from sigils inside stored values, by the sigil dict's id, kept with the
-#: dict itself (so the id cannot be reused while the entry lives).  A store never changes
-#: a value in place, so that dict's parse never changes either: one identity check
-#: instead of a look at every field.  Bounded like ``_plain_links`` (a read of 10 000 map
-#: results meets 10 000 links to links); an entry outliving its document holds a few
-#: small dicts until the next clear.
-_stored_links: dict[int, tuple[dict[str, Any], str, Link]] = {}
+#: links parsed from sigils inside stored values, by where they were met (space, entity
+#: id, path), each kept with the sigil dict it was parsed from.  A store never changes a
+#: value in place, so while that place holds that very dict its parse stands: one
+#: identity check instead of a look at every field.  Keyed by place, a sigil replaced
+#: there replaces its entry (a map's output rewritten per write leaves nothing behind);
+#: bounded like ``_plain_links`` (a read of 10 000 map results meets 10 000 places).
+_stored_links: dict[tuple[str, str, tuple[str | int, ...]], tuple[dict[str, Any], Link]] = {}
 _STORED_LINKS_MAX: Final = 32_768
 
 
-def stored_link(value: dict[str, Any], base_space: str) -> Link | None:
-    """``as_link`` for a dict found inside a stored value, answered by identity once seen.
+def stored_link(value: dict[str, Any], where: tuple[str, str, tuple[str | int, ...]]
+                ) -> Link | None:
+    """``as_link`` of the dict a stored value holds at ``where`` (its document's space
+    is the base space), answered by identity once seen there.
 
     Only for values a store holds (a transaction's documents it did not write):
     a caller's dict may be changed after it was parsed.
     """
-    hit = _stored_links.get(id(value))
-    if hit is not None and hit[0] is value and hit[1] == base_space:
-        return hit[2]
-    link = as_link(value, base_space)
+    hit = _stored_links.get(where)
+    if hit is not None and hit[0] is value:
+        return hit[1]
+    link = as_link(value, where[0])
     if link is not None:
         if len(_stored_links) >= _STORED_LINKS_MAX:
             _stored_links.clear()
-        _stored_links[id(value)] = (value, base_space, link)
+        _stored_links[where] = (value, link)
     return link
 
 

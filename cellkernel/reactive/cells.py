@@ -173,7 +173,8 @@ def resolve_read(
         found = 0
         link: Link | None = None
         if type(node) is not dict or "/" not in node or (link := (
-            as_link(node, space) if tx.wrote(space, entity_id) else stored_link(node, space)
+            as_link(node, space) if tx.wrote(space, entity_id)
+            else stored_link(node, (space, entity_id, ()))
         )) is None:
             for key in path:
                 # one step of ``get_path`` inline for the usual dict key and list index
@@ -189,7 +190,7 @@ def resolve_read(
                     break
                 if type(node) is dict and "/" in node:
                     link = (as_link(node, space) if tx.wrote(space, entity_id)
-                            else stored_link(node, space))
+                            else stored_link(node, (space, entity_id, path[:found])))
                     if link is not None:
                         break
         if link is None or (found == len(path) and for_write and not link.redirect):
@@ -1270,7 +1271,7 @@ def materialize(
                             # result, to its lift's output): one more hop, read as ``resolve``
                             # reads it, then the scalar there
                             hop = (as_link(target, where[0]) if tx.wrote(*where)
-                                   else stored_link(target, where[0]))
+                                   else stored_link(target, (*where, ())))
                             if hop is not None and not hop.path and hop.schema is None:
                                 target = tx.read(hop.space, hop.id, (), track=track)
                                 if type(target) in SCALAR_TYPES:

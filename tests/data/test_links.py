@@ -327,8 +327,9 @@ def test_a_stored_sigil_is_parsed_once_and_a_callers_dict_every_time(rt: Runtime
     tx.commit()
     assert holder.key("x").get() == 2
     stored = raw(rt, holder)["x"]
-    assert id(stored) in links_module._stored_links  # the committed sigil, by identity
-    assert links_module._stored_links[id(stored)][2] == Link(rt.space, b.entity_id, ())
+    entry = links_module._stored_links[(rt.space, holder.entity_id, ("x",))]
+    assert entry[0] is stored  # the committed sigil, kept with its parse
+    assert entry[1] == Link(rt.space, b.entity_id, ())
     write_raw(rt, (holder, {"x": a.get_as_link()}))  # a new stored dict: parsed again
     assert holder.key("x").get() == 1
 

@@ -20,6 +20,7 @@ from helpers.reliability import dump_store
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cellkernel.data import links as links_module
 from cellkernel.data.identity import create_ref
 from cellkernel.data.links import Link, is_link, make_link, stored_link
 from cellkernel.errors import CapabilityError, CauseError
@@ -1065,12 +1066,14 @@ def test_list_link_targets_reused_by_element_equal_those_found_afresh(seed: int)
 def test_a_documents_link_is_parsed_again_only_when_its_value_is_another() -> None:
     """``stored_link`` answers from what it remembers only for the same stored dict."""
     space = "did:test:hop"
+    where = (space, "of:holder", ())
     first = make_link(space, "of:a", ())
-    link = stored_link(first, space)
+    link = stored_link(first, where)
     assert link is not None and link.id == "of:a"
-    assert stored_link(first, space) is link
+    assert stored_link(first, where) is link
     second = make_link(space, "of:b", ())
-    moved = stored_link(second, space)
+    moved = stored_link(second, where)
     assert moved is not None and moved.id == "of:b"
-    assert stored_link({"v": 1}, space) is None
-    assert stored_link(first, "did:test:other") == Link(space, "of:a", ())  # (space given)
+    assert links_module._stored_links[where][0] is second  # the place's entry was replaced
+    assert stored_link({"v": 1}, where) is None
+    assert stored_link(first, ("did:test:other", "of:holder", ())) == Link(space, "of:a", ())
