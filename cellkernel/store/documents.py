@@ -26,6 +26,9 @@ from cellkernel.errors import ConflictError
 JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
 
 Key: TypeAlias = tuple[str, str]
+#: what a one-document landing (``land_value``) read besides the document it replaces: each
+#: document as it was read (None: absent), checked to be so still
+ReadBasis: TypeAlias = list[tuple[Key, "Document | None"]]
 
 #: builds a tuple subclass's instance from a tuple, in C (``new_document``)
 _tuple_new = tuple.__new__

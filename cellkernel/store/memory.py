@@ -18,6 +18,7 @@ from cellkernel.store.documents import (
     Change,
     Document,
     Key,
+    ReadBasis,
     check_key,
     conflict_error,
     encode_part,
@@ -338,18 +339,14 @@ class MemoryStore:
                 raise conflict_error(space, conflicts)
             return self._land_owned(space, owned)
 
-    def land_value(
-        self,
-        space: str,
-        entity_id: str,
-        before: Document | None,
-        value: Any,
-        read: list[tuple[Key, Document]],
-    ) -> list[Change]:
+    def land_value(self, space: str, entity_id: str, before: Document | None, value: Any,
+                   read: ReadBasis) -> list[Change]:
         """``commit_working`` for one run that read ``read`` and replaces ``before`` whole.
 
-        ``value`` is a JSON scalar (an owned copy by nature); the stored source
-        and meta stay.  The compare-and-swap is the same identity check.
+        ``value`` is a JSON scalar (an owned copy by nature), or the stored value
+        rebuilt along one path (``set_path``: a fresh spine, the rest the store's
+        own; ``Runtime.set_scalar_at``), kept as it is; the stored source and meta
+        stay.  The compare-and-swap is the same identity check.
         """
         key = (space, entity_id)
         docs = self._docs

@@ -25,6 +25,7 @@ from cellkernel.store.documents import (
     Encoded,
     Key,
     OwnedCommits,
+    ReadBasis,
     check_key,
     conflict_error,
     encode_commit,
@@ -507,18 +508,13 @@ class SqliteStore(OwnedCommits):
                 self._seq = seq
             return changes
 
-    def land_value(
-        self,
-        space: str,
-        entity_id: str,
-        before: Document | None,
-        value: Any,
-        read: list[tuple[Key, Document | None]],
-    ) -> list[Change]:
-        """``MemoryStore.land_value``: one document replaced by a JSON scalar, one commit.
+    def land_value(self, space: str, entity_id: str, before: Document | None, value: Any,
+                   read: ReadBasis) -> list[Change]:
+        """``MemoryStore.land_value``: one document replaced, one commit.
 
-        A user's ``set()`` of a scalar (``Runtime.set_scalar``) and a planned
-        lift's run outside a settle land here instead of building a transaction:
+        A user's ``set()`` of a scalar (``Runtime.set_scalar``, or at a path:
+        ``set_scalar_at``) and a planned lift's run outside a settle land here
+        instead of building a transaction:
         ``commit_landed``'s version-checked row against ``before``, and every
         document in ``read`` still at the version it was read at.
         """
@@ -527,7 +523,7 @@ class SqliteStore(OwnedCommits):
         return [new_change((space, entity_id, before, after))]
 
     def _check_read(self, conn: sqlite3.Connection, space: str,
-                    read: list[tuple[Key, Document | None]]) -> None:
+                    read: ReadBasis) -> None:
         """``ConflictError`` unless every document of ``read`` is at the version it was read at.
 
         Under the write lock, after ``_absorb``: the cache is as on file for what it holds.
@@ -545,7 +541,7 @@ class SqliteStore(OwnedCommits):
             raise conflict_error(space, conflicts)
 
     def commit_landed(self, space: str, landed: Mapping[Key, Document],
-                      read: list[tuple[Key, Document | None]] | None = None) -> None:
+                      read: ReadBasis | None = None) -> None:
         """Group commit (``store/writeback.py``): a settle's documents of ``space``, one commit.
 
         ``landed`` maps ``(space, entity_id)`` to the document a runtime's

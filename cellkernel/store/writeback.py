@@ -25,6 +25,7 @@ from cellkernel.store.documents import (
     Change,
     Document,
     Key,
+    ReadBasis,
     Store,
     conflict_error,
     new_change,
@@ -146,14 +147,8 @@ class WriteBack:
             changes.append(new_change((space, entity_id, before, after)))
         return changes
 
-    def land_value(
-        self,
-        space: str,
-        entity_id: str,
-        before: Document | None,
-        value: Any,
-        read: list[tuple[Key, Document]],
-    ) -> list[Change]:
+    def land_value(self, space: str, entity_id: str, before: Document | None, value: Any,
+                   read: ReadBasis) -> list[Change]:
         """``land`` for one run that read ``read`` and replaces ``before`` with a scalar."""
         key = (space, entity_id)
         docs = self._docs
