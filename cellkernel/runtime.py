@@ -26,7 +26,8 @@ from cellkernel.errors import CellkernelError, ConflictError, NodeError, Snapsho
 from cellkernel.patterns.materialize import materialize
 from cellkernel.patterns.registry import TrustPolicy
 from cellkernel.patterns.runner import Runner
-from cellkernel.reactive.cells import Cell, current_tx, landing_schema_at, resolve_read
+from cellkernel.reactive.cells import Cell, current_tx, landing_schema_at
+from cellkernel.reactive.resolution import resolve_read
 from cellkernel.reactive.scheduler import Scheduler
 from cellkernel.store.documents import INT_LIMIT, Store, landable
 from cellkernel.store.transactions import Transaction, backoff_delay, write_lock

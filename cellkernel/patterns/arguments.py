@@ -16,7 +16,8 @@ from cellkernel.errors import NodeError
 from cellkernel.patterns import registry
 from cellkernel.patterns.plan import derive_id, plan
 from cellkernel.patterns.signatures import _hoist_defs, parameters
-from cellkernel.reactive.cells import Cell, DocDict, materialize, resolve, set_hook
+from cellkernel.reactive.cells import Cell, DocDict, materialize, set_hook
+from cellkernel.reactive.resolution import resolve
 
 if TYPE_CHECKING:
     from cellkernel.runtime import Runtime

@@ -29,7 +29,8 @@ from cellkernel.data.links import is_link, make_link, parse_link
 from cellkernel.data.values import MISSING, Path, json_equal
 from cellkernel.patterns.instances import Instance, RunningNode
 from cellkernel.patterns.plan import derive_id
-from cellkernel.reactive.cells import Cell, resolve
+from cellkernel.reactive.cells import Cell
+from cellkernel.reactive.resolution import resolve
 
 if TYPE_CHECKING:
     from cellkernel.patterns.runner import Runner
