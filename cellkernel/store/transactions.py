@@ -36,12 +36,13 @@ class _Working:
     """A document as this transaction sees it: basis plus its own writes."""
 
     __slots__ = ("base", "dirty", "meta", "owned", "paths", "source", "value")
+    # (declared here, not in ``__init__``: a bare ``self.x: T`` there still evaluates ``self``)
+    value: Any
+    source: Any
+    meta: Mapping[str, Any]
 
     def __init__(self, base: Document | None) -> None:
         self.base = base
-        self.value: Any
-        self.source: Any
-        self.meta: Mapping[str, Any]
         if base is None:
             self.value = self.source = None
             self.meta = {}
