@@ -29,7 +29,7 @@ from cellkernel.patterns.runner import Runner
 from cellkernel.reactive.cells import Cell, current_tx, landing_schema_at
 from cellkernel.reactive.resolution import resolve_read
 from cellkernel.reactive.scheduler import Scheduler
-from cellkernel.store.documents import INT_LIMIT, Store, landable
+from cellkernel.store.documents import INT_LIMIT, Change, Store, landable
 from cellkernel.store.transactions import Transaction, backoff_delay, write_lock
 from cellkernel.store.urls import open_store
 from cellkernel.store.writeback import WriteBack
@@ -155,16 +155,11 @@ class Runtime:
         a store without ``land_value``, a link, stream or container stored
         there, or a conflict (which the general write retries).
         """
-        store = self.store
-        land = getattr(store, "land_value", None)
+        land = self._direct_landing(value)
+        if land is None:
+            return False
         t = type(value)
-        if land is None or self.writeback or not (
-            (t is int and -INT_LIMIT < value < INT_LIMIT) or landable(value)
-        ):
-            return False  # (a value the store must check, e.g. a lone surrogate: the general write)
-        if self._polls:
-            self._poll()
-        doc = store.load(space, entity_id)
+        doc = self.store.load(space, entity_id)
         current = doc.value if doc is not None else MISSING
         if type(current) is dict or type(current) is list:
             return False
@@ -195,16 +190,11 @@ class Runtime:
         Returns False, having changed nothing, when the general write must do
         it (as ``set_scalar``: also for an object, a link or a stream there).
         """
-        store = self.store
-        land = getattr(store, "land_value", None)
-        t = type(value)
-        if land is None or self.writeback or not (
-            (t is int and -INT_LIMIT < value < INT_LIMIT) or landable(value)
-        ):
+        land = self._direct_landing(value)
+        if land is None:
             return False
-        if self._polls:
-            self._poll()
-        tx = Transaction(store, track=False)
+        t = type(value)
+        tx = Transaction(self.store, track=False)
         target_space, target_id, target_path, _s, current = resolve_read(
             tx, space, entity_id, path, for_write=True, track=False)
         if type(current) is dict:
@@ -229,9 +219,25 @@ class Runtime:
             # (a whole document replaced: no paths, as the general write's journal says)
             scheduler.note_paths(key, changes[0], [target_path] if target_path else None)
             scheduler.notify(changes, None)
-        if self._batch_depth == 0 and not scheduler._settling and current_tx.get() is None:
-            scheduler.settle()  # ``_settle_if_free``, inline
+        self._settle_if_free()
         return True
+
+    def _direct_landing(self, value: Any) -> Callable[..., list[Change]] | None:
+        """The store's ``land_value`` for a write of ``value`` that may skip the transaction
+        (after polling other processes' commits), or None: the general write's.
+
+        None for a store without it, a settle's derived writes not yet flushed, or
+        a value the store must check (e.g. a lone surrogate).
+        """
+        land = getattr(self.store, "land_value", None)
+        t = type(value)
+        if land is None or self.writeback or not (
+            (t is int and -INT_LIMIT < value < INT_LIMIT) or landable(value)
+        ):
+            return None
+        if self._polls:
+            self._poll()
+        return land  # type: ignore[no-any-return]
 
     @contextlib.contextmanager
     def edit(self) -> Iterator[Transaction]:

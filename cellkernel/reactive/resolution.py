@@ -21,15 +21,8 @@ if TYPE_CHECKING:
     from cellkernel.store.transactions import Address, Transaction
 
 
-def resolve(
-    tx: Transaction,
-    space: str,
-    entity_id: str,
-    path: Path,
-    *,
-    for_write: bool = False,
-    track: bool = True,
-) -> tuple[str, str, Path, Any]:
+def resolve(tx: Transaction, space: str, entity_id: str, path: Path, *, for_write: bool = False,
+            track: bool = True) -> tuple[str, str, Path, Any]:
     """Follow links along ``path``; return the final address and the link schema seen.
 
     For reads every link is followed; for writes a plain link at the final
@@ -112,8 +105,9 @@ def resolve_read(
                 if node is MISSING:
                     break
                 if type(node) is dict and "/" in node:
+                    where = (space, entity_id, path[:found])  # (the hop's journal entry, too)
                     link = (as_link(node, space) if tx.wrote(space, entity_id)
-                            else stored_link(node, (space, entity_id, path[:found])))
+                            else stored_link(node, where))
                     if link is not None:
                         break
         if link is None or (found == len(path) and for_write and not link.redirect):
@@ -122,7 +116,8 @@ def resolve_read(
             if hopped and type(start_path) is tuple:
                 _remember_walk(hopped, start_path, for_write, (space, entity_id, path, link_schema))
             return space, entity_id, path, link_schema, node
-        entry = (space, entity_id, path[:found])
+        # (a link met inside the path set ``where`` just before the break; one at the root: ())
+        entry = where if found else (space, entity_id, ())
         if track:
             tx.reads.append(entry)
         hops += 1
