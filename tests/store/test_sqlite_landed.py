@@ -8,7 +8,10 @@ store objects on the file see the commit through their change feed.
 
 from __future__ import annotations
 
+import random
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,9 @@ import pytest
 
 from cellkernel import Runtime
 from cellkernel.errors import ConflictError
+from cellkernel.store import sqlite as sqlite_module
 from cellkernel.store.documents import Document
+from cellkernel.store.memory import MemoryStore
 from cellkernel.store.sqlite import SqliteStore
 from cellkernel.store.writeback import WriteBack
 
@@ -292,10 +297,6 @@ def _land_outcomes(store: Any, steps: list[tuple[str, int, bool, str | None]]
 
 
 def test_sqlite_land_value_matches_the_memory_store_over_random_steps(tmp_path: Path) -> None:
-    import random
-
-    from cellkernel.store.memory import MemoryStore
-
     rng = random.Random(20)
     kinds: set[str] = set()
     for case in range(12):
@@ -366,8 +367,6 @@ def test_a_scalar_set_on_sqlite_lands_without_a_transaction(
 def test_a_new_file_gets_small_pages_and_an_old_file_keeps_its_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from cellkernel.store import sqlite as sqlite_module
-
     def page_size(db: Path) -> int:
         with sqlite3.connect(db) as conn:
             return int(conn.execute("PRAGMA page_size").fetchone()[0])
@@ -391,9 +390,6 @@ def test_a_new_file_gets_small_pages_and_an_old_file_keeps_its_own(
 def test_two_processes_setting_one_cell_land_every_write_exactly_once(tmp_path: Path) -> None:
     """Scalar ``set()`` from two processes at once: each write lands once (a lost
     compare-and-swap falls back to the general write, which retries), none is lost."""
-    import subprocess
-    import sys
-
     db = tmp_path / "two.db"
     Runtime(store=f"sqlite:///{db}").close()
     script = (
