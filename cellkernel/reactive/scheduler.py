@@ -296,9 +296,8 @@ class Scheduler:
             self._note_one((change.space, change.entity_id), change, tx)
 
     def _note_one(self, key: DocKey, change: Change, tx: Transaction) -> None:
-        working = tx._docs.get(key)
-        self.note_paths(key, change, list(working.paths) if working is not None
-                        and working.paths else None)
+        paths = tx.paths_written(key)
+        self.note_paths(key, change, list(paths) if paths else None)
 
     def note_paths(self, key: DocKey, change: Change, paths: list[Path] | None) -> None:
         """``note_written`` for one change whose written paths are known (None: unknown)."""
@@ -775,9 +774,7 @@ class Scheduler:
             if hint[0] is before and hint[1] is change.after.value:
                 return hint[2]
         if tx is not None and change.before is not None:
-            working = tx._docs.get(doc_key)
-            if working is not None:
-                return working.paths
+            return tx.paths_written(doc_key)
         return None
 
     def _schedule_groups(self, by_path: dict[Path, dict[Action, None]], paths: Iterable[Path],

@@ -307,10 +307,11 @@ class MemoryStore:
         ``dirty`` holds ``(entity_id, value, source, meta, owned)`` per write, where
         ``owned`` says the value is already store-owned plain JSON (stored parts,
         a spine the transaction copied, scalars).  ``working`` maps every key the
-        transaction touched to its view, whose ``base`` is the document it read
-        (None if absent): a stored document is replaced on every commit, so the
-        compare-and-swap is an identity check.  Values in ``handed`` were handed
-        over (``Transaction.hand_over``) and are kept as is.
+        transaction touched to the document it read if it only read it, else to
+        its view, whose ``base`` is the document it read (None if absent): a
+        stored document is replaced on every commit, so the compare-and-swap is an
+        identity check.  Values in ``handed`` were handed over
+        (``Transaction.hand_over``) and are kept as is.
         """
         docs = self._docs
         owned: list[tuple[str, Any, Any, Any]] | None = None
@@ -328,7 +329,7 @@ class MemoryStore:
         with self._lock:
             conflicts: list[tuple[Key, int, int]] | None = None
             for key, read in working.items():
-                base = read.base
+                base = read if type(read) is Document else read.base
                 current = docs.get(key)
                 if current is not base:
                     if conflicts is None:

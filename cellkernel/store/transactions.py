@@ -107,7 +107,8 @@ class Transaction:
             self._view, "load_key", None)
         #: a write-back layer this transaction's commit lands in instead of the store
         self.defer: WriteBack | None = None
-        self._docs: dict[tuple[str, str], _Working] = {}
+        #: working copies of the documents written, stored ``Document`` objects of those only read
+        self._docs: dict[tuple[str, str], _Working | Document] = {}
         #: values handed over (``hand_over``) by id, held so the ids stay theirs
         self._handed: dict[int, Any] | None = None
         self.reads: list[Address] = []
@@ -139,18 +140,27 @@ class Transaction:
     # -- reading -----------------------------------------------------------
 
     def _working(self, space: str, entity_id: str) -> _Working:
+        """The document's working copy, made now if it was only read (for a write or
+        its metadata)."""
         key = (space, entity_id)
         working = self._docs.get(key)
-        return working if working is not None else self._load(key)
+        if working is None:
+            working = self._load(key)
+        if isinstance(working, _Working):
+            return working
+        made = self._docs[key] = _Working(working)
+        return made
 
-    def _load(self, key: tuple[str, str]) -> _Working:
-        """A document this transaction has not read yet: loaded, kept as a working copy."""
+    def _load(self, key: tuple[str, str]) -> _Working | Document:
+        """A document this transaction has not read yet: kept as it is stored (read only:
+        ``_docs`` holds a stored ``Document`` until it is written), an absent one as an
+        empty working copy."""
         if self.status != "open":
             raise TransactionClosedError(f"transaction is {self.status}")
         load = self._load_key
-        working = self._docs[key] = _Working(
-            load(key) if load is not None else self._view.load(*key))
-        return working
+        doc = load(key) if load is not None else self._view.load(*key)
+        loaded = self._docs[key] = doc if doc is not None else _Working(None)
+        return loaded
 
     def read(self, space: str, entity_id: str, path: Path, *, track: bool = True) -> Any:
         """The raw stored value at ``path`` (links not followed), or ``MISSING``."""
@@ -160,8 +170,8 @@ class Transaction:
             working = self._load(key)
         if track and self.track:
             self.reads.append((space, entity_id, path))
-        value = working.value
-        if value is None and working.base is None:
+        value: Any = working.value
+        if value is None and type(working) is _Working and working.base is None:
             return MISSING
         if not path:
             return value
@@ -171,7 +181,14 @@ class Transaction:
 
     def basis(self) -> list[tuple[tuple[str, str], Document | None]]:
         """Every document this transaction loaded, as it was loaded (what a commit checks)."""
-        return [(key, working.base) for key, working in self._docs.items()]
+        return [(key, working.base if isinstance(working, _Working) else working)
+                for key, working in self._docs.items()]
+
+    def paths_written(self, key: tuple[str, str]) -> list[Path] | None:
+        """The paths this transaction wrote in a document, while every write was at a
+        path (None: written whole, not written, or not known)."""
+        working = self._docs.get(key)
+        return working.paths if isinstance(working, _Working) else None
 
     def stored(self, space: str, entity_id: str) -> Any:
         """A document's raw value if this transaction has not written it (the store's own,
@@ -180,7 +197,9 @@ class Transaction:
         working = self._docs.get(key)
         if working is None:
             working = self._load(key)
-        elif working.dirty:
+        if type(working) is not _Working:
+            return working.value  # (a stored document, as it is)
+        if working.dirty:
             return WRITTEN
         value = working.value
         if value is None and working.base is None:
@@ -191,7 +210,7 @@ class Transaction:
         """Whether this transaction wrote the document.  If not, every value in it is
         the store's own, which is never changed in place (``links.stored_link``)."""
         working = self._docs.get((space, entity_id))
-        return working is not None and working.dirty
+        return type(working) is _Working and working.dirty
 
     def value(self, space: str, entity_id: str) -> Any:
         """A whole document's raw value (``MISSING`` if absent), not journaled.
@@ -204,7 +223,7 @@ class Transaction:
         if working is None:
             working = self._load(key)
         value = working.value
-        if value is None and working.base is None:
+        if value is None and type(working) is _Working and working.base is None:
             return MISSING
         return value
 
@@ -243,8 +262,11 @@ class Transaction:
         return self._working(space, entity_id)
 
     def exists(self, space: str, entity_id: str) -> bool:
-        working = self._working(space, entity_id)
-        return working.base is not None or working.dirty
+        key = (space, entity_id)
+        working = self._docs.get(key)
+        if working is None:
+            working = self._load(key)
+        return type(working) is not _Working or working.base is not None or working.dirty
 
     # -- writing -----------------------------------------------------------
 
@@ -280,9 +302,13 @@ class Transaction:
                 self.write_space = space  # the first write claims its space (``_claim``)
             else:
                 self._claim(space)
-        working = self._docs.get((space, entity_id))
+        docs = self._docs
+        key = (space, entity_id)
+        working = docs.get(key)
         if working is None:
             working = self._working(space, entity_id)
+        elif not isinstance(working, _Working):  # read only (a stored ``Document``): copy it
+            working = docs[key] = _Working(working)
         t = type(value)
         scalar = (
             (t is int and -INT_LIMIT < value < INT_LIMIT)
@@ -349,7 +375,7 @@ class Transaction:
         parts: list[tuple[str, Any, Any, Any, bool]] = []
         space = self.write_space
         for key, working in self._docs.items():
-            if not working.dirty:
+            if type(working) is not _Working or not working.dirty:
                 continue
             base = working.base
             if base is not None:
@@ -387,8 +413,7 @@ class Transaction:
                 changes: list[Change] = commit_working(space, parts, self._docs, handed)
             else:
                 basis = {
-                    key: working.base.version if working.base is not None else 0
-                    for key, working in self._docs.items()
+                    key: base.version if base is not None else 0 for key, base in self.basis()
                 }
                 writes = {eid: new_document((v, src, m, 0)) for eid, v, src, m, _o in parts}
                 commit_owned = getattr(store, "commit_owned", None)

@@ -125,8 +125,8 @@ class WriteBack:
         docs = self._docs
         bases: dict[Key, Any] = {}  # (a document read as absent: None)
         stale: list[tuple[Key, Document | None]] | None = None
-        for key, read in working.items():
-            base = read.base
+        for key, read in working.items():  # (a document only read: itself, see ``commit_working``)
+            base = read if type(read) is Document else read.base
             bases[key] = base
             if self._moved(key, base):
                 if stale is None:

@@ -10,6 +10,8 @@ from typing import Any, cast
 
 import pytest
 from helpers.core import OTHER_SPACE, store_state
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cellkernel.data.links import make_link
 from cellkernel.data.values import MISSING
@@ -17,7 +19,7 @@ from cellkernel.errors import ConflictError, TransactionClosedError, WriteIsolat
 from cellkernel.runtime import Runtime
 from cellkernel.store.documents import Document
 from cellkernel.store.memory import MemoryStore
-from cellkernel.store.transactions import Transaction
+from cellkernel.store.transactions import WRITTEN, Transaction
 
 
 def _seed(rt: Runtime, space: str, entity_id: str, value: object) -> None:
@@ -534,3 +536,128 @@ def test_value_is_an_untracked_whole_document_read(rt: Runtime) -> None:
     tx.abort()
     with pytest.raises(TransactionClosedError):
         tx.value(rt.space, "of:other")
+
+
+# ------------------------------------------------------------------ read only, then written
+
+_KEYS = ["of:a", "of:b", "of:c"]
+_STEP = st.tuples(
+    st.sampled_from(["read", "value", "stored", "wrote", "exists", "write", "write_at",
+                     "meta", "document", "basis", "peek_all"]),
+    st.sampled_from(_KEYS),
+    st.integers(-3, 3),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=st.lists(_STEP, max_size=14), present=st.sets(st.sampled_from(_KEYS)),
+       track=st.booleans())
+def test_documents_only_read_and_written_ones_answer_as_a_model_says(
+    steps: list[tuple[str, str, int]], present: set[str], track: bool
+) -> None:
+    """A document a transaction only read is kept as the store's own ``Document``; the
+    first write (or metadata access) makes its working copy.  Every answer, the basis
+    (the very documents read, in load order) and what the commit lands follow a model
+    of the transaction: its loaded documents, its values and which it wrote."""
+    store = MemoryStore()
+    for key in sorted(present):
+        seed = Transaction(store)
+        seed.write("sp", key, (), {"n": 0, "key": key})
+        seed.commit()
+    tx = Transaction(store, track=track)
+    loaded: dict[str, Document | None] = {}  # the model: first load of each document, in order
+    values: dict[str, Any] = {}
+    metas: dict[str, dict[str, Any]] = {}
+    written: set[str] = set()
+
+    def load(key: str) -> None:
+        if key not in loaded:
+            loaded[key] = store.load("sp", key)
+            doc = loaded[key]
+            values[key] = MISSING if doc is None else doc.value
+            metas[key] = {} if doc is None else dict(doc.meta)
+
+    for op, key, number in steps:
+        if op not in ("wrote", "basis", "peek_all"):
+            load(key)  # (what the transaction loads too: ``peek_all`` keeps nothing)
+        if op == "read":
+            assert tx.read("sp", key, ("n",)) == (
+                MISSING if values[key] is MISSING else values[key].get("n", MISSING))
+        elif op == "value":
+            assert tx.value("sp", key) == values[key]
+        elif op == "stored":
+            got = tx.stored("sp", key)
+            if key in written:
+                assert got is WRITTEN
+            else:
+                doc = loaded[key]
+                assert got is (MISSING if doc is None else doc.value)  # the store's own value
+        elif op == "wrote":
+            assert tx.wrote("sp", key) is (key in written)
+        elif op == "exists":
+            assert tx.exists("sp", key) is (loaded[key] is not None or key in written)
+        elif op == "write":
+            tx.write("sp", key, (), {"n": number})
+            values[key] = {"n": number}
+            written.add(key)
+        elif op == "write_at":
+            if type(values[key]) is dict:
+                tx.write("sp", key, ("n",), number)
+                values[key] = {**values[key], "n": number}
+                written.add(key)
+            else:
+                tx.value("sp", key)  # (loaded, as the model has it)
+        elif op == "meta":
+            tx.set_meta("sp", key, "m", number)
+            metas[key] = {**metas[key], "m": number}
+            written.add(key)
+        elif op == "document":
+            assert dict(tx.document("sp", key).meta) == metas[key]
+            assert tx.document("sp", key).base is loaded[key]
+        elif op == "basis":
+            assert [(k[1], d) for k, d in tx.basis()] == list(loaded.items())
+            assert all(d is loaded[k[1]] for k, d in tx.basis())
+        elif op == "peek_all":
+            stored = store.load("sp", key)
+            seen = values[key] if key in loaded else MISSING if stored is None else stored.value
+            assert tx.peek_all([("sp", key)]) == (None if track else [seen])
+    assert [(k[1], d) for k, d in tx.basis()] == list(loaded.items())
+    for key, doc in loaded.items():  # nothing read was changed in place
+        assert doc is None or doc.value == {"n": 0, "key": key}
+    before = {k: store.load("sp", k) for k in _KEYS}
+    changes = tx.commit()
+    for key in _KEYS:
+        after = store.load("sp", key)
+        if key in written and (values[key] != (
+                MISSING if loaded[key] is None else loaded[key].value)  # type: ignore[union-attr]
+                or metas[key] != ({} if loaded[key] is None else dict(loaded[key].meta))):  # type: ignore[union-attr]
+            assert after is not None  # (metadata alone on an absent document: value None)
+            assert after.value == (None if values[key] is MISSING else values[key])
+            assert dict(after.meta) == metas[key]
+            assert key in {c.entity_id for c in changes}
+        else:
+            assert after is before[key]  # only read, or written back unchanged: not landed
+    assert len(changes) == len({c.entity_id for c in changes})
+
+
+def test_a_document_read_only_then_changed_by_another_writer_conflicts_as_a_written_one() -> None:
+    """The basis of a document only read is the stored ``Document`` itself: a commit after
+    another writer replaced it conflicts and lands nothing, even one that wrote it later."""
+    for write_it in (False, True):
+        store = MemoryStore()
+        for key in ("of:in", "of:out"):
+            seed = Transaction(store)
+            seed.write("sp", key, (), {"n": 1})
+            seed.commit()
+        tx = Transaction(store)
+        assert tx.read("sp", "of:in", ("n",)) == 1
+        other = Transaction(store)
+        other.write("sp", "of:in", ("n",), 2)
+        other.commit()
+        if write_it:
+            tx.write("sp", "of:in", ("n",), 3)  # its working copy is made from what it read
+        tx.write("sp", "of:out", ("n",), 9)
+        state = dict(store._docs)
+        with pytest.raises(ConflictError):
+            tx.commit()
+        assert store._docs == state
