@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 from cellkernel.data.links import MAX_HOPS, Link, as_link, stored_link
 from cellkernel.data.values import MISSING, Path, format_path, get_path
 from cellkernel.errors import LinkCycleError
+from cellkernel.store.transactions import WRITTEN
 
 if TYPE_CHECKING:
+    from cellkernel.store.documents import Document
     from cellkernel.store.transactions import Address, Transaction
 
 
@@ -33,15 +35,15 @@ def resolve(tx: Transaction, space: str, entity_id: str, path: Path, *, for_writ
 
 
 #: resolutions that crossed links, by where they started: entity id -> (space, path,
-#: for_write) -> (the documents crossed with the values they held, the journal entries the
-#: walk made in them, the addresses it hopped from, where it went on from and the link
-#: schema seen).  Stored values never change in place, so while each crossed document
-#: still holds that very value the walk through them is the same: it goes on from the last
-#: link's target.  Keyed by id first, so a walk from a document no walk crossed a link
-#: from pays one lookup.  Bounded (``_crossed_count`` walks); an entry holds the values it
-#: crossed until it is replaced or cleared.
+#: for_write) -> (the documents crossed, by key, the journal entries the walk made in
+#: them, the addresses it hopped from, where it went on from and the link schema seen).
+#: Stored documents never change in place (a commit replaces them), so while each crossed
+#: document is still the stored one the walk through them is the same: it goes on from the
+#: last link's target.  Keyed by id first, so a walk from a document no walk crossed a
+#: link from pays one lookup.  Bounded (``_crossed_count`` walks); an entry holds the
+#: documents it crossed until it is replaced or cleared.
 _crossed: dict[str, dict[tuple[str, Path, bool], tuple[
-    tuple[tuple[str, str, Any], ...], tuple[Address, ...], tuple[Address, ...],
+    tuple[tuple[tuple[str, str], Document], ...], tuple[Address, ...], tuple[Address, ...],
     tuple[str, str, Path, Any]]]] = {}
 _crossed_count = 0
 _CROSSED_MAX = 4_096
@@ -67,14 +69,14 @@ def resolve_read(
     hops = 0
     seen: set[tuple[str, str, Path]] | None = None
     link_schema: Any = None
-    #: a walk from the start remembers each hop: (space, id, root value, journal entry,
-    #: address hopped from); None once resumed
-    hopped: list[tuple[str, str, Any, Address, Address]] | None = []
+    #: a walk from the start remembers each hop: (space, id, journal entry, address hopped
+    #: from); None once resumed
+    hopped: list[tuple[str, str, Address, Address]] | None = []
     start_path = path
     starts = _crossed.get(entity_id)  # (None for a document no walk crossed a link from)
     if starts is not None:
         known = starts.get((space, path, for_write)) if type(path) is tuple else None
-        if known is not None and _holds(tx, known[0]):
+        if known is not None and tx.holds(known[0]):
             if track:
                 tx.reads.extend(known[1])
             walked = known[2]
@@ -85,7 +87,7 @@ def resolve_read(
             space, entity_id, path, link_schema = known[3]
             hopped = None
     while True:
-        node = root = tx.value(space, entity_id)
+        node = tx.value(space, entity_id)
         found = 0
         link: Link | None = None
         if type(node) is not dict or "/" not in node or (link := (
@@ -114,7 +116,8 @@ def resolve_read(
             if link is None and track:  # (the document is read already: only its entry is new)
                 tx.reads.append((space, entity_id, path))
             if hopped and type(start_path) is tuple:
-                _remember_walk(hopped, start_path, for_write, (space, entity_id, path, link_schema))
+                _remember_walk(tx, hopped, start_path, for_write,
+                               (space, entity_id, path, link_schema))
             return space, entity_id, path, link_schema, node
         # (a link met inside the path set ``where`` just before the break; one at the root: ())
         entry = where if found else (space, entity_id, ())
@@ -122,9 +125,8 @@ def resolve_read(
             tx.reads.append(entry)
         hops += 1
         here = (space, entity_id, path)
-        if hopped is not None:  # (a document this tx wrote is remembered as it is now:
-            # ``stored`` never answers with that value, so no later walk trusts it)
-            hopped.append((space, entity_id, root, entry, here))
+        if hopped is not None:
+            hopped.append((space, entity_id, entry, here))
         space, entity_id, path = link.space, link.id, link.path + tuple(path[found:])
         if link.schema is not None:
             link_schema = link.schema
@@ -144,20 +146,17 @@ def resolve_read(
             )
 
 
-def _holds(tx: Transaction, crossed: tuple[tuple[str, str, Any], ...]) -> bool:
-    """Whether the documents a remembered walk crossed hold the values it crossed them at,
-    none of them written by this transaction (``Transaction.stored``)."""
-    stored = tx.stored
-    for s, e, held in crossed:  # noqa: SIM110 (a loop: no generator frame per check)
-        if stored(s, e) is not held:
-            return False
-    return True
-
-
-def _remember_walk(hopped: list[tuple[str, str, Any, Address, Address]], start_path: Path,
-                   for_write: bool, resume: tuple[str, str, Path, Any]) -> None:
-    """Keep a walk that crossed links for the next one from the same start (``_crossed``)."""
+def _remember_walk(tx: Transaction, hopped: list[tuple[str, str, Address, Address]],
+                   start_path: Path, for_write: bool, resume: tuple[str, str, Path, Any]) -> None:
+    """Keep a walk that crossed links for the next one from the same start (``_crossed``);
+    not one that crossed a document this transaction wrote (no stored document is it)."""
     global _crossed_count
+    crossed = []
+    for s, e, _entry, _here in hopped:
+        doc = tx.read_document((s, e))
+        if doc is WRITTEN or doc is None:
+            return
+        crossed.append(((s, e), doc))
     if _crossed_count >= _CROSSED_MAX:
         _crossed.clear()
         _crossed_count = 0
@@ -168,6 +167,6 @@ def _remember_walk(hopped: list[tuple[str, str, Any, Address, Address]], start_p
     if (first_space, start_path, for_write) not in starts:
         _crossed_count += 1
     starts[(first_space, start_path, for_write)] = (
-        tuple((s, e, held) for s, e, held, _entry, _here in hopped),
+        tuple(crossed),
         tuple(entry for *_doc, entry, _here in hopped),
         tuple(here for *_doc, here in hopped), resume)

@@ -206,6 +206,39 @@ class Transaction:
             return MISSING
         return value
 
+    def read_document(self, key: tuple[str, str]) -> Any:
+        """The stored document this transaction read at ``key`` (None: absent), or
+        ``WRITTEN`` if it wrote it; loaded now if it had not read it."""
+        working = self._docs.get(key)
+        if working is None:
+            working = self._load(key)
+        if type(working) is not _Working:
+            return working
+        return WRITTEN if working.dirty else working.base
+
+    def holds(self, documents: tuple[tuple[tuple[str, str], Document], ...]) -> bool:
+        """Whether each ``(key, document)`` is what this transaction reads there, none of
+        them written by it (documents it had not read are loaded, so they join its
+        basis).  A store replaces a document on every commit: identity is the check."""
+        docs = self._docs
+        load = self._load_key
+        for key, doc in documents:
+            mine = docs.get(key)
+            if mine is doc:
+                continue
+            if mine is None:
+                if load is None or self.status != "open":
+                    if self.read_document(key) is not doc:
+                        return False
+                    continue
+                mine = load(key)
+                if mine is not doc:
+                    return False
+                docs[key] = doc
+            elif type(mine) is not _Working or mine.dirty or mine.base is not doc:
+                return False
+        return True
+
     def wrote(self, space: str, entity_id: str) -> bool:
         """Whether this transaction wrote the document.  If not, every value in it is
         the store's own, which is never changed in place (``links.stored_link``)."""

@@ -52,14 +52,15 @@ _STARTS = [("next", "v"), ("next",), ("r", "v"), ("r", "next", "v"), ()]
 
 
 def _resolved(tx: Any, space: str, entity_id: str, path: tuple[str, ...],
-              for_write: bool) -> tuple[Any, list[Any]]:
-    """Where a walk ends (or "cycle") and what it journaled."""
+              for_write: bool) -> tuple[Any, list[Any], set[Any]]:
+    """Where a walk ends (or "cycle"), what it journaled and the documents in the
+    transaction's basis after it (a commit checks those)."""
     before = len(tx.reads)
     try:
         got: Any = resolve_read(tx, space, entity_id, path, for_write=for_write)
     except LinkCycleError:
         got = "cycle"
-    return got, tx.reads[before:]
+    return got, tx.reads[before:], {key for key, _doc in tx.basis()}
 
 
 @settings(max_examples=80, deadline=None)
@@ -71,7 +72,9 @@ def test_resolution_remembered_or_cached_matches_a_fresh_walk(
     """Random rewrites of four documents linking to each other (plain links, redirects,
     links into a path or with a schema, values): every walk from every start, read or
     write, ends where and journals what a walk with both caches emptied does; also
-    inside a transaction that has just written one of the documents (the caller's dicts)."""
+    inside a transaction that has just written one of the documents (the caller's dicts)
+    after a walk through the stored ones was remembered; a remembered walk puts the
+    documents it crossed in the transaction's basis, as the walk did."""
     rt = Runtime()
     cells = [rt.get_cell(f"n{i}") for i in range(4)]
     for i, cell in enumerate(cells):
@@ -90,6 +93,9 @@ def test_resolution_remembered_or_cached_matches_a_fresh_walk(
         if not in_tx:
             write_raw(rt, (cells[source], written))
         for start, path, for_write in itertools.product(range(4), _STARTS, (False, True)):
+            earlier = rt._begin()  # remembered from the stored documents
+            _resolved(earlier, rt.space, ids[start], path, for_write)
+            earlier.abort()
             tx = rt._begin()
             if in_tx:
                 tx.write(rt.space, ids[source], (), written)
