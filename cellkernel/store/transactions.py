@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 Address = tuple[str, str, Path]
 
-#: what ``Transaction.stored`` answers for a document the transaction wrote (no value is it)
+#: what ``Transaction.read_document`` answers for a document the transaction wrote (no stored
+#: document is it)
 WRITTEN: Any = object()
 
 #: a stored document's value (a ``Document`` is a tuple: its first field, taken in C)
@@ -189,22 +190,6 @@ class Transaction:
         path (None: written whole, not written, or not known)."""
         working = self._docs.get(key)
         return working.paths if isinstance(working, _Working) else None
-
-    def stored(self, space: str, entity_id: str) -> Any:
-        """A document's raw value if this transaction has not written it (the store's own,
-        never changed in place: what an identity check may trust), else ``WRITTEN``."""
-        key = (space, entity_id)
-        working = self._docs.get(key)
-        if working is None:
-            working = self._load(key)
-        if type(working) is not _Working:
-            return working.value  # (a stored document, as it is)
-        if working.dirty:
-            return WRITTEN
-        value = working.value
-        if value is None and working.base is None:
-            return MISSING
-        return value
 
     def read_document(self, key: tuple[str, str]) -> Any:
         """The stored document this transaction read at ``key`` (None: absent), or

@@ -542,7 +542,7 @@ def test_value_is_an_untracked_whole_document_read(rt: Runtime) -> None:
 
 _KEYS = ["of:a", "of:b", "of:c"]
 _STEP = st.tuples(
-    st.sampled_from(["read", "value", "stored", "wrote", "exists", "write", "write_at",
+    st.sampled_from(["read", "value", "read_document", "wrote", "exists", "write", "write_at",
                      "meta", "document", "basis", "peek_all"]),
     st.sampled_from(_KEYS),
     st.integers(-3, 3),
@@ -585,13 +585,9 @@ def test_documents_only_read_and_written_ones_answer_as_a_model_says(
                 MISSING if values[key] is MISSING else values[key].get("n", MISSING))
         elif op == "value":
             assert tx.value("sp", key) == values[key]
-        elif op == "stored":
-            got = tx.stored("sp", key)
-            if key in written:
-                assert got is WRITTEN
-            else:
-                doc = loaded[key]
-                assert got is (MISSING if doc is None else doc.value)  # the store's own value
+        elif op == "read_document":
+            got = tx.read_document(("sp", key))
+            assert got is (WRITTEN if key in written else loaded[key])  # the store's own
         elif op == "wrote":
             assert tx.wrote("sp", key) is (key in written)
         elif op == "exists":
