@@ -29,7 +29,7 @@ from cellkernel.patterns.runner import Runner
 from cellkernel.reactive.cells import Cell, current_tx, landing_schema_at
 from cellkernel.reactive.resolution import resolve_read
 from cellkernel.reactive.scheduler import Scheduler
-from cellkernel.store.documents import INT_LIMIT, Change, Store, landable
+from cellkernel.store.documents import INT_FLOOR, INT_LIMIT, Change, Store, landable
 from cellkernel.store.transactions import Transaction, backoff_delay, write_lock
 from cellkernel.store.urls import open_store
 from cellkernel.store.writeback import WriteBack
@@ -232,7 +232,7 @@ class Runtime:
         land = getattr(self.store, "land_value", None)
         t = type(value)
         if land is None or self.writeback or not (
-            (t is int and -INT_LIMIT < value < INT_LIMIT) or landable(value)
+            (t is int and INT_FLOOR < value < INT_LIMIT) or landable(value)
         ):
             return None
         if self._polls:

@@ -30,7 +30,7 @@ from cellkernel.data.links import is_link, parse_link
 from cellkernel.data.schema import SURE_TYPES
 from cellkernel.data.values import MISSING
 from cellkernel.reactive.scheduler import NOT_PLANNED
-from cellkernel.store.documents import INT_LIMIT, Change, Document, landable
+from cellkernel.store.documents import INT_FLOOR, INT_LIMIT, Change, Document, landable
 
 __all__ = ["NOTHING", "NOT_PLANNED", "LiftPlan", "Stash", "follow_links", "landable",
            "lift_plan", "pure_function"]
@@ -137,6 +137,10 @@ def _inline_checks(
     return tuple((i, getattr(check, SURE_TYPES, ()), check) for i, check in checks if i in reads)
 
 
+#: a read argument without a schema check: (no sure types, no check)
+_UNCHECKED: tuple[tuple[type, ...], None] = ((), None)
+
+
 #: one argument: (space, entity_id, key, a deeper path or None for the root) of a read,
 #: or a constant
 Spec = tuple[str | None, Any, Any]
@@ -150,25 +154,27 @@ class LiftPlan:
     copies it and fills in what ``reads`` names: (position, space, entity_id, key).
     """
 
-    __slots__ = ("action", "checks", "fn", "last_link", "out_id", "reads", "records",
-                 "refusals", "space", "stash", "template")
+    __slots__ = ("action", "checks", "fn", "last_link", "out_key", "reads", "records",
+                 "refusals", "stash", "template")
 
     def __init__(self, fn: Callable[..., Any], specs: list[Spec],
                  checks: list[tuple[int, Callable[[Any], bool]]], refusals: Any, space: str,
                  out_id: str, stash: Stash) -> None:
         self.fn = fn
         self.template = [target if sp is None else None for sp, target, _k in specs]
-        # (a tuple per read, built per run rather than kept: less memory per node)
-        self.reads = tuple((i, sp, target, key) for i, (sp, target, key) in enumerate(specs)
-                           if sp is not None)
-        self.checks = _inline_checks(tuple(checks), frozenset(r[0] for r in self.reads))
-        failing = tuple((i, (), check) for i, check in checks
-                        if i < len(specs) and specs[i][0] is None and not check(specs[i][1]))
-        if failing:  # a constant the schema refuses: every run is the general one, which says so
-            self.checks = self.checks + failing
+        # per read: (position, document key, key or deeper path, the exact types that
+        # always pass its schema check, the check or None)
+        read_at = [i for i, (sp, _t, _k) in enumerate(specs) if sp is not None]
+        inline = {i: (sure, check)
+                  for i, sure, check in _inline_checks(tuple(checks), frozenset(read_at))}
+        self.reads = tuple((i, (specs[i][0], specs[i][1]), specs[i][2],
+                            *inline.get(i, _UNCHECKED)) for i in read_at)
+        #: a constant the schema refuses: every run is the general one, which says so
+        self.checks = tuple((i, (), check) for i, check in checks
+                            if i < len(specs) and specs[i][0] is None and not check(specs[i][1]))
         self.refusals = refusals
-        self.space = space
-        self.out_id = out_id
+        #: (space, entity id) of the output document, the key each run loads it by
+        self.out_key = (space, out_id)
         self.stash = stash
         #: the node's action: a link to a document is followed only into documents its
         #: subscription reads already (the last general run's)
@@ -182,8 +188,7 @@ class LiftPlan:
                  land: Callable[..., list[Change]]) -> Any:
         args = self.template.copy()
         read: list[tuple[tuple[str, str], Document]] = []
-        for i, sp, target, key in self.reads:
-            doc_key = (sp, target)
+        for i, doc_key, key, sure, check in self.reads:
             doc = load(doc_key)
             if doc is None:
                 return NOT_PLANNED
@@ -197,30 +202,29 @@ class LiftPlan:
                 if value is MISSING and type(key) is tuple:  # a deeper path: plain containers
                     value = _walk(doc.value, key)
                     t = type(value)
-                    if t is int or t is str or t is float or t is bool:
-                        args[i] = value
-                        read.append((doc_key, doc))
-                        continue
-                if t is not dict or self.action is None:
-                    return NOT_PLANNED  # links, containers, nothing: the general read
-                value = self._document(value, sp, load, read)  # a record's own document
-                if value is NOT_PLANNED:
-                    return NOT_PLANNED
+                if t is not int and t is not str and t is not float and t is not bool:
+                    if t is not dict or self.action is None:
+                        return NOT_PLANNED  # links, containers, nothing: the general read
+                    # a record's own document
+                    value = self._document(value, doc_key[0], load, read)
+                    if value is NOT_PLANNED:
+                        return NOT_PLANNED
+                    t = type(value)
+            if check is not None and t not in sure and not check(value):
+                return NOT_PLANNED  # the general run records the refusal
             args[i] = value
             read.append((doc_key, doc))
-        for i, sure, check in self.checks:
-            arg = args[i]
-            if type(arg) not in sure and not check(arg):
-                return NOT_PLANNED  # the general run records the refusal
+        if self.checks:
+            return NOT_PLANNED  # a refused constant: the general run says so
         if self.refusals.failing is not None:
             return NOT_PLANNED  # and clears it
         result = self.fn(*args)
-        space, out_id = self.space, self.out_id
-        before = load((space, out_id))
+        out_key = self.out_key
+        before = load(out_key)
         current = before.value if before is not None else MISSING
         t = type(result)
         if type(current) is dict or not (
-            (-INT_LIMIT < result < INT_LIMIT) if t is int else t is not float and landable(result)
+            (INT_FLOOR < result < INT_LIMIT) if t is int else t is not float and landable(result)
         ):
             # a container, a float (the general write normalises 68.0 to 68), or over a
             # link or a stream: the general write, with the result computed already --
@@ -231,7 +235,7 @@ class LiftPlan:
             return NOT_PLANNED
         if type(current) is t and current == result:
             return []
-        return land(space, out_id, before, result, read)
+        return land(out_key[0], out_key[1], before, result, read)
 
     def _document(self, link: dict[str, Any], sp: str,
                   load: Callable[[tuple[str, str]], Document | None],

@@ -14,6 +14,7 @@ from typing import Any
 
 from cellkernel.store.documents import (
     FAST_DEPTH,
+    INT_FLOOR,
     INT_LIMIT,
     Change,
     Document,
@@ -58,7 +59,7 @@ def _plain(value: Any, prev: Any) -> Any:
     if (t is str and _text_ok(value)) or t is bool or value is None:
         return value
     if t is int:
-        if -INT_LIMIT < value < INT_LIMIT:
+        if INT_FLOOR < value < INT_LIMIT:
             return value
         raise _Declined
     if t is float:
@@ -70,6 +71,7 @@ def _plain(value: Any, prev: Any) -> Any:
     root: list[Any] = [None]
     stack: list[tuple[Any, Any, Any, Any, int]] = [(root, 0, value, prev, 0)]
     limit = INT_LIMIT
+    floor = INT_FLOOR
     while stack:
         holder, key, item, before, depth = stack.pop()
         if depth >= FAST_DEPTH:
@@ -85,7 +87,7 @@ def _plain(value: Any, prev: Any) -> Any:
                 tv = type(v)
                 if (
                     (tv is str and v.isascii()) or tv is bool or v is None
-                    or (tv is int and -limit < v < limit)
+                    or (tv is int and floor < v < limit)
                 ):
                     out[k] = v
                 elif old is not None and v is old.get(k, _Declined):
@@ -102,7 +104,7 @@ def _plain(value: Any, prev: Any) -> Any:
                 tv = type(v)
                 if (
                     (tv is str and v.isascii()) or tv is bool or v is None
-                    or (tv is int and -limit < v < limit)
+                    or (tv is int and floor < v < limit)
                 ):
                     continue
                 prev_v = old_l[i] if i < n_old else None  # type: ignore[index]
@@ -115,7 +117,7 @@ def _plain(value: Any, prev: Any) -> Any:
             holder[key] = item
         elif (
             (t is str and _text_ok(item)) or t is bool or item is None
-            or (t is int and -limit < item < limit)
+            or (t is int and floor < item < limit)
         ):
             holder[key] = item
         else:
@@ -129,7 +131,7 @@ def _owned(part: str, value: Any, prev: Any, space: str, entity_id: str) -> Any:
     t = type(value)
     if (t is str and _text_ok(value)) or t is bool or value is None or value is prev:
         return value  # immutable, or the stored object itself
-    if t is int and -INT_LIMIT < value < INT_LIMIT:
+    if t is int and INT_FLOOR < value < INT_LIMIT:
         return value
     try:
         return _plain(value, prev)
@@ -213,6 +215,7 @@ def owned_parts(
     """
     owned: list[tuple[str, Any, Any, Any]] = []
     limit = INT_LIMIT
+    floor = INT_FLOOR
     for entity_id, value, source, meta, is_owned in parts:
         if type(entity_id) is not str or type(space) is not str:
             check_key(space, entity_id)
@@ -222,7 +225,7 @@ def owned_parts(
         pv = prev.value if prev is not None else None
         t = type(value)
         if not ((is_owned and t is not str) or (t is str and value.isascii()) or t is bool
-                or value is None or (t is int and -limit < value < limit)
+                or value is None or (t is int and floor < value < limit)
                 or (prev is not None and value is pv) or (handed and id(value) in handed)):
             value = _owned("value", value, pv, space, entity_id)
         if prev is None:
@@ -251,13 +254,14 @@ def _handed_meta(meta: Any, prev: Mapping[str, Any] | None, handed: set[int]) ->
     if type(meta) is not dict:
         return None
     limit = INT_LIMIT
+    floor = INT_FLOOR
     for key, entry in meta.items():
         t = type(entry)
         if type(key) is not str:
             return None
         if (
             id(entry) in handed
-            or t is str or t is bool or entry is None or (t is int and -limit < entry < limit)
+            or t is str or t is bool or entry is None or (t is int and floor < entry < limit)
             or (prev is not None and prev.get(key, _Declined) is entry)
         ):
             continue

@@ -19,6 +19,7 @@ from typing import Any, TypeAlias
 
 from cellkernel.errors import CorruptDocumentError, StoreError
 from cellkernel.store.documents import (
+    INT_FLOOR,
     INT_LIMIT,
     Change,
     Document,
@@ -562,6 +563,7 @@ class SqliteStore(OwnedCommits):
             check_key(space, "")
         seq = self._seq + 1  # what the commit will write at, unless the feed moves first
         limit = INT_LIMIT
+        floor = INT_FLOOR
         updates: list[tuple[Any, ...]] = []  # by key
         by_rowid: list[tuple[Any, ...]] = []
         inserts: list[tuple[Any, ...]] = []
@@ -572,7 +574,7 @@ class SqliteStore(OwnedCommits):
             version = doc.version
             value = doc.value
             meta = doc.meta
-            if (type(value) is int and -limit < value < limit and doc.source is None
+            if (type(value) is int and floor < value < limit and doc.source is None
                     and type(meta) is dict and not meta and type(entity_id) is str
                     and key[0] == space):
                 text, source, meta_text = int.__repr__(value), "null", "{}"

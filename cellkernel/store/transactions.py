@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from cellkernel.data.values import MISSING, Path, get_path, json_equal, set_path
 from cellkernel.errors import TransactionClosedError, WriteIsolationError
-from cellkernel.store.documents import FAST_DEPTH, INT_LIMIT, Change, Document, new_document
+from cellkernel.store.documents import (
+    FAST_DEPTH,
+    INT_FLOOR,
+    INT_LIMIT,
+    Change,
+    Document,
+    new_document,
+)
 
 if TYPE_CHECKING:
     from cellkernel.store.documents import Store
@@ -329,7 +336,7 @@ class Transaction:
             working = docs[key] = _Working(working)
         t = type(value)
         scalar = (
-            (t is int and -INT_LIMIT < value < INT_LIMIT)
+            (t is int and INT_FLOOR < value < INT_LIMIT)
             or t is str or t is bool or value is None
         )
         if path:
