@@ -25,8 +25,10 @@ class RunningNode:
 
     def __init__(self, record: dict[str, Any]) -> None:
         self.record = record
-        self.actions: list[Action] = []
-        self.handlers: list[EventHandler] = []
+        # (tuples, replaced as a node starts more: nearly every node has one action and
+        # no handler, and the empty tuple is shared)
+        self.actions: tuple[Action, ...] = ()
+        self.handlers: tuple[EventHandler, ...] = ()
         self.children: dict[str, Instance] = {}
         #: the refusal of an input that fails its schema, while it does (``InputRefusals``)
         self.input_error: Any = None

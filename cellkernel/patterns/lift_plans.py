@@ -22,7 +22,7 @@ import dis
 import functools
 import inspect
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import CodeType, FunctionType
 from typing import Any
 
@@ -158,7 +158,7 @@ class LiftPlan:
                  "refusals", "stash", "template")
 
     def __init__(self, fn: Callable[..., Any], specs: list[Spec],
-                 checks: list[tuple[int, Callable[[Any], bool]]], refusals: Any, space: str,
+                 checks: Sequence[tuple[int, Callable[[Any], bool]]], refusals: Any, space: str,
                  out_id: str, stash: Stash) -> None:
         self.fn = fn
         self.template = [target if sp is None else None for sp, target, _k in specs]
@@ -339,7 +339,7 @@ def _walk(value: Any, path: tuple[str | int, ...]) -> Any:
 def lift_plan(
     fn: Callable[..., Any],
     specs: list[Spec],
-    checks: list[tuple[int, Callable[[Any], bool]]],
+    checks: Sequence[tuple[int, Callable[[Any], bool]]],
     refusals: Any,
     space: str,
     out_id: str,

@@ -25,7 +25,8 @@ import logging
 import traceback
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from cellkernel.data.links import is_link, make_link, parse_link
@@ -635,7 +636,7 @@ class Runner:
         action.plan = plan
         if incremental:  # told which read documents changed (``Action.changed``)
             action.changed = set()
-        node.actions.append(action)
+        node.actions = (*node.actions, action)
         self.rt.scheduler.subscribe(action)
         return action
 
@@ -678,10 +679,10 @@ class Runner:
         space = instance.space
         out_id = record["outputs"][0]
         bindings = record["bindings"]
-        curried = bindings.get("curried") or []
+        curried = bindings.get("curried") or ()
         closure_b = bindings.get("closure")
         marks = _marks(fn)
-        names = list(marks)
+        names = tuple(marks)
         checkers = (
             _checkers(_param_validators(record["argumentSchema"])) if record.get("argumentSchema")
             else _fn_checkers(fn)
@@ -695,23 +696,24 @@ class Runner:
         # Everything that depends only on the record is worked out once here, not per run:
         # links parsed, scalar constants kept, validators compiled (see ``_argument_reader``).
         reads: list[Any] = []  # in the order a run reads them: args, kwargs, closure
-        args_r = [
+        # (tuples, kept per node: exact-size, and the empty one shared)
+        args_r = tuple(
             _argument_reader(rt, b, space, out_id,
                              marks.get(names[i], "any") if i < len(names) else "any",
                              is_async, reads)
             for i, b in enumerate(bindings.get("args", []))
-        ]
-        kwargs_r = [
+        )
+        kwargs_r = tuple(
             (k, _argument_reader(rt, b, space, out_id, marks.get(k, "any"), is_async, reads))
             for k, b in bindings.get("kwargs", {}).items()
-        ]
-        closure_r = [(k, _argument_reader(rt, b, space, out_id, "any", is_async, reads))
-                     for k, b in (closure_b or {}).items()]
-        positions = list(range(len(args_r) + len(curried)))
+        )
+        closure_r = tuple((k, _argument_reader(rt, b, space, out_id, "any", is_async, reads))
+                          for k, b in (closure_b or {}).items())
+        positions = range(len(args_r) + len(curried))
         # fewer arguments than parameters, or more (``*args``): pair what there is
-        arg_checks = [(i, checkers[name]) for i, name in zip(positions, names, strict=False)
-                      if name in checkers]
-        kwarg_checks = {k: checkers[k] for k, _r in kwargs_r if k in checkers}
+        arg_checks = tuple((i, checkers[name]) for i, name in zip(positions, names, strict=False)
+                           if name in checkers)
+        kwarg_checks = {k: checkers[k] for k, _r in kwargs_r if k in checkers} or _NO_CHECKS
         stash = Stash()
         plan = None
         if not kwargs_r and not closure_r and not is_async and pure_function(fn):
@@ -822,7 +824,7 @@ class Runner:
         handler = EventHandler(on_event, (space, out_id, ()), name=record.get("name") or "handler",
                                node=record["id"], pattern=instance.pattern_hash,
                                is_async=is_async)
-        node.handlers.append(handler)
+        node.handlers = (*node.handlers, handler)
         self._stopped_streams.discard(handler.stream)
         if not tx.exists(space, out_id):
             tx.write(space, out_id, (), {"$stream": True})
@@ -972,6 +974,10 @@ class Runner:
 
 
 
+#: the keyword checks of a lift with none (shared by every such node)
+_NO_CHECKS: Mapping[str, Any] = MappingProxyType({})
+
+
 class _LiftRun:
     """One lift node's general run: ``run(tx)`` reads its arguments, calls it, writes its output.
 
@@ -984,10 +990,11 @@ class _LiftRun:
                  "stash")
 
     def __init__(self, runner: Runner, instance: Instance, node: RunningNode,
-                 fn: Callable[..., Any], args_r: list[Any], curried: list[Any],
-                 arg_checks: list[tuple[int, Callable[[Any], bool]]], names: list[str],
-                 kwargs_r: list[tuple[str, Any]], kwarg_checks: dict[str, Any],
-                 refusals: InputRefusals, closure_r: list[tuple[str, Any]], stash: Stash,
+                 fn: Callable[..., Any], args_r: tuple[Any, ...], curried: Sequence[Any],
+                 arg_checks: tuple[tuple[int, Callable[[Any], bool]], ...],
+                 names: tuple[str, ...], kwargs_r: tuple[tuple[str, Any], ...],
+                 kwarg_checks: Mapping[str, Any], refusals: InputRefusals,
+                 closure_r: tuple[tuple[str, Any], ...], stash: Stash,
                  is_async: bool, out_id: str) -> None:
         self.runner = runner
         self.instance = instance
@@ -1045,8 +1052,8 @@ class _LiftRun:
         return None
 
 
-def _plan_specs(bindings: list[Any], readers: list[Any], curried: list[Any], names: list[str],
-                marks: dict[str, str]) -> list[Spec] | None:
+def _plan_specs(bindings: list[Any], readers: Sequence[Any], curried: Sequence[Any],
+                names: Sequence[str], marks: dict[str, str]) -> list[Spec] | None:
     """Where a planned run reads each argument (``lift_plans``), or None: no plan.
 
     Covered: scalar constants and plain links to a document, one key of it or a

@@ -12,6 +12,7 @@ still compared: this narrows, it never decides.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cellkernel.data.values import MISSING, Path, as_index
@@ -44,7 +45,7 @@ class PathGroups:
                 _insert(trie, path)
         return trie
 
-    def add(self, action: Any, paths: list[Any], *, reader: bool = True) -> bool:
+    def add(self, action: Any, paths: Sequence[Any], *, reader: bool = True) -> bool:
         """``action`` reads (or, not ``reader``, writes) ``paths`` too; False if it cannot
         be grouped (see ``path_groups``)."""
         if reader and action.changed is not None:
@@ -61,7 +62,7 @@ class PathGroups:
             readers[action] = None
         return True
 
-    def remove(self, action: Any, paths: list[Any]) -> None:
+    def remove(self, action: Any, paths: Sequence[Any]) -> None:
         """``action`` no longer reads ``paths``."""
         by_path = self.by_path
         for path in paths:
@@ -178,7 +179,7 @@ def _delete(trie: dict[Any, Any], path: Path) -> None:
 
 
 
-def path_groups(triggers: dict[Any, list[Any]]) -> PathGroups | None:
+def path_groups(triggers: Mapping[Any, Sequence[Any]]) -> PathGroups | None:
     """The readers of one document by the path they read; None if one is incremental.
 
     An incremental action (``Action.changed``) is told of every change to a

@@ -35,7 +35,7 @@ import time
 import traceback
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from cellkernel.data.values import Path, get_path, json_equal, paths_overlap
 from cellkernel.errors import ConflictError, IterationLimitError, NodeError
@@ -200,6 +200,26 @@ def _root_differs(before: Any, after: Any, written: list[Path] | None) -> bool:
     return not json_equal(before, after)
 
 
+#: the paths an action reads or writes of one document: a tuple, replaced when it grows
+#: (nearly every one is ``ROOT_ONLY``, shared: no list per action and document)
+Paths: TypeAlias = tuple[Path, ...]
+#: the whole document, and nothing else
+ROOT_ONLY: Paths = ((),)
+
+
+def _with_path(paths: Paths, path: Path) -> Paths:
+    """``paths`` and ``path`` after them (the shared ``ROOT_ONLY`` for the whole document)."""
+    if not paths and type(path) is tuple and not path:
+        return ROOT_ONLY
+    return (*paths, path)
+
+
+def _as_paths(paths: Iterable[Path]) -> Paths:
+    """``paths`` as ``Paths`` (``ROOT_ONLY`` when that is all they are)."""
+    found = tuple(paths)
+    return ROOT_ONLY if found == ROOT_ONLY else found
+
+
 def _add_path(unique: dict[Path, Path], path: Path) -> None:
     """Keep ``path`` once among a document's read paths, in order (one given as a list
     is keyed as its tuple, and kept as given)."""
@@ -211,7 +231,7 @@ class Scheduler:
 
     def __init__(self, runtime: Any) -> None:
         self._rt = runtime
-        self._triggers: dict[DocKey, dict[Action, list[Path]]] = {}
+        self._triggers: dict[DocKey, dict[Action, Paths]] = {}
         #: per document read by many actions: its readers grouped by the path they read
         #: (``path_groups``), so a change compares each path once and schedules its
         #: readers in bulk; kept up to date as readers come and go (``_group``, ``_ungroup``)
@@ -220,7 +240,7 @@ class Scheduler:
         #: map's children each write their index of its output): made when a height
         #: walk asks (``_writer_groups``), kept up to date as writers come and go
         self._wgroups: dict[DocKey, PathGroups | None] = {}
-        self._writers: dict[DocKey, dict[Action, list[Path]]] = {}
+        self._writers: dict[DocKey, dict[Action, Paths]] = {}
         #: pending runs as ``height << SEQ_BITS | seq`` ints (``_push``; a heap of plain
         #: ints compares in C without tuples), and the action each key stands for
         self._heap: list[int] = []
@@ -258,7 +278,8 @@ class Scheduler:
         action.active = True
         wgroups = self._wgroups
         for space, entity_id, path in action.writes:
-            self._writers.setdefault((space, entity_id), {}).setdefault(action, []).append(path)
+            writers = self._writers.setdefault((space, entity_id), {})
+            writers[action] = _with_path(writers.get(action, ()), path)
             if wgroups:
                 self._wgroup((space, entity_id), action, path)
         self._set_reads(action, action.declared_reads)
@@ -341,7 +362,7 @@ class Scheduler:
             if groups is not None and not groups.add(action, [path], reader=False):
                 del self._wgroups[key]
 
-    def _writer_groups(self, key: DocKey, writers: dict[Action, list[Path]]
+    def _writer_groups(self, key: DocKey, writers: dict[Action, Paths]
                        ) -> PathGroups | None:
         """The writers of ``key`` by path (made on first ask; None: a path is no tuple)."""
         if key in self._wgroups:
@@ -353,7 +374,7 @@ class Scheduler:
         self._wgroups[key] = groups
         return groups
 
-    def _reader_groups(self, key: DocKey, triggers: dict[Action, list[Path]]
+    def _reader_groups(self, key: DocKey, triggers: dict[Action, Paths]
                        ) -> PathGroups | None:
         """The readers of ``key`` by path, as ``notify`` groups them (made on first ask)."""
         if key in self._groups:
@@ -370,14 +391,16 @@ class Scheduler:
                 continue
             del action.writes[old]
             action.writes[new] = None
-            paths = self._writers.get(key, {}).get(action)
+            writers = self._writers.get(key, {})
+            paths = writers.get(action)
             if paths is not None:
                 if old[2] in paths:
-                    paths.remove(old[2])
+                    at = paths.index(old[2])
+                    paths = paths[:at] + paths[at + 1:]
                     groups = self._wgroups.get(key)
                     if groups is not None:
                         groups.remove(action, [old[2]])
-                paths.append(new[2])
+                writers[action] = paths = _with_path(paths, new[2])
                 if self._wgroups:
                     self._wgroup(key, action, new[2])
             below: list[Action] = []  # its own height holds: only readers of ``new`` rise
@@ -397,14 +420,14 @@ class Scheduler:
                 elif paths is not None and self._groups:
                     self._ungroup(key, action, paths)
 
-    def _group(self, key: DocKey, action: Action, paths: list[Path]) -> None:
+    def _group(self, key: DocKey, action: Action, paths: Paths | list[Path]) -> None:
         """``action`` reads ``paths`` of ``key`` now: its path groups, if made, follow."""
         if key in self._groups:
             groups = self._groups[key]
             if groups is not None and not groups.add(action, paths):
                 del self._groups[key]  # (made again when asked: None, the per-action loop)
 
-    def _ungroup(self, key: DocKey, action: Action, paths: list[Path]) -> None:
+    def _ungroup(self, key: DocKey, action: Action, paths: Paths) -> None:
         """``action`` no longer reads ``paths`` of ``key``."""
         if key in self._groups:
             groups = self._groups[key]
@@ -419,9 +442,10 @@ class Scheduler:
         self._known.add(action)
         if not action.reads and len(reads) == 1:  # a new action reading one path (most lifts)
             space, entity_id, path = reads[0]
-            self._triggers.setdefault((space, entity_id), {})[action] = [path]
+            paths = _with_path((), path)
+            self._triggers.setdefault((space, entity_id), {})[action] = paths
             if self._groups:
-                self._group((space, entity_id), action, [path])
+                self._group((space, entity_id), action, paths)
             action.reads = [reads[0]]
             self._adjust_height(action)
             return
@@ -435,7 +459,7 @@ class Scheduler:
         for space, entity_id, path in reads:
             _add_path(compact.setdefault((space, entity_id), {}), path)
         for key, unique in compact.items():
-            paths = list(unique.values())
+            paths = _as_paths(unique.values())
             self._triggers.setdefault(key, {})[action] = paths
             if self._groups:
                 self._group(key, action, paths)
@@ -467,7 +491,7 @@ class Scheduler:
                 else:
                     self._ungroup(key, action, gone)
             if unique:
-                paths = list(unique.values())
+                paths = _as_paths(unique.values())
                 triggers_map.setdefault(key, {})[action] = paths
                 if self._groups:
                     self._group(key, action, paths)
@@ -510,9 +534,10 @@ class Scheduler:
             return
         triggers = self._triggers
         for space, entity_id, path in reads:
-            paths = triggers.setdefault((space, entity_id), {}).setdefault(action, [])
+            readers = triggers.setdefault((space, entity_id), {})
+            paths = readers.get(action, ())
             if path not in paths:
-                paths.append(path)
+                readers[action] = _with_path(paths, path)
                 if self._groups:
                     self._group((space, entity_id), action, [path])
         action.reads.extend(reads)
@@ -1050,11 +1075,9 @@ class Scheduler:
             writers = all_writers.get((space, entity_id))
             if writers is None:
                 writers = all_writers[(space, entity_id)] = {}
-            known = writers.get(action)
-            if known is None:
-                known = writers[action] = []
+            known = writers.get(action, ())
             if path not in known and not any(paths_overlap(path, k) for k in known):
-                known.append(path)
+                writers[action] = _with_path(known, path)
                 action.writes[(space, entity_id, path)] = None
                 learned.append((space, entity_id, path))
                 if self._wgroups:
