@@ -94,6 +94,29 @@ def _fn_checkers(fn: Callable[..., Any]) -> dict[str, Callable[[Any], bool]]:
     return _checkers(_fn_validators(fn))
 
 
+def pair_checks(checkers: dict[str, Callable[[Any], bool]], names: tuple[str, ...],
+                count: int) -> tuple[tuple[int, Callable[[Any], bool]], ...]:
+    """(position, check) of each of ``count`` positional arguments that has a check.
+
+    Fewer arguments than parameters, or more (``*args``): what there is is paired.
+    """
+    return tuple((i, checkers[name]) for i, name in zip(range(count), names, strict=False)
+                 if name in checkers)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fn_names(fn: Callable[..., Any]) -> tuple[str, ...]:
+    """A function's parameter names, in order: one tuple per function, not per node."""
+    return tuple(_marks(fn))
+
+
+@functools.lru_cache(maxsize=4096)
+def _fn_arg_checks(fn: Callable[..., Any], count: int
+                   ) -> tuple[tuple[int, Callable[[Any], bool]], ...]:
+    """``pair_checks`` of a function's annotations: one tuple per function and arity."""
+    return pair_checks(_fn_checkers(fn), _fn_names(fn), count)
+
+
 @functools.lru_cache(maxsize=4096)
 def _is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn)

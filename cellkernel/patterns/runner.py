@@ -44,7 +44,9 @@ from cellkernel.patterns.arguments import (
     SchemaIndex,
     _argument_reader,
     _checkers,
+    _fn_arg_checks,
     _fn_checkers,
+    _fn_names,
     _fn_validators,
     _is_async,
     _LinkReader,
@@ -52,6 +54,7 @@ from cellkernel.patterns.arguments import (
     _param_validators,
     forget_instance,
     note_instance,
+    pair_checks,
 )
 from cellkernel.patterns.builder import Pattern
 from cellkernel.patterns.curry import merge_argument, resolve_self
@@ -682,15 +685,12 @@ class Runner:
         curried = bindings.get("curried") or ()
         closure_b = bindings.get("closure")
         marks = _marks(fn)
-        names = tuple(marks)
-        checkers = (
-            _checkers(_param_validators(record["argumentSchema"])) if record.get("argumentSchema")
-            else _fn_checkers(fn)
-        )
+        names = _fn_names(fn)
+        schema = record.get("argumentSchema")
+        checkers = _checkers(_param_validators(schema)) if schema else _fn_checkers(fn)
         refusals = InputRefusals(
             rt, node, record.get("name") or "lift",
-            _param_validators(record["argumentSchema"]) if record.get("argumentSchema")
-            else _fn_validators(fn),
+            _param_validators(schema) if schema else _fn_validators(fn),
         )
         is_async = _is_async(fn)
         # Everything that depends only on the record is worked out once here, not per run:
@@ -709,10 +709,8 @@ class Runner:
         )
         closure_r = tuple((k, _argument_reader(rt, b, space, out_id, "any", is_async, reads))
                           for k, b in (closure_b or {}).items())
-        positions = range(len(args_r) + len(curried))
-        # fewer arguments than parameters, or more (``*args``): pair what there is
-        arg_checks = tuple((i, checkers[name]) for i, name in zip(positions, names, strict=False)
-                           if name in checkers)
+        count = len(args_r) + len(curried)
+        arg_checks = pair_checks(checkers, names, count) if schema else _fn_arg_checks(fn, count)
         kwarg_checks = {k: checkers[k] for k, _r in kwargs_r if k in checkers} or _NO_CHECKS
         stash = Stash()
         plan = None

@@ -34,7 +34,7 @@ import operator
 import time
 import traceback
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from cellkernel.data.values import Path, get_path, json_equal, paths_overlap
@@ -112,9 +112,11 @@ class Action:
         self.pattern = pattern
         self.space = space
         self.kind = kind
-        #: what it writes (an ordered set: released documents leave it in O(1))
-        self.writes: dict[Address, None] = dict.fromkeys(writes)
-        self.declared_reads: list[Address] = list(reads)
+        #: what it writes, each once: a tuple (nearly every action writes one address),
+        #: made an ordered set when it changes (``_own_writes``: released documents leave
+        #: it in O(1))
+        self.writes: dict[Address, None] | tuple[Address, ...] = tuple(dict.fromkeys(writes))
+        self.declared_reads: tuple[Address, ...] = tuple(reads)
         self.reads: list[Address] = []
         self.height = 0
         self.active = False
@@ -198,6 +200,14 @@ def _root_differs(before: Any, after: Any, written: list[Path] | None) -> bool:
             if old is not new and not json_equal(old, new):
                 return True
     return not json_equal(before, after)
+
+
+def _own_writes(action: Action) -> dict[Address, None]:
+    """``action.writes`` as an ordered set, made one the first time it changes."""
+    writes = action.writes
+    if type(writes) is not dict:
+        writes = action.writes = dict.fromkeys(writes)
+    return writes
 
 
 #: the paths an action reads or writes of one document: a tuple, replaced when it grows
@@ -352,8 +362,9 @@ class Scheduler:
             if not writers:
                 continue
             for action, paths in writers.items():
+                writes = _own_writes(action)
                 for path in paths:
-                    action.writes.pop((space, entity_id, path), None)
+                    writes.pop((space, entity_id, path), None)
 
     def _wgroup(self, key: DocKey, action: Action, path: Path) -> None:
         """``action`` writes ``path`` of ``key`` now: its writer groups, if made, follow."""
@@ -389,8 +400,9 @@ class Scheduler:
         for action in actions:
             if old not in action.writes or not action.active:
                 continue
-            del action.writes[old]
-            action.writes[new] = None
+            writes = _own_writes(action)
+            del writes[old]
+            writes[new] = None
             writers = self._writers.get(key, {})
             paths = writers.get(action)
             if paths is not None:
@@ -436,7 +448,7 @@ class Scheduler:
             else:
                 groups.remove(action, paths)
 
-    def _set_reads(self, action: Action, reads: list[Address]) -> None:
+    def _set_reads(self, action: Action, reads: Sequence[Address]) -> None:
         if reads == action.reads and action.reads:
             return
         self._known.add(action)
@@ -466,7 +478,7 @@ class Scheduler:
         action.reads = list(reads)
         self._adjust_height(action)
 
-    def _patch_reads(self, action: Action, reads: list[Address]) -> bool:
+    def _patch_reads(self, action: Action, reads: Sequence[Address]) -> bool:
         """``_set_reads`` when a long subscription changed at a few positions (a lift
         over a map's N outputs after one child was replaced): only the documents read
         there are subscribed anew, the rest of ``action.reads`` is kept as it is, and
@@ -1045,7 +1057,7 @@ class Scheduler:
             self._record(action, exc, traceback.format_exc())
         finally:
             current_tx.reset(token)
-        reads = tx.reads if tx.reads or not failed else action.reads or action.declared_reads
+        reads = tx.reads if tx.reads or not failed else action.reads or list(action.declared_reads)
         # (_set_reads copies the list when it keeps it)
         manual = action.changed is not None  # an incremental action keeps its subscription
         if failed:
@@ -1078,7 +1090,7 @@ class Scheduler:
             known = writers.get(action, ())
             if path not in known and not any(paths_overlap(path, k) for k in known):
                 writers[action] = _with_path(known, path)
-                action.writes[(space, entity_id, path)] = None
+                _own_writes(action)[(space, entity_id, path)] = None
                 learned.append((space, entity_id, path))
                 if self._wgroups:
                     self._wgroup((space, entity_id), action, path)
