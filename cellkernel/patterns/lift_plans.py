@@ -32,7 +32,7 @@ from cellkernel.data.values import MISSING
 from cellkernel.reactive.scheduler import NOT_PLANNED
 from cellkernel.store.documents import INT_FLOOR, INT_LIMIT, Change, Document, landable
 
-__all__ = ["NOTHING", "NOT_PLANNED", "LiftPlan", "Stash", "follow_links", "landable",
+__all__ = ["NOTHING", "NOT_PLANNED", "NO_STASH", "LiftPlan", "Stash", "follow_links", "landable",
            "lift_plan", "pure_function"]
 
 #: an empty ``Stash``
@@ -146,7 +146,11 @@ _UNCHECKED: tuple[tuple[type, ...], None] = ((), None)
 Spec = tuple[str | None, Any, Any]
 
 
-class LiftPlan:
+#: the stash of a lift without a plan: nothing ever puts a value in it
+NO_STASH = Stash()
+
+
+class LiftPlan(Stash):
     """One lift node's plan: ``plan(load_key, land_value)`` -> changes, [] or ``NOT_PLANNED``.
 
     A slotted object rather than a closure: one per node, a few hundred bytes less.
@@ -155,11 +159,11 @@ class LiftPlan:
     """
 
     __slots__ = ("action", "checks", "fn", "last_link", "out_key", "reads", "records",
-                 "refusals", "stash", "template")
+                 "refusals", "template")
 
     def __init__(self, fn: Callable[..., Any], specs: list[Spec],
                  checks: Sequence[tuple[int, Callable[[Any], bool]]], refusals: Any, space: str,
-                 out_id: str, stash: Stash) -> None:
+                 out_id: str) -> None:
         self.fn = fn
         self.template = [target if sp is None else None for sp, target, _k in specs]
         # per read: (position, document key, key or deeper path, the exact types that
@@ -175,7 +179,8 @@ class LiftPlan:
         self.refusals = refusals
         #: (space, entity id) of the output document, the key each run loads it by
         self.out_key = (space, out_id)
-        self.stash = stash
+        #: the result it computed before handing the run over (it is its node's ``Stash``)
+        self.value = NOTHING
         #: the node's action: a link to a document is followed only into documents its
         #: subscription reads already (the last general run's)
         self.action: Any = None
@@ -231,7 +236,7 @@ class LiftPlan:
             # unless it holds a document's dict handed in here, which the general run
             # hands in as a ``DocDict`` (written back as a link, not copied): it runs again
             if len(read) == len(self.reads) or not _holds_any(result, args):
-                self.stash.value = result
+                self.value = result
             return NOT_PLANNED
         if type(current) is t and current == result:
             return []
@@ -343,7 +348,6 @@ def lift_plan(
     refusals: Any,
     space: str,
     out_id: str,
-    stash: Stash,
 ) -> LiftPlan:
     """The plan of one lift node (see ``LiftPlan``)."""
-    return LiftPlan(fn, specs, checks, refusals, space, out_id, stash)
+    return LiftPlan(fn, specs, checks, refusals, space, out_id)

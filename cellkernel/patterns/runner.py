@@ -61,6 +61,7 @@ from cellkernel.patterns.curry import merge_argument, resolve_self
 from cellkernel.patterns.gc_pause import collector_paused
 from cellkernel.patterns.instances import Instance, RunningNode, RuntimeFrame
 from cellkernel.patterns.lift_plans import (
+    NO_STASH,
     NOTHING,
     Spec,
     Stash,
@@ -712,12 +713,12 @@ class Runner:
         count = len(args_r) + len(curried)
         arg_checks = pair_checks(checkers, names, count) if schema else _fn_arg_checks(fn, count)
         kwarg_checks = {k: checkers[k] for k, _r in kwargs_r if k in checkers} or _NO_CHECKS
-        stash = Stash()
         plan = None
         if not kwargs_r and not closure_r and not is_async and pure_function(fn):
             specs = _plan_specs(bindings.get("args", []), args_r, curried, names, marks)
             if specs is not None:
-                plan = lift_plan(fn, specs, arg_checks, refusals, space, out_id, stash)
+                plan = lift_plan(fn, specs, arg_checks, refusals, space, out_id)
+        stash = plan if plan is not None else NO_STASH  # (a plan stashes in itself)
         run = _LiftRun(self, instance, node, fn, args_r, curried, arg_checks, names, kwargs_r,
                        kwarg_checks, refusals, closure_r, stash, is_async, out_id)
 

@@ -892,6 +892,10 @@ class Scheduler:
             self._runs.clear()
             self._dormant.clear()
             self._flush_conflicts = 0
+            if not self._pending:  # (a set keeps the table it grew to: a fan-out's thousands)
+                self._pending.clear()
+            if not self._queued:
+                self._queued.clear()
         for callback in self.on_quiet:
             callback()
 
