@@ -47,6 +47,10 @@ class RunningNode:
 class Instance:
     """A running pattern: its result cell, its nodes, its dynamic children."""
 
+    # (one per instance, and a map starts one per element)
+    __slots__ = ("argument_id", "children", "generation", "nodes", "owned_docs", "parent",
+                 "pattern_hash", "result_id", "runner", "self_pattern", "space", "stopped")
+
     def __init__(self, runner: Runner, result_id: str, space: str, parent: Instance | None) -> None:
         self.runner = runner
         self.result_id = result_id
