@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self, overload
 
 from cellkernel.data.values import MISSING, to_json_value
 from cellkernel.errors import CapabilityError
@@ -142,8 +142,10 @@ class Factory:
     def __ck_ref_json__(self) -> Any:
         return self.module().get("hash")
 
-    def curry(self, value: Any, arg_index: int | None = None) -> Factory:
-        made: Factory = curry(self, value, arg_index)  # a copy of self
+    def curry(self, value: Any, arg_index: int | str | None = None) -> Self:
+        """A copy with one more argument bound: at ``arg_index`` (a position or a
+        parameter name), else one past the last curried one (SPEC §8)."""
+        made: Self = curry(self, value, arg_index)  # a copy of self
         return made
 
     def __eq__(self, other: object) -> bool:
@@ -260,7 +262,16 @@ def _python_module(fn: Callable[..., Any], constants: dict[str, Any] | None) -> 
 
 
 
-def lift(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+@overload
+def lift(fn: Callable[..., Any], **options: Any) -> LiftFactory: ...
+
+
+@overload
+def lift(fn: None = None, **options: Any) -> Callable[[Callable[..., Any]], LiftFactory]: ...
+
+
+def lift(fn: Callable[..., Any] | None = None, **options: Any
+         ) -> LiftFactory | Callable[[Callable[..., Any]], LiftFactory]:
     """Make ``fn`` a reactive node factory (decorator or call)."""
     if fn is None:
         return lambda f: LiftFactory(f, **options)
@@ -489,8 +500,19 @@ def _argument_from_call(args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
     return args[0] if args else kwargs
 
 
+@overload
+def pattern(fn: Callable[..., Any], *, name: str | None = None,
+            argument_schema: Any = None, result_schema: Any = None) -> Pattern: ...
+
+
+@overload
+def pattern(fn: None = None, *, name: str | None = None, argument_schema: Any = None,
+            result_schema: Any = None) -> Callable[[Callable[..., Any]], Pattern]: ...
+
+
 def pattern(fn: Callable[..., Any] | None = None, *, name: str | None = None,
-            argument_schema: Any = None, result_schema: Any = None) -> Any:
+            argument_schema: Any = None, result_schema: Any = None
+            ) -> Pattern | Callable[[Callable[..., Any]], Pattern]:
     """Run ``fn`` once against opaque refs and return a ``Pattern`` factory.
 
     The argument is an object and every parameter is one of its keys, named

@@ -521,7 +521,7 @@ def test_captured_constants_are_part_of_the_fingerprint(rt: Runtime) -> None:
         def AddK(a: int):  # type: ignore[no-untyped-def]
             return {"s": lift(lambda x: x + k)(a)}
 
-        return cast(Pattern, AddK)
+        return AddK
 
     one, two, one_again = make(1), make(2), make(1)
 

@@ -307,7 +307,7 @@ def test_curried_handlers_event_and_state(rt: Runtime) -> None:
 
     @pattern
     def Buttons(count: int = 0):  # type: ignore[no-untyped-def]
-        return {"count": count, "add5": add_five(count=count), "add10": by_ten(count=count)}  # type: ignore[operator]
+        return {"count": count, "add5": add_five(count=count), "add10": by_ten(count=count)}
 
     r = rt.run(Buttons, {"count": 1}, cause="buttons")
     r.add5.send({"amount": 1000})  # whatever is sent, the curried event is used

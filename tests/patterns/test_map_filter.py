@@ -16,6 +16,7 @@ import os
 import random
 import weakref
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -868,7 +869,7 @@ def test_a_total_over_a_maps_outputs_follows_every_edit(tmp_path: Path, store: s
     patched: list[bool] = []
     patch = rt.scheduler._patch_reads
 
-    def counting(action: Any, reads: list[Any]) -> bool:
+    def counting(action: Any, reads: Sequence[Any]) -> bool:
         patched.append(patch(action, reads))
         return patched[-1]
 

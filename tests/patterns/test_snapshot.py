@@ -106,7 +106,7 @@ def make_graph(double: Any) -> Pattern:
             "increment": increment(count=count),
         }
 
-    return cast(Pattern, Graph)
+    return Graph
 
 
 def run(p: Pattern, rt: Runtime | None = None, cause: Any = CAUSE) -> tuple[Runtime, Cell[Any]]:
@@ -480,7 +480,7 @@ def test_a_captured_constant_is_part_of_the_implementation() -> None:
         def Scaled(count: int = 1) -> Any:
             return {"scaled": scale(count), "squared": square(count)}
 
-        return cast(Pattern, Scaled)
+        return Scaled
 
     two, three, two_again = snap(scaled(2)), snap(scaled(3)), snap(scaled(2))
     assert ids_by_label(two) == ids_by_label(two_again)
@@ -502,7 +502,7 @@ def _unrelated(order: str) -> Pattern:
             out[names[letter]] = makers[letter](count)
         return out
 
-    return cast(Pattern, Unrelated)
+    return Unrelated
 
 
 def test_adding_removing_or_reordering_unrelated_nodes_changes_no_other_id() -> None:
@@ -528,7 +528,7 @@ def test_identical_siblings_get_distinct_stable_ids() -> None:
                 out["third"] = double(count)
             return out
 
-        return cast(Pattern, Siblings)
+        return Siblings
 
     one, two = snap(siblings(False)), snap(siblings(False))
     ids = ids_by_label(one)
@@ -557,14 +557,14 @@ def test_renamed_python_names_change_nothing() -> None:
                 return {"count": count, "doubled": twice_the_count,
                         "label": describe(twice_the_count)}
 
-            return cast(Pattern, Renamed)
+            return Renamed
 
         @pattern
         def Original(count: int = 2) -> Any:
             doubled = double(count)
             return {"count": count, "doubled": doubled, "label": describe(doubled)}
 
-        return cast(Pattern, Original)
+        return Original
 
     base = snap(variant(False, False))
     for flags in [(True, False), (False, True), (True, True)]:

@@ -11,6 +11,7 @@ import json
 import random
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -989,7 +990,7 @@ def test_a_long_subscription_patched_equals_one_made_anew(seed: int) -> None:
     patches: list[bool] = []
     patch = made["patched"].scheduler._patch_reads
 
-    def counting(action: Action, reads: list[Any]) -> bool:
+    def counting(action: Action, reads: Sequence[Any]) -> bool:
         patches.append(patch(action, reads))
         return patches[-1]
 
