@@ -155,7 +155,8 @@ class LiftPlan(Stash):
 
     A slotted object rather than a closure: one per node, a few hundred bytes less.
     Constants sit in ``template`` already (and were checked once, here); a run
-    copies it and fills in what ``reads`` names: (position, space, entity_id, key).
+    copies it and fills in what ``reads`` names: (position, document key, key or deeper
+    path, the types that always pass the argument's check, the check).
     """
 
     __slots__ = ("action", "checks", "fn", "last_link", "out_key", "reads", "records",
@@ -191,6 +192,8 @@ class LiftPlan(Stash):
 
     def __call__(self, load: Callable[[tuple[str, str]], Document | None],
                  land: Callable[..., list[Change]]) -> Any:
+        if self.checks:
+            return NOT_PLANNED  # a refused constant: the general run says so
         args = self.template.copy()
         read: list[tuple[tuple[str, str], Document]] = []
         for i, doc_key, key, sure, check in self.reads:
@@ -219,8 +222,6 @@ class LiftPlan(Stash):
                 return NOT_PLANNED  # the general run records the refusal
             args[i] = value
             read.append((doc_key, doc))
-        if self.checks:
-            return NOT_PLANNED  # a refused constant: the general run says so
         if self.refusals.failing is not None:
             return NOT_PLANNED  # and clears it
         result = self.fn(*args)
