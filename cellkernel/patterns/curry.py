@@ -7,15 +7,13 @@ from __future__ import annotations
 import copy
 import inspect
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cellkernel.data.links import is_link, is_sigil
 from cellkernel.data.values import to_json_value
-from cellkernel.patterns.tracing import _holds_refs
-
-if TYPE_CHECKING:
-    from cellkernel.patterns.builder import HandlerFactory, LiftFactory, Pattern
+from cellkernel.patterns.factory_shapes import CurriedFactory, PatternShape
 from cellkernel.patterns.sigils import _POS, _VAR
+from cellkernel.patterns.tracing import _holds_refs
 from cellkernel.reactive.cells import Cell
 
 
@@ -64,7 +62,7 @@ def curry(factory: Any, value: Any, arg_index: int | str | None = None) -> Any:
     return made
 
 
-def apply_curried_call(factory: LiftFactory, args: tuple[Any, ...] | list[Any],
+def apply_curried_call(factory: CurriedFactory, args: tuple[Any, ...] | list[Any],
                        kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
     """The positional and keyword arguments of a call of a curried lift."""
     label = factory.__name__
@@ -112,7 +110,7 @@ def apply_curried_call(factory: LiftFactory, args: tuple[Any, ...] | list[Any],
     return out_args, out_kwargs
 
 
-def apply_curried_state(factory: HandlerFactory, state: dict[str, Any]
+def apply_curried_state(factory: CurriedFactory, state: dict[str, Any]
                         ) -> tuple[dict[str, Any], list[list[Any]]]:
     """Handler state with curried state merged in, and the curried event binding (if any)."""
     names = parameter_names(factory)
@@ -129,7 +127,7 @@ def apply_curried_state(factory: HandlerFactory, state: dict[str, Any]
     return out, event
 
 
-def merge_argument(pattern: Pattern, argument: Any) -> Any:
+def merge_argument(pattern: PatternShape, argument: Any) -> Any:
     """A curried pattern's argument object: curried values merged in by name."""
     if not pattern.curried:
         return argument
@@ -153,7 +151,7 @@ def merge_argument(pattern: Pattern, argument: Any) -> Any:
 _self_free: set[str] = set()
 
 
-def _mentions_self(pattern: Pattern) -> bool:
+def _mentions_self(pattern: PatternShape) -> bool:
     """Whether the pattern's graph holds any ``SELF.factory`` marker (once per pattern)."""
     if pattern.self_free:  # the builder saw no marker written while tracing it
         return False
@@ -166,7 +164,7 @@ def _mentions_self(pattern: Pattern) -> bool:
     return False
 
 
-def resolve_self(value: Any, pattern: Pattern, me: Pattern | None = None) -> Any:
+def resolve_self(value: Any, pattern: PatternShape, me: PatternShape | None = None) -> Any:
     """Replace ``SELF.factory`` markers (``{"$self": "factory"}``) of ``pattern``'s graph.
 
     They become the sigil of ``me`` (by default ``pattern`` itself).

@@ -6,7 +6,7 @@ import copy
 import hashlib
 import inspect
 import json
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -14,10 +14,8 @@ from cellkernel.data.links import is_sigil
 from cellkernel.data.values import to_json_value
 from cellkernel.errors import CapabilityError
 from cellkernel.patterns import registry
+from cellkernel.patterns.factory_shapes import PatternShape
 from cellkernel.patterns.tracing import closure_inputs
-
-if TYPE_CHECKING:
-    from cellkernel.patterns.builder import Pattern
 
 SIGIL_KEY = "nodeFactory@1"
 
@@ -157,7 +155,7 @@ def _python_module_of(factory: Any) -> dict[str, Any]:
     return factory.module(constants or None)  # type: ignore[no-any-return]
 
 
-def _subpatterns(pattern: Pattern) -> dict[str, dict[str, Any]]:
+def _subpatterns(pattern: PatternShape) -> dict[str, dict[str, Any]]:
     """The graphs of every pattern ``pattern`` references by hash (nested, map ops)."""
     out: dict[str, dict[str, Any]] = {}
     work = [pattern.graph]
@@ -216,7 +214,7 @@ def canonical(factory: Any) -> str:
     return json.dumps(factory_sigil(factory), sort_keys=True, separators=(",", ":"))
 
 
-def identity(pattern: Pattern) -> str:
+def identity(pattern: PatternShape) -> str:
     """A key naming a pattern *with* its curried arguments (stable without any)."""
     if not pattern.curried:
         return pattern.hash
