@@ -20,7 +20,7 @@ from cellkernel.reactive.cells import Cell, DocDict, materialize, set_hook
 from cellkernel.reactive.resolution import resolve
 
 if TYPE_CHECKING:
-    from cellkernel.runtime import Runtime
+    from cellkernel.patterns.host import Host
     from cellkernel.store.transactions import Transaction
 
 
@@ -126,7 +126,7 @@ def _is_async(fn: Callable[..., Any]) -> bool:
 _last_parsed: tuple[Any, str, Any] = (None, "", None)
 
 
-def _argument_reader(rt: Runtime, binding: Any, space: str, out_id: str, mark: str,
+def _argument_reader(rt: Host, binding: Any, space: str, out_id: str, mark: str,
                      is_async: bool, reads: list[Any]) -> Callable[[Transaction], Any]:
     """A function that reads one lift argument in a run's transaction.
 
@@ -169,7 +169,7 @@ class _LinkReader:
 
     __slots__ = ("id", "one_hop", "parsed", "path", "rt", "schema", "space")
 
-    def __init__(self, rt: Runtime, space: str, entity_id: str, path: Any, schema: Any) -> None:
+    def __init__(self, rt: Host, space: str, entity_id: str, path: Any, schema: Any) -> None:
         self.rt = rt
         self.space = space
         self.id = entity_id

@@ -6,7 +6,8 @@ creates (``PendingCell``) and the child instances it starts."""
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cellkernel.data.values import to_json_value
 from cellkernel.patterns.plan import derive_id
@@ -14,8 +15,41 @@ from cellkernel.reactive.cells import Cell
 from cellkernel.reactive.scheduler import Action, EventHandler
 
 if TYPE_CHECKING:
-    from cellkernel.patterns.runner import Runner
+    from cellkernel.patterns.factory_shapes import PatternShape
+    from cellkernel.patterns.host import Host
     from cellkernel.store.transactions import Transaction
+
+
+class RunnerShape(Protocol):
+    """The runner (``patterns/runner.py``), as the instances, frames and collection runs
+    it starts call back into it: a protocol, so they need not import the module that
+    imports them."""
+
+    @property
+    def rt(self) -> Host: ...
+
+    @property
+    def instances(self) -> dict[tuple[str, str], Instance]: ...
+
+    @property
+    def _stopped_streams(self) -> set[tuple[str, str, tuple[str | int, ...]]]: ...
+
+    def _run(self, pattern: Any, argument: Any, *, result_id: str, tx: Transaction,
+             parent: Instance | None, owner: RunningNode | None = None,
+             space: str | None = None, self_pattern: Any = None,
+             plain_argument: bool = False) -> Instance: ...
+
+    def _creating(self, space: str, out_id: str, path: tuple[str | int, ...] = ()
+                  ) -> AbstractContextManager[None]: ...
+
+    def _remember_child(self, tx: Transaction, instance: Instance, node: RunningNode,
+                        child_id: str) -> None: ...
+
+    def _retire(self, child: Instance) -> None: ...
+
+    def instance_stopped(self, instance: Instance) -> None: ...
+
+    def pattern_by_hash(self, digest: str, space: str) -> PatternShape: ...
 
 
 class RunningNode:
@@ -33,7 +67,7 @@ class RunningNode:
         #: the refusal of an input that fails its schema, while it does (``InputRefusals``)
         self.input_error: Any = None
 
-    def stop(self, runner: Runner) -> None:
+    def stop(self, runner: RunnerShape) -> None:
         for action in self.actions:
             runner.rt.scheduler.unsubscribe(action)
         for handler in self.handlers:
@@ -51,7 +85,8 @@ class Instance:
     __slots__ = ("argument_id", "children", "generation", "nodes", "owned_docs", "parent",
                  "pattern_hash", "result_id", "runner", "self_pattern", "space", "stopped")
 
-    def __init__(self, runner: Runner, result_id: str, space: str, parent: Instance | None) -> None:
+    def __init__(self, runner: RunnerShape, result_id: str, space: str,
+                 parent: Instance | None) -> None:
         self.runner = runner
         self.result_id = result_id
         self.space = space
@@ -90,7 +125,7 @@ class RuntimeFrame:
 
     __slots__ = ("cause", "counter", "created", "instance", "kind", "node", "runner", "tx")
 
-    def __init__(self, runner: Runner, instance: Instance, node: RunningNode, tx: Transaction,
+    def __init__(self, runner: RunnerShape, instance: Instance, node: RunningNode, tx: Transaction,
                  cause: Any, kind: str) -> None:
         self.runner = runner
         self.instance = instance

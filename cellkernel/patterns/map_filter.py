@@ -27,13 +27,12 @@ from sortedcontainers import SortedList
 from cellkernel.data import schema as schemas
 from cellkernel.data.links import is_link, make_link, parse_link
 from cellkernel.data.values import MISSING, Path, json_equal
-from cellkernel.patterns.instances import Instance, RunningNode
+from cellkernel.patterns.instances import Instance, RunnerShape, RunningNode
 from cellkernel.patterns.plan import derive_id
 from cellkernel.reactive.cells import Cell
 from cellkernel.reactive.resolution import resolve
 
 if TYPE_CHECKING:
-    from cellkernel.patterns.runner import Runner
     from cellkernel.store.transactions import Address, Transaction
 
 #: a map run re-keys at most this many elements incrementally; more: the full pass
@@ -47,7 +46,7 @@ class CollectionRun:
                  "list_b", "list_link", "mode", "node", "op_hash", "out_id", "retired", "runner",
                  "space", "touched")
 
-    def __init__(self, runner: Runner, instance: Instance, node: RunningNode) -> None:
+    def __init__(self, runner: RunnerShape, instance: Instance, node: RunningNode) -> None:
         record = node.record
         self.runner = runner
         self.instance = instance

@@ -14,7 +14,7 @@ from cellkernel.data.identity import create_ref
 from cellkernel.data.links import LINK_TAG, is_link, is_sigil, make_link
 
 if TYPE_CHECKING:
-    from cellkernel.runtime import Runtime
+    from cellkernel.patterns.host import Host
 
 
 cause_log = logging.getLogger("cellkernel.causes")
@@ -176,7 +176,7 @@ def _concrete_config(config: Any, concrete_input: Callable[[str], str]) -> Any:
 
 
 def plan(
-    rt: Runtime, graph: dict[str, Any], result_id: str, space: str
+    rt: Host, graph: dict[str, Any], result_id: str, space: str
 ) -> tuple[dict[str, str], list[dict[str, Any]], list[dict[str, Any]]]:
     """Concrete ids, node records and snapshot cells for one instance."""
     ids: dict[str, str] = {"self": result_id}

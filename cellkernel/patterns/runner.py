@@ -89,7 +89,7 @@ from cellkernel.reactive.cells import Cell, materialize
 from cellkernel.reactive.scheduler import KEYED, Action, EventHandler
 
 if TYPE_CHECKING:
-    from cellkernel.runtime import Runtime
+    from cellkernel.patterns.host import Host
     from cellkernel.store.transactions import Transaction
 
 
@@ -162,7 +162,7 @@ log = logging.getLogger("cellkernel.patterns.runner")
 class Runner:
     """Starts, updates, resumes and stops pattern instances of one runtime."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Host) -> None:
         self.rt = rt
         self.instances: dict[tuple[str, str], Instance] = {}
         self._stopped_streams: set[tuple[str, str, tuple[str | int, ...]]] = set()

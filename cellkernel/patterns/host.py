@@ -1,0 +1,60 @@
+"""What the pattern floor asks of the runtime that hosts it.
+
+``runtime.py`` sits above this floor and builds the runner; the modules here name
+it by this protocol, so none of them imports it, not even for annotations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from cellkernel.errors import NodeError
+from cellkernel.patterns.registry import TrustPolicy
+from cellkernel.reactive.cells import Cell
+from cellkernel.reactive.scheduler import Scheduler
+from cellkernel.store.documents import Store
+from cellkernel.store.transactions import Transaction
+
+
+class Host(Protocol):
+    """A ``Runtime``, as the runner, its planning and its argument readers use it."""
+
+    @property
+    def space(self) -> str: ...
+
+    @property
+    def debug(self) -> bool: ...
+
+    @property
+    def pause_gc(self) -> bool: ...
+
+    @property
+    def scheduler(self) -> Scheduler: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def trust(self) -> TrustPolicy: ...
+
+    @property
+    def errors(self) -> list[NodeError]: ...
+
+    def read_tx(self) -> Transaction: ...
+
+    def _begin(self, *, frame: Any = None, track: bool = True) -> Transaction: ...
+
+    def _commit(self, tx: Transaction) -> None: ...
+
+    def _write(self, fn: Callable[..., Any], *args: Any, retries: int = 5) -> Any: ...
+
+    def _record_error(self, error: NodeError) -> None: ...
+
+    def get_cell(self, cause: Any, schema: Any = None, space: str | None = None) -> Cell[Any]: ...
+
+    def run(self, pattern: Any, argument: Any = None, cause: Any = None) -> Cell[Any]: ...
+
+    def resume(self, cause_or_entity_id: Any) -> Cell[Any]: ...
+
+    def stop(self, result: Cell[Any]) -> None: ...
