@@ -14,32 +14,20 @@ from cellkernel.patterns.signatures import Param
 class CurriedFactory(Protocol):
     """A lift or handler factory, as currying reads it."""
 
-    @property
-    def __name__(self) -> str: ...
-
-    @property
-    def curried(self) -> tuple[tuple[int, Any], ...]: ...
-
-    @property
-    def params(self) -> list[Param]: ...
+    __name__: str
+    curried: tuple[tuple[int, Any], ...]
+    params: list[Param]
 
 
 class PatternShape(Protocol):
     """A pattern factory, as currying, ``SELF.factory`` and sigils read it."""
 
-    @property
-    def name(self) -> str: ...
+    name: str
+    graph: dict[str, Any]
+    curried: tuple[tuple[int, Any], ...]
+    self_free: bool
 
     @property
     def hash(self) -> str: ...
-
-    @property
-    def graph(self) -> dict[str, Any]: ...
-
-    @property
-    def curried(self) -> tuple[tuple[int, Any], ...]: ...
-
-    @property
-    def self_free(self) -> bool: ...
 
     def sigil(self) -> dict[str, Any]: ...

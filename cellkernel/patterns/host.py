@@ -20,26 +20,13 @@ from cellkernel.store.transactions import Transaction
 class Host(Protocol):
     """A ``Runtime``, as the runner, its planning and its argument readers use it."""
 
-    @property
-    def space(self) -> str: ...
-
-    @property
-    def debug(self) -> bool: ...
-
-    @property
-    def pause_gc(self) -> bool: ...
-
-    @property
-    def scheduler(self) -> Scheduler: ...
-
-    @property
-    def store(self) -> Store: ...
-
-    @property
-    def trust(self) -> TrustPolicy: ...
-
-    @property
-    def errors(self) -> list[NodeError]: ...
+    space: str
+    debug: bool
+    pause_gc: bool
+    scheduler: Scheduler
+    store: Store
+    trust: TrustPolicy
+    errors: list[NodeError]
 
     def read_tx(self) -> Transaction: ...
 
