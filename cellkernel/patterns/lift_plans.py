@@ -23,7 +23,7 @@ import functools
 import inspect
 import weakref
 from collections.abc import Callable, Sequence
-from types import CodeType, FunctionType
+from types import BuiltinFunctionType, CodeType, FunctionType, ModuleType
 from typing import Any
 
 from cellkernel.data.links import is_link, parse_link
@@ -46,41 +46,108 @@ SAFE_BUILTINS = frozenset({
     "sum", "tuple", "zip", "ArithmeticError", "Exception", "IndexError", "KeyError",
     "TypeError", "ValueError", "ZeroDivisionError",
 })
-_GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL",
-                         "STORE_NAME", "DELETE_NAME"})
+_GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
+_WRITE_GLOBAL_OPS = frozenset({"STORE_GLOBAL", "DELETE_GLOBAL", "STORE_NAME", "DELETE_NAME"})
 _REFUSED_OPS = frozenset({"IMPORT_NAME", "IMPORT_FROM", "IMPORT_STAR", "LOAD_CLASSDEREF",
                           "LOAD_BUILD_CLASS"})
 
 
-#: function -> ``pure_function``'s answer (weak: a dropped function takes its entry along)
-_pure: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+#: standard modules a pure lift may use by name (``math.floor(x)``): every function in
+#: them reaches nothing but its arguments (``operator`` is left out: ``attrgetter`` takes
+#: a dotted dunder path as a string)
+SAFE_MODULES = frozenset({"math", "cmath", "statistics", "itertools", "string"})
+
+#: a global name not bound in the function's module
+_UNBOUND: Any = object()
+
+#: the immutable types a module-level constant a pure lift reads may hold
+_CONSTANT_TYPES = (int, float, complex, str, bytes, bool, type(None))
+
+#: a function's own verdict: the helper functions it calls (None: not pure), and each
+#: global name it reads with the value it was bound to when judged
+_Verdict = tuple[tuple[FunctionType, ...] | None, tuple[tuple[str, Any], ...]]
+
+#: function -> its own verdict (weak: a dropped function takes its entry along)
+_pure: weakref.WeakKeyDictionary[Any, _Verdict] = weakref.WeakKeyDictionary()
 
 
 def pure_function(fn: Any) -> bool:
-    """Whether ``fn`` reaches only its arguments, its own constants and ``SAFE_BUILTINS``.
+    """Whether ``fn`` reaches only its arguments, its own constants and ``SAFE_BUILTINS``,
+    and the module-level names it reads: ``SAFE_MODULES`` and their functions, immutable
+    constants, and functions held to this same rule (followed iteratively, cycles
+    included).
 
-    No globals (not even modules), no closure, no imports, no generator or
-    coroutine, no underscore attribute (``x.__class__`` leads anywhere); nested
-    code (lambdas, comprehensions) is held to the same rule.  Worked out once
-    per function (its globals are looked at then).
+    No closure, no imports, no generator or coroutine, no assignment to a global, no
+    underscore attribute (``x.__class__`` leads anywhere); nested code (lambdas,
+    comprehensions) is held to the same rule.  Each function is judged once, and its
+    verdict stands while every global it reads is still bound to the same object: a
+    rebound name (a re-run notebook cell) is judged again.
     """
     if type(fn) is not FunctionType:
         return False
+    seen = {fn}
+    pending = [fn]
+    while pending:
+        helpers = _own_verdict(pending.pop())
+        if helpers is None:
+            return False
+        for helper in helpers:
+            if helper not in seen:
+                seen.add(helper)
+                pending.append(helper)
+    return True
+
+
+def _own_verdict(fn: FunctionType) -> tuple[FunctionType, ...] | None:
     known = _pure.get(fn)
-    if known is None:
-        known = _pure[fn] = _is_pure(fn)
-    return known
+    if known is not None:
+        helpers, bound = known
+        namespace = fn.__globals__
+        if all(namespace.get(name, _UNBOUND) is value for name, value in bound):
+            return helpers
+    verdict = _judge(fn)
+    _pure[fn] = verdict
+    return verdict[0]
 
 
-def _is_pure(fn: FunctionType) -> bool:
-    if fn.__closure__ or fn.__kwdefaults__:
-        return False
+def _judge(fn: FunctionType) -> _Verdict:
+    """``fn``'s own verdict (its helpers are judged by ``pure_function``'s walk)."""
+    namespace = fn.__globals__
+    bound = tuple((name, namespace.get(name, _UNBOUND)) for name in _global_names(fn.__code__))
+    if fn.__closure__ or fn.__kwdefaults__ or not _pure_code(fn.__code__):
+        return None, bound
     if inspect.isgeneratorfunction(fn) or inspect.iscoroutinefunction(fn):
-        return False
+        return None, bound
     if any(d is not None and type(d) not in (int, float, str, bool) for d in fn.__defaults__ or ()):
-        return False
-    globals_ = fn.__globals__
-    return _pure_code(fn.__code__) and not any(n in globals_ for n in _global_names(fn.__code__))
+        return None, bound
+    helpers: list[FunctionType] = []
+    for name, value in bound:
+        if value is _UNBOUND:
+            if name not in SAFE_BUILTINS:
+                return None, bound
+        elif type(value) is ModuleType:
+            if value.__name__ not in SAFE_MODULES:
+                return None, bound
+        elif type(value) in (FunctionType, BuiltinFunctionType) \
+                and getattr(value, "__module__", None) in SAFE_MODULES:
+            continue  # ``from math import floor``, ``from statistics import mean``
+        elif type(value) is FunctionType:
+            helpers.append(value)
+        elif not _immutable_constant(value):
+            return None, bound
+    return tuple(helpers), bound
+
+
+def _immutable_constant(value: Any) -> bool:
+    """A scalar, or tuples and frozensets of them however nested (walked iteratively)."""
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        if type(current) in (tuple, frozenset):
+            pending.extend(current)
+        elif type(current) not in _CONSTANT_TYPES:
+            return False
+    return True
 
 
 def _nested(code: CodeType) -> list[CodeType]:
@@ -97,7 +164,7 @@ def _pure_code(code: CodeType) -> bool:
         for ins in dis.get_instructions(current):
             if ins.opname in _REFUSED_OPS:
                 return False
-            if ins.opname in _GLOBAL_OPS and ins.argval not in SAFE_BUILTINS:
+            if ins.opname in _WRITE_GLOBAL_OPS:
                 return False
             if ins.opname in ("LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "DELETE_ATTR") and (
                 str(ins.argval).startswith("_")
@@ -107,10 +174,10 @@ def _pure_code(code: CodeType) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _global_names(code: CodeType) -> frozenset[str]:
-    """The names ``code`` (and its nested code) looks up as globals."""
-    return frozenset(ins.argval for current in _nested(code)
-                     for ins in dis.get_instructions(current) if ins.opname in _GLOBAL_OPS)
+def _global_names(code: CodeType) -> tuple[str, ...]:
+    """The names ``code`` (and its nested code) looks up as globals, sorted."""
+    return tuple(sorted({ins.argval for current in _nested(code)
+                         for ins in dis.get_instructions(current) if ins.opname in _GLOBAL_OPS}))
 
 
 class Stash:

@@ -9,8 +9,10 @@ schema refusals, inputs that stop being scalars, results that are containers.
 
 from __future__ import annotations
 
+import math
 import os
 import random
+from statistics import mean
 from typing import Annotated, Any
 
 import pytest
@@ -69,6 +71,62 @@ def _nested_global(xs: list[int]) -> list[int]:
     return [v + OFFSET for v in xs]
 
 
+PAIRS = ((1, "a"), frozenset({2.5}))
+TABLE = [1, 2]
+COUNT = 0
+RUNTIME_LIKE = object()
+
+
+def _uses_math(x: int) -> int:
+    return math.floor(x / 2) + math.isqrt(x * x)
+
+
+def _uses_imported_functions(x: int) -> float:
+    return mean([x, 1]) + math.fsum([x])
+
+
+def _uses_os(x: int) -> int:
+    return os.getpid() + x
+
+
+def _calls_a_pure_helper(x: int) -> int:
+    return _plus_offset(x) * 2
+
+
+def _calls_a_printing_helper(x: int) -> int:
+    return _prints(x) + 1
+
+
+def _even(n: int) -> bool:
+    return True if n == 0 else _odd(n - 1)
+
+
+def _odd(n: int) -> bool:
+    return False if n == 0 else _even(n - 1)
+
+
+def _reads_a_tuple_constant(x: int) -> int:
+    return x + len(PAIRS)
+
+
+def _reads_a_mutable_global(x: int) -> int:
+    return x + TABLE[0]
+
+
+def _assigns_a_global(x: int) -> int:
+    global COUNT
+    COUNT += 1
+    return x
+
+
+def _reads_an_object(x: int) -> Any:
+    return RUNTIME_LIKE
+
+
+def _calls_a_lift(x: int) -> Any:
+    return inc(x)
+
+
 def _pure_builtins(x: int, y: int = 2) -> Any:
     return max(abs(x), y) + sum(i * i for i in range(3)) + len(str(x))
 
@@ -81,7 +139,19 @@ def _pure_lambda_inside(x: int) -> list[int]:
     (lambda x: x + 1, True),
     (_pure_builtins, True),
     (_pure_lambda_inside, True),
-    (_plus_offset, False),
+    (_plus_offset, True),
+    (_uses_math, True),
+    (_uses_imported_functions, True),
+    (_calls_a_pure_helper, True),
+    (_even, True),
+    (_reads_a_tuple_constant, True),
+    (_nested_global, True),
+    (_uses_os, False),
+    (_calls_a_printing_helper, False),
+    (_reads_a_mutable_global, False),
+    (_assigns_a_global, False),
+    (_reads_an_object, False),
+    (_calls_a_lift, False),
     (_closure(), False),
     (_imports, False),
     (_prints, False),
@@ -89,7 +159,6 @@ def _pure_lambda_inside(x: int) -> list[int]:
     (_async, False),
     (_generator, False),
     (_mutable_default, False),
-    (_nested_global, False),
     (os.getpid, False),
     (len, False),
 ])
@@ -103,6 +172,22 @@ def test_a_global_shadowing_a_builtin_is_not_pure() -> None:
     namespace: dict[str, Any] = {"len": lambda v: os.system("true")}
     exec("def f(x):\n    return len(x)\n", namespace)
     assert pure_function(namespace["f"]) is False
+
+
+def test_a_rebound_global_is_judged_again() -> None:
+    namespace: dict[str, Any] = {"K": 1}
+    exec("def f(x):\n    return x + K\n", namespace)
+    f = namespace["f"]
+    assert pure_function(f) is True
+    namespace["K"] = [1]  # a re-run notebook cell binds it to a list
+    assert pure_function(f) is False
+    namespace["K"] = 2
+    assert pure_function(f) is True
+    namespace["helper"] = lambda v: v
+    exec("def g(x):\n    return helper(x)\n", namespace)
+    assert pure_function(namespace["g"]) is True
+    namespace["helper"] = print  # a helper rebound to one that is not pure
+    assert pure_function(namespace["g"]) is False
 
 
 def test_landable_scalars() -> None:
@@ -154,6 +239,39 @@ def test_pure_lifts_get_plans_and_compute_what_python_does() -> None:
         result.key("x").set(x)
         assert result.get() == {"x": x, "a": x + 1, "h": 10 / x, "p": [x + 1, 2 * x + 2],
                                 "n": x}
+    assert not rt.errors
+
+
+@lift
+def floor_half(x: int) -> int:
+    return math.floor(x / 2) + OFFSET
+
+
+@lift
+def via_helper(x: int) -> int:
+    return _calls_a_pure_helper(x)
+
+
+@lift
+def via_os(x: int) -> int:
+    return _uses_os(x) - os.getpid()
+
+
+@pattern
+def Globals(x: int = 1) -> Any:
+    return {"x": x, "f": floor_half(x), "h": via_helper(x), "o": via_os(x)}
+
+
+def test_lifts_reading_safe_globals_run_planned_and_compute_what_python_does() -> None:
+    rt = Runtime()
+    result = rt.run(Globals, {"x": 1}, cause="plans-globals")
+    planned = {name for name, a in _actions(rt).items() if a.plan is not None}
+    assert {"floor_half", "via_helper"} <= planned
+    assert "via_os" not in planned  # ``os`` reaches anything: the general run
+    for x in random.Random(21).sample(range(-500, 500), 25):
+        result.key("x").set(x)
+        assert result.get() == {"x": x, "f": math.floor(x / 2) + OFFSET,
+                                "h": (x + OFFSET) * 2, "o": x}
     assert not rt.errors
 
 
