@@ -85,8 +85,11 @@ def pure_function(fn: Any) -> bool:
     """
     if type(fn) is not FunctionType:
         return False
-    seen = {fn}
-    pending = [fn]
+    helpers = _own_verdict(fn)
+    if not helpers:  # (nearly every lift: no helper to follow)
+        return helpers is not None
+    seen = {fn, *helpers}
+    pending = list(helpers)
     while pending:
         helpers = _own_verdict(pending.pop())
         if helpers is None:
