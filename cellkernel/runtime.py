@@ -26,6 +26,7 @@ from cellkernel.errors import CellkernelError, ConflictError, NodeError, Snapsho
 from cellkernel.patterns.materialize import materialize
 from cellkernel.patterns.registry import TrustPolicy
 from cellkernel.patterns.runner import Runner
+from cellkernel.patterns.snapshot import GraphSnapshot
 from cellkernel.reactive.cells import Cell, current_tx, landing_schema_at
 from cellkernel.reactive.resolution import resolve_read
 from cellkernel.reactive.scheduler import Scheduler
@@ -96,6 +97,14 @@ class Runtime:
         return self.trust.trust_source
 
     # -- cells -------------------------------------------------------------------
+
+    @staticmethod
+    def of(cell: Cell[Any]) -> Runtime:
+        """The runtime ``cell`` lives in (``TypeError`` for a cell not connected to one)."""
+        rt = cell._rt
+        if not isinstance(rt, Runtime):
+            raise TypeError(f"{cell!r} is not connected to a runtime")
+        return rt
 
     def get_cell(self, cause: Any, schema: Any = None, space: str | None = None) -> Cell[Any]:
         """The cell whose id is ``create_ref({}, cause)`` in ``space``."""
@@ -455,7 +464,7 @@ class Runtime:
     def stop(self, result: Cell[Any]) -> None:
         self.runner.stop(result)
 
-    def snapshot(self, result: Cell[Any]) -> Any:
+    def snapshot(self, result: Cell[Any]) -> GraphSnapshot:
         return self.runner.snapshot(result)
 
     def close(self) -> None:

@@ -79,12 +79,12 @@ from cellkernel.notebook.report import report_html, stability_report, state_valu
 from cellkernel.notebook.session import existing_session, session
 from cellkernel.notebook.widgets import cell_view, pattern_view
 from cellkernel.reactive.cells import Cell
+from cellkernel.runtime import Runtime
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
     from cellkernel.patterns.snapshot import GraphSnapshot
-    from cellkernel.runtime import Runtime
 
 log = logging.getLogger("cellkernel.notebook.magics")
 
@@ -377,7 +377,7 @@ def status_text() -> str:
         lines.append(f"instances: {len(sess.instances)}")
         for (space, name), result in sorted(sess.instances.items()):
             try:
-                generation = f"generation {result._rt.snapshot(result).generation}"
+                generation = f"generation {Runtime.of(result).snapshot(result).generation}"
             except Exception as exc:
                 generation = f"stopped ({type(exc).__name__})"
             lines.append(f"  {name} (space {space}): {generation}")
@@ -398,7 +398,7 @@ def errors_text() -> str:
     snapshots: dict[str, GraphSnapshot] = {}  # node id -> the snapshot naming it
     for result in sess.instances.values():
         with contextlib.suppress(Exception):  # a stopped instance names nothing
-            snapshot = result._rt.snapshot(result)
+            snapshot = Runtime.of(result).snapshot(result)
             snapshots.update({node.id: snapshot for node in snapshot.nodes})
     lines = [f"{len(errors)} node error{'s' if len(errors) != 1 else ''}:"]
     for n, error in enumerate(errors, 1):
@@ -483,7 +483,7 @@ def run_pattern_cell(shell: Any, name: str, cell: str, *, space: str | None = No
 
 def _stored_snapshot(rt: Runtime, result_id: str) -> GraphSnapshot | None:
     try:
-        return rt.snapshot(rt.cell_at(result_id))  # type: ignore[no-any-return]
+        return rt.snapshot(rt.cell_at(result_id))
     except LookupError:
         return None
 

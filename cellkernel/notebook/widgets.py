@@ -35,10 +35,10 @@ from cellkernel.notebook.display import (
     values_html,
 )
 from cellkernel.reactive.cells import Cell, Stream
+from cellkernel.runtime import Runtime
 
 if TYPE_CHECKING:
     from cellkernel.patterns.snapshot import GraphSnapshot
-    from cellkernel.runtime import Runtime
 
 log = logging.getLogger("cellkernel.notebook.widgets")
 
@@ -121,7 +121,7 @@ def bind(cell: Cell[Any], widget: w.Widget, trait: str = "value", *,
     schema violation) puts the cell's value back into the widget and shows the
     error in ``output`` (raises if there is no ``output``).
     """
-    rt = cell._rt
+    rt = Runtime.of(cell)
     updating = False
 
     def to_widget(value: Any) -> None:
@@ -213,7 +213,7 @@ def field_kinds(cell: Cell[Any], snapshot: GraphSnapshot | None = None) -> dict[
     if snapshot is None:
         try:
             target = cell.resolve_as_cell() if cell.path else cell
-            snapshot = cell._rt.snapshot(target)
+            snapshot = Runtime.of(cell).snapshot(target)
         except Exception:
             return None
     helpers = {c.id: (c.helper or ("argument" if c.name == "argument" else "?"))
@@ -227,7 +227,7 @@ def field_kinds(cell: Cell[Any], snapshot: GraphSnapshot | None = None) -> dict[
 
 def _snapshot(cell: Cell[Any]) -> GraphSnapshot | None:
     try:
-        return cell._rt.snapshot(cell)  # type: ignore[no-any-return]
+        return Runtime.of(cell).snapshot(cell)
     except LookupError:
         return None
 
@@ -249,7 +249,7 @@ class PatternUI(w.VBox):  # type: ignore[misc]
         self.snapshot = snapshot
         #: nodes whose last run failed: their values (and what follows) are stale
         self.failed: set[str] = {e.node for e in errors or ()}
-        self.rt: Runtime = result._rt
+        self.rt = Runtime.of(result)
         self.errors = w.Output()
         self.controls: dict[str, w.Widget] = {}
         self.outputs: dict[str, w.Output] = {}
@@ -447,7 +447,7 @@ class GraphView(anywidget.AnyWidget):
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.result = result
-        self.rt: Runtime = result._rt
+        self.rt = Runtime.of(result)
         self._space = result.space or self.rt.space
         self._highlight = dict(highlight) if highlight else None
         self._redraw = False

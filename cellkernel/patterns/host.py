@@ -6,37 +6,28 @@ it by this protocol, so none of them imports it, not even for annotations.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from cellkernel.errors import NodeError
 from cellkernel.patterns.registry import TrustPolicy
 from cellkernel.reactive.cells import Cell
+from cellkernel.reactive.host import CellHost
 from cellkernel.reactive.scheduler import Scheduler
-from cellkernel.store.documents import Store
 from cellkernel.store.transactions import Transaction
 
 
-class Host(Protocol):
-    """A ``Runtime``, as the runner, its planning and its argument readers use it."""
+class Host(CellHost, Protocol):
+    """A ``Runtime``, as the runner, its planning and its argument readers use it
+    (and, through the cells they make, as ``CellHost`` says)."""
 
     space: str
     debug: bool
     pause_gc: bool
     scheduler: Scheduler
-    store: Store
     trust: TrustPolicy
     errors: list[NodeError]
 
-    def read_tx(self) -> Transaction: ...
-
-    def _begin(self, *, frame: Any = None, track: bool = True) -> Transaction: ...
-
     def _commit(self, tx: Transaction) -> None: ...
-
-    def _write(self, fn: Callable[..., Any], *args: Any, retries: int = 5) -> Any: ...
-
-    def _record_error(self, error: NodeError) -> None: ...
 
     def get_cell(self, cause: Any, schema: Any = None, space: str | None = None) -> Cell[Any]: ...
 

@@ -284,8 +284,7 @@ class Runner:
     def instance_of(self, result: Cell[Any]) -> Instance | None:
         return self.instances.get((result.space or self.rt.space, result.entity_id or ""))
 
-    def snapshot(self, result: Cell[Any]) -> Any:
-
+    def snapshot(self, result: Cell[Any]) -> GraphSnapshot:
         tx = self.rt.read_tx()
         doc = tx.document(result.space or self.rt.space, result.entity_id or "")
         graph = doc.meta.get("graph") if doc.meta else None

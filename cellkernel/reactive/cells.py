@@ -44,6 +44,7 @@ from cellkernel.errors import CapabilityError, CauseError, LinkCycleError
 from cellkernel.reactive.resolution import resolve, resolve_read
 
 if TYPE_CHECKING:
+    from cellkernel.reactive.host import CellHost
     from cellkernel.store.transactions import Transaction
 
 T = TypeVar("T")
@@ -54,6 +55,9 @@ _new_object = object.__new__
 current_tx: ContextVar[Transaction | None] = ContextVar("cellkernel_current_tx", default=None)
 
 STREAM_MARKER = {"$stream": True}
+
+_NO_IDENTITY = ("this cell has no identity yet: pass it to rt.run(), store it in another "
+                "cell, or create it with rt.get_cell(cause)")
 
 #: Hooks set by upper layers (builder, factories) without an upward import.
 _hooks: dict[str, Callable[..., Any]] = {}
@@ -105,7 +109,7 @@ class Cell(Generic[T]):
 
     def __init__(
         self,
-        runtime: Any,
+        runtime: CellHost | None,
         space: str | None,
         entity_id: str | None,
         path: Path = (),
@@ -220,7 +224,7 @@ class Cell(Generic[T]):
             self._rt, self._space, self._id = origin._rt, origin._space, origin._id
             self._cause = origin._cause
 
-    def _connect(self, runtime: Any, space: str, cause: Any) -> None:
+    def _connect(self, runtime: CellHost, space: str, cause: Any) -> None:
         """Give an unconnected cell its document (used when it is first stored)."""
         chosen = self._cause if self._cause is not None else cause
         self._rt = runtime
@@ -319,10 +323,7 @@ class Cell(Generic[T]):
             self._identity()
         if cap == "cell" or cap == "stream":
             if self._id is None and operation not in ("read",):
-                raise CauseError(
-                    "this cell has no identity yet: pass it to rt.run(), store it in another "
-                    "cell, or create it with rt.get_cell(cause)"
-                )
+                raise CauseError(_NO_IDENTITY)
             return
         if cap == "opaque":
             raise CapabilityError(
@@ -333,6 +334,13 @@ class Cell(Generic[T]):
         if cap == "writeonly" and operation == "read":
             raise CapabilityError(operation, "writeonly", self._where())
 
+    def _host(self) -> CellHost:
+        """The runtime this cell lives in (a cell not connected yet has none)."""
+        rt = self._rt
+        if rt is None:
+            raise CauseError(_NO_IDENTITY)
+        return rt
+
     def _where(self) -> str:
         return f"{self._id}{format_path(self._path)}" if self._id else "an unconnected cell"
 
@@ -340,15 +348,11 @@ class Cell(Generic[T]):
         """The transaction to read in, and whether reads are tracked."""
         if self._tx is not None:
             return self._tx, True
+        rt = self._host()
         tx = current_tx.get()
-        if (
-            tx is not None
-            and tx.status == "open"
-            and self._rt is not None
-            and tx._store is self._rt.store
-        ):
+        if tx is not None and tx.status == "open" and tx._store is rt.store:
             return tx, True
-        return self._rt.read_tx(), False
+        return rt.read_tx(), False
 
     # -- reading ---------------------------------------------------------------
 
@@ -360,13 +364,14 @@ class Cell(Generic[T]):
                 return self._initial  # type: ignore[no-any-return]
         tx = self._tx
         if tx is None:  # (bound to a transaction, the usual read in a run: read in it)
+            rt, space = self._rt, self._space
             if (
                 not self._path and self._schema is None
-                and current_tx.get() is None and self._rt is not None
+                and current_tx.get() is None and rt is not None and space is not None
             ):
                 # outside any transaction, a document holding a scalar: its value, no
                 # transaction
-                value = self._rt.peek(self._space, self._id)
+                value = rt.peek(space, self._id)
                 if type(value) in SCALAR_TYPES:
                     return value  # type: ignore[no-any-return]
             tx, _ = self._read_tx()
@@ -391,7 +396,7 @@ class Cell(Generic[T]):
             # asCell applies to fields inside a value; a cell's own get() is its value
             schema = {k: v for k, v in schema.items() if k != "asCell"}
         via_link = (entity_id, path) != (self._id, self._path)
-        return materialize(self._rt, tx, raw, space, entity_id, path, schema, track, via_link)
+        return materialize(self._host(), tx, raw, space, entity_id, path, schema, track, via_link)
 
     def get_raw(self) -> Any:
         """The stored JSON at this cell's own location, links not followed."""
@@ -413,7 +418,7 @@ class Cell(Generic[T]):
         return cell
 
     def _address(self) -> tuple[str, str, Path]:
-        tx = self._rt.read_tx()
+        tx = self._host().read_tx()
         space, entity_id, path, _s = resolve(
             tx, self._space, self._id, self._path, track=False  # type: ignore[arg-type]
         )
@@ -453,15 +458,14 @@ class Cell(Generic[T]):
         if self._cap != "cell" or self._id is None:  # a connected cell passes every check
             self._check("send" if operation == "send" else "write")
         tx = self._tx
+        rt = self._host()
         if tx is None:
             running = current_tx.get()
-            if running is not None and running.status == "open" and (
-                running._store is self._rt.store
-            ):
+            if running is not None and running.status == "open" and running._store is rt.store:
                 tx = running
         if tx is not None:
             return fn(tx, *args)
-        return self._rt._write(fn, *args)
+        return rt._write(fn, *args)
 
     def set(self, value: Any) -> Cell[T]:
         """Write ``value``; cells inside become links; on a stream this sends."""
@@ -473,15 +477,17 @@ class Cell(Generic[T]):
                 self._in_write_tx("write", self._set_in, value)
             return self
         t = type(value)
+        rt, space, entity_id = self._rt, self._space, self._id
         if (
             (t is int or t is str or t is bool or value is None)
-            and self._cap == "cell" and self._id is not None and current_tx.get() is None
+            and self._cap == "cell" and entity_id is not None and current_tx.get() is None
+            and rt is not None and space is not None
         ):
             if not self._path and self._schema is None:
-                if self._rt.set_scalar(self._space, self._id, value):
+                if rt.set_scalar(space, entity_id, value):
                     return self  # a scalar over a scalar, outside any transaction: landed
-            elif self._rt.set_scalar_at(self._space, self._id, self._path, value, self._schema,
-                                        self._where):
+            elif rt.set_scalar_at(space, entity_id, self._path, value, self._schema,
+                                  self._where):
                 return self  # a scalar at a path (a record's field): landed likewise
         self._in_write_tx("write", self._set_in, value)
         return self
@@ -503,8 +509,8 @@ class Cell(Generic[T]):
             return
         if is_stream_value(current):
             to_json_value(value, hook=_event_hook)  # reject what could not be stored
-            if not _queue_with(tx, self._rt, (space, entity_id, path), value):
-                self._rt.scheduler.queue_event((space, entity_id, path), value, self._rt)
+            if not _queue_with(tx, self._host(), (space, entity_id, path), value):
+                self._host().scheduler.queue_event((space, entity_id, path), value)
             return
         if (
             isinstance(value, Cell)
@@ -515,7 +521,7 @@ class Cell(Generic[T]):
             )
         ):
             return
-        stored = to_storable(self._rt, tx, value, (space, entity_id, path))
+        stored = to_storable(self._host(), tx, value, (space, entity_id, path))
         if type(stored) in (dict, list):
             stored = _keep_equal_links(tx, current, stored, space)
         landing = landing_schema_at(self._rt, space, entity_id, path)
@@ -533,7 +539,7 @@ class Cell(Generic[T]):
         if not _contains_link(stored):
             return stored
         return materialize(
-            self._rt, tx, stored, self._space, self._id, self._path,  # type: ignore[arg-type]
+            self._host(), tx, stored, self._space, self._id, self._path,  # type: ignore[arg-type]
             None, False, False, plain=True,
         )
 
@@ -541,9 +547,10 @@ class Cell(Generic[T]):
         """Queue an event for the handlers of this stream (FIFO, one per pass)."""
         self._check("send")
         to_json_value(event, hook=_event_hook)  # reject what could not be stored
+        rt = self._host()
         tx = self._tx or current_tx.get()
         if tx is None or tx.status != "open":
-            tx = self._rt.read_tx()
+            tx = rt.read_tx()
         space, entity_id, path, _s = resolve(
             tx, self._space, self._id, self._path, track=False  # type: ignore[arg-type]
         )
@@ -551,10 +558,10 @@ class Cell(Generic[T]):
         if not is_stream_value(current) and not (current is MISSING and isinstance(self, Stream)):
             self.set(event)  # on a cell that is not a stream, send is set (SPEC §3, as in labs)
             return
-        if _queue_with(tx, self._rt, (space, entity_id, path), event):
+        if _queue_with(tx, rt, (space, entity_id, path), event):
             return
-        self._rt.scheduler.queue_event((space, entity_id, path), event, self._rt)
-        self._rt._settle_after_send()
+        rt.scheduler.queue_event((space, entity_id, path), event)
+        rt._settle_after_send()
 
     def update(self, values: Mapping[str, Any]) -> Cell[T]:
         """Set keys one by one, keeping the others (``{}`` is created from None)."""
@@ -597,7 +604,8 @@ class Cell(Generic[T]):
                     f"push() needs a list at {self._where()}, found {type(raw).__name__}"
                 )
             base = len(raw)
-            new = to_storable(self._rt, tx, list(items), (space, entity_id, path), offset=base)
+            new = to_storable(self._host(), tx, list(items), (space, entity_id, path),
+                              offset=base)
             landing = landing_schema_at(self._rt, space, entity_id, path)
             if self._schema is not None or landing is not None:  # (schema=False refuses all)
                 plain = self._plain_for_validation(tx, [*raw, *new])
@@ -675,7 +683,7 @@ class Cell(Generic[T]):
     def sink(self, callback: Callable[[Any], Any]) -> Callable[[], None]:
         """Call ``callback(value)`` now and after every change of what it read."""
         self._check("read")
-        return self._rt.scheduler.sink(self, callback)  # type: ignore[no-any-return]
+        return self._host().scheduler.sink(self, callback)
 
     def map(self, fn: Callable[..., Any]) -> Any:
         hook = _hooks.get("map")
@@ -755,7 +763,8 @@ class Stream(Cell[T]):
         self.send(event)
 
 
-def _queue_with(tx: Transaction, runtime: Any, stream: tuple[str, str, Path], event: Any) -> bool:
+def _queue_with(tx: Transaction, runtime: CellHost, stream: tuple[str, str, Path],
+                event: Any) -> bool:
     """Inside a live transaction an event is part of it: queued only if it commits.
 
     A handler that fails after sending, or an aborted ``rt.edit()``, sends nothing.
@@ -763,11 +772,17 @@ def _queue_with(tx: Transaction, runtime: Any, stream: tuple[str, str, Path], ev
     """
     if tx.status != "open" or not tx.track:
         return False
-    tx.on_commit.append(lambda _tx: runtime.scheduler.queue_event(stream, event, runtime))
+    scheduler = runtime.scheduler
+
+    def queue(_tx: Transaction) -> None:
+        scheduler.queue_event(stream, event)
+
+    tx.on_commit.append(queue)
     return True
 
 
-def validate_landing(runtime: Any, space: str, entity_id: str, path: Path, value: Any) -> None:
+def validate_landing(runtime: CellHost | None, space: str, entity_id: str, path: Path,
+                     value: Any) -> None:
     """Check a write against the schema of the document it lands in (SPEC §3).
 
     The pattern layer names that schema (an instance's argument or state
@@ -779,7 +794,7 @@ def validate_landing(runtime: Any, space: str, entity_id: str, path: Path, value
         schemas.validate(schema, value, f"{entity_id}{format_path(path)}")
 
 
-def landing_schema_at(runtime: Any, space: str, entity_id: str, path: Path) -> Any:
+def landing_schema_at(runtime: CellHost | None, space: str, entity_id: str, path: Path) -> Any:
     """The schema a write at ``path`` of that document is checked against, or None.
 
     Asked first, so a write nothing checks builds no plain copy of its value (a
@@ -975,7 +990,7 @@ def _whole_document_links(
 
 
 def materialize(
-    runtime: Any,
+    runtime: CellHost,
     tx: Transaction,
     raw: Any,
     space: str,
@@ -1137,7 +1152,7 @@ def _unconnect(cell: Cell[Any], old: tuple[Any, Any, Any], _tx: Transaction) -> 
 
 
 def to_storable(
-    runtime: Any,
+    runtime: CellHost,
     tx: Transaction,
     value: Any,
     target: tuple[str, str, Path],

@@ -44,6 +44,7 @@ from cellkernel.reactive.path_groups import PathGroups, path_groups
 from cellkernel.store.transactions import Transaction, backoff_delay, write_lock
 
 if TYPE_CHECKING:
+    from cellkernel.reactive.host import CellHost
     from cellkernel.store.documents import Change
 
 log = logging.getLogger("cellkernel.reactive.scheduler")
@@ -239,7 +240,7 @@ def _add_path(unique: dict[Path, Path], path: Path) -> None:
 class Scheduler:
     """Owns triggers, the pending heap, the event queue and the busy period."""
 
-    def __init__(self, runtime: Any) -> None:
+    def __init__(self, runtime: CellHost) -> None:
         self._rt = runtime
         self._triggers: dict[DocKey, dict[Action, Paths]] = {}
         #: per document read by many actions: its readers grouped by the path they read
@@ -857,7 +858,7 @@ class Scheduler:
     def has_handlers(self, stream: Address) -> bool:
         return bool(self._handlers.get(stream))
 
-    def queue_event(self, stream: Address, event: Any, runtime: Any = None) -> int:
+    def queue_event(self, stream: Address, event: Any) -> int:
         """Queue ``event`` for every handler of ``stream``; returns how many."""
         handlers = self._handlers.get(stream, ())
         for handler in handlers:

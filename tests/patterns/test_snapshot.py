@@ -602,7 +602,7 @@ def test_debug_runtime_logs_every_derived_cause(caplog: pytest.LogCaptureFixture
         matching = [m for m in messages if cell.id in m]
         assert matching, f"no cause logged for {cell.name or cell.helper}"
         message = matching[0]
-        assert cell.helper in message
+        assert cell.helper is not None and cell.helper in message
         cause = cell.cause
         if "impl" in cause:
             assert str(cause["impl"]) in message

@@ -780,6 +780,27 @@ def test_unconnected_cell_write_raises_and_writes_nothing(rt: Runtime) -> None:
     assert store_state(rt) == before
 
 
+def test_an_unconnected_cell_names_what_it_lacks_wherever_it_needs_a_runtime(
+    rt: Runtime,
+) -> None:
+    loose = Cell.of({"a": 1})
+    assert loose.get() == {"a": 1}  # its initial value: no runtime needed
+    for needs_a_runtime in (loose.get_raw, loose.resolve_as_cell,
+                            lambda: loose.sink(lambda _v: None), lambda: loose.send(1)):
+        with pytest.raises(CauseError, match="no identity yet"):
+            needs_a_runtime()
+    with pytest.raises(TypeError, match="not connected to a runtime"):
+        Runtime.of(loose)
+
+
+def test_runtime_of_a_cell_is_the_runtime_it_lives_in(rt: Runtime) -> None:
+    cell = rt.get_cell("runtime-of")
+    assert Runtime.of(cell) is rt
+    assert Runtime.of(cell.key("a").key(0)) is rt
+    other = Runtime()
+    assert Runtime.of(other.get_cell("runtime-of")) is other
+
+
 # --------------------------------------------------------------------------- streams
 
 
@@ -915,8 +936,7 @@ def _set_fast(cell: Cell[Any], value: Any) -> None:
 
 
 def _set_in_a_transaction(cell: Cell[Any], value: Any) -> None:
-    rt = cell._rt
-    rt.edit_with_retry(lambda tx: cell.with_tx(tx).set(value))
+    Runtime.of(cell).edit_with_retry(lambda tx: cell.with_tx(tx).set(value))
 
 
 @settings(max_examples=150, deadline=None)
