@@ -348,7 +348,9 @@ class Cell(Generic[T]):
         """The transaction to read in, and whether reads are tracked."""
         if self._tx is not None:
             return self._tx, True
-        rt = self._host()
+        rt = self._rt
+        if rt is None:  # (``_host``, inline: every read outside a run comes here)
+            raise CauseError(_NO_IDENTITY)
         tx = current_tx.get()
         if tx is not None and tx.status == "open" and tx._store is rt.store:
             return tx, True
