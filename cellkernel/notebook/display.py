@@ -14,7 +14,6 @@ import traceback
 import types
 from typing import TYPE_CHECKING, Any
 
-import cellkernel
 from cellkernel.data.identity import short_id
 from cellkernel.errors import NodeError
 from cellkernel.patterns.render import dot_to_svg
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cellkernel.notebook.display")
 
 #: Frames from files under here are cellkernel's own.
-PACKAGE_DIR = os.path.dirname(os.path.abspath(cellkernel.__file__)) + os.sep
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 #: Helpers whose cells hold state a user typed in (as opposed to derived values).
