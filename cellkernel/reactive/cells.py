@@ -45,7 +45,8 @@ from cellkernel.reactive.resolution import resolve, resolve_read
 
 if TYPE_CHECKING:
     from cellkernel.reactive.host import CellHost
-    from cellkernel.store.transactions import Transaction
+    from cellkernel.store.documents import Document
+    from cellkernel.store.transactions import Address, Transaction
 
 T = TypeVar("T")
 
@@ -991,6 +992,121 @@ def _whole_document_links(
     return targets, every
 
 
+class _LinkedRead:
+    """What the last tracked read of one stored list of whole-document links met
+    (``_linked_scalars``): per element, its document, the document its value links on
+    to (or None), that one, the scalar read, and the journal those reads made."""
+
+    __slots__ = ("first", "hop_keys", "hops", "journal", "stride", "values")
+
+    def __init__(self, first: list[Document], hop_keys: list[tuple[str, str] | None],
+                 hops: list[Document | None], values: list[Any], journal: list[Address],
+                 stride: int) -> None:
+        self.first = first
+        self.hop_keys = hop_keys
+        self.hops = hops
+        self.values = values
+        self.journal = journal
+        #: journal entries per element when every element made the same number (else 0)
+        self.stride = stride
+
+
+#: per stored list (by place): its last tracked read (bounded, as ``_list_targets``)
+_linked_reads: OrderedDict[tuple[str, str, Path], _LinkedRead] = OrderedDict()
+
+
+def _linked_scalars(tx: Transaction, targets: list[tuple[str, str]],
+                    where: tuple[str, str, Path], track: bool) -> list[Any] | None:
+    """The scalars a list of whole-document links leads to, each through at most one
+    more whole-document link (a map's outputs: a child's result, then its lift's
+    output), or None: the element loop of ``materialize`` reads it instead.
+
+    What that loop makes of such a list, and the same journal, in the same order.
+    The documents are loaded in one pass (``Transaction.stored_documents``) and
+    compared by identity with the last read of this list: a store replaces a
+    document on every commit, so only the elements whose documents changed are
+    read again (a lift over a map's N outputs after one child was replaced follows
+    one element, not N).
+    """
+    first = tx.stored_documents(targets)
+    if first is None:
+        return None
+    n = len(first)
+    last = _linked_reads.get(where)
+    redo: Iterable[int]
+    if last is not None and len(last.first) == n:
+        _linked_reads.move_to_end(where)
+        redo = list(itertools.compress(itertools.count(), map(operator.is_not, first, last.first)))
+        hop_keys = last.hop_keys.copy() if redo else last.hop_keys
+        values = last.values.copy()
+    else:
+        redo = range(n)
+        hop_keys = [None] * n
+        values = [None] * n
+    for i in redo:
+        value = first[i].value
+        if type(value) in _SCALARS:
+            hop_keys[i] = None
+            values[i] = value
+            continue
+        if type(value) is not dict or "/" not in value:
+            return None
+        hop = stored_link(value, (*targets[i], ()))
+        if hop is None or hop.path or hop.schema is not None:
+            return None
+        hop_keys[i] = (hop.space, hop.id)
+    at = [i for i, key in enumerate(hop_keys) if key is not None]
+    hop_docs = tx.stored_documents([key for key in hop_keys if key is not None]) if at else []
+    if hop_docs is None:
+        return None
+    hops: list[Document | None] = [None] * n
+    old_hops = last.hops if last is not None and len(last.first) == n else None
+    changed = bool(redo)
+    for i, doc in zip(at, hop_docs, strict=True):
+        hops[i] = doc
+        if old_hops is None or doc is not old_hops[i]:
+            value = doc.value
+            if type(value) not in _SCALARS:
+                return None
+            values[i] = value
+            changed = True
+    if last is not None and not changed:
+        journal, stride = last.journal, last.stride
+    else:
+        journal, stride = _linked_journal(targets, hop_keys, last, redo)
+    _linked_reads[where] = _LinkedRead(first, hop_keys, hops, values, journal, stride)
+    if len(_linked_reads) > _LIST_TARGETS_MAX:
+        _linked_reads.popitem(last=False)
+    if track:
+        tx.reads.extend(journal)
+    return values
+
+
+def _linked_journal(targets: list[tuple[str, str]], hop_keys: list[tuple[str, str] | None],
+                    last: _LinkedRead | None, redo: Iterable[int]) -> tuple[list[Address], int]:
+    """The reads of ``_linked_scalars``, element by element: its document, then the one
+    it links on to.  Patched at the elements read again when every element makes as
+    many reads as before; else built anew."""
+    with_hop = hop_keys.count(None) == 0
+    stride = 2 if with_hop else 1 if hop_keys.count(None) == len(hop_keys) else 0
+    if last is not None and stride and last.stride == stride \
+            and len(last.journal) == stride * len(targets):
+        journal = last.journal.copy()
+        for i in redo:
+            sp, eid = targets[i]
+            journal[stride * i] = (sp, eid, ())
+            if stride == 2:
+                hop = hop_keys[i]
+                journal[2 * i + 1] = (hop[0], hop[1], ())  # type: ignore[index]
+        return journal, stride
+    journal = []
+    for (sp, eid), hop in zip(targets, hop_keys, strict=True):
+        journal.append((sp, eid, ()))
+        if hop is not None:
+            journal.append((hop[0], hop[1], ()))
+    return journal, stride
+
+
 def materialize(
     runtime: CellHost,
     tx: Transaction,
@@ -1110,6 +1226,12 @@ def materialize(
                     if found is not None and set(map(type, found)) <= _SCALARS:
                         holder[key] = found
                         continue
+                    if every and found is None:  # a run's tracked read: one pass too
+                        found = _linked_scalars(
+                            tx, cast("list[tuple[str, str]]", targets), (sp, eid, p), track)
+                        if found is not None:
+                            holder[key] = found
+                            continue
                 lst: list[Any] = list(value)  # scalars stay; containers and links are replaced
                 holder[key] = lst
                 for i, v in enumerate(value):

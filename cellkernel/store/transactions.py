@@ -13,7 +13,7 @@ import contextlib
 import operator
 import random
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cellkernel.data.values import MISSING, Path, get_path, json_equal, set_path
 from cellkernel.errors import TransactionClosedError, WriteIsolationError
@@ -281,6 +281,38 @@ class Transaction:
                 doc = load(key)
                 append(doc.value if doc is not None else MISSING)
         return values
+
+    def stored_documents(self, keys: list[tuple[str, str]]) -> list[Document] | None:
+        """The stored documents at ``keys``, joined to this transaction's basis as ``read``
+        joins them (not journaled: the caller journals what it reads of them).
+
+        None when this transaction wrote one of them or one is absent: the caller
+        reads them one by one.  Documents it has not read yet are loaded in one pass
+        (a lift reading the N outputs of a map loads them in C).
+        """
+        if self.status != "open":
+            raise TransactionClosedError(f"transaction is {self.status}")
+        docs = self._docs
+        load = self._load_key
+        if load is not None and docs.keys().isdisjoint(keys):
+            loaded = list(map(load, keys))
+            if None in loaded:
+                return None
+            found = cast("list[Document]", loaded)
+            docs.update(zip(keys, found, strict=True))
+            return found
+        found = []
+        for key in keys:
+            held = docs.get(key)
+            if isinstance(held, _Working):
+                return None
+            doc = held if held is not None else (
+                load(key) if load is not None else self._view.load(*key))
+            if doc is None:
+                return None
+            docs[key] = doc
+            found.append(doc)
+        return found
 
     def document(self, space: str, entity_id: str) -> _Working:
         """The working document (for metadata reads); not tracked."""

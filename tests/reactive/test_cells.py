@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from cellkernel.data import links as links_module
 from cellkernel.data.identity import create_ref
-from cellkernel.data.links import Link, is_link, make_link, stored_link
+from cellkernel.data.links import Link, is_link, make_link, parse_link, stored_link
 from cellkernel.errors import CapabilityError, CauseError
 from cellkernel.reactive import cells
 from cellkernel.reactive.cells import Cell, Stream
@@ -1081,6 +1081,112 @@ def test_list_link_targets_reused_by_element_equal_those_found_afresh(seed: int)
         cells._list_targets.update(remembered)
         assert got == fresh
     cells._list_targets.pop(where, None)
+
+
+def _commit_value(rt: Runtime, entity_id: str, value: Any) -> None:
+    tx = Transaction(rt.store)
+    tx.write(rt.space, entity_id, (), value)
+    tx.commit()
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_tracked_read_of_a_list_of_links_equals_the_element_by_element_read(
+    seed: int, rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``_linked_scalars`` (one pass over a list of whole-document links, the elements
+    whose documents did not change taken from the last read) gives the value and the
+    journal the element loop gives, after random changes: documents holding scalars,
+    links on to scalars, to containers, with a path, absent; elements replaced, pushed,
+    cut; one read in a transaction that wrote one of the documents."""
+    rng = random.Random(seed)
+    docs = [f"of:el{seed}-{i}" for i in range(8)]
+    ends = [f"of:end{seed}-{i}" for i in range(4)]
+
+    def content() -> Any:
+        roll = rng.random()
+        if roll < 0.45:
+            return rng.choice([rng.randint(-9, 9), "s", True, 1.5])
+        if roll < 0.85:
+            return make_link(rt.space, rng.choice(ends), ())
+        if roll < 0.9:
+            return make_link(rt.space, rng.choice(ends), ("v",))
+        return rng.choice([{"v": 1}, [1, 2], None])
+
+    for end in ends:
+        _commit_value(rt, end, rng.randint(0, 9))
+    for doc in docs:
+        _commit_value(rt, doc, content())
+    elements = [make_link(rt.space, rng.choice(docs), ()) for _ in range(rng.randint(1, 6))]
+    _commit_value(rt, "of:list", elements)
+    through_loop = cells._linked_scalars
+    fast_runs = 0
+
+    def one_pass_expected(wrote: str | None) -> bool:
+        """Every element's document holds a scalar or a whole link on to one, none written."""
+        for element in elements:
+            held = rt.store.load(rt.space, parse_link(element, rt.space).id)
+            assert held is not None
+            value = held.value
+            if element_id(element) == wrote:
+                return False
+            if is_link(value):
+                link = parse_link(value, rt.space)
+                end = rt.store.load(rt.space, link.id)
+                if link.path or link.id == wrote or end is None or type(end.value) is not int:
+                    return False
+            elif type(value) not in (int, str, bool, float):
+                return False
+        return True
+
+    def element_id(element: Any) -> str:
+        return parse_link(element, rt.space).id
+
+    expected_runs = 0
+
+    def read(fast: bool) -> tuple[Any, list[Any]]:
+        nonlocal expected_runs
+        tx = Transaction(rt.store)
+        wrote = None
+        if rng.random() < 0.1:  # a transaction that wrote one of the documents
+            wrote = rng.choice(docs + ends)
+            tx.write(rt.space, wrote, (), rng.randint(0, 9))
+        if fast:
+            expected_runs += one_pass_expected(wrote)
+        if fast:
+            value = rt.cell_at("of:list").with_tx(tx).get()
+        else:
+            with monkeypatch.context() as patched:
+                patched.setattr(cells, "_linked_scalars", lambda *_a: None)
+                value = rt.cell_at("of:list").with_tx(tx).get()
+        return value, list(tx.reads)
+
+    def counting(*args: Any) -> Any:
+        nonlocal fast_runs
+        found = through_loop(*args)
+        fast_runs += found is not None
+        return found
+
+    monkeypatch.setattr(cells, "_linked_scalars", counting)
+    for _ in range(60):
+        roll = rng.random()
+        if roll < 0.5:
+            target = rng.choice(docs + ends)
+            _commit_value(rt, target, content() if target in docs else rng.randint(-9, 9))
+        elif roll < 0.75:
+            elements = list(elements)
+            elements[rng.randrange(len(elements))] = make_link(rt.space, rng.choice(docs), ())
+            _commit_value(rt, "of:list", elements)
+        elif roll < 0.9:
+            elements = [*elements, make_link(rt.space, rng.choice(docs), ())]
+            _commit_value(rt, "of:list", elements)
+        elif len(elements) > 1:
+            elements = elements[:-1]
+            _commit_value(rt, "of:list", elements)
+        state = rng.getstate()
+        fast = read(True)
+        rng.setstate(state)  # (the same transaction, write included, for both)
+        assert fast == read(False)
+    assert fast_runs == expected_runs  # taken exactly where it applies
 
 
 def test_a_documents_link_is_parsed_again_only_when_its_value_is_another() -> None:

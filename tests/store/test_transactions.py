@@ -543,7 +543,7 @@ def test_value_is_an_untracked_whole_document_read(rt: Runtime) -> None:
 _KEYS = ["of:a", "of:b", "of:c"]
 _STEP = st.tuples(
     st.sampled_from(["read", "value", "read_document", "wrote", "exists", "write", "write_at",
-                     "meta", "document", "basis", "peek_all"]),
+                     "meta", "document", "basis", "peek_all", "stored_documents"]),
     st.sampled_from(_KEYS),
     st.integers(-3, 3),
 )
@@ -569,6 +569,7 @@ def test_documents_only_read_and_written_ones_answer_as_a_model_says(
     values: dict[str, Any] = {}
     metas: dict[str, dict[str, Any]] = {}
     written: set[str] = set()
+    working: set[str] = set()  # documents it holds a working copy of (written, or its meta)
 
     def load(key: str) -> None:
         if key not in loaded:
@@ -578,7 +579,7 @@ def test_documents_only_read_and_written_ones_answer_as_a_model_says(
             metas[key] = {} if doc is None else dict(doc.meta)
 
     for op, key, number in steps:
-        if op not in ("wrote", "basis", "peek_all"):
+        if op not in ("wrote", "basis", "peek_all", "stored_documents"):
             load(key)  # (what the transaction loads too: ``peek_all`` keeps nothing)
         if op == "read":
             assert tx.read("sp", key, ("n",)) == (
@@ -596,18 +597,22 @@ def test_documents_only_read_and_written_ones_answer_as_a_model_says(
             tx.write("sp", key, (), {"n": number})
             values[key] = {"n": number}
             written.add(key)
+            working.add(key)
         elif op == "write_at":
             if type(values[key]) is dict:
                 tx.write("sp", key, ("n",), number)
                 values[key] = {**values[key], "n": number}
                 written.add(key)
+                working.add(key)
             else:
                 tx.value("sp", key)  # (loaded, as the model has it)
         elif op == "meta":
             tx.set_meta("sp", key, "m", number)
             metas[key] = {**metas[key], "m": number}
             written.add(key)
+            working.add(key)
         elif op == "document":
+            working.add(key)
             assert dict(tx.document("sp", key).meta) == metas[key]
             assert tx.document("sp", key).base is loaded[key]
         elif op == "basis":
@@ -617,6 +622,14 @@ def test_documents_only_read_and_written_ones_answer_as_a_model_says(
             stored = store.load("sp", key)
             seen = values[key] if key in loaded else MISSING if stored is None else stored.value
             assert tx.peek_all([("sp", key)]) == (None if track else [seen])
+        elif op == "stored_documents":
+            got = tx.stored_documents([("sp", key)])
+            stored = loaded[key] if key in loaded else store.load("sp", key)
+            if key in working or stored is None:
+                assert got is None  # written, or absent: read one by one
+            else:
+                load(key)  # joined to the basis, as a read joins it
+                assert got == [stored] and got[0] is stored
     assert [(k[1], d) for k, d in tx.basis()] == list(loaded.items())
     for key, doc in loaded.items():  # nothing read was changed in place
         assert doc is None or doc.value == {"n": 0, "key": key}
