@@ -42,7 +42,12 @@ in the faster one.  Shapes, each at N = 1 000 and N = 10 000:
    is O(N) in every contestant; what is compared is the constant (the growth is not
    marked against 1.2).  Peers: a signal and a computed per element, one computed
    summing them.
-8. **push + remove**: on the scalar instance of 1, ``items.push(x)`` + idle + read
+8. **total of records**: ``items`` as in 2 (N ``{"v": i}`` documents); ``total_v(items)``:
+   one lift reads all N records and sums their ``v`` (O(N) per write in every
+   contestant, as 7); a write is ``items.key(k).key("v").set(v)``, the read
+   ``result.total``.  Work: ``total_v``'s runs.  Peers: a signal per record holding a
+   dict, one counted computed summing them.
+9. **push + remove**: on the scalar instance of 1, ``items.push(x)`` + idle + read
    ``result.out.key(N)``, then ``items.remove(x)`` + idle, so every sample starts
    from N elements (a growing list would give the peers, whose per-write cost is a
    few µs and whose samples hold thousands of writes, a list many times N).  The
@@ -51,7 +56,7 @@ in the faster one.  Shapes, each at N = 1 000 and N = 10 000:
    the elements still at the same position (an index-keyed ``mapArray``) and
    returning them; push sets the tuple with one new element signal, the read
    evaluates the new element's computed, remove sets the tuple without it.
-9. **filter**: ``items`` holds N plain ints (one document, as 1, its own runtime);
+10. **filter**: ``items`` holds N plain ints (one document, as 1, its own runtime);
    the pattern ``F(items) = {"items": items, "kept": items.filter(lambda x:
    is_even(x))}``; a write is ``items.key(k).set(w)`` + ``rt.idle()`` + read
    ``result.kept.key(j).get()``, ``j = (k + 1) // 2`` (the evens before ``k``):
@@ -128,14 +133,15 @@ QUICK_MEMORY_WRITES = 10_000
 MEMORY_BUDGET = 1_800.0
 QUICK_MEMORY_BUDGET = 8.0
 SHAPES = ("scalars", "records", "inline argument", "lift per element", "map of a map",
-          "reader per map index", "total of a map", "push + remove", "filter")
-#: shapes whose write is O(N) by nature (a lift reading every output): no 1.2 target
-LINEAR_SHAPES = frozenset({"total of a map"})
+          "reader per map index", "total of a map", "total of records", "push + remove",
+          "filter")
+#: shapes whose write is O(N) by nature (a lift reading every element): no 1.2 target
+LINEAR_SHAPES = frozenset({"total of a map", "total of records"})
 
 #: runs of the per-element lifts, counted by every runtime's ``on_run`` (``counted``)
 LIFT_RUNS = [0]
 #: the per-element lifts' node names
-LIFTS = frozenset({"double", "double_v", "is_even", "plus_one"})
+LIFTS = frozenset({"double", "double_v", "is_even", "plus_one", "total_v"})
 
 
 # The per-element functions are pure, as a user's would be, so a run may take the
@@ -170,6 +176,11 @@ def plus_one(x: int) -> int:
 @lift
 def total(values: list[int]) -> int:
     return sum(values)
+
+
+@lift
+def total_v(records: list[dict[str, int]]) -> int:  # (counted: the one run per write)
+    return sum(record["v"] for record in records)
 
 
 def _count_lift(action: Any) -> None:
@@ -329,6 +340,20 @@ def ck_total(rt: Runtime, n: int) -> CkCase:
     return CkCase(rt, items.key(k).set, result.total.get, lambda v: rest + 2 * v)
 
 
+@pattern
+def TR(items: Cell[list[dict[str, int]]]) -> Any:
+    return {"items": items, "total": total_v(items)}
+
+
+def ck_total_records(rt: Runtime, n: int) -> CkCase:
+    items = rt.get_cell(_cause("total-records"))
+    items.set([{"v": i} for i in range(n)])  # every object becomes its own document
+    result = rt.run(TR, {"items": items}, cause=_cause("total-records"))
+    k = n // 2
+    rest = sum(range(n)) - k
+    return CkCase(rt, items.key(k).key("v").set, result.total.get, lambda v: rest + v)
+
+
 def ck_inline(rt: Runtime, n: int) -> CkCase:
     result = rt.run(M, {"items": list(range(n))}, cause=_cause("inline"))
     k = n // 2
@@ -461,6 +486,31 @@ def peer_total(p: Peer, n: int, eager: bool) -> PeerShape:
 
 def _peer_total_at(n: int) -> Callable[[Peer, bool], PeerShape]:
     return lambda p, eager: peer_total(p, n, eager)
+
+
+def _sum_v(records: list[dict[str, int]]) -> int:
+    return sum(record["v"] for record in records)
+
+
+def peer_total_records(p: Peer, n: int, eager: bool) -> PeerShape:
+    """A signal per record holding a dict, and one counted computed summing their ``v``."""
+    counter = [0]
+    srcs = [p.signal({"v": i}) for i in range(n)]
+    reads = [p.read_signal(s) for s in srcs]
+    whole = p.computed(_node(counter, lambda: [r() for r in reads], _sum_v))
+    read = p.reader(whole)
+    box: list[Any] = [None]
+    effects = [p.effect(_sink(read, box))] if eager else []
+    if not eager:
+        read()
+    k = n // 2
+    rest = sum(range(n)) - k
+    return PeerShape(p.writer(srcs[k]), (lambda: box[0]) if eager else read, counter,
+                     [srcs, whole], effects, lambda v: rest + v, lambda v: {"v": v})
+
+
+def _peer_total_records_at(n: int) -> Callable[[Peer, bool], PeerShape]:
+    return lambda p, eager: peer_total_records(p, n, eager)
 
 
 def _peer_two_levels_at(n: int) -> Callable[[Peer, bool], PeerShape]:
@@ -721,6 +771,7 @@ def bench_sizes(peers: list[Peer], sizes: tuple[int, ...], quick: bool,
     against(_peer_two_levels_at, ("map of a map", ck_map_of_map),
             ("reader per map index", ck_per_index))
     against(_peer_total_at, ("total of a map", ck_total))
+    against(_peer_total_records_at, ("total of records", ck_total_records))
     pushes = {n: peer_graphs(peers, _peer_push_at(n), modes) for n in sizes}
     done(bench_shape("push + remove", {n: on_shared(n, ck_push) for n in sizes}, pushes,
                      quick=quick))

@@ -994,20 +994,23 @@ def _whole_document_links(
 
 class _LinkedRead:
     """What the last tracked read of one stored list of whole-document links met
-    (``_linked_scalars``): per element, its document, the document its value links on
-    to (or None), that one, the scalar read, and the journal those reads made."""
+    (``_linked_values``), per element: its document, the document its value links on
+    to (or None) and that one, the value read (a scalar, or for a record the ``Cell``
+    its ``DocDict`` is made with), and the journal all of them made."""
 
-    __slots__ = ("first", "hop_keys", "hops", "journal", "stride", "values")
+    __slots__ = ("first", "hop_keys", "hops", "journal", "records", "stride", "values")
 
     def __init__(self, first: list[Document], hop_keys: list[tuple[str, str] | None],
-                 hops: list[Document | None], values: list[Any], journal: list[Address],
-                 stride: int) -> None:
+                 hops: list[Document | None], values: list[Any], records: list[int],
+                 journal: list[Address], stride: int) -> None:
         self.first = first
         self.hop_keys = hop_keys
         self.hops = hops
         self.values = values
+        #: the elements that read as records (``values`` holds their cells)
+        self.records = records
         self.journal = journal
-        #: journal entries per element when every element made the same number (else 0)
+        #: journal entries per element when every element made as many (else 0)
         self.stride = stride
 
 
@@ -1015,26 +1018,36 @@ class _LinkedRead:
 _linked_reads: OrderedDict[tuple[str, str, Path], _LinkedRead] = OrderedDict()
 
 
-def _linked_scalars(tx: Transaction, targets: list[tuple[str, str]],
-                    where: tuple[str, str, Path], track: bool) -> list[Any] | None:
-    """The scalars a list of whole-document links leads to, each through at most one
-    more whole-document link (a map's outputs: a child's result, then its lift's
-    output), or None: the element loop of ``materialize`` reads it instead.
+def _is_record(value: Any) -> bool:
+    """A dict ``materialize`` makes a ``DocDict`` of scalars from (no link, no stream)."""
+    if type(value) is not dict or "/" in value or "$stream" in value:
+        return False
+    return all(type(field) in _SCALARS or field is None for field in value.values())
 
-    What that loop makes of such a list, and the same journal, in the same order.
-    The documents are loaded in one pass (``Transaction.stored_documents``) and
-    compared by identity with the last read of this list: a store replaces a
-    document on every commit, so only the elements whose documents changed are
-    read again (a lift over a map's N outputs after one child was replaced follows
-    one element, not N).
+
+def _linked_values(runtime: CellHost, tx: Transaction, targets: list[tuple[str, str]],
+                   where: tuple[str, str, Path], track: bool) -> list[Any] | None:
+    """What a list of whole-document links leads to: each element's scalar or record of
+    scalars, directly or through one more whole-document link (a map's outputs: a
+    child's result, then its lift's output), or None: the element loop of
+    ``materialize`` reads the list instead.
+
+    The same values that loop makes (a record a ``DocDict`` made anew every run: the
+    function may change it) and the same journal, in the same order.  The documents
+    are loaded in one pass (``Transaction.stored_documents``) and compared by identity
+    with the last read of this list: a store replaces a document on every commit, so
+    only the elements whose documents changed are read again (a lift over a map's N
+    outputs after one child was replaced follows one element, not N).
     """
     first = tx.stored_documents(targets)
     if first is None:
         return None
     n = len(first)
     last = _linked_reads.get(where)
+    if last is not None and len(last.first) != n:
+        last = None
     redo: Iterable[int]
-    if last is not None and len(last.first) == n:
+    if last is not None:
         _linked_reads.move_to_end(where)
         redo = list(itertools.compress(itertools.count(), map(operator.is_not, first, last.first)))
         hop_keys = last.hop_keys.copy() if redo else last.hop_keys
@@ -1048,62 +1061,86 @@ def _linked_scalars(tx: Transaction, targets: list[tuple[str, str]],
         if type(value) in _SCALARS:
             hop_keys[i] = None
             values[i] = value
-            continue
-        if type(value) is not dict or "/" not in value:
+        elif type(value) is dict and "/" in value:
+            hop = stored_link(value, (*targets[i], ()))
+            if hop is None or hop.path or hop.schema is not None:
+                return None
+            hop_keys[i] = (hop.space, hop.id)
+        elif _is_record(value):
+            hop_keys[i] = None
+            values[i] = Cell(runtime, targets[i][0], targets[i][1], (), None)
+        else:
             return None
-        hop = stored_link(value, (*targets[i], ()))
-        if hop is None or hop.path or hop.schema is not None:
-            return None
-        hop_keys[i] = (hop.space, hop.id)
     at = [i for i, key in enumerate(hop_keys) if key is not None]
     hop_docs = tx.stored_documents([key for key in hop_keys if key is not None]) if at else []
     if hop_docs is None:
         return None
     hops: list[Document | None] = [None] * n
-    old_hops = last.hops if last is not None and len(last.first) == n else None
+    old_hops = last.hops if last is not None else None
     changed = bool(redo)
     for i, doc in zip(at, hop_docs, strict=True):
         hops[i] = doc
         if old_hops is None or doc is not old_hops[i]:
             value = doc.value
-            if type(value) not in _SCALARS:
+            if type(value) in _SCALARS:
+                values[i] = value
+            elif _is_record(value):
+                key = hop_keys[i]
+                values[i] = Cell(runtime, key[0], key[1], (), None)  # type: ignore[index]
+            else:
                 return None
-            values[i] = value
             changed = True
+    records = [i for i, v in enumerate(values) if type(v) is Cell] if changed or last is None \
+        else last.records
     if last is not None and not changed:
         journal, stride = last.journal, last.stride
     else:
-        journal, stride = _linked_journal(targets, hop_keys, last, redo)
-    _linked_reads[where] = _LinkedRead(first, hop_keys, hops, values, journal, stride)
+        journal, stride = _linked_journal(targets, hop_keys, records, last, redo)
+    _linked_reads[where] = _LinkedRead(first, hop_keys, hops, values, records, journal, stride)
     if len(_linked_reads) > _LIST_TARGETS_MAX:
         _linked_reads.popitem(last=False)
     if track:
         tx.reads.extend(journal)
-    return values
+    if not records:
+        return values
+    out = values.copy()
+    for i in records:
+        held = hops[i]
+        record = (held if held is not None else first[i]).value
+        out[i] = DocDict(cast("dict[str, Any]", record), values[i])
+    return out
+
+
+def _element_reads(target: tuple[str, str], hop: tuple[str, str] | None) -> list[Address]:
+    """The reads ``materialize``'s element loop makes for one element: its document and
+    the one it links on to."""
+    if hop is None:
+        return [(target[0], target[1], ())]
+    return [(target[0], target[1], ()), (hop[0], hop[1], ())]
 
 
 def _linked_journal(targets: list[tuple[str, str]], hop_keys: list[tuple[str, str] | None],
-                    last: _LinkedRead | None, redo: Iterable[int]) -> tuple[list[Address], int]:
-    """The reads of ``_linked_scalars``, element by element: its document, then the one
-    it links on to.  Patched at the elements read again when every element makes as
-    many reads as before; else built anew."""
-    with_hop = hop_keys.count(None) == 0
-    stride = 2 if with_hop else 1 if hop_keys.count(None) == len(hop_keys) else 0
+                    records: list[int], last: _LinkedRead | None,
+                    redo: Iterable[int]) -> tuple[list[Address], int]:
+    """The reads of ``_linked_values``, as ``materialize`` makes them: each element's
+    documents in order, then the walk ``resolve`` makes again to every record, last
+    element first (they wait on its stack).  Without records, patched at the elements
+    read again when every element makes as many reads as before; else built anew."""
+    stride = 0
+    if not records:
+        with_hop = hop_keys.count(None)
+        stride = 1 if with_hop == len(hop_keys) else 2 if with_hop == 0 else 0
     if last is not None and stride and last.stride == stride \
             and len(last.journal) == stride * len(targets):
         journal = last.journal.copy()
         for i in redo:
-            sp, eid = targets[i]
-            journal[stride * i] = (sp, eid, ())
-            if stride == 2:
-                hop = hop_keys[i]
-                journal[2 * i + 1] = (hop[0], hop[1], ())  # type: ignore[index]
+            journal[stride * i: stride * (i + 1)] = _element_reads(targets[i], hop_keys[i])
         return journal, stride
     journal = []
-    for (sp, eid), hop in zip(targets, hop_keys, strict=True):
-        journal.append((sp, eid, ()))
-        if hop is not None:
-            journal.append((hop[0], hop[1], ()))
+    for target, hop in zip(targets, hop_keys, strict=True):
+        journal.extend(_element_reads(target, hop))
+    for i in reversed(records):
+        journal.extend(_element_reads(targets[i], hop_keys[i]))
     return journal, stride
 
 
@@ -1227,8 +1264,8 @@ def materialize(
                         holder[key] = found
                         continue
                     if every and found is None:  # a run's tracked read: one pass too
-                        found = _linked_scalars(
-                            tx, cast("list[tuple[str, str]]", targets), (sp, eid, p), track)
+                        found = _linked_values(runtime, tx, cast("list[tuple[str, str]]", targets),
+                                               (sp, eid, p), track)
                         if found is not None:
                             holder[key] = found
                             continue
