@@ -24,7 +24,7 @@ import inspect
 import weakref
 from collections.abc import Callable, Sequence
 from types import BuiltinFunctionType, CodeType, FunctionType, ModuleType
-from typing import Any
+from typing import Any, cast
 
 from cellkernel.data.links import is_link, parse_link
 from cellkernel.data.schema import SURE_TYPES
@@ -63,9 +63,10 @@ _UNBOUND: Any = object()
 #: the immutable types a module-level constant a pure lift reads may hold
 _CONSTANT_TYPES = (int, float, complex, str, bytes, bool, type(None))
 
-#: a function's own verdict: the helper functions it calls (None: not pure), and each
-#: global name it reads with the value it was bound to when judged
-_Verdict = tuple[tuple[FunctionType, ...] | None, tuple[tuple[str, Any], ...]]
+#: a function's own verdict: whether it is pure apart from the helper functions it calls,
+#: and each global name it reads with the value it was bound to when judged (a function
+#: there held weakly: a recursive helper would otherwise keep its own entry alive)
+_Verdict = tuple[bool, tuple[tuple[str, Any], ...]]
 
 #: function -> its own verdict (weak: a dropped function takes its entry along)
 _pure: weakref.WeakKeyDictionary[Any, _Verdict] = weakref.WeakKeyDictionary()
@@ -101,44 +102,63 @@ def pure_function(fn: Any) -> bool:
     return True
 
 
-def _own_verdict(fn: FunctionType) -> tuple[FunctionType, ...] | None:
+def _own_verdict(fn: FunctionType) -> list[FunctionType] | None:
+    """The helper functions ``fn`` calls, or None if ``fn`` itself is not pure."""
     known = _pure.get(fn)
     if known is not None:
-        helpers, bound = known
-        namespace = fn.__globals__
-        if all(namespace.get(name, _UNBOUND) is value for name, value in bound):
-            return helpers
-    verdict = _judge(fn)
-    _pure[fn] = verdict
-    return verdict[0]
+        helpers = _still_bound(fn.__globals__, known[1])
+        if helpers is not None:
+            return helpers if known[0] else None
+    pure, bound = _pure[fn] = _judge(fn)
+    if not pure:
+        return None
+    return _still_bound(fn.__globals__, bound)  # (None if rebound meanwhile: not pure now)
+
+
+def _still_bound(namespace: dict[str, Any], bound: tuple[tuple[str, Any], ...]
+                 ) -> list[FunctionType] | None:
+    """The helpers of a verdict whose every global is bound as it was, else None."""
+    helpers: list[FunctionType] = []
+    for name, value in bound:
+        current = namespace.get(name, _UNBOUND)
+        if current is value:
+            continue
+        if type(value) is not weakref.ref or value() is not current:
+            return None
+        helpers.append(cast("FunctionType", current))
+    return helpers
 
 
 def _judge(fn: FunctionType) -> _Verdict:
     """``fn``'s own verdict (its helpers are judged by ``pure_function``'s walk)."""
     namespace = fn.__globals__
-    bound = tuple((name, namespace.get(name, _UNBOUND)) for name in _global_names(fn.__code__))
+    names = _global_names(fn.__code__)
+    values = [namespace.get(name, _UNBOUND) for name in names]
+    # a helper (a function judged in its turn) is held weakly; everything else as it is
+    bound = tuple((name, weakref.ref(value) if type(value) is FunctionType
+                   and getattr(value, "__module__", None) not in SAFE_MODULES else value)
+                  for name, value in zip(names, values, strict=True))
     if fn.__closure__ or fn.__kwdefaults__ or not _pure_code(fn.__code__):
-        return None, bound
+        return False, bound
     if inspect.isgeneratorfunction(fn) or inspect.iscoroutinefunction(fn):
-        return None, bound
+        return False, bound
     if any(d is not None and type(d) not in (int, float, str, bool) for d in fn.__defaults__ or ()):
-        return None, bound
-    helpers: list[FunctionType] = []
-    for name, value in bound:
+        return False, bound
+    for name, value in zip(names, values, strict=True):
         if value is _UNBOUND:
             if name not in SAFE_BUILTINS:
-                return None, bound
+                return False, bound
         elif type(value) is ModuleType:
             if value.__name__ not in SAFE_MODULES:
-                return None, bound
-        elif type(value) in (FunctionType, BuiltinFunctionType) \
-                and getattr(value, "__module__", None) in SAFE_MODULES:
-            continue  # ``from math import floor``, ``from statistics import mean``
+                return False, bound
+        elif type(value) is BuiltinFunctionType:
+            if getattr(value, "__module__", None) not in SAFE_MODULES:
+                return False, bound  # (``from math import floor`` passes)
         elif type(value) is FunctionType:
-            helpers.append(value)
+            continue  # a helper (judged by the walk), or ``from statistics import mean``
         elif not _immutable_constant(value):
-            return None, bound
-    return tuple(helpers), bound
+            return False, bound
+    return True, bound
 
 
 def _immutable_constant(value: Any) -> bool:

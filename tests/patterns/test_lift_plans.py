@@ -9,9 +9,12 @@ schema refusals, inputs that stop being scalars, results that are containers.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import random
+import weakref
+from os import getpid
 from statistics import mean
 from typing import Annotated, Any
 
@@ -89,6 +92,10 @@ def _uses_os(x: int) -> int:
     return os.getpid() + x
 
 
+def _uses_an_imported_builtin(x: int) -> int:
+    return getpid() + x  # a C function of ``posix``, not of a safe module
+
+
 def _calls_a_pure_helper(x: int) -> int:
     return _plus_offset(x) * 2
 
@@ -147,6 +154,7 @@ def _pure_lambda_inside(x: int) -> list[int]:
     (_reads_a_tuple_constant, True),
     (_nested_global, True),
     (_uses_os, False),
+    (_uses_an_imported_builtin, False),
     (_calls_a_printing_helper, False),
     (_reads_a_mutable_global, False),
     (_assigns_a_global, False),
@@ -188,6 +196,17 @@ def test_a_rebound_global_is_judged_again() -> None:
     assert pure_function(namespace["g"]) is True
     namespace["helper"] = print  # a helper rebound to one that is not pure
     assert pure_function(namespace["g"]) is False
+
+
+def test_a_recursive_helper_is_not_kept_alive_by_its_verdict() -> None:
+    namespace: dict[str, Any] = {}
+    exec("def down(n):\n    return 0 if n <= 0 else down(n - 1)\n"
+         "def f(x):\n    return down(x) + 1\n", namespace)
+    assert pure_function(namespace["f"]) is True
+    helper = weakref.ref(namespace["down"])
+    namespace.clear()
+    gc.collect()
+    assert helper() is None  # (a verdict holding it strongly made a cycle through itself)
 
 
 def test_landable_scalars() -> None:
