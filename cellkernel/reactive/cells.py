@@ -1071,22 +1071,21 @@ def _linked_values(runtime: CellHost, tx: Transaction, targets: list[tuple[str, 
             values[i] = Cell(runtime, targets[i][0], targets[i][1], (), None)
         else:
             return None
-    at = [i for i, key in enumerate(hop_keys) if key is not None]
-    hop_docs = tx.stored_documents([key for key in hop_keys if key is not None]) if at else []
+    onward = [(i, key) for i, key in enumerate(hop_keys) if key is not None]
+    hop_docs = tx.stored_documents([key for _i, key in onward]) if onward else []
     if hop_docs is None:
         return None
     hops: list[Document | None] = [None] * n
     old_hops = last.hops if last is not None else None
     changed = bool(redo)
-    for i, doc in zip(at, hop_docs, strict=True):
+    for (i, key), doc in zip(onward, hop_docs, strict=True):
         hops[i] = doc
         if old_hops is None or doc is not old_hops[i]:
             value = doc.value
             if type(value) in _SCALARS:
                 values[i] = value
             elif _is_record(value):
-                key = hop_keys[i]
-                values[i] = Cell(runtime, key[0], key[1], (), None)  # type: ignore[index]
+                values[i] = Cell(runtime, key[0], key[1], (), None)
             else:
                 return None
             changed = True
@@ -1128,8 +1127,8 @@ def _linked_journal(targets: list[tuple[str, str]], hop_keys: list[tuple[str, st
     read again when every element makes as many reads as before; else built anew."""
     stride = 0
     if not records:
-        with_hop = hop_keys.count(None)
-        stride = 1 if with_hop == len(hop_keys) else 2 if with_hop == 0 else 0
+        without_hop = hop_keys.count(None)
+        stride = 1 if without_hop == len(hop_keys) else 2 if without_hop == 0 else 0
     if last is not None and stride and last.stride == stride \
             and len(last.journal) == stride * len(targets):
         journal = last.journal.copy()
