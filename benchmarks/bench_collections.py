@@ -473,15 +473,22 @@ def peer_total(p: Peer, n: int, eager: bool) -> PeerShape:
     nodes = [p.computed(_node(counter, p.read_signal(s), _double)) for s in srcs]
     reads = [p.reader(node) for node in nodes]
     whole = p.computed(lambda: sum(r() for r in reads))
-    read = p.reader(whole)
-    box: list[Any] = [None]
-    effects = [p.effect(_sink(read, box))] if eager else []
-    if not eager:
-        read()
+    read, effects = _read_of(p, p.reader(whole), eager)
     k = n // 2
     rest = 2 * (sum(range(n)) - k)
-    return PeerShape(p.writer(srcs[k]), (lambda: box[0]) if eager else read, counter,
-                     [srcs, nodes, whole], effects, lambda v: rest + 2 * v, int)
+    return PeerShape(p.writer(srcs[k]), read, counter, [srcs, nodes, whole], effects,
+                     lambda v: rest + 2 * v, int)
+
+
+def _read_of(p: Peer, read: Callable[[], Any], eager: bool
+             ) -> tuple[Callable[[], Any], list[Any]]:
+    """How a write's result is read: ``read`` pulled (evaluated once now, so a write
+    re-runs only what it changed), or the value an effect on it keeps; and that effect."""
+    if not eager:
+        read()
+        return read, []
+    box: list[Any] = [None]
+    return (lambda: box[0]), [p.effect(_sink(read, box))]
 
 
 def _peer_total_at(n: int) -> Callable[[Peer, bool], PeerShape]:
@@ -498,15 +505,11 @@ def peer_total_records(p: Peer, n: int, eager: bool) -> PeerShape:
     srcs = [p.signal({"v": i}) for i in range(n)]
     reads = [p.read_signal(s) for s in srcs]
     whole = p.computed(_node(counter, lambda: [r() for r in reads], _sum_v))
-    read = p.reader(whole)
-    box: list[Any] = [None]
-    effects = [p.effect(_sink(read, box))] if eager else []
-    if not eager:
-        read()
+    read, effects = _read_of(p, p.reader(whole), eager)
     k = n // 2
     rest = sum(range(n)) - k
-    return PeerShape(p.writer(srcs[k]), (lambda: box[0]) if eager else read, counter,
-                     [srcs, whole], effects, lambda v: rest + v, lambda v: {"v": v})
+    return PeerShape(p.writer(srcs[k]), read, counter, [srcs, whole], effects,
+                     lambda v: rest + v, lambda v: {"v": v})
 
 
 def _peer_total_records_at(n: int) -> Callable[[Peer, bool], PeerShape]:
@@ -573,13 +576,10 @@ def peer_filter(p: Peer, n: int, eager: bool) -> PeerShape:
     def kept_j() -> Any:
         return read_kept()[j]
 
-    box: list[Any] = [None]
-    effects = [p.effect(_sink(kept_j, box))] if eager else []
-    if not eager:
-        kept_j()  # first evaluation, so a write re-runs only its own predicate
+    read, effects = _read_of(p, kept_j, eager)
     value = InOut(k)
-    return PeerShape(p.writer(srcs[k]), (lambda: box[0]) if eager else kept_j, counter,
-                     [srcs, preds, kept], effects, lambda v: value.expected(), value)
+    return PeerShape(p.writer(srcs[k]), read, counter, [srcs, preds, kept], effects,
+                     lambda v: value.expected(), value)
 
 
 def _peer_filter_at(n: int) -> Callable[[Peer, bool], PeerShape]:
