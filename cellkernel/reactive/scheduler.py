@@ -855,6 +855,11 @@ class Scheduler:
             if not handlers:
                 del self._handlers[handler.stream]
 
+    def actions(self, name: str | None = None) -> list[Action]:
+        """The actions with a place in the graph now (those named ``name``), for
+        inspection: a test, a debugger, a notebook asking what runs."""
+        return [a for a in self._known if name is None or a.name == name]
+
     def has_handlers(self, stream: Address) -> bool:
         return bool(self._handlers.get(stream))
 

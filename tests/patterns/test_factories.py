@@ -602,12 +602,12 @@ def test_a_failing_handler_leaves_no_half_made_child(rt: Runtime) -> None:
     before_list = rt.runner.listed_instances()  # the space's instance log
     assert before_list  # (the spawner itself is listed)
     before_running = set(rt.runner.instances)
-    before_actions = set(rt.scheduler._known)
+    before_actions = set(rt.scheduler.actions())
     s.spawn_then_fail.send({})
     assert s.items.get() == []
     assert rt.runner.listed_instances() == before_list
     assert set(rt.runner.instances) == before_running
-    assert set(rt.scheduler._known) <= before_actions
+    assert set(rt.scheduler.actions()) <= before_actions
     assert [type(e.error) for e in rt.errors] == [RuntimeError]
     s.spawn.send({"count": 1})  # later events still run
     assert len(s.items.get()) == 1

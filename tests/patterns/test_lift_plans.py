@@ -245,7 +245,7 @@ def Mixed(x: int = 1) -> Any:
 
 
 def _actions(rt: Runtime) -> dict[str, Any]:
-    return {a.name: a for a in rt.scheduler._known}
+    return {a.name: a for a in rt.scheduler.actions()}
 
 
 def test_pure_lifts_get_plans_and_compute_what_python_does() -> None:
@@ -373,7 +373,7 @@ def test_constant_arguments_are_checked_once_and_a_refused_one_is_always_recorde
 
     rt = Runtime()
     result = rt.run(Shifts, {"x": 1}, cause="constants")
-    plans = [a.plan for a in rt.scheduler._known if a.name == "shift"]
+    plans = [a.plan for a in rt.scheduler.actions("shift")]
     assert len(plans) == 2 and all(p is not None for p in plans)
     for x in (2, 9, 4):
         result.key("x").set(x)
@@ -438,7 +438,7 @@ def _general_runs(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def _raw(rt: Runtime, name: str) -> Any:
     """The stored value (links not followed) of the output of the lift named ``name``."""
-    action = next(a for a in rt.scheduler._known if a.name == name)
+    action = rt.scheduler.actions(name)[0]
     space, out_id, _path = next(iter(action.writes))
     return rt.read_tx().read(space, out_id, ())
 
@@ -512,7 +512,7 @@ def test_only_a_function_that_never_names_cell_is_handed_a_plain_dict() -> None:
     a = rt.get_cell("rec")
     a.set({"v": 1, "xs": [1, 2]})
     result = rt.run(OneRecord, {"item": a}, cause="cell")
-    plans: dict[str, Any] = {x.name: x.plan for x in rt.scheduler._known}  # plan objects
+    plans: dict[str, Any] = {x.name: x.plan for x in rt.scheduler.actions()}  # plan objects
     assert plans["names_cell"] is not None and not plans["names_cell"].records
     assert plans["double_v"].records
     a.key("v").set(5)

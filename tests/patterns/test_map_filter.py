@@ -200,7 +200,7 @@ def _doc_count(rt: Runtime) -> int:
 
 
 def _map_action(rt: Runtime) -> Any:
-    return next(a for a in rt.scheduler._known if a.name == "map")
+    return rt.scheduler.actions("map")[0]
 
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
@@ -330,8 +330,8 @@ def Above(src: list[Any] = [], threshold: int = 0):  # type: ignore[no-untyped-d
 
 
 def _filter_actions(rt: Runtime) -> tuple[Any, Any]:
-    keying = next(a for a in rt.scheduler._known if a.name == "filter" and a.changed is None)
-    collect = next(a for a in rt.scheduler._known if a.name == "filter" and a.changed is not None)
+    keying = next(a for a in rt.scheduler.actions("filter") if a.changed is None)
+    collect = next(a for a in rt.scheduler.actions("filter") if a.changed is not None)
     return keying, collect
 
 
@@ -343,7 +343,7 @@ def test_a_filter_collects_after_its_children_and_keys_before_them() -> None:
     result = rt.run(Above, {"src": src, "threshold": 10}, cause="order")
     assert result.big.get() == list(range(11, 30))
     keying, collect = _filter_actions(rt)
-    children = [a for a in rt.scheduler._known if a.name == "above"]
+    children = rt.scheduler.actions("above")
     assert len(children) == 30
     assert all(keying.height < c.height < collect.height for c in children)
     runs = rt.scheduler.run_count

@@ -54,6 +54,19 @@ def test_basic_reactivity(rt: Runtime) -> None:
     assert len(log) == 2
 
 
+def test_actions_lists_what_is_subscribed_by_name(rt: Runtime) -> None:
+    a, b, c = rt.get_cell("a"), rt.get_cell("b"), rt.get_cell("c")
+    a.set(1)
+    first = lift(rt, "double", [a], b, lambda x: 2 * x)
+    second = lift(rt, "inc", [b], c, lambda x: x + 1)
+    rt.idle()
+    assert set(rt.scheduler.actions()) >= {first, second}
+    assert rt.scheduler.actions("inc") == [second]
+    rt.scheduler.unsubscribe(second)
+    assert rt.scheduler.actions("inc") == []
+    assert rt.scheduler.actions("double") == [first]
+
+
 def test_deferred_subscribe_runs_only_on_change(rt: Runtime) -> None:
     a, b, c = rt.get_cell("a"), rt.get_cell("b"), rt.get_cell("c")
     a.set(1)
