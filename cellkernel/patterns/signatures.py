@@ -24,7 +24,11 @@ class _DefaultMarker:
 
 
 class Default(Generic[T]):
-    """``Default[T, v]``: a parameter of type ``T`` whose schema default is ``v``."""
+    """``Default[T, v]``: a parameter of type ``T`` whose schema default is ``v``.
+
+    A type checker reads ``v`` in a type position as an error; the spelling it accepts,
+    with the same schema, is ``Annotated[T, pydantic.Field(default=v)]``.
+    """
 
     def __class_getitem__(cls, params: Any) -> Any:
         if not isinstance(params, tuple) or len(params) != 2:

@@ -7,10 +7,10 @@ annotations become the argument schema, ``Default[T, v]``, pydantic models and
 TypedDicts, ``Cell[T]`` parameters, opaque references, closures.
 """
 
-from typing import Any, TypedDict, cast
+from typing import Annotated, Any, TypedDict, cast
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from cellkernel import (
     NAME,
@@ -208,6 +208,22 @@ def test_default_marker_becomes_schema_default() -> None:
     assert props["a"] == {"type": "integer", "default": 5}
     assert props["b"] == {"type": "string", "default": "x"}
     assert props["c"] == {"type": "integer"}
+
+
+def test_the_typed_spelling_of_a_default_gives_the_same_schema_and_runs() -> None:
+    """``Annotated[T, Field(default=v)]`` is what a type checker accepts for ``Default[T, v]``."""
+
+    @pattern
+    def D(a: Annotated[int, Field(default=5)], b: Annotated[str, Field(default="x")],
+          c: int) -> Any:
+        return {"a": a, "b": b, "c": c}
+
+    props = D.to_json()["argumentSchema"]["properties"]
+    assert props["a"] == {"type": "integer", "default": 5}
+    assert props["b"] == {"type": "string", "default": "x"}
+    assert props["c"] == {"type": "integer"}
+    rt = Runtime()
+    assert rt.run(D, {"c": 1}, cause="typed-default").get() == {"a": 5, "b": "x", "c": 1}
 
 
 def test_default_needs_two_parameters() -> None:
