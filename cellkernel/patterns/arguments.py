@@ -16,7 +16,7 @@ from cellkernel.errors import NodeError
 from cellkernel.patterns import registry
 from cellkernel.patterns.plan import derive_id, plan
 from cellkernel.patterns.signatures import _hoist_defs, parameters
-from cellkernel.reactive.cells import Cell, DocDict, materialize, set_hook
+from cellkernel.reactive.cells import Cell, DocDict, is_scalar_record, materialize, set_hook
 from cellkernel.reactive.resolution import resolve
 
 if TYPE_CHECKING:
@@ -197,12 +197,8 @@ class _LinkReader:
                     if not inner.path and inner.schema is None:
                         # a whole document of scalars: what materialize makes of it, directly
                         target = tx.read(inner.space, inner.id, ())  # tracked, as resolve does
-                        if type(target) is dict and "/" not in target and "$stream" not in target:
-                            for field in target.values():
-                                if type(field) not in SCALAR_TYPES and field is not None:
-                                    break
-                            else:
-                                return DocDict(target, Cell(rt, inner.space, inner.id, (), None))
+                        if is_scalar_record(target):
+                            return DocDict(target, Cell(rt, inner.space, inner.id, (), None))
                     sp, eid, p, seen_schema = resolve(tx, inner.space, inner.id, inner.path)
                     schema = seen_schema if seen_schema is not None else inner.schema
                     value = tx.read(sp, eid, p, track=False)

@@ -29,6 +29,7 @@ from typing import Any, cast
 from cellkernel.data.links import is_link, parse_link
 from cellkernel.data.schema import SURE_TYPES
 from cellkernel.data.values import MISSING
+from cellkernel.reactive.cells import is_scalar_record
 from cellkernel.reactive.scheduler import NOT_PLANNED
 from cellkernel.store.documents import INT_FLOOR, INT_LIMIT, Change, Document, landable
 
@@ -372,13 +373,8 @@ class LiftPlan(Stash):
                 read.append((key, doc))
                 return target
             return NOT_PLANNED
-        if not self.records or "/" in target or "$stream" in target:
-            return NOT_PLANNED
-        for field in target.values():
-            t = type(field)
-            if t is not int and t is not str and t is not float and t is not bool \
-                    and field is not None:
-                return NOT_PLANNED  # nested values: the general read materialises them
+        if not self.records or not is_scalar_record(target):
+            return NOT_PLANNED  # a link, a stream or nested values: the general read
         read.append((key, doc))
         return dict(target)  # (its own copy: the function may change it)
 

@@ -952,6 +952,8 @@ _list_targets: OrderedDict[
 _LIST_TARGETS_MAX = 64
 #: the types of the values ``materialize`` keeps as they are (a set, for one C-level test)
 _SCALARS = frozenset(SCALAR_TYPES)
+#: the types of a record's fields ``materialize`` keeps as they are
+_FIELD_TYPES = frozenset((*SCALAR_TYPES, type(None)))
 
 
 def _whole_document_links(
@@ -1018,11 +1020,15 @@ class _LinkedRead:
 _linked_reads: OrderedDict[tuple[str, str, Path], _LinkedRead] = OrderedDict()
 
 
-def _is_record(value: Any) -> bool:
-    """A dict ``materialize`` makes a ``DocDict`` of scalars from (no link, no stream)."""
+def is_scalar_record(value: Any) -> bool:
+    """A stored dict of scalars (no link, no stream, nothing nested): what ``materialize``
+    reads through a link as a ``DocDict`` with its fields as they are."""
     if type(value) is not dict or "/" in value or "$stream" in value:
         return False
-    return all(type(field) in _SCALARS or field is None for field in value.values())
+    for field in value.values():  # noqa: SIM110 (a loop: records have a few fields, and
+        if type(field) not in _FIELD_TYPES:  # ``all`` over a generator costs more)
+            return False
+    return True
 
 
 def _linked_values(runtime: CellHost, tx: Transaction, targets: list[tuple[str, str]],
@@ -1066,7 +1072,7 @@ def _linked_values(runtime: CellHost, tx: Transaction, targets: list[tuple[str, 
             if hop is None or hop.path or hop.schema is not None:
                 return None
             hop_keys[i] = (hop.space, hop.id)
-        elif _is_record(value):
+        elif is_scalar_record(value):
             hop_keys[i] = None
             values[i] = Cell(runtime, targets[i][0], targets[i][1], (), None)
         else:
@@ -1084,7 +1090,7 @@ def _linked_values(runtime: CellHost, tx: Transaction, targets: list[tuple[str, 
             value = doc.value
             if type(value) in _SCALARS:
                 values[i] = value
-            elif _is_record(value):
+            elif is_scalar_record(value):
                 values[i] = Cell(runtime, key[0], key[1], (), None)
             else:
                 return None
